@@ -1,0 +1,32 @@
+# Two entry points: `make run` and `make test`. Both create .venv if it is missing.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-run
+TSTAMP := $(VENV)/.installed-test
+
+.PHONY: run test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(TSTAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@ $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m experiments.run
+
+test: $(TSTAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m experiments.bench
+
+clean:
+	rm -rf $(VENV) outputs multirun

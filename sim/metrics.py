@@ -1,0 +1,153 @@
+"""Online metric accumulators, lifts with confidence intervals, and time series.
+
+Everything is accumulated as sums, so memory does not grow with simulated time: per-member totals
+(the randomisation unit, for confidence intervals), and per-cell totals per time bucket.
+
+Ratio metrics (CTR, play rate, take fraction) are sums over a cell's members of an outcome
+divided by the sum of impressions; their variance comes from the delta method over members
+(impressions of one member are correlated, members are independent)::
+
+    R = sum_m y_m / sum_m n_m,   Var(R) ~= Var_m(y_m - R n_m) / (N * mean(n)^2)
+
+Lift = R_cell / R_control - 1 with a 95 % interval from the log-ratio's standard error.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as st
+
+#: Per-member accumulated columns.
+MEMBER_COLUMNS = ("impressions", "clicks", "plays", "quality_plays", "minutes", "visits")
+#: Per-cell, per-bucket accumulated columns.
+SERIES_COLUMNS = ("impressions", "clicks", "plays", "quality_plays", "minutes", "visits",
+                  "expected_take", "oracle_take", "uniform_take")
+#: Ratio metrics reported with intervals: name -> numerator column.
+RATIO_METRICS = {"ctr": "clicks", "play_rate": "plays", "take_fraction": "quality_plays"}
+
+
+class MetricsAccumulator:
+    """Sums per member and per (time bucket, cell)."""
+
+    def __init__(self, n_members: int, cell_names: list[str], horizon_minutes: float,
+                 bucket_minutes: float):
+        self.cell_names = list(cell_names)
+        self.per_member = np.zeros((n_members, len(MEMBER_COLUMNS)))
+        self.bucket_minutes = float(bucket_minutes)
+        n_buckets = max(1, math.ceil(horizon_minutes / bucket_minutes))
+        self.series = np.zeros((n_buckets, len(self.cell_names), len(SERIES_COLUMNS)))
+
+    def add_visits(self, member: np.ndarray, cell: np.ndarray, time: np.ndarray) -> None:
+        np.add.at(self.per_member[:, 5], member, 1.0)
+        b = self._bucket(time)
+        np.add.at(self.series[:, :, 5], (b, cell), 1.0)
+
+    def add_impressions(self, member: np.ndarray, cell_index: int, time: np.ndarray,
+                        click, play, quality, minutes, expected_take, oracle_take, uniform_take) -> None:
+        """Accumulate n impressions of one cell; every array has shape (n,)."""
+        vals = np.column_stack([np.ones(member.size), click, play, quality, minutes])
+        np.add.at(self.per_member[:, :5], member, vals)
+        b = self._bucket(time)
+        full = np.column_stack([vals, np.zeros(member.size), expected_take, oracle_take, uniform_take])
+        # Buckets inside one serving window are few: sum per bucket with bincount.
+        for j in range(full.shape[1]):
+            self.series[:, cell_index, j] += np.bincount(b, weights=full[:, j],
+                                                         minlength=self.series.shape[0])
+
+    def _bucket(self, time: np.ndarray) -> np.ndarray:
+        return np.minimum((time // self.bucket_minutes).astype(np.int64), self.series.shape[0] - 1)
+
+    # ---- summaries ------------------------------------------------------------------------
+    def summary(self, member_cell: np.ndarray, control: str) -> dict:
+        """Per-cell metrics with 95 % intervals and lifts against ``control``."""
+        out: dict = {"cells": {}, "lift": {}}
+        totals = self.series.sum(axis=0)
+        estimates = {}
+        for c, name in enumerate(self.cell_names):
+            pm = self.per_member[member_cell == c]
+            t = dict(zip(SERIES_COLUMNS, totals[c]))
+            cell = {"members": int(pm.shape[0]), "impressions": int(t["impressions"]),
+                    "visits": int(t["visits"]), "clicks": int(t["clicks"]), "plays": int(t["plays"]),
+                    "quality_plays": int(t["quality_plays"]), "minutes": float(t["minutes"])}
+            estimates[name] = {}
+            for metric, col in RATIO_METRICS.items():
+                r, se = ratio_estimate(pm[:, MEMBER_COLUMNS.index(col)], pm[:, 0])
+                estimates[name][metric] = (r, se)
+                cell[metric] = _interval(r, se)
+            mins = pm[:, MEMBER_COLUMNS.index("minutes")]
+            m_se = float(mins.std(ddof=1) / math.sqrt(mins.size)) if mins.size > 1 else float("nan")
+            estimates[name]["minutes_per_member"] = (float(mins.mean()) if mins.size else float("nan"), m_se)
+            cell["minutes_per_member"] = _interval(*estimates[name]["minutes_per_member"])
+            n = max(t["impressions"], 1.0)
+            cell["expected_take_fraction"] = t["expected_take"] / n
+            cell["oracle_take_fraction"] = t["oracle_take"] / n
+            cell["uniform_take_fraction"] = t["uniform_take"] / n
+            cell["expected_regret"] = t["oracle_take"] - t["expected_take"]
+            cell["regret_per_1k_impressions"] = 1000.0 * (t["oracle_take"] - t["expected_take"]) / n
+            out["cells"][name] = cell
+        base = estimates[control]
+        for name in self.cell_names:
+            if name == control:
+                continue
+            out["lift"][name] = {m: lift_interval(*estimates[name][m], *base[m]) for m in estimates[name]}
+        return out
+
+    def time_series(self) -> list[dict]:
+        """Rows (bucket, cell) with counts, rates and cumulative expected regret."""
+        rows = []
+        cum_regret = np.cumsum(self.series[:, :, 7] - self.series[:, :, 6], axis=0)
+        for b in range(self.series.shape[0]):
+            for c, name in enumerate(self.cell_names):
+                s = dict(zip(SERIES_COLUMNS, self.series[b, c]))
+                n = s["impressions"]
+                row = {"hour": (b + 1) * self.bucket_minutes / 60.0, "cell": name, **s}
+                for metric, col in RATIO_METRICS.items():
+                    p = s[col] / n if n else float("nan")
+                    # Binomial standard error per bucket (ignores within-member correlation).
+                    row[metric] = p
+                    row[metric + "_se"] = math.sqrt(p * (1 - p) / n) if n else float("nan")
+                row["cumulative_regret"] = float(cum_regret[b, c])
+                rows.append(row)
+        return rows
+
+
+def ratio_estimate(numerator: np.ndarray, denominator: np.ndarray) -> tuple[float, float]:
+    """Ratio of sums over members and its delta-method standard error."""
+    keep = denominator > 0
+    y, n = numerator[keep], denominator[keep]
+    N = y.size
+    if N == 0:
+        return float("nan"), float("nan")
+    r = float(y.sum() / n.sum())
+    if N < 2:
+        return r, float("nan")
+    resid = y - r * n
+    se = float(math.sqrt(resid.var(ddof=1) / N) / n.mean())
+    return r, se
+
+
+def _interval(estimate: float, se: float) -> dict:
+    z = st.norm.ppf(0.975)
+    return {"estimate": estimate, "se": se, "ci_low": estimate - z * se, "ci_high": estimate + z * se}
+
+
+def lift_interval(r1: float, se1: float, r0: float, se0: float) -> dict:
+    """Lift r1 / r0 - 1 with a 95 % interval and two-sided p-value on the log scale."""
+    if not (r1 > 0 and r0 > 0) or not (math.isfinite(se1) and math.isfinite(se0)):
+        return {"estimate": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "p_value": float("nan")}
+    log_lift = math.log(r1 / r0)
+    se = math.sqrt((se1 / r1) ** 2 + (se0 / r0) ** 2)
+    z = st.norm.ppf(0.975)
+    p = float(2 * st.norm.sf(abs(log_lift) / se)) if se > 0 else float("nan")
+    return {"estimate": r1 / r0 - 1, "ci_low": math.exp(log_lift - z * se) - 1,
+            "ci_high": math.exp(log_lift + z * se) - 1, "p_value": p}
+
+
+@dataclass
+class ThroughputMeter:
+    """Impressions served and wall time, for the progress bar and metrics.json."""
+
+    impressions: int = 0
+    visits: int = 0

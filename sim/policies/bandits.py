@@ -1,0 +1,167 @@
+"""Non-personalized bandits: one arm per (title, artwork), learned from logged rewards.
+
+All share additive per-artwork counts (:class:`ArtworkCounts`): impressions and summed reward per
+flat artwork id, so a model trained on two log shards is the model trained on their union.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from sim.policies.base import (ArtworkCounts, ArtworkPolicy, DecisionBatch, FeedbackBatch,
+                               argmax_uniform_ties, uniform_probabilities)
+
+
+def _check(name: str, value, lo: float, hi: float | None = None, lo_open: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+    if ok:
+        ok = (value > lo if lo_open else value >= lo) and (hi is None or value <= hi)
+    if not ok:
+        rng = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}{']' if hi is not None else ')'}"
+        raise ValueError(f"{name} must be in {rng}, got {value!r}")
+    return float(value)
+
+
+class CountingPolicy(ArtworkPolicy):
+    """Shared machinery: per-artwork counts with a Beta(prior_alpha, prior_beta) prior."""
+
+    def __init__(self, reward: str = "quality_play", prior_alpha: float = 1.0, prior_beta: float = 50.0):
+        super().__init__(reward)
+        self.prior_alpha = _check("prior_alpha", prior_alpha, 0.0, lo_open=True)
+        self.prior_beta = _check("prior_beta", prior_beta, 0.0, lo_open=True)
+
+    def reset(self, catalog) -> None:
+        super().reset(catalog)
+        self.counts_ = ArtworkCounts.zeros(catalog.n_artworks)
+        self._deploy()
+
+    def sufficient_stats(self, feedback: FeedbackBatch) -> ArtworkCounts:
+        n = self.catalog_.n_artworks
+        return ArtworkCounts(
+            np.bincount(feedback.artwork, minlength=n).astype(np.float64),
+            np.bincount(feedback.artwork, weights=feedback.reward(self.reward), minlength=n))
+
+    def update(self, stats: ArtworkCounts) -> None:
+        self.counts_ = self.counts_ + stats
+        self._deploy()
+        super().update(stats)
+
+    def posterior_mean(self) -> np.ndarray:
+        """Posterior mean reward per flat artwork id, shape (n_artworks,)."""
+        c = self.counts_
+        return (c.rewards + self.prior_alpha) / (c.shows + self.prior_alpha + self.prior_beta)
+
+    def _deploy(self) -> None:
+        """Precompute what serving needs from the frozen model (called on every update)."""
+
+    def _gather(self, per_artwork: np.ndarray, batch: DecisionBatch) -> np.ndarray:
+        return per_artwork[np.maximum(batch.candidates, 0)]
+
+
+class EpsilonGreedyPolicy(CountingPolicy):
+    """Greedy on the posterior mean with probability 1 - epsilon, uniform otherwise (exact)."""
+
+    name = "epsilon_greedy"
+
+    def __init__(self, epsilon: float = 0.1, reward: str = "quality_play",
+                 prior_alpha: float = 1.0, prior_beta: float = 50.0):
+        super().__init__(reward, prior_alpha, prior_beta)
+        self.epsilon = _check("epsilon", epsilon, 0.0, 1.0)
+
+    def _deploy(self) -> None:
+        self.mean_ = self.posterior_mean()
+
+    def probabilities(self, batch: DecisionBatch) -> np.ndarray:
+        greedy = argmax_uniform_ties(self._gather(self.mean_, batch), batch.mask)
+        return self.epsilon * uniform_probabilities(batch.mask) + (1 - self.epsilon) * greedy
+
+
+class ThompsonPolicy(CountingPolicy):
+    """Beta-Bernoulli Thompson sampling per (title, artwork).
+
+    Between deploys the posterior is frozen, so the policy's choice distribution per title is
+    fixed: P(artwork is the argmax of one posterior draw). It is estimated once per deploy from
+    ``n_draws`` joint posterior draws per title, and serving samples from it. The logged
+    propensity is exactly the probability with which the executed policy chose; it equals
+    Thompson's ideal argmax probability up to Monte Carlo error of order 1/sqrt(n_draws)
+    (``propensity_is_estimated`` is recorded in metrics.json).
+    """
+
+    name = "thompson"
+    propensity_is_estimated = True
+
+    def __init__(self, reward: str = "quality_play", prior_alpha: float = 1.0,
+                 prior_beta: float = 50.0, n_draws: int = 256, seed: int = 0):
+        super().__init__(reward, prior_alpha, prior_beta)
+        if isinstance(n_draws, bool) or not isinstance(n_draws, int) or n_draws < 1:
+            raise ValueError(f"n_draws must be an integer >= 1, got {n_draws!r}")
+        self.n_draws = n_draws
+        self.seed = int(seed)
+
+    def _deploy(self) -> None:
+        cat = self.catalog_
+        pool, valid = cat.pool, cat.pool >= 0
+        a = self.counts_.rewards + self.prior_alpha
+        b = self.counts_.shows - self.counts_.rewards + self.prior_beta
+        # The deploy-time draws come from their own stream keyed by model version, so the
+        # choice distribution is a deterministic function of (seed, counts).
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
+            [self.seed, 0x7415, self.model_version_])))
+        probs = np.zeros(cat.n_artworks)
+        T, K = pool.shape
+        chunk = max(1, (1 << 22) // (K * self.n_draws))
+        for lo in range(0, T, chunk):  # loop over title chunks: bounded memory, vectorized inside
+            p = pool[lo:lo + chunk]
+            v = valid[lo:lo + chunk]
+            idx = np.maximum(p, 0)
+            draws = rng.beta(a[idx][..., None], b[idx][..., None], size=(*p.shape, self.n_draws))
+            draws[~v] = -1.0
+            winner = draws.argmax(axis=1)                                     # (chunk, n_draws)
+            wins = np.zeros(p.shape)
+            np.add.at(wins, (np.repeat(np.arange(p.shape[0]), self.n_draws), winner.ravel()), 1.0)
+            probs[p[v]] = (wins / self.n_draws)[v]
+        self.argmax_prob_ = probs
+
+    def probabilities(self, batch: DecisionBatch) -> np.ndarray:
+        return np.where(batch.mask, self._gather(self.argmax_prob_, batch), 0.0)
+
+
+class UCB1Policy(CountingPolicy):
+    """UCB1 per title: mean + c * sqrt(2 ln N_title / n_artwork); untried artworks first.
+    Deterministic given the model; ties share probability equally (exact propensities)."""
+
+    name = "ucb1"
+
+    def __init__(self, c: float = 1.0, reward: str = "quality_play"):
+        super().__init__(reward)
+        self.c = _check("c", c, 0.0)
+
+    def _deploy(self) -> None:
+        c = self.counts_
+        n = c.shows
+        title_n = np.bincount(self.catalog_.artwork_title, weights=n, minlength=self.catalog_.n_titles)
+        mean = np.divide(c.rewards, n, out=np.zeros_like(n), where=n > 0)
+        bonus = self.c * np.sqrt(2.0 * np.log(np.maximum(title_n[self.catalog_.artwork_title], 1.0))
+                                 / np.maximum(n, 1.0))
+        self.ucb_ = np.where(n > 0, mean + bonus, np.inf)
+
+    def probabilities(self, batch: DecisionBatch) -> np.ndarray:
+        return argmax_uniform_ties(self._gather(self.ucb_, batch), batch.mask)
+
+
+class SoftmaxPolicy(CountingPolicy):
+    """Boltzmann exploration: p proportional to exp(posterior mean / temperature) (exact)."""
+
+    name = "softmax"
+
+    def __init__(self, temperature: float = 0.005, reward: str = "quality_play",
+                 prior_alpha: float = 1.0, prior_beta: float = 50.0):
+        super().__init__(reward, prior_alpha, prior_beta)
+        self.temperature = _check("temperature", temperature, 0.0, lo_open=True)
+
+    def _deploy(self) -> None:
+        self.mean_ = self.posterior_mean()
+
+    def probabilities(self, batch: DecisionBatch) -> np.ndarray:
+        z = np.where(batch.mask, self._gather(self.mean_, batch) / self.temperature, -np.inf)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)

@@ -1,0 +1,182 @@
+"""The batched artwork-policy contract and the data it exchanges with the engine.
+
+A policy sees a :class:`DecisionBatch` (every impression of a serving window, padded to
+``max_artworks`` candidates with a mask), returns choice probabilities, selects one artwork per
+impression with its exact propensity, turns logged :class:`FeedbackBatch` es into additive
+sufficient statistics, and deploys a new model version from them::
+
+    probs = policy.probabilities(batch)           # (n, K), rows sum to 1 over valid candidates
+    sel = policy.select(batch, rng)               # sel.action (n,), sel.propensity (n,)
+    stats = policy.sufficient_stats(feedback)     # stats(a) + stats(b) == stats(a U b)
+    policy.update(stats)                          # new model version
+
+Hyperparameters are plain attributes set in ``__init__`` and never changed afterwards; learned
+state ends in ``_`` and is (re)built by :meth:`ArtworkPolicy.reset`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sim.config import REWARD_NAMES
+
+if TYPE_CHECKING:
+    from sim.world import Catalog, ResponseModel
+
+
+@dataclass
+class DecisionBatch:
+    """Impressions waiting for an artwork choice.
+
+    Attributes
+    ----------
+    member, title : ndarray, shape (n,), int32
+    candidates : ndarray, shape (n, K), int32   flat artwork ids, ``-1`` padded
+    mask : ndarray, shape (n, K), bool          valid candidates
+    row, column : ndarray, shape (n,), int16    position on the page
+    time : ndarray, shape (n,), float64         simulated minute of the visit
+    familiar : ndarray, shape (n,), bool        member interacted with the title before
+    context : ndarray or None, shape (n, d), float32   observable member features
+    """
+
+    member: np.ndarray
+    title: np.ndarray
+    candidates: np.ndarray
+    mask: np.ndarray
+    row: np.ndarray
+    column: np.ndarray
+    time: np.ndarray
+    familiar: np.ndarray
+    context: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.member.shape[0])
+
+    def subset(self, idx: np.ndarray) -> "DecisionBatch":
+        return DecisionBatch(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[idx])
+                                for f in dataclasses.fields(self)})
+
+
+@dataclass
+class Selection:
+    """Chosen artwork per impression: ``action`` indexes the candidate row, ``artwork`` is the
+    flat id, ``propensity`` the probability with which the policy chose it."""
+
+    action: np.ndarray      # (n,) int64
+    artwork: np.ndarray     # (n,) int32
+    propensity: np.ndarray  # (n,) float64
+
+
+@dataclass
+class FeedbackBatch:
+    """Logged impressions with their attributed outcomes, as the trainer receives them."""
+
+    decisions: DecisionBatch
+    action: np.ndarray        # (n,) int64
+    artwork: np.ndarray       # (n,) int32
+    propensity: np.ndarray    # (n,) float64
+    click: np.ndarray         # (n,) bool
+    play: np.ndarray          # (n,) bool
+    quality_play: np.ndarray  # (n,) bool
+
+    def reward(self, name: str) -> np.ndarray:
+        """Reward column ``name`` (click, play or quality_play) as float64."""
+        return getattr(self, name).astype(np.float64)
+
+    def __len__(self) -> int:
+        return int(self.action.shape[0])
+
+
+@dataclass
+class ArtworkCounts:
+    """Additive per-artwork statistics: impressions and summed reward per flat artwork id."""
+
+    shows: np.ndarray     # (n_artworks,) float64
+    rewards: np.ndarray   # (n_artworks,) float64
+
+    def __add__(self, other: "ArtworkCounts") -> "ArtworkCounts":
+        return ArtworkCounts(self.shows + other.shows, self.rewards + other.rewards)
+
+    @staticmethod
+    def zeros(n_artworks: int) -> "ArtworkCounts":
+        return ArtworkCounts(np.zeros(n_artworks), np.zeros(n_artworks))
+
+
+def sample_rows(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Draw one column per row of ``probs`` (n, K) by inverse CDF; one uniform per row."""
+    cdf = np.cumsum(probs, axis=1)
+    u = rng.random(probs.shape[0]) * cdf[:, -1]
+    idx = (cdf <= u[:, None]).sum(axis=1)
+    # Guard against float round-off landing past the last positive-probability column.
+    idx = np.minimum(idx, probs.shape[1] - 1)
+    bad = probs[np.arange(probs.shape[0]), idx] <= 0
+    if bad.any():
+        idx[bad] = probs.shape[1] - 1 - np.argmax(probs[bad][:, ::-1] > 0, axis=1)
+    return idx
+
+
+def argmax_uniform_ties(scores: np.ndarray, mask: np.ndarray, atol: float = 1e-12) -> np.ndarray:
+    """Probabilities (n, K) putting equal mass on every valid candidate that attains the max."""
+    s = np.where(mask, scores, -np.inf)
+    best = s.max(axis=1, keepdims=True)
+    top = mask & (s >= best - atol)
+    return top / top.sum(axis=1, keepdims=True)
+
+
+def uniform_probabilities(mask: np.ndarray) -> np.ndarray:
+    return mask / mask.sum(axis=1, keepdims=True)
+
+
+class ArtworkPolicy:
+    """Base class: subclasses implement :meth:`probabilities` and, if they learn,
+    :meth:`sufficient_stats` and :meth:`update`.
+
+    Class attributes
+    ----------------
+    name : registry name
+    reads_ground_truth : True only for oracle baselines; the engine then calls
+        :meth:`attach_ground_truth`.
+    propensity_is_estimated : True when probabilities come from Monte Carlo; logged in metrics.
+    """
+
+    name = "base"
+    reads_ground_truth = False
+    propensity_is_estimated = False
+
+    def __init__(self, reward: str = "quality_play"):
+        if reward not in REWARD_NAMES:
+            raise ValueError(f"reward must be one of {', '.join(REWARD_NAMES)}, got {reward!r}")
+        self.reward = reward
+        self.model_version_ = 0
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def reset(self, catalog: "Catalog") -> None:
+        """Forget everything learned; size learned state for ``catalog``."""
+        self.catalog_ = catalog
+        self.model_version_ = 0
+
+    def attach_ground_truth(self, response: "ResponseModel") -> None:  # pragma: no cover
+        raise TypeError(f"policy {self.name!r} does not read ground truth")
+
+    def get_params(self) -> dict[str, Any]:
+        """Hyperparameters: public attributes not ending in ``_``."""
+        return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
+
+    # ---- contract -------------------------------------------------------------------------
+    def probabilities(self, batch: DecisionBatch) -> np.ndarray:
+        raise NotImplementedError
+
+    def select(self, batch: DecisionBatch, rng: np.random.Generator) -> Selection:
+        probs = self.probabilities(batch)
+        action = sample_rows(probs, rng)
+        rows = np.arange(len(batch))
+        return Selection(action, batch.candidates[rows, action], probs[rows, action])
+
+    def sufficient_stats(self, feedback: FeedbackBatch) -> Any:
+        return None
+
+    def update(self, stats: Any) -> None:
+        self.model_version_ += 1

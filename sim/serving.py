@@ -1,0 +1,129 @@
+"""Serving a batch of visits: page layout, artwork choice, member response, attribution.
+
+This is the hot path. It is vectorized over every impression of a batch (a serving window of one
+member block, or a single visit in reference mode); Python loops run only over rankers, cells and
+page rows. Models are frozen for the duration of a batch, as they are between deploys.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.config import DEVICE_VISIBLE_COLUMNS
+from sim.homepage import N_AFFINITY_BINS, RankerStats, affinity_bin, layout_pages, observed_affinity
+from sim.policies.base import DecisionBatch, FeedbackBatch
+from sim.world.members import DEVICES
+
+VISIBLE_COLUMNS = np.array([DEVICE_VISIBLE_COLUMNS[d] for d in DEVICES], dtype=np.int64)
+
+
+@dataclass
+class Visits:
+    """Visits to serve together: member (v,), time (v,) minutes, rows_viewed (v,) scroll depth."""
+
+    member: np.ndarray
+    time: np.ndarray
+    rows_viewed: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.member.shape[0])
+
+
+@dataclass
+class ServedImpressions:
+    """Everything the engine needs after serving one batch of one cell (arrays of shape (n,))."""
+
+    decisions: DecisionBatch
+    visit: np.ndarray
+    action: np.ndarray
+    artwork: np.ndarray
+    propensity: np.ndarray
+    click: np.ndarray
+    play: np.ndarray
+    quality_play: np.ndarray
+    minutes: np.ndarray
+    click_time: np.ndarray
+    play_time: np.ndarray
+    credited: FeedbackBatch
+    expected_take: np.ndarray
+    oracle_take: np.ndarray
+    uniform_take: np.ndarray
+
+
+def render(sim, visits: Visits, ranker, rng: np.random.Generator):
+    """Lay out pages and keep the tiles the member actually rendered.
+
+    Returns (visit_index, row, column, title), each (n,), for the rendered impressions.
+    """
+    cfg = ranker.cfg
+    scores = np.asarray(ranker.scores(visits.member, rng), dtype=np.float32)
+    if not scores.flags.writeable:
+        scores = scores.copy()
+    affinity = ranker.genre_affinity(visits.member, rng)
+    titles, _ = layout_pages(scores, affinity, sim.launched, sim.genre_index, cfg.rows, cfg.columns)
+    # Only rendered tiles are impressions: rows the member scrolled to, columns the device shows.
+    cols = np.minimum(VISIBLE_COLUMNS[sim.world.members.device[visits.member]], cfg.columns)
+    shown = ((np.arange(cfg.rows)[None, :, None] < visits.rows_viewed[:, None, None])
+             & (np.arange(cfg.columns)[None, None, :] < cols[:, None, None])
+             & (titles >= 0))
+    v, r, c = np.nonzero(shown)
+    return v, r, c, titles[v, r, c]
+
+
+def serve_cell(sim, cell, visits: Visits, v: np.ndarray, row: np.ndarray, column: np.ndarray,
+               title: np.ndarray, rng_policy: np.random.Generator,
+               rng_response: np.random.Generator) -> ServedImpressions:
+    """Choose artworks for one cell's impressions and draw the members' responses."""
+    world, eng = sim.world, sim.config.engine
+    member = visits.member[v]
+    candidates = world.catalog.pool[title]
+    mask = candidates >= 0
+    batch = DecisionBatch(member=member.astype(np.int32), title=title.astype(np.int32),
+                          candidates=candidates, mask=mask, row=row.astype(np.int16),
+                          column=column.astype(np.int16), time=visits.time[v],
+                          familiar=world.members.has_interacted(member, title))
+    sel = cell.policy.select(batch, rng_policy)
+    idx = np.arange(member.size)
+    if eng.track_regret:
+        p_click, p_play, p_quality = world.response.take_probabilities(
+            member, title, candidates, row, column, batch.familiar)
+        pc, pp, pq = p_click[idx, sel.action], p_play[idx, sel.action], p_quality[idx, sel.action]
+        oracle = np.where(mask, p_quality, -np.inf).max(axis=1)
+        uniform = np.where(mask, p_quality, 0.0).sum(axis=1) / mask.sum(axis=1)
+    else:
+        p_click, p_play, p_quality = world.response.take_probabilities(
+            member, title, sel.artwork[:, None], row, column, batch.familiar)
+        pc, pp, pq = p_click[:, 0], p_play[:, 0], p_quality[:, 0]
+        oracle = uniform = np.zeros(member.size)
+    out = world.response.draw(pc, pp, pq, rng_response, eng.click_delay_minutes, eng.play_delay_minutes)
+    click_time = batch.time + out.click_delay
+    play_time = click_time + out.play_delay
+    # Attribution: an outcome is credited to the impression only if it happens inside the window
+    # (a quality play is known once the member has watched past the threshold).
+    win = eng.attribution_minutes
+    thr = world.config.response.quality_threshold_minutes
+    credited = FeedbackBatch(
+        decisions=batch, action=sel.action, artwork=sel.artwork, propensity=sel.propensity,
+        click=out.click & (out.click_delay <= win),
+        play=out.play & (out.click_delay + out.play_delay <= win),
+        quality_play=out.quality_play & (out.click_delay + out.play_delay + thr <= win))
+    return ServedImpressions(batch, v, sel.action, sel.artwork, sel.propensity, out.click, out.play,
+                             out.quality_play, out.minutes, click_time, play_time, credited,
+                             pq, oracle, uniform)
+
+
+def ranker_stats(sim, served: ServedImpressions) -> RankerStats:
+    """Additive ranker statistics from the credited plays of served impressions."""
+    cat = sim.world.catalog
+    fb = served.credited
+    title = fb.decisions.title
+    T = cat.n_titles
+    aff = np.einsum("ng,ng->n", observed_affinity(sim.world.members, cat, fb.decisions.member),
+                    cat.title_genres[title])
+    b = affinity_bin(aff)
+    plays = fb.play.astype(np.float64)
+    return RankerStats(np.bincount(title, minlength=T).astype(np.float64),
+                       np.bincount(title, weights=plays, minlength=T),
+                       np.bincount(b, minlength=N_AFFINITY_BINS).astype(np.float64),
+                       np.bincount(b, weights=plays, minlength=N_AFFINITY_BINS))

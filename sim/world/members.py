@@ -1,0 +1,122 @@
+"""Who watches: members, their observable profile and their viewing history.
+
+Hidden tastes live in :class:`sim.world.response.ResponseModel`; visit rates are read only by the
+engine's arrival process. What is here is what production could observe: country (time zone),
+device and viewing history, which changes as members watch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.config import COUNTRY_UTC_OFFSETS, DEVICE_VISIBLE_COLUMNS
+
+DEVICES = tuple(DEVICE_VISIBLE_COLUMNS)
+DEVICE_SHARE = np.array([0.45, 0.2, 0.1, 0.25])  # tv, web, tablet, mobile
+
+
+@dataclass
+class Members:
+    """Member profiles and history (struct of arrays).
+
+    Attributes
+    ----------
+    country : ndarray, shape (n_members,), int8      index into ``countries``
+    utc_offset_hours : ndarray, shape (n_members,), float32
+    device : ndarray, shape (n_members,), int8       index into ``DEVICES``
+    visit_rate : ndarray, shape (n_members,), float64  mean visits per minute (simulator only)
+    genre_plays : ndarray, shape (n_members, n_genres), float32
+        Observable plays per genre (each play adds the title's genre mixture).
+    recent_titles : ndarray, shape (n_members, history_length), int32
+        Ring buffer of titles the member interacted with (clicked or played); ``-1`` is empty.
+    history_cursor : ndarray, shape (n_members,), int32   next ring slot to write
+    n_plays : ndarray, shape (n_members,), int32
+    """
+
+    countries: tuple[str, ...]
+    country: np.ndarray
+    utc_offset_hours: np.ndarray
+    device: np.ndarray
+    visit_rate: np.ndarray
+    genre_plays: np.ndarray
+    recent_titles: np.ndarray
+    history_cursor: np.ndarray
+    n_plays: np.ndarray
+
+    @property
+    def n_members(self) -> int:
+        return int(self.country.shape[0])
+
+    def has_interacted(self, member: np.ndarray, title: np.ndarray) -> np.ndarray:
+        """Boolean (n,): did ``member[i]`` interact with ``title[i]`` recently?"""
+        return (self.recent_titles[member] == title[:, None]).any(axis=1)
+
+    def record_interactions(self, member: np.ndarray, title: np.ndarray, title_genres: np.ndarray,
+                            played: np.ndarray) -> None:
+        """Append interactions to the history (vectorized; a member may appear several times).
+
+        ``played`` (n,) bool marks plays, which also update ``genre_plays`` and ``n_plays``.
+        """
+        if member.size == 0:
+            return
+        H = self.recent_titles.shape[1]
+        order = np.argsort(member, kind="stable")
+        member, title, played = member[order], title[order], played[order]
+        # Rank of each event among the same member's events in this call -> distinct ring slots.
+        start = np.r_[0, np.flatnonzero(np.diff(member)) + 1]
+        counts = np.diff(np.r_[start, member.size])
+        rank = np.arange(member.size) - np.repeat(start, counts)
+        total = np.repeat(counts, counts)
+        keep = rank >= total - H      # only the last H events of a member can survive in the ring
+        slot = (self.history_cursor[member] + rank) % H
+        self.recent_titles[member[keep], slot[keep]] = title[keep]
+        np.add.at(self.history_cursor, member[start], counts.astype(np.int32))
+        self.history_cursor[member[start]] %= H
+        if played.any():
+            np.add.at(self.genre_plays, member[played], title_genres[title[played]])
+            np.add.at(self.n_plays, member[played], 1)
+
+
+def build_members(cfg, catalog, tastes: np.ndarray, rng: np.random.Generator) -> Members:
+    """Draw member profiles and a starting history consistent with their hidden tastes."""
+    M, G, H = cfg.n_members, catalog.n_genres, cfg.history_length
+    country = rng.integers(0, len(cfg.countries), size=M).astype(np.int8)
+    offsets = np.array([COUNTRY_UTC_OFFSETS[c] for c in cfg.countries], dtype=np.float32)
+    device = rng.choice(len(DEVICES), size=M, p=DEVICE_SHARE).astype(np.int8)
+    # Log-normal visit rates with the configured mean (visits/day -> visits/minute).
+    s = cfg.visit_rate_sigma
+    visit_rate = cfg.visits_per_day / 1440.0 * np.exp(s * rng.standard_normal(M) - 0.5 * s * s)
+    members = Members(
+        countries=tuple(cfg.countries), country=country, utc_offset_hours=offsets[country],
+        device=device, visit_rate=visit_rate,
+        genre_plays=np.zeros((M, G), dtype=np.float32),
+        recent_titles=np.full((M, H), -1, dtype=np.int32),
+        history_cursor=np.zeros(M, dtype=np.int32), n_plays=np.zeros(M, dtype=np.int32))
+
+    # Starting history: a Poisson number of past plays per member; genre from the member's taste,
+    # title within that genre by popularity among titles already launched.
+    n0 = rng.poisson(cfg.initial_plays, size=M)
+    player = np.repeat(np.arange(M), n0)
+    if player.size == 0:
+        return members
+    cum_taste = np.cumsum(tastes, axis=1)
+    genre = np.empty(player.size, dtype=np.int64)
+    for lo in range(0, player.size, 1 << 20):  # chunks bound the (chunk, G) temporary
+        hi = min(lo + (1 << 20), player.size)
+        u = rng.random(hi - lo)[:, None]
+        genre[lo:hi] = np.minimum((cum_taste[player[lo:hi]] < u).sum(axis=1), G - 1)
+    title = np.full(player.size, -1, dtype=np.int64)
+    available = catalog.launch_time <= 0
+    for g in range(G):
+        in_g = np.flatnonzero((catalog.primary_genre == g) & available)
+        who = np.flatnonzero(genre == g)
+        if in_g.size == 0 or who.size == 0:
+            continue
+        cw = np.cumsum(catalog.popularity_prior[in_g].astype(np.float64))
+        pick = np.searchsorted(cw, rng.random(who.size) * cw[-1], side="right")
+        title[who] = in_g[np.minimum(pick, in_g.size - 1)]
+    ok = title >= 0
+    members.record_interactions(player[ok], title[ok], catalog.title_genres,
+                                np.ones(int(ok.sum()), dtype=bool))
+    return members

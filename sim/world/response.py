@@ -1,0 +1,124 @@
+"""How members respond: the ground-truth response model (only the simulator reads it).
+
+An impression of title t with artwork a at (row, column) to member m:
+
+* looked at with probability ``attention = (row+1)^-a_r * (column+1)^-a_c`` (position bias);
+* clicked, if looked at, with ``sigmoid(c0 + w_fit*fit + w_q*quality + s*(w_theme*taste.theme_a + appeal_a))``,
+  where ``fit`` is the standardised taste/genre match and ``s`` shrinks the artwork effect for
+  titles the member already interacted with (a familiar title is recognised whatever the image);
+* played given click with ``sigmoid(p0 + w*fit + w_r*(representativeness - r0))``;
+* a *quality play* (watched past the threshold) given play with
+  ``sigmoid(q0 + w*fit + w_r*(representativeness - r0) + w_q*quality)``.
+
+So an unrepresentative, high-appeal image (clickbait) raises clicks but not quality plays.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.config import ResponseConfig
+
+#: Mean representativeness of artworks (Beta(3, 1.5)); the play terms are centred on it.
+REPRESENTATIVENESS_CENTER = 3.0 / 4.5
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass
+class Outcomes:
+    """Drawn outcomes of n impressions (true, whether or not later attributed)."""
+
+    click: np.ndarray          # (n,) bool
+    play: np.ndarray           # (n,) bool
+    quality_play: np.ndarray   # (n,) bool
+    minutes: np.ndarray        # (n,) float32 watch minutes
+    click_delay: np.ndarray    # (n,) float32 minutes impression -> click
+    play_delay: np.ndarray     # (n,) float32 minutes click -> play start
+
+
+class ResponseModel:
+    """Ground truth: hidden tastes, title quality, artwork appeal and representativeness."""
+
+    def __init__(self, cfg: ResponseConfig, tastes: np.ndarray, title_genres: np.ndarray,
+                 artwork_theme: np.ndarray, quality: np.ndarray, appeal: np.ndarray,
+                 representativeness: np.ndarray, fit_mean: float, fit_sd: float):
+        self.cfg = cfg
+        self.tastes = tastes                       # (M, G) float32
+        self.title_genres = title_genres           # (T, G) float32
+        self.artwork_theme = artwork_theme         # (A, G) float32
+        self.quality = quality                     # (T,) float32
+        self.appeal = appeal                       # (A,) float32
+        self.representativeness = representativeness  # (A,) float32
+        self.fit_mean, self.fit_sd = float(fit_mean), float(fit_sd)
+
+    # ---- pieces ---------------------------------------------------------------------------
+    def attention(self, row: np.ndarray, column: np.ndarray) -> np.ndarray:
+        """P(tile looked at), shape (n,)."""
+        c = self.cfg
+        return ((row + 1.0) ** -c.row_attention_exponent
+                * (column + 1.0) ** -c.column_attention_exponent).astype(np.float32)
+
+    def fit(self, member: np.ndarray, title: np.ndarray) -> np.ndarray:
+        """Standardised member-title fit, shape (n,)."""
+        raw = np.einsum("ng,ng->n", self.tastes[member], self.title_genres[title])
+        return (raw - self.fit_mean) / self.fit_sd
+
+    def title_scores(self, member: np.ndarray) -> np.ndarray:
+        """True click logit without the artwork term, shape (n_members_given, n_titles).
+
+        Used by the oracle ranker."""
+        raw = self.tastes[member] @ self.title_genres.T
+        return (self.cfg.fit_weight * (raw - self.fit_mean) / self.fit_sd
+                + self.cfg.title_quality_weight * self.quality[None, :])
+
+    def take_probabilities(self, member: np.ndarray, title: np.ndarray, artworks: np.ndarray,
+                           row: np.ndarray, column: np.ndarray, familiar: np.ndarray):
+        """True per-impression probabilities for candidate artworks.
+
+        Parameters
+        ----------
+        member, title, row, column, familiar : ndarray, shape (n,)
+        artworks : ndarray, shape (n, k)   flat artwork ids (``-1`` entries give garbage; mask them)
+
+        Returns
+        -------
+        p_click, p_play, p_quality : ndarray, shape (n, k)
+            Unconditional P(click), P(play) and P(quality play) per impression.
+        """
+        c = self.cfg
+        art = np.maximum(artworks, 0)
+        fit = self.fit(member, title)                                        # (n,)
+        match = np.einsum("nkg,ng->nk", self.artwork_theme[art], self.tastes[member])
+        scale = np.where(familiar, c.familiar_artwork_scale, 1.0).astype(np.float32)
+        logit = (c.click_intercept + c.fit_weight * fit + c.title_quality_weight * self.quality[title])
+        logit = logit[:, None] + scale[:, None] * (c.theme_weight * match + self.appeal[art])
+        p_click = self.attention(row, column)[:, None] * sigmoid(logit)
+        rep = self.representativeness[art] - REPRESENTATIVENESS_CENTER
+        p_play_given_click = sigmoid(c.play_intercept + c.play_fit_weight * fit[:, None]
+                                     + c.play_representativeness_weight * rep)
+        p_quality_given_play = sigmoid(c.quality_intercept + c.quality_fit_weight * fit[:, None]
+                                       + c.quality_representativeness_weight * rep
+                                       + c.title_quality_weight * self.quality[title][:, None])
+        p_play = p_click * p_play_given_click
+        return p_click, p_play, p_play * p_quality_given_play
+
+    def draw(self, p_click: np.ndarray, p_play: np.ndarray, p_quality: np.ndarray,
+             rng: np.random.Generator, click_delay_mean: float, play_delay_mean: float) -> Outcomes:
+        """Draw outcomes for chosen artworks; probabilities have shape (n,)."""
+        n = p_click.shape[0]
+        u = rng.random((n, 4), dtype=np.float32)
+        click = u[:, 0] < p_click
+        # Nested events with one uniform each: P(play) = P(click) * P(play | click), etc.
+        play = click & (u[:, 1] * p_click < p_play)
+        quality = play & (u[:, 2] * p_play < p_quality)
+        thr, mean_q = self.cfg.quality_threshold_minutes, self.cfg.mean_quality_minutes
+        # Watch minutes: a quality play lasts past the threshold, a short play stops before it.
+        minutes = np.where(quality, thr - mean_q * np.log1p(-u[:, 3] * 0.999999),
+                           u[:, 3] * thr) * play
+        delays = rng.exponential(1.0, size=(n, 2)).astype(np.float32)
+        return Outcomes(click, play, quality, minutes.astype(np.float32),
+                        delays[:, 0] * click_delay_mean, delays[:, 1] * play_delay_mean)
