@@ -193,25 +193,27 @@ def build_ranker(cfg: RankerConfig, catalog, members, response) -> Ranker:
 
 
 class GenreIndex:
-    """Titles grouped by primary genre, padded: ``titles[g, j]`` (``-1`` pad)."""
+    """Titles ordered by primary genre: genre ``g`` holds ``order[start[g]:start[g + 1]]``."""
 
     def __init__(self, catalog: "Catalog"):
         G = catalog.n_genres
         counts = np.bincount(catalog.primary_genre, minlength=G)
-        self.titles = np.full((G, max(int(counts.max()), 1)), -1, dtype=np.int64)
-        order = np.argsort(catalog.primary_genre, kind="stable")
-        start = np.r_[0, np.cumsum(counts)[:-1]]
-        g = catalog.primary_genre[order]
-        self.titles[g, np.arange(order.size) - start[g]] = order
+        self.order = np.argsort(catalog.primary_genre, kind="stable")
+        self.start = np.r_[0, np.cumsum(counts)]
+        self.n_genres = G
 
 
 def layout_pages(scores: np.ndarray, genre_affinity: np.ndarray, launched: np.ndarray,
                  genre_index: GenreIndex, rows: int, columns: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lay out pages for v visits.
+    """Lay out pages for v visits: a top-picks row, then the member's strongest genres.
+
+    Each title has one primary genre, so one pass over the catalog suffices: per genre, keep
+    the 2 x columns best titles (top picks take at most ``columns`` of them, so a genre row can
+    always be filled from what is left); top picks are the best among the genres' leaders.
 
     Parameters
     ----------
-    scores : ndarray, shape (v, n_titles)   ranker scores (higher is better); modified in place
+    scores : ndarray, shape (v, n_titles)   ranker scores (higher is better)
     genre_affinity : ndarray, shape (v, n_genres)
     launched : ndarray, shape (n_titles,), bool
 
@@ -220,38 +222,50 @@ def layout_pages(scores: np.ndarray, genre_affinity: np.ndarray, launched: np.nd
     titles : ndarray, shape (v, rows, columns), int64   ``-1`` where a row runs out of titles
     row_genre : ndarray, shape (v, rows), int64          ``-1`` for the top-picks row
     """
-    v, T = scores.shape
-    scores[:, ~launched] = -np.inf
-    titles = np.full((v, rows, columns), -1, dtype=np.int64)
+    v = scores.shape[0]
+    G, C = genre_index.n_genres, columns
+    titles = np.full((v, rows, C), -1, dtype=np.int64)
     row_genre = np.full((v, rows), -1, dtype=np.int64)
     if v == 0:
         return titles, row_genre
-    c = min(columns, T)
-    top = _top_k(scores, c)
-    titles[:, 0, :c] = np.where(np.isfinite(np.take_along_axis(scores, top, 1)), top, -1)
-    # A title at most once per page: what is in top picks leaves the genre rows.
-    np.put_along_axis(scores, top, -np.inf, axis=1)
-    n_genre_rows = min(rows - 1, genre_affinity.shape[1])
+    # Scores in genre order; unlaunched titles can never be shown.
+    by_genre = np.where(launched[genre_index.order], scores[:, genre_index.order], -np.inf)
+    K = 2 * C
+    lead = np.full((v, G, K), -1, dtype=np.int64)       # per genre: best titles, best first
+    lead_score = np.full((v, G, K), -np.inf, dtype=by_genre.dtype)
+    for g in range(G):  # a loop over genres, vectorized over visits
+        lo, hi = genre_index.start[g], genre_index.start[g + 1]
+        if hi == lo:
+            continue
+        best, best_score = _top_k(by_genre[:, lo:hi], min(K, hi - lo))
+        lead[:, g, :best.shape[1]] = genre_index.order[lo + best]
+        lead_score[:, g, :best.shape[1]] = best_score
+    lead[~np.isfinite(lead_score)] = -1
+    # Top picks: the best C among every genre's first C titles.
+    flat, flat_score = lead[:, :, :C].reshape(v, -1), lead_score[:, :, :C].reshape(v, -1)
+    pick, _ = _top_k(flat_score, min(C, flat.shape[1]))
+    top = np.take_along_axis(flat, pick, 1)
+    titles[:, 0, :top.shape[1]] = top
+    n_genre_rows = min(rows - 1, G)
     if n_genre_rows <= 0:
         return titles, row_genre
     genres = np.argsort(-genre_affinity, axis=1, kind="stable")[:, :n_genre_rows]
     row_genre[:, 1:1 + n_genre_rows] = genres
-    for r in range(n_genre_rows):  # a loop over rows, vectorized over visits
-        cand = genre_index.titles[genres[:, r]]                        # (v, L)
-        s = np.where(cand >= 0, np.take_along_axis(scores, np.maximum(cand, 0), 1), -np.inf)
-        k = min(columns, cand.shape[1])
-        best = _top_k(s, k)
-        chosen = np.take_along_axis(cand, best, 1)
-        ok = np.isfinite(np.take_along_axis(s, best, 1))
-        titles[:, r + 1, :k] = np.where(ok, chosen, -1)
+    cand = lead[np.arange(v)[:, None], genres]                       # (v, rows-1, K)
+    # A title at most once per page: drop what top picks already show, keep the order.
+    taken = (cand[..., None] == top[:, None, None, :]).any(axis=-1) | (cand < 0)
+    keep = np.argsort(taken, axis=2, kind="stable")[..., :C]
+    row_titles = np.take_along_axis(cand, keep, 2)
+    row_titles[np.take_along_axis(taken, keep, 2)] = -1
+    titles[:, 1:1 + n_genre_rows, :] = row_titles
     return titles, row_genre
 
 
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the k largest scores per row, best first, shape (v, k)."""
-    if k >= scores.shape[1]:
-        part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape).copy()
-    else:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, 1)
+def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices and values of the k largest scores per row, best first, shape (v, k)."""
+    n = scores.shape[1]
+    part = (np.argpartition(scores, n - k, axis=1)[:, n - k:] if k < n
+            else np.broadcast_to(np.arange(n), scores.shape))
+    vals = np.take_along_axis(scores, part, 1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    return np.take_along_axis(part, order, 1), np.take_along_axis(vals, order, 1)

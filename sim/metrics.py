@@ -14,8 +14,6 @@ Lift = R_cell / R_control - 1 with a 95 % interval from the log-ratio's standard
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import numpy as np
 from scipy import stats as st
 
@@ -48,7 +46,7 @@ class MetricsAccumulator:
                         click, play, quality, minutes, expected_take, oracle_take, uniform_take) -> None:
         """Accumulate n impressions of one cell; every array has shape (n,)."""
         vals = np.column_stack([np.ones(member.size), click, play, quality, minutes])
-        np.add.at(self.per_member[:, :5], member, vals)
+        scatter_add_rows(self.per_member, member, vals)
         b = self._bucket(time)
         full = np.column_stack([vals, np.zeros(member.size), expected_take, oracle_take, uniform_take])
         # Buckets inside one serving window are few: sum per bucket with bincount.
@@ -113,6 +111,15 @@ class MetricsAccumulator:
         return rows
 
 
+def scatter_add_rows(target: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
+    """``target[rows[i], :k] += values[i]`` with repeated rows, for C-contiguous 2-D ``target``.
+
+    A 1-D ``np.add.at`` on flat indices is several times faster than the 2-D form."""
+    width, k = target.shape[1], values.shape[1]
+    flat = (rows.astype(np.int64)[:, None] * width + np.arange(k)).ravel()
+    np.add.at(target.reshape(-1), flat, values.ravel())
+
+
 def ratio_estimate(numerator: np.ndarray, denominator: np.ndarray) -> tuple[float, float]:
     """Ratio of sums over members and its delta-method standard error."""
     keep = denominator > 0
@@ -145,9 +152,3 @@ def lift_interval(r1: float, se1: float, r0: float, se0: float) -> dict:
             "ci_high": math.exp(log_lift + z * se) - 1, "p_value": p}
 
 
-@dataclass
-class ThroughputMeter:
-    """Impressions served and wall time, for the progress bar and metrics.json."""
-
-    impressions: int = 0
-    visits: int = 0

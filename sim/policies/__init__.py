@@ -39,6 +39,8 @@ def build_policy(spec: Mapping[str, Any], key: str = "policy", seed: int = 0) ->
     name = spec.pop("name", None)
     if target is not None:
         cls = _import_class(f"{key}._target_", target)
+        if not (isinstance(cls, type) and issubclass(cls, ArtworkPolicy)):
+            raise ConfigError(f"{key}._target_", target, "a subclass of sim.policies.ArtworkPolicy")
     else:
         if name not in POLICIES:
             raise ConfigError(f"{key}.name", name, "one of " + ", ".join(POLICIES)
@@ -63,8 +65,6 @@ def build_policy(spec: Mapping[str, Any], key: str = "policy", seed: int = 0) ->
     except (ValueError, TypeError) as err:
         bad = next((k for k in spec if str(err).startswith(k)), None)
         raise ConfigError(f"{key}.{bad}" if bad else key, spec.get(bad, spec), str(err)) from None
-    if not isinstance(policy, ArtworkPolicy):
-        raise ConfigError(f"{key}._target_", target, "a subclass of sim.policies.ArtworkPolicy")
     return policy
 
 

@@ -42,8 +42,8 @@ class CountingPolicy(ArtworkPolicy):
 
     def update(self, stats: ArtworkCounts) -> None:
         self.counts_ = self.counts_ + stats
+        self.model_version_ += 1   # before _deploy: its Monte Carlo stream is keyed by version
         self._deploy()
-        super().update(stats)
 
     def posterior_mean(self) -> np.ndarray:
         """Posterior mean reward per flat artwork id, shape (n_artworks,)."""
@@ -109,16 +109,15 @@ class ThompsonPolicy(CountingPolicy):
         probs = np.zeros(cat.n_artworks)
         T, K = pool.shape
         chunk = max(1, (1 << 22) // (K * self.n_draws))
-        for lo in range(0, T, chunk):  # loop over title chunks: bounded memory, vectorized inside
-            p = pool[lo:lo + chunk]
-            v = valid[lo:lo + chunk]
-            idx = np.maximum(p, 0)
-            draws = rng.beta(a[idx][..., None], b[idx][..., None], size=(*p.shape, self.n_draws))
-            draws[~v] = -1.0
+        for lo in range(0, T, chunk):  # title chunks: bounded memory, vectorized inside
+            p, v = pool[lo:lo + chunk], valid[lo:lo + chunk]
+            ids = p[v]                       # draw only real artworks, not the padding
+            draws = np.full((*p.shape, self.n_draws), -1.0)
+            draws[v] = rng.beta(a[ids][:, None], b[ids][:, None], size=(ids.size, self.n_draws))
             winner = draws.argmax(axis=1)                                     # (chunk, n_draws)
-            wins = np.zeros(p.shape)
-            np.add.at(wins, (np.repeat(np.arange(p.shape[0]), self.n_draws), winner.ravel()), 1.0)
-            probs[p[v]] = (wins / self.n_draws)[v]
+            flat = (np.arange(p.shape[0])[:, None] * K + winner).ravel()
+            wins = np.bincount(flat, minlength=p.size).reshape(p.shape)
+            probs[ids] = (wins / self.n_draws)[v]
         self.argmax_prob_ = probs
 
     def probabilities(self, batch: DecisionBatch) -> np.ndarray:

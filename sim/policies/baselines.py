@@ -55,10 +55,11 @@ class ExplorationWrapper(ArtworkPolicy):
 
     name = "explore"
 
-    def __init__(self, base: ArtworkPolicy, epsilon: float = 0.1, reward: str | None = None):
-        if not 0.0 <= epsilon <= 1.0:
+    def __init__(self, base: ArtworkPolicy, epsilon: float = 0.1):
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 <= epsilon <= 1:
             raise ValueError(f"epsilon must be in [0, 1], got {epsilon!r}")
-        super().__init__(reward or base.reward)
+        # The wrapper learns whatever its base learns: set the reward on the base policy.
+        super().__init__(base.reward)
         self.base = base
         self.epsilon = float(epsilon)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.config import COUNTRY_UTC_OFFSETS, DEVICE_VISIBLE_COLUMNS
+from sim.metrics import scatter_add_rows
 
 DEVICES = tuple(DEVICE_VISIBLE_COLUMNS)
 DEVICE_SHARE = np.array([0.45, 0.2, 0.1, 0.25])  # tv, web, tablet, mobile
@@ -74,7 +75,7 @@ class Members:
         np.add.at(self.history_cursor, member[start], counts.astype(np.int32))
         self.history_cursor[member[start]] %= H
         if played.any():
-            np.add.at(self.genre_plays, member[played], title_genres[title[played]])
+            scatter_add_rows(self.genre_plays, member[played], title_genres[title[played]])
             np.add.at(self.n_plays, member[played], 1)
 
 
