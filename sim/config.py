@@ -117,7 +117,7 @@ class ResponseConfig:
     play_intercept: float = -0.6             # logit P(play | click)
     play_fit_weight: float = 0.5
     play_representativeness_weight: float = 2.0
-    quality_intercept: float = -0.6          # logit P(quality play | play)
+    quality_intercept: float = -1.4          # logit P(quality play | play)
     quality_fit_weight: float = 0.5
     quality_representativeness_weight: float = 1.0
     quality_threshold_minutes: float = 15.0
@@ -349,7 +349,9 @@ def experiment_config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
         if not isinstance(cname, str) or not cname:
             raise ConfigError(f"{key}.name", cname, "a non-empty string")
         if cname in names:
-            raise ConfigError(f"{key}.name", cname, "a name not used by another cell")
+            raise ConfigError(f"{key}.name", cname, f"a name not used by another cell (taken: {', '.join(names)}); "
+                              "with experiment=baselines pick a policy other than the baselines, "
+                              "or use experiment=single")
         names.append(cname)
         share = check_float(f"{key}.share", c.get("share", 1.0 / len(raw_cells)), 0, 1, lo_open=True)
         pol = _mapping(f"{key}.policy", c.get("policy", policy))

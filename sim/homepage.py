@@ -149,7 +149,7 @@ class LearnedRanker(Ranker):
 
     def __init__(self, cfg, catalog, members):
         super().__init__(cfg, catalog, members)
-        self.weight_ = 4.0   # before any data: a plausible slope in log-rate per unit affinity
+        self.weight_ = 15.0  # before any data: a plausible slope in log-rate per unit affinity
         self._refresh()
 
     def fit(self, stats, now):
