@@ -19,6 +19,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from sim.config import ConfigError
 from sim.outputs import is_complete
@@ -42,9 +43,10 @@ def main(cfg: DictConfig) -> dict | None:
         return None
     try:
         summary = run_experiment(config_to_dict(cfg), out)
-    except ConfigError as err:
-        # Nothing was simulated; remove the directory Hydra created so no half result remains.
-        shutil.rmtree(out, ignore_errors=True)
+    except (ConfigError, OmegaConfBaseException) as err:
+        # Nothing was simulated: remove what Hydra put in the run directory (and the directory,
+        # if that leaves it empty) so that no half result remains. Never touch other files.
+        remove_hydra_leftovers(out)
         print(f"config error: {err}", file=sys.stderr)
         sys.exit(2)
     from experiments.plot import plot_run
@@ -52,6 +54,17 @@ def main(cfg: DictConfig) -> dict | None:
     charts = plot_run(out)
     print_summary(summary, out, charts)
     return summary
+
+
+def remove_hydra_leftovers(out: Path) -> None:
+    """Delete ``.hydra/`` and Hydra's job log from ``out``, then ``out`` itself if empty."""
+    shutil.rmtree(out / ".hydra", ignore_errors=True)
+    for log in out.glob("*.log"):
+        log.unlink(missing_ok=True)
+    try:
+        out.rmdir()
+    except OSError:
+        pass  # not empty: the user's files stay
 
 
 def print_summary(summary: dict, out: Path, charts: list[Path]) -> None:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+import numpy as np
 
 #: UTC offsets (hours) of the countries members can live in. Members see a diurnal visit curve
 #: in their local time, so a world with several time zones has a flatter global load curve.
@@ -39,12 +42,13 @@ class ConfigError(ValueError):
 # Small checkers. Each takes the dotted key so that the message can name it.
 # --------------------------------------------------------------------------------------------
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
 
 
 def check_int(key: str, v: Any, lo: int | None = None, hi: int | None = None) -> int:
     allowed = _range_text("an integer", lo, hi, True, True)
-    if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, float) and v.is_integer())):
+    if isinstance(v, (bool, np.bool_)) or not (
+            isinstance(v, numbers.Integral) or (isinstance(v, numbers.Real) and float(v).is_integer())):
         raise ConfigError(key, v, allowed)
     v = int(v)
     if (lo is not None and v < lo) or (hi is not None and v > hi):
@@ -200,7 +204,8 @@ class WorldConfig:
             countries=tuple(countries),
             history_length=check_int(f"{prefix}.history_length", get("history_length"), 1, 4096),
             initial_plays=check_float(f"{prefix}.initial_plays", get("initial_plays"), 0, 10_000),
-            response=ResponseConfig.from_dict(d.get("response", {}) or {}, f"{prefix}.response"),
+            response=ResponseConfig.from_dict(_mapping(f"{prefix}.response", d.get("response") or {}),
+                                              f"{prefix}.response"),
         )
         if cfg.artworks_max < cfg.artworks_min:
             raise ConfigError(f"{prefix}.artworks_max", cfg.artworks_max,

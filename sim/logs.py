@@ -3,9 +3,10 @@
 One row per impression. Column names follow Open Bandit Pipeline where the field has one
 (``action``, ``pscore``, ``position``, ``reward``); the rest are the simulator's vocabulary::
 
-    time, visit, member, cell, title, artwork, action, n_candidates, row, column, position,
-    pscore, policy, model_version, click, play, quality_play, minutes, reward
+    time, visit, member, cell, title, artwork, action, n_candidates, familiar, row, column,
+    position, pscore, policy, model_version, click, play, quality_play, minutes, reward
 
+``familiar`` says whether the member had interacted with the title before the impression;
 ``reward`` is the *attributed* quality play (outcomes after the attribution window are not
 credited), ``quality_play`` the true outcome; ``cell`` and ``policy`` are dictionary-encoded.
 Read a run's log with one call: ``pandas.read_parquet(run_dir / "logs")``.
@@ -21,7 +22,8 @@ import pyarrow.parquet as pq
 
 NUMERIC_COLUMNS = {
     "time": np.float64, "visit": np.int64, "member": np.int32, "title": np.int32,
-    "artwork": np.int32, "action": np.int16, "n_candidates": np.int16, "row": np.int16,
+    "artwork": np.int32, "action": np.int16, "n_candidates": np.int16, "familiar": np.bool_,
+    "row": np.int16,
     "column": np.int16, "position": np.int32, "pscore": np.float64, "model_version": np.int32,
     "click": np.bool_, "play": np.bool_, "quality_play": np.bool_, "minutes": np.float32,
     "reward": np.bool_,

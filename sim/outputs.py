@@ -51,7 +51,7 @@ def _clean(obj: Any) -> Any:
 
 
 def write_json(path: Path | str, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(_clean(obj), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps(_clean(obj), indent=2) + "\n")
 
 
 def write_csv(path: Path | str, rows: list[dict]) -> None:

@@ -41,6 +41,9 @@ def build_policy(spec: Mapping[str, Any], key: str = "policy", seed: int = 0) ->
         cls = _import_class(f"{key}._target_", target)
         if not (isinstance(cls, type) and issubclass(cls, ArtworkPolicy)):
             raise ConfigError(f"{key}._target_", target, "a subclass of sim.policies.ArtworkPolicy")
+        if cls.probabilities is ArtworkPolicy.probabilities:
+            raise ConfigError(f"{key}._target_", target,
+                              "a policy class that implements probabilities(batch)")
     else:
         if name not in POLICIES:
             raise ConfigError(f"{key}.name", name, "one of " + ", ".join(POLICIES)

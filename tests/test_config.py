@@ -1,0 +1,395 @@
+"""Configuration validation: every bad value is refused with a message that names the key, the
+value and what is allowed -- from a plain dict, through Hydra composition, and before a run
+writes anything. A property test mixes valid and invalid values and checks that each config
+either runs or is refused with a :class:`ConfigError`, never anything else."""
+from __future__ import annotations
+
+import copy
+import math
+import re
+import tempfile
+from pathlib import Path
+
+import hydra
+import omegaconf
+import pytest
+from hydra.errors import MissingConfigException
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from experiments.run import CONFIG_DIR, config_to_dict
+from sim.config import RANKER_NAMES, ConfigError, experiment_config_from_dict
+from sim.engine import Simulation
+from sim.runner import run_experiment
+
+POLICY_FILES = sorted(p.stem for p in Path(CONFIG_DIR, "policy").glob("*.yaml"))
+#: Policies that are also fixed cells of configs/experiment/baselines.yaml.
+BASELINE_CELL_NAMES = ("uniform", "fixed", "oracle")
+
+
+def tiny_config() -> dict:
+    """A valid two-cell config on a world that builds in milliseconds."""
+    return {
+        "seed": 0,
+        "world": {"name": "tiny", "n_members": 60, "n_titles": 12, "n_genres": 4,
+                  "artworks_min": 2, "artworks_max": 5, "history_length": 8},
+        "engine": {"days": 0.25, "progress": False},
+        "ranker": {"name": "popularity"},
+        "policy": {"name": "thompson"},
+        "experiment": {"name": "t", "control": "a", "cells": [
+            {"name": "a", "share": 0.5, "policy": {"name": "uniform"}},
+            {"name": "b", "share": 0.5, "policy": {"name": "thompson"}}]},
+    }
+
+
+def with_values(changes: dict) -> dict:
+    """``tiny_config()`` with dotted keys (``experiment.cells[1].policy.epsilon``) set."""
+    cfg = tiny_config()
+    for path, value in changes.items():
+        tokens = [int(i) if i else k for k, i in re.findall(r"(\w+)|\[(\d+)\]", path)]
+        node = cfg
+        for t in tokens[:-1]:
+            node = node[t]
+        node[tokens[-1]] = copy.deepcopy(value)
+    return cfg
+
+
+def validate(cfg: dict):
+    """Everything that is checked before a simulation starts: the schema, then the policies."""
+    return Simulation(experiment_config_from_dict(cfg))
+
+
+def assert_names(err: ConfigError, key: str, value_text: str, allowed_text: str) -> None:
+    msg = str(err)
+    assert err.key == key, msg
+    assert msg.startswith(key), msg
+    assert value_text in msg, f"{value_text!r} not in {msg!r}"
+    assert allowed_text in msg, f"{allowed_text!r} not in {msg!r}"
+
+
+nan, inf = float("nan"), float("inf")
+C1 = "experiment.cells[1]"
+# (changes, key named in the error, the value as shown, what is allowed)
+BAD_VALUES = [
+    # wrong types
+    ({"world.n_members": "300"}, "world.n_members", "'300'", "an integer in [1, "),
+    ({"world.n_members": True}, "world.n_members", "True", "an integer"),
+    ({"world.n_titles": 2.5}, "world.n_titles", "2.5", "an integer in [1, "),
+    ({"engine.days": "1"}, "engine.days", "'1'", "a number in (0, 3650]"),
+    ({"engine.progress": "yes"}, "engine.progress", "'yes'", "true or false"),
+    ({"ranker.columns": True}, "ranker.columns", "True", "an integer in [1, 100]"),
+    ({"seed": "abc"}, "seed", "'abc'", "an integer in [0, "),
+    ({"world": [1, 2]}, "world", "[1, 2]", "a mapping"),
+    ({"engine": ["days", 1]}, "engine", "['days', 1]", "a mapping"),
+    ({"experiment": "baselines"}, "experiment", "'baselines'", "a mapping"),
+    ({"world.countries": "US"}, "world.countries", "'US'", "a non-empty list of US, BR"),
+    ({f"{C1}.policy": "thompson"}, f"{C1}.policy", "'thompson'", "a mapping"),
+    # out-of-range numbers
+    ({"world.n_members": -5}, "world.n_members", "-5", "an integer in [1, 50000000]"),
+    ({"world.n_titles": 0}, "world.n_titles", "0", "an integer in [1, "),
+    ({"world.n_members": nan}, "world.n_members", "nan", "an integer"),
+    ({"world.visits_per_day": inf}, "world.visits_per_day", "inf", "a number in (0, 1000]"),
+    ({"world.launch_share": 1.5}, "world.launch_share", "1.5", "a number in [0.0, 1.0]"),
+    ({"world.launch_share": nan}, "world.launch_share", "nan", "a number in [0.0, 1.0]"),
+    ({"world.response": {"scroll_continue": -0.1}}, "world.response.scroll_continue", "-0.1",
+     "a number in [0.0, 1.0]"),
+    ({"world.artworks_min": 5, "world.artworks_max": 3}, "world.artworks_max", "3",
+     "world.artworks_min (5)"),
+    ({"world.diurnal_peak_hour": 24}, "world.diurnal_peak_hour", "24", "a number in [0, 24)"),
+    ({"engine.days": 0}, "engine.days", "0", "a number in (0, 3650]"),
+    ({"engine.days": -1}, "engine.days", "-1", "a number in (0, 3650]"),
+    ({"engine.log_chunk_rows": 0}, "engine.log_chunk_rows", "0", "an integer in [1, "),
+    ({"ranker.rows": 0}, "ranker.rows", "0", "an integer in [1, 100]"),
+    ({"seed": -1}, "seed", "-1", "an integer in [0, "),
+    ({f"{C1}.share": 0}, f"{C1}.share", "0", "a number in (0, 1]"),
+    # unknown names
+    ({"world.n_membres": 300}, "world.n_membres", "300", "unknown key; known keys of world: "),
+    ({"engine.dayz": 1}, "engine.dayz", "1", "unknown key; known keys of engine: "),
+    ({"ranker.name": "best"}, "ranker.name", "'best'", "one of popularity, learned, oracle, random"),
+    ({"engine.mode": "turbo"}, "engine.mode", "'turbo'", "one of batched, reference"),
+    ({"world.countries": ["US", "XX"]}, "world.countries", "'XX'", "one of US, BR, GB"),
+    ({"polcy": {"name": "thompson"}}, "polcy", "{'name': 'thompson'}",
+     "unknown top-level key; known: engine, experiment, policy, ranker, seed, world"),
+    ({"experiment.arms": []}, "experiment.arms", "[]", "unknown key; known: cells, control, name"),
+    ({f"{C1}.weight": 2}, f"{C1}.weight", "2", "unknown key; known: name, policy, ranker, share"),
+    ({f"{C1}.ranker": {"name": "best"}}, f"{C1}.ranker.name", "'best'", "one of popularity"),
+    # contradictory settings
+    ({"engine.window_minutes": 360, "engine.retrain_hours": 6}, "engine.window_minutes", "360",
+     "less than engine.retrain_hours (360 minutes)"),
+    ({"engine.window_minutes": 90, "engine.ranker_retrain_hours": 1}, "engine.window_minutes", "90",
+     "less than engine.ranker_retrain_hours (60 minutes)"),
+    ({"experiment.cells[0].share": 0.5, f"{C1}.share": 0.6}, "experiment.cells[*].share",
+     "[0.5, 0.6]", "shares that sum to 1 (they sum to 1.1)"),
+    ({f"{C1}.name": "a"}, f"{C1}.name", "'a'", "a name not used by another cell"),
+    ({"experiment.control": "missing"}, "experiment.control", "'missing'", "one of a, b"),
+    ({"experiment.cells": []}, "experiment.cells", "[]", "a non-empty list of cells"),
+    ({"experiment.name": ""}, "experiment.name", "''", "a non-empty string"),
+    # policy hyperparameters and names (refused when Simulation builds the policies)
+    ({f"{C1}.policy": {"name": "epsilon_greedy", "epsilon": 1.5}}, f"{C1}.policy.epsilon", "1.5",
+     "epsilon must be in [0.0, 1.0]"),
+    ({f"{C1}.policy": {"name": "epsilon_greedy", "epsilon": nan}}, f"{C1}.policy.epsilon", "nan",
+     "epsilon must be in [0.0, 1.0]"),
+    ({f"{C1}.policy": {"name": "thompson", "n_draws": 0}}, f"{C1}.policy.n_draws", "0",
+     "n_draws must be an integer >= 1"),
+    ({f"{C1}.policy": {"name": "softmax", "temperature": 0}}, f"{C1}.policy.temperature", "0",
+     "temperature must be in (0.0, inf)"),
+    ({f"{C1}.policy": {"name": "thompson", "reward": "views"}}, f"{C1}.policy.reward", "'views'",
+     "reward must be one of click, play, quality_play"),
+    ({f"{C1}.policy": {"name": "ucb1", "c": -1}}, f"{C1}.policy.c", "-1", "c must be in [0.0, inf)"),
+    ({f"{C1}.policy": {"name": "thompson", "prior_beta": 0}}, f"{C1}.policy.prior_beta", "0",
+     "prior_beta must be in (0.0, inf)"),
+    ({f"{C1}.policy": {"name": "thompson", "epsilon": 0.1}}, f"{C1}.policy.epsilon", "0.1",
+     "unknown parameter of policy ThompsonPolicy; known: reward, prior_alpha"),
+    ({f"{C1}.policy": {"name": "bandit9000"}}, f"{C1}.policy.name", "'bandit9000'",
+     "one of uniform, fixed, oracle, epsilon_greedy, thompson"),
+    ({f"{C1}.policy": {"reward": "click"}}, f"{C1}.policy.name", "None", "one of uniform"),
+    ({f"{C1}.policy": {"name": "explore", "epsilon": 0.1}}, f"{C1}.policy.base", "None",
+     "a policy mapping"),
+    ({f"{C1}.policy": {"name": "explore", "epsilon": 1.5, "base": {"name": "thompson"}}},
+     f"{C1}.policy.epsilon", "1.5", "epsilon must be in [0, 1]"),
+    ({f"{C1}.policy": {"name": "explore", "base": {"name": "epsilon_greedy", "epsilon": 2}}},
+     f"{C1}.policy.base.epsilon", "2", "epsilon must be in [0.0, 1.0]"),
+    ({f"{C1}.policy": {"_target_": "no_such_module.Policy"}}, f"{C1}.policy._target_",
+     "'no_such_module.Policy'", "an importable class"),
+    ({f"{C1}.policy": {"_target_": "builtins.dict"}}, f"{C1}.policy._target_", "'builtins.dict'",
+     "a subclass of sim.policies.ArtworkPolicy"),
+    ({f"{C1}.policy": {"_target_": 42}}, f"{C1}.policy._target_", "42", "a dotted import path"),
+    # a one-cell run of the top-level policy is cell 0
+    ({"experiment": {}, "policy": {"name": "epsilon_greedy", "epsilon": 1.5}},
+     "experiment.cells[0].policy.epsilon", "1.5", "epsilon must be in [0.0, 1.0]"),
+]
+
+
+def _case_id(changes: dict) -> str:
+    return ",".join(f"{k}={v!r}" for k, v in changes.items())[:60]
+
+
+def test_tiny_config_is_valid():
+    sim = validate(tiny_config())
+    assert [c.name for c in sim.cells] == ["a", "b"]
+
+
+@pytest.mark.parametrize("changes, key, value_text, allowed_text", BAD_VALUES,
+                         ids=[_case_id(c[0]) for c in BAD_VALUES])
+def test_bad_value_is_refused_naming_key_value_and_allowed(changes, key, value_text, allowed_text):
+    with pytest.raises(ConfigError) as info:
+        validate(with_values(changes))
+    assert_names(info.value, key, value_text, allowed_text)
+
+
+@pytest.mark.parametrize("response", ["fast", [1]])
+def test_non_mapping_response_is_refused(response):
+    with pytest.raises(ConfigError) as info:
+        validate(with_values({"world.response": response}))
+    assert_names(info.value, "world.response", repr(response), "a mapping")
+
+
+def test_abstract_policy_target_is_refused():
+    with pytest.raises(ConfigError) as info:
+        validate(with_values({f"{C1}.policy": {"_target_": "sim.policies.ArtworkPolicy"}}))
+    assert info.value.key == f"{C1}.policy._target_"
+
+
+# ---- Hydra composition ------------------------------------------------------------------------
+def compose(overrides: list[str]) -> dict:
+    with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = hydra.compose("config", overrides=overrides)
+    return config_to_dict(cfg)
+
+
+HYDRA_BAD = [
+    (["world.n_members=-5"], "world.n_members", "-5"),
+    (["world.n_members=abc"], "world.n_members", "'abc'"),
+    (["policy=epsilon_greedy", "policy.epsilon=2"], "experiment.cells[3].policy.epsilon", "2"),
+    (["experiment=single", "policy=epsilon_greedy", "policy.epsilon=2"],
+     "experiment.cells[0].policy.epsilon", "2"),
+    (["experiment=single", "policy=thompson", "policy.n_draws=0"],
+     "experiment.cells[0].policy.n_draws", "0"),
+    (["engine.window_minutes=600"], "engine.window_minutes", "600"),
+    (["engine.days=0"], "engine.days", "0"),
+    (["ranker.name=best"], "ranker.name", "'best'"),
+    (["+world.typo=3"], "world.typo", "3"),
+    (["+polcy=3"], "polcy", "3"),
+    (["seed=-1"], "seed", "-1"),
+]
+
+
+@pytest.mark.parametrize("overrides, key, value_text", HYDRA_BAD, ids=[" ".join(c[0]) for c in HYDRA_BAD])
+def test_hydra_bad_override_is_refused(overrides, key, value_text):
+    d = compose(["world=tiny"] + overrides)
+    with pytest.raises(ConfigError) as info:
+        validate(d)
+    assert info.value.key == key
+    assert str(info.value).startswith(key) and value_text in str(info.value)
+    assert "is not allowed: " in str(info.value) and info.value.allowed
+
+
+def test_hydra_missing_policy_file_names_the_group():
+    with pytest.raises(MissingConfigException) as info:
+        compose(["policy=nonexistent_policy"])
+    msg = str(info.value)
+    assert "policy/nonexistent_policy" in msg
+    assert "Available options in 'policy'" in msg and "thompson" in msg
+
+
+def test_hydra_default_and_tiny_compositions_validate():
+    default = experiment_config_from_dict(compose([]))
+    assert default.name == "baselines" and default.control == "uniform"
+    assert [c.name for c in default.cells] == ["uniform", "fixed", "oracle", "thompson"]
+    tiny = validate(compose(["world=tiny"]))
+    assert tiny.config.world.name == "tiny" and tiny.config.world.n_members == 400
+
+
+@pytest.mark.parametrize("policy", POLICY_FILES)
+def test_hydra_every_policy_file_validates_as_single_cell(policy):
+    sim = validate(compose(["world=tiny", "experiment=single", f"policy={policy}"]))
+    assert [c.name for c in sim.cells] == [policy]
+    assert sim.config.control == policy
+
+
+@pytest.mark.parametrize("policy", POLICY_FILES)
+def test_hydra_every_policy_file_with_default_experiment(policy):
+    d = compose(["world=tiny", f"policy={policy}"])
+    if policy in BASELINE_CELL_NAMES:
+        # The policy under test would be a second cell with a baseline's name.
+        with pytest.raises(ConfigError) as info:
+            validate(d)
+        assert_names(info.value, "experiment.cells[3].name", repr(policy), "not used by another cell")
+        assert "uniform, fixed, oracle" in str(info.value)      # the names already taken
+        assert "experiment=single" in str(info.value)           # and the way out
+    else:
+        sim = validate(d)
+        assert [c.name for c in sim.cells] == ["uniform", "fixed", "oracle", policy]
+
+
+@pytest.mark.parametrize("experiment", ["single", "baselines"])
+def test_hydra_target_policy_without_name_composes(experiment):
+    d = compose(["world=tiny", f"experiment={experiment}", "policy=uniform", "~policy.name",
+                 "+policy._target_=sim.policies.baselines.UniformPolicy"])
+    validate(d)
+
+
+# ---- refusal writes nothing -----------------------------------------------------------------
+@pytest.mark.parametrize("changes", [{"world.n_members": -5}, {"engine.window_minutes": 600},
+                                     {f"{C1}.policy": {"name": "epsilon_greedy", "epsilon": 1.5}}],
+                         ids=["schema", "contradiction", "policy"])
+def test_run_experiment_refuses_before_writing(tmp_path, changes):
+    with pytest.raises(ConfigError):
+        run_experiment(with_values(changes), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refused_rerun_leaves_a_finished_run_alone(tmp_path):
+    out = tmp_path / "run"
+    run_experiment(tiny_config(), out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError):
+        run_experiment(with_values({"world.n_members": -5}), out)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+# ---- property: valid configs run, invalid ones are refused by name ---------------------------
+GOOD_POLICIES = st.one_of(
+    st.just({"name": "uniform"}), st.just({"name": "fixed"}), st.just({"name": "oracle"}),
+    st.builds(lambda n: {"name": "thompson", "n_draws": n}, st.integers(1, 64)),
+    st.builds(lambda e: {"name": "epsilon_greedy", "epsilon": e}, st.floats(0, 1)),
+    st.builds(lambda t: {"name": "softmax", "temperature": t}, st.floats(1e-3, 1)),
+    st.builds(lambda c: {"name": "ucb1", "c": c}, st.floats(0, 2)),
+    st.builds(lambda e: {"name": "explore", "epsilon": e, "base": {"name": "thompson"}},
+              st.floats(0, 1)),
+)
+# (policy, the parameter the error must name)
+BAD_POLICIES = [({"name": "bogus"}, "name"), ({"name": "epsilon_greedy", "epsilon": 1.5}, "epsilon"),
+                ({"name": "epsilon_greedy", "epsilon": -0.1}, "epsilon"),
+                ({"name": "thompson", "n_draws": 0}, "n_draws"),
+                ({"name": "softmax", "temperature": 0}, "temperature"),
+                ({"name": "thompson", "reward": "views"}, "reward")]
+GOOD_SHARES = [(1.0,), (0.5, 0.5), (0.25, 0.75), (0.3, 0.7)]
+# (shares, the key the error must name)
+BAD_SHARES = [((0.5, 0.6), "experiment.cells[*].share"), ((0.2, 0.2), "experiment.cells[*].share"),
+              ((0.0, 1.0), "experiment.cells[0].share"), ((1.5, -0.5), "experiment.cells[0].share")]
+#: key -> (valid values, invalid values)
+FIELDS = {
+    "world.n_members": (st.integers(1, 200), [0, -5, "100", True, 2.5, nan, None]),
+    "world.n_titles": (st.integers(1, 30), [0, -1, "x", 10**9, inf]),
+    "world.artworks_min": (st.integers(1, 3), [0, 65, "2"]),      # min 3 > max 2 sometimes
+    "world.artworks_max": (st.integers(2, 6), [0, 65, [3]]),
+    "engine.days": (st.floats(0.01, 0.25), [0, -1, nan, "0.1", True]),
+    "engine.window_minutes": (st.floats(1.0, 40.0), [0, -5, inf, "5"]),
+    "engine.retrain_hours": (st.floats(0.5, 12.0), [0, -1, nan]),  # window >= retrain sometimes
+    "ranker.name": (st.sampled_from(RANKER_NAMES), ["best", 3, None]),
+    "policy": (GOOD_POLICIES, BAD_POLICIES),
+    "shares": (st.sampled_from(GOOD_SHARES), BAD_SHARES),
+}
+
+
+@st.composite
+def mixed_configs(draw):
+    """(config dict, set of keys an error may name; empty if the config is valid)."""
+    n_bad = draw(st.sampled_from([0, 0, 0, 0, 1, 1, 2]))
+    bad_fields = set(draw(st.lists(st.sampled_from(sorted(FIELDS)), min_size=n_bad, max_size=n_bad,
+                                   unique=True)))
+    v, bad = {}, set()
+    for f, (good, invalid) in FIELDS.items():
+        v[f] = draw(st.sampled_from(invalid)) if f in bad_fields else draw(good)
+    shares, share_key = (v["shares"], None) if "shares" not in bad_fields else v["shares"]
+    policy, policy_param = (v["policy"], None) if "policy" not in bad_fields else v["policy"]
+    for f in bad_fields - {"shares", "policy"}:
+        bad.add(f)
+    if share_key:
+        bad.add(share_key)
+    if policy_param:
+        bad.add(f"experiment.cells[{len(shares) - 1}].policy.{policy_param}")
+    # Cross-field rules, checked only when both sides are individually valid.
+    if not {"world.artworks_min", "world.artworks_max"} & bad_fields \
+            and v["world.artworks_max"] < v["world.artworks_min"]:
+        bad.add("world.artworks_max")
+    if not {"engine.window_minutes", "engine.retrain_hours"} & bad_fields \
+            and v["engine.window_minutes"] >= min(v["engine.retrain_hours"] * 60, 24 * 60):
+        bad.add("engine.window_minutes")
+    cfg = {
+        "seed": draw(st.integers(0, 3)),
+        "world": {"name": "prop", "n_members": v["world.n_members"], "n_titles": v["world.n_titles"],
+                  "n_genres": 4, "artworks_min": v["world.artworks_min"],
+                  "artworks_max": v["world.artworks_max"], "history_length": 8},
+        "engine": {"days": v["engine.days"], "window_minutes": v["engine.window_minutes"],
+                   "retrain_hours": v["engine.retrain_hours"], "deploy_delay_minutes": 5,
+                   "snapshot_hours": 1, "log_chunk_rows": 1000, "progress": False},
+        "ranker": {"name": v["ranker.name"]},
+        "policy": policy,
+    }
+    if len(shares) > 1:  # extra cells are uniform; the policy under test is the last cell
+        cells = [{"name": f"cell{i}", "share": s, "policy": {"name": "uniform"}}
+                 for i, s in enumerate(shares)]
+        cells[-1]["policy"] = policy
+        cfg["experiment"] = {"name": "prop", "cells": cells}
+    else:  # one cell: the plain `policy=...` run
+        cfg["experiment"] = {"name": "prop"}
+    return cfg, bad
+
+
+def policy_name(cfg: dict) -> str:
+    cells = cfg.get("experiment", {}).get("cells")
+    return (cells[-1]["policy"] if cells else cfg["policy"])["name"]
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@given(mixed_configs())
+def test_config_either_runs_or_is_refused_by_name(case):
+    cfg, bad = case
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        try:
+            result = run_experiment(cfg, out)
+        except ConfigError as err:
+            event(f"refused: {err.key}")
+            assert bad, f"valid config refused: {err}"
+            assert err.key in bad, f"{err} (expected one of {sorted(bad)})"
+            assert str(err).startswith(err.key)
+            assert not out.exists()
+            return
+        event(f"valid: ran {len(result['cells'])} cell(s), last policy {policy_name(cfg)}")
+        assert not bad, f"config with bad {sorted(bad)} was accepted"
+        assert result["complete"] is True and (out / "metrics.json").is_file()
+        assert math.isfinite(result["impressions"])
