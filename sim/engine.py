@@ -83,7 +83,9 @@ class Simulation:
         self.horizon = eng.days * 1440.0
         # Build everything that can fail on bad input before the world (which is the slow part).
         specs = [(f"experiment.cells[{i}].policy", c.policy) for i, c in enumerate(config.cells)]
-        policies = [build_policy(spec, key, seed=config.seed) for key, spec in specs]
+        # Each cell's policy gets its own seed for deploy-time Monte Carlo.
+        policies = [build_policy(spec, key, seed=int(generator(config.seed, "policy-seed", i).integers(2**31)))
+                    for i, (key, spec) in enumerate(specs)]
         self.world: World = build_world(config.world, config.seed, self.horizon)
         w = self.world
         self.genre_index = GenreIndex(w.catalog)
@@ -179,10 +181,10 @@ class Simulation:
         self._visit_counter += len(visits)
         visit_cell = self.member_cell[visits.member]
         self.metrics.add_visits(visits.member, visit_cell, visits.time)
-        rng_rank = generator(seed, "ranker", *keys)
-        rng_resp = generator(seed, "response", *keys)
         available_at = float(visits.time.max()) + eng.attribution_minutes + eng.log_delay_minutes
-        for ranker in self._rankers():
+        # Every ranker and cell draws from its own keyed stream, so one cell's impressions never
+        # shift another cell's random numbers (common random numbers across runs).
+        for r_index, ranker in enumerate(self._rankers()):
             cells = [c for c in self.cells if self._ranker_of(c) is ranker]
             if not cells:
                 continue
@@ -191,7 +193,7 @@ class Simulation:
                 continue
             sub = Visits(visits.member[in_group], visits.time[in_group], visits.rows_viewed[in_group])
             sub_ids = ids[in_group]
-            v, row, col, title = render(self, sub, ranker, rng_rank)
+            v, row, col, title = render(self, sub, ranker, generator(seed, "ranker", *keys, r_index))
             imp_cell = self.member_cell[sub.member[v]]
             rstats = None
             for cell in cells:
@@ -199,7 +201,8 @@ class Simulation:
                 if mine.size == 0:
                     continue
                 served = serve_cell(self, cell, sub, v[mine], row[mine], col[mine], title[mine],
-                                    generator(seed, "policy", *keys, cell.index), rng_resp)
+                                    generator(seed, "policy", *keys, cell.index),
+                                    generator(seed, "response", *keys, cell.index))
                 self._record(cell, sub, sub_ids, served, available_at)
                 rs = ranker_stats(self, served)
                 rstats = rs if rstats is None else rstats + rs
@@ -316,6 +319,8 @@ class Simulation:
             env.process(self.policy_trainer(env, cell))
         for r in self._rankers():
             env.process(self.ranker_trainer(env, r))
+        # Events scheduled exactly at the horizon (a retrain at the last minute) do not run:
+        # a model deployed after the end could not serve anyone.
         env.run(until=self.horizon)
         elapsed = wallclock.perf_counter() - start
         if self.log is not None:
