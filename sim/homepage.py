@@ -264,8 +264,9 @@ def layout_pages(scores: np.ndarray, genre_affinity: np.ndarray, launched: np.nd
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Column indices and values of the k largest scores per row, best first, shape (v, k)."""
     n = scores.shape[1]
+    rows = np.arange(scores.shape[0])[:, None]
     part = (np.argpartition(scores, n - k, axis=1)[:, n - k:] if k < n
             else np.broadcast_to(np.arange(n), scores.shape))
-    vals = np.take_along_axis(scores, part, 1)
+    vals = scores[rows, part]
     order = np.argsort(-vals, axis=1, kind="stable")
-    return np.take_along_axis(part, order, 1), np.take_along_axis(vals, order, 1)
+    return part[rows, order], vals[rows, order]
