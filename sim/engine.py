@@ -29,7 +29,8 @@ import simpy
 
 from sim.config import ExperimentConfig
 from sim.homepage import GenreIndex, Ranker, build_ranker
-from sim.logs import ImpressionLog
+from sim.features import visit_context
+from sim.logs import ImpressionLog, VisitLog
 from sim.metrics import MetricsAccumulator
 from sim.policies import ArtworkPolicy, build_policy
 from sim.serving import Visits, ranker_stats, render, serve_cell
@@ -102,6 +103,7 @@ class Simulation:
         self.metrics = MetricsAccumulator(w.members.n_members, [c.name for c in self.cells],
                                           self.horizon, eng.snapshot_hours * 60.0)
         self.log: ImpressionLog | None = None   # set by the runner when logging to disk
+        self.visit_log: VisitLog | None = None
         self.policy_queues = [_Queue() for _ in self.cells]
         self.ranker_queues = {id(r): _Queue() for r in self._rankers()}
         self._history = []          # pending (time, member, title, played) chunks
@@ -181,6 +183,9 @@ class Simulation:
         self._visit_counter += len(visits)
         visit_cell = self.member_cell[visits.member]
         self.metrics.add_visits(visits.member, visit_cell, visits.time)
+        visit_ctx = visit_context(self.world.members, self.world.catalog, visits.member, visits.time)
+        if self.visit_log is not None:
+            self.visit_log.append(ids, visits.member, visits.time, visit_ctx)
         available_at = float(visits.time.max()) + eng.attribution_minutes + eng.log_delay_minutes
         # Every ranker and cell draws from its own keyed stream, so one cell's impressions never
         # shift another cell's random numbers (common random numbers across runs).
@@ -192,7 +197,7 @@ class Simulation:
             if not in_group.any():
                 continue
             sub = Visits(visits.member[in_group], visits.time[in_group], visits.rows_viewed[in_group])
-            sub_ids = ids[in_group]
+            sub_ids, sub_ctx = ids[in_group], visit_ctx[in_group]
             v, row, col, title = render(self, sub, ranker, generator(seed, "ranker", *keys, r_index))
             imp_cell = self.member_cell[sub.member[v]]
             rstats = None
@@ -200,16 +205,16 @@ class Simulation:
                 mine = np.flatnonzero(imp_cell == cell.index)
                 if mine.size == 0:
                     continue
-                served = serve_cell(self, cell, sub, v[mine], row[mine], col[mine], title[mine],
+                served = serve_cell(self, cell, sub, sub_ids, sub_ctx, v[mine], row[mine], col[mine], title[mine],
                                     generator(seed, "policy", *keys, cell.index),
                                     generator(seed, "response", *keys, cell.index))
-                self._record(cell, sub, sub_ids, served, available_at)
+                self._record(cell, served, available_at)
                 rs = ranker_stats(self, served)
                 rstats = rs if rstats is None else rstats + rs
             if rstats is not None:
                 self.ranker_queues[id(ranker)].put(available_at, rstats)
 
-    def _record(self, cell: Cell, visits: Visits, visit_ids: np.ndarray, s, available_at: float) -> None:
+    def _record(self, cell: Cell, s, available_at: float) -> None:
         d = s.decisions
         n = d.member.size
         self.impressions += n
@@ -219,7 +224,7 @@ class Simulation:
         if self.log is not None:
             cols = self.config.ranker.columns if cell.ranker is None else cell.ranker.cfg.columns
             self.log.append({
-                "time": d.time, "visit": visit_ids[s.visit], "member": d.member, "cell": cell.name,
+                "time": d.time, "visit": d.visit, "member": d.member, "cell": cell.name,
                 "title": d.title, "artwork": s.artwork, "action": s.action,
                 "n_candidates": d.mask.sum(axis=1), "familiar": d.familiar, "row": d.row, "column": d.column,
                 "position": d.row.astype(np.int32) * cols + d.column, "pscore": s.propensity,
@@ -323,8 +328,9 @@ class Simulation:
         # a model deployed after the end could not serve anyone.
         env.run(until=self.horizon)
         elapsed = wallclock.perf_counter() - start
-        if self.log is not None:
-            self.log.close()
+        for log in (self.log, self.visit_log):
+            if log is not None:
+                log.close()
         summary = self.metrics.summary(self.member_cell, self.config.control)
         summary["run"] = {
             "impressions": int(self.impressions), "visits": int(self._visit_counter),

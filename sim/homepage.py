@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sim.config import RankerConfig
+from sim.features import observed_affinity
 
 if TYPE_CHECKING:
     from sim.world import Catalog, Members, ResponseModel
@@ -40,15 +41,6 @@ class RankerStats:
     def zeros(n_titles: int) -> "RankerStats":
         return RankerStats(np.zeros(n_titles), np.zeros(n_titles),
                            np.zeros(N_AFFINITY_BINS), np.zeros(N_AFFINITY_BINS))
-
-
-def observed_affinity(members: "Members", catalog: "Catalog", member: np.ndarray) -> np.ndarray:
-    """Member-genre affinity estimated from observable history, shape (n, n_genres).
-
-    Plays per genre smoothed toward genre popularity (two pseudo-plays), rows sum to 1."""
-    plays = members.genre_plays[member]
-    prior = 2.0 * catalog.genre_share.astype(np.float32)
-    return (plays + prior) / (plays.sum(axis=1, keepdims=True) + 2.0)
 
 
 def affinity_bin(x: np.ndarray) -> np.ndarray:

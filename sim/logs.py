@@ -10,6 +10,11 @@ One row per impression. Column names follow Open Bandit Pipeline where the field
 ``reward`` is the *attributed* quality play (outcomes after the attribution window are not
 credited), ``quality_play`` the true outcome; ``cell`` and ``policy`` are dictionary-encoded.
 Read a run's log with one call: ``pandas.read_parquet(run_dir / "logs")``.
+
+The observable member context of every visit (the features a contextual policy saw, layout in
+:mod:`sim.features`) goes to a second dataset, ``visit_context/``, one row per visit: ``visit,
+member, time, context`` (a fixed-size list of float32; the impression's ``familiar`` column
+completes it). Per visit, not per impression, because a page's ~30 impressions share it.
 """
 from __future__ import annotations
 
@@ -79,6 +84,52 @@ class ImpressionLog:
         self._columns = {k: [] for k in NUMERIC_COLUMNS}
         self._labels = {k: [] for k in LABEL_COLUMNS}
         self._buffered = 0
+        final = self.directory / f"part-{self._part:05d}.parquet"
+        tmp = final.with_suffix(".parquet.tmp")
+        pq.write_table(table, tmp, compression="snappy")
+        os.replace(tmp, final)
+        self._part += 1
+        self.rows_written += table.num_rows
+
+    def close(self) -> None:
+        self.flush()
+
+
+class VisitLog:
+    """Per-visit context rows (``visit, member, time, context``), Parquet parts like
+    :class:`ImpressionLog`. The file metadata names the context columns."""
+
+    def __init__(self, directory: Path | str, context_names: list[str], chunk_rows: int = 200_000):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.names = list(context_names)
+        self.chunk_rows = int(chunk_rows)
+        self._parts: list[tuple[np.ndarray, ...]] = []
+        self._buffered = 0
+        self._part = 0
+        self.rows_written = 0
+
+    def append(self, visit: np.ndarray, member: np.ndarray, time: np.ndarray,
+               context: np.ndarray) -> None:
+        """Append v visits; ``context`` has shape (v, len(context_names))."""
+        if visit.size == 0:
+            return
+        self._parts.append((visit.astype(np.int64), member.astype(np.int32), time.astype(np.float64),
+                            context.astype(np.float32)))
+        self._buffered += visit.size
+        if self._buffered >= self.chunk_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffered == 0:
+            return
+        visit, member, time, ctx = (np.concatenate(c) for c in zip(*self._parts))
+        self._parts, self._buffered = [], 0
+        d = ctx.shape[1]
+        context = pa.FixedSizeListArray.from_arrays(pa.array(ctx.reshape(-1)), d)
+        table = pa.Table.from_arrays([pa.array(visit), pa.array(member), pa.array(time), context],
+                                     names=["visit", "member", "time", "context"])
+        table = table.replace_schema_metadata({"context_names": ",".join(self.names)})
         final = self.directory / f"part-{self._part:05d}.parquet"
         tmp = final.with_suffix(".parquet.tmp")
         pq.write_table(table, tmp, compression="snappy")

@@ -15,6 +15,8 @@ import yaml
 
 from sim.config import experiment_config_from_dict
 from sim.engine import Simulation
+from sim.features import context_names
+from sim.logs import ImpressionLog, VisitLog
 from sim.outputs import provenance, write_csv, write_json
 
 
@@ -50,12 +52,14 @@ def run_experiment(config: Mapping[str, Any], out_dir: Path | str, progress: boo
     out = Path(out_dir)
     sim = Simulation(cfg)  # validates policies and builds the world before touching disk
     out.mkdir(parents=True, exist_ok=True)
-    logs = out / "logs"
-    if logs.exists():  # a previous, interrupted attempt: its parts are not ours
-        shutil.rmtree(logs)
+    for stale in (out / "logs", out / "visit_context"):
+        if stale.exists():  # a previous, interrupted attempt: its parts are not ours
+            shutil.rmtree(stale)
     if cfg.engine.log_impressions:
-        from sim.logs import ImpressionLog
-        sim.log = ImpressionLog(logs, cfg.engine.log_chunk_rows)
+        w = sim.world
+        sim.log = ImpressionLog(out / "logs", cfg.engine.log_chunk_rows)
+        sim.visit_log = VisitLog(out / "visit_context",
+                                 context_names(w.catalog.n_genres, w.members.countries))
     (out / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
     show = cfg.engine.progress if progress is None else progress
     update, close = make_progress(sim.horizon, show)

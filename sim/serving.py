@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.config import DEVICE_VISIBLE_COLUMNS
-from sim.homepage import N_AFFINITY_BINS, RankerStats, affinity_bin, layout_pages, observed_affinity
+from sim.features import impression_context
+from sim.homepage import N_AFFINITY_BINS, RankerStats, affinity_bin, layout_pages
 from sim.policies.base import DecisionBatch, FeedbackBatch
 from sim.world.members import DEVICES
 
@@ -71,18 +72,23 @@ def render(sim, visits: Visits, ranker, rng: np.random.Generator):
     return v, r, c, titles[v, r, c]
 
 
-def serve_cell(sim, cell, visits: Visits, v: np.ndarray, row: np.ndarray, column: np.ndarray,
-               title: np.ndarray, rng_policy: np.random.Generator,
-               rng_response: np.random.Generator) -> ServedImpressions:
-    """Choose artworks for one cell's impressions and draw the members' responses."""
+def serve_cell(sim, cell, visits: Visits, visit_ids: np.ndarray, visit_ctx: np.ndarray,
+               v: np.ndarray, row: np.ndarray, column: np.ndarray, title: np.ndarray,
+               rng_policy: np.random.Generator, rng_response: np.random.Generator) -> ServedImpressions:
+    """Choose artworks for one cell's impressions and draw the members' responses.
+
+    ``visit_ctx`` (v, d) is the observable context of each visit; ``v`` (n,) maps impressions
+    to visits."""
     world, eng = sim.world, sim.config.engine
     member = visits.member[v]
     candidates = world.catalog.pool[title]
     mask = candidates >= 0
+    familiar = world.members.has_interacted(member, title)
     batch = DecisionBatch(member=member.astype(np.int32), title=title.astype(np.int32),
                           candidates=candidates, mask=mask, row=row.astype(np.int16),
-                          column=column.astype(np.int16), time=visits.time[v],
-                          familiar=world.members.has_interacted(member, title))
+                          column=column.astype(np.int16), time=visits.time[v], familiar=familiar,
+                          context=impression_context(visit_ctx, v, familiar, world.catalog.n_genres),
+                          visit=visit_ids[v])
     sel = cell.policy.select(batch, rng_policy)
     idx = np.arange(member.size)
     if eng.track_regret:
@@ -119,8 +125,7 @@ def ranker_stats(sim, served: ServedImpressions) -> RankerStats:
     fb = served.credited
     title = fb.decisions.title
     T = cat.n_titles
-    aff = np.einsum("ng,ng->n", observed_affinity(sim.world.members, cat, fb.decisions.member),
-                    cat.title_genres[title])
+    aff = np.einsum("ng,ng->n", fb.decisions.context[:, :cat.n_genres], cat.title_genres[title])
     b = affinity_bin(aff)
     plays = fb.play.astype(np.float64)
     return RankerStats(np.bincount(title, minlength=T).astype(np.float64),

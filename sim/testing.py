@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from sim.features import N_DEVICES, context_width, impression_context
 from sim.policies.base import ArtworkPolicy, DecisionBatch, FeedbackBatch, Selection
 from sim.streams import generator
 from sim.world import Catalog, ResponseModel
@@ -30,6 +31,10 @@ __all__ = ["check_policy", "make_decision_batch", "make_feedback", "subset_feedb
 
 
 # ---- small random inputs ------------------------------------------------------------------
+#: Countries in the contexts of test batches.
+TEST_COUNTRIES = 6
+
+
 def make_decision_batch(catalog: Catalog, n: int, rng: np.random.Generator, *, n_members: int = 1,
                         title: np.ndarray | None = None, rows: int = 10,
                         columns: int = 8) -> DecisionBatch:
@@ -50,12 +55,25 @@ def make_decision_batch(catalog: Catalog, n: int, rng: np.random.Generator, *, n
              else np.asarray(title)).astype(np.int32)
     n = title.size
     candidates = catalog.pool[title]
+    familiar = rng.random(n) < 0.2
+    # Pages of about 8 impressions, each with a context in the layout of sim.features.
+    visit = np.sort(rng.integers(0, max(1, n // 8), size=n)).astype(np.int64)
+    G, nc = catalog.n_genres, TEST_COUNTRIES
+    page_ctx = np.zeros((int(visit.max()) + 1, context_width(G, nc)), dtype=np.float32)
+    page_ctx[:, :G] = rng.dirichlet(np.full(G, 0.5), size=page_ctx.shape[0])
+    pages = np.arange(page_ctx.shape[0])
+    page_ctx[pages, G + 1 + rng.integers(0, nc, pages.size)] = 1.0
+    page_ctx[pages, G + 1 + nc + rng.integers(0, N_DEVICES, pages.size)] = 1.0
+    angles = rng.uniform(0, 2 * np.pi, size=(pages.size, 2))
+    page_ctx[:, -4:] = np.column_stack([np.sin(angles[:, 0]), np.cos(angles[:, 0]),
+                                        np.sin(angles[:, 1]), np.cos(angles[:, 1])])
     return DecisionBatch(member=rng.integers(0, n_members, size=n).astype(np.int32), title=title,
                          candidates=candidates, mask=candidates >= 0,
                          row=rng.integers(0, rows, size=n).astype(np.int16),
                          column=rng.integers(0, columns, size=n).astype(np.int16),
                          time=np.sort(rng.uniform(0.0, 1440.0, size=n)),
-                         familiar=rng.random(n) < 0.2)
+                         familiar=familiar,
+                         context=impression_context(page_ctx, visit, familiar, G), visit=visit)
 
 
 def make_feedback(batch: DecisionBatch, selection: Selection, rng: np.random.Generator,
@@ -179,7 +197,11 @@ def check_choice_frequencies(policy: ArtworkPolicy, batch: DecisionBatch, feedba
     plogp = np.where(probs > 0, probs * np.log(np.where(probs > 0, probs, 1.0)), 0.0)
     row = int(plogp.sum(axis=1).argmin())  # maximum entropy
     p = probs[row]
-    sel = policy.select(batch.subset(np.full(n_repeats, row)), generator(rng_seed, "policy", 4))
+    repeated = batch.subset(np.full(n_repeats, row))
+    # Each copy on its own page: a propensity is the marginal over pages, and page-level policies
+    # (one posterior draw per page) correlate the choices within a page.
+    repeated.visit = np.arange(n_repeats)
+    sel = policy.select(repeated, generator(rng_seed, "policy", 4))
     counts = np.bincount(np.asarray(sel.action), minlength=p.size)
     expected = n_repeats * p
     # A candidate with p = 0 or 1 has zero standard error: its count must then be exact.

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from sim.config import experiment_config_from_dict
+from sim.features import visit_context
 from sim.engine import Simulation
 from sim.metrics import MEMBER_COLUMNS, ratio_estimate
 from sim.runner import run_experiment
@@ -43,7 +44,7 @@ def make_config(seed: int = 0, **sections) -> dict:
 
 
 def simulate(config: dict, record_visits: bool = False):
-    """Run a Simulation; optionally record every visit's (member, time) on ``sim.visit_log``."""
+    """Run a Simulation; optionally record every visit's (member, time) on ``sim.recorded_visits``."""
     sim = Simulation(experiment_config_from_dict(config))
     if record_visits:
         log: list[tuple[np.ndarray, np.ndarray]] = []
@@ -54,7 +55,7 @@ def simulate(config: dict, record_visits: bool = False):
             add_visits(member, cell, time)
 
         sim.metrics.add_visits = recording
-        sim.visit_log = log
+        sim.recorded_visits = log
     summary = sim.run()
     return sim, summary
 
@@ -81,9 +82,9 @@ def mode_runs():
                               engine={"days": 3, "mode": mode})
             sim, _ = simulate(cfg, record_visits=True)
             per_member.append(sim.metrics.per_member)
-            m = np.concatenate([m for m, _ in sim.visit_log])
+            m = np.concatenate([m for m, _ in sim.recorded_visits])
             members.append(m)
-            times.append(np.concatenate([t for _, t in sim.visit_log]))
+            times.append(np.concatenate([t for _, t in sim.recorded_visits]))
             offsets.append(sim.world.members.utc_offset_hours[m])
             expected_visits += sim.world.members.visit_rate.sum() * sim.horizon
         out[mode] = {"per_member": np.concatenate(per_member), "time": np.concatenate(times),
@@ -282,8 +283,9 @@ def test_credited_click_share_matches_the_delay_distribution():
         if len(visits) == 0:
             continue
         v, row, col, title = render(sim, visits, sim.shared_ranker, generator(0, "ranker", w))
-        served = serve_cell(sim, sim.cells[0], visits, v, row, col, title,
-                            generator(0, "policy", w), generator(0, "response", w))
+        ctx = visit_context(sim.world.members, sim.world.catalog, visits.member, visits.time)
+        served = serve_cell(sim, sim.cells[0], visits, np.arange(len(visits)), ctx, v, row, col,
+                            title, generator(0, "policy", w), generator(0, "response", w))
         clicks += served.click.sum()
         credited += served.credited.click.sum()
         assert not (served.credited.click & ~served.click).any()
@@ -357,7 +359,7 @@ def test_pending_queues_hold_only_recent_items(mode):
     lag = eng["attribution_minutes"] + eng["log_delay_minutes"]
     # History is applied at the start of each serving window (batched) or at each visit.
     last_update = (horizon - sim.config.engine.window_minutes if mode == "batched"
-                   else max(t.max() for _, t in sim.visit_log))
+                   else max(t.max() for _, t in sim.recorded_visits))
     pending = sum(x[0].size for x in sim._history)
     clicks = sum(c["clicks"] for c in s["cells"].values())
     assert clicks > 80 and pending < 0.05 * clicks + 20, (pending, clicks)

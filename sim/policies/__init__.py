@@ -19,10 +19,15 @@ from sim.policies.bandits import (EpsilonGreedyPolicy, SoftmaxPolicy, ThompsonPo
 from sim.policies.base import (ArtworkCounts, ArtworkPolicy, DecisionBatch, FeedbackBatch,
                                Selection)
 from sim.policies.baselines import ExplorationWrapper, FixedPolicy, OraclePolicy, UniformPolicy
+from sim.policies.linear import (LinearEpsilonGreedy, LinearSoftmax, LinTSPolicy,
+                                 LogisticTSPolicy)
+from sim.policies.linucb import LinUCBPolicy
 
 POLICIES: dict[str, type[ArtworkPolicy]] = {
     cls.name: cls for cls in (UniformPolicy, FixedPolicy, OraclePolicy, EpsilonGreedyPolicy,
-                              ThompsonPolicy, UCB1Policy, SoftmaxPolicy, ExplorationWrapper)
+                              ThompsonPolicy, UCB1Policy, SoftmaxPolicy, ExplorationWrapper,
+                              LinTSPolicy, LogisticTSPolicy, LinUCBPolicy, LinearEpsilonGreedy,
+                              LinearSoftmax)
 }
 
 __all__ = ["ArtworkPolicy", "ArtworkCounts", "DecisionBatch", "FeedbackBatch", "Selection",

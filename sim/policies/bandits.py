@@ -8,17 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from sim.policies.base import (ArtworkCounts, ArtworkPolicy, DecisionBatch, FeedbackBatch,
-                               argmax_uniform_ties, uniform_probabilities)
-
-
-def _check(name: str, value, lo: float, hi: float | None = None, lo_open: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-    if ok:
-        ok = (value > lo if lo_open else value >= lo) and (hi is None or value <= hi)
-    if not ok:
-        rng = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}{']' if hi is not None else ')'}"
-        raise ValueError(f"{name} must be in {rng}, got {value!r}")
-    return float(value)
+                               argmax_uniform_ties, check_count, check_range,
+                               uniform_probabilities)
 
 
 class CountingPolicy(ArtworkPolicy):
@@ -26,8 +17,8 @@ class CountingPolicy(ArtworkPolicy):
 
     def __init__(self, reward: str = "quality_play", prior_alpha: float = 1.0, prior_beta: float = 50.0):
         super().__init__(reward)
-        self.prior_alpha = _check("prior_alpha", prior_alpha, 0.0, lo_open=True)
-        self.prior_beta = _check("prior_beta", prior_beta, 0.0, lo_open=True)
+        self.prior_alpha = check_range("prior_alpha", prior_alpha, 0.0, lo_open=True)
+        self.prior_beta = check_range("prior_beta", prior_beta, 0.0, lo_open=True)
 
     def reset(self, catalog) -> None:
         super().reset(catalog)
@@ -65,7 +56,7 @@ class EpsilonGreedyPolicy(CountingPolicy):
     def __init__(self, epsilon: float = 0.1, reward: str = "quality_play",
                  prior_alpha: float = 1.0, prior_beta: float = 50.0):
         super().__init__(reward, prior_alpha, prior_beta)
-        self.epsilon = _check("epsilon", epsilon, 0.0, 1.0)
+        self.epsilon = check_range("epsilon", epsilon, 0.0, 1.0)
 
     def _deploy(self) -> None:
         self.mean_ = self.posterior_mean()
@@ -92,9 +83,7 @@ class ThompsonPolicy(CountingPolicy):
     def __init__(self, reward: str = "quality_play", prior_alpha: float = 1.0,
                  prior_beta: float = 50.0, n_draws: int = 256, seed: int = 0):
         super().__init__(reward, prior_alpha, prior_beta)
-        if isinstance(n_draws, bool) or not isinstance(n_draws, int) or n_draws < 1:
-            raise ValueError(f"n_draws must be an integer >= 1, got {n_draws!r}")
-        self.n_draws = n_draws
+        self.n_draws = check_count("n_draws", n_draws)
         self.seed = int(seed)
 
     def _deploy(self) -> None:
@@ -132,7 +121,7 @@ class UCB1Policy(CountingPolicy):
 
     def __init__(self, c: float = 1.0, reward: str = "quality_play"):
         super().__init__(reward)
-        self.c = _check("c", c, 0.0)
+        self.c = check_range("c", c, 0.0)
 
     def _deploy(self) -> None:
         c = self.counts_
@@ -155,7 +144,7 @@ class SoftmaxPolicy(CountingPolicy):
     def __init__(self, temperature: float = 0.005, reward: str = "quality_play",
                  prior_alpha: float = 1.0, prior_beta: float = 50.0):
         super().__init__(reward, prior_alpha, prior_beta)
-        self.temperature = _check("temperature", temperature, 0.0, lo_open=True)
+        self.temperature = check_range("temperature", temperature, 0.0, lo_open=True)
 
     def _deploy(self) -> None:
         self.mean_ = self.posterior_mean()

@@ -39,7 +39,10 @@ class DecisionBatch:
     row, column : ndarray, shape (n,), int16    position on the page
     time : ndarray, shape (n,), float64         simulated minute of the visit
     familiar : ndarray, shape (n,), bool        member interacted with the title before
-    context : ndarray or None, shape (n, d), float32   observable member features
+    context : ndarray or None, shape (n, d), float32
+        Observable member context (layout in :mod:`sim.features`); None where not built.
+    visit : ndarray or None, shape (n,), int64
+        Visit (page) id: impressions of one page share it. None means one page per impression.
     """
 
     member: np.ndarray
@@ -51,9 +54,16 @@ class DecisionBatch:
     time: np.ndarray
     familiar: np.ndarray
     context: np.ndarray | None = None
+    visit: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.member.shape[0])
+
+    def page_index(self) -> np.ndarray:
+        """Dense page number per impression (0..n_pages-1), shape (n,)."""
+        if self.visit is None:
+            return np.arange(len(self))
+        return np.unique(self.visit, return_inverse=True)[1]
 
     def subset(self, idx: np.ndarray) -> "DecisionBatch":
         return DecisionBatch(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[idx])
@@ -103,6 +113,25 @@ class ArtworkCounts:
     @staticmethod
     def zeros(n_artworks: int) -> "ArtworkCounts":
         return ArtworkCounts(np.zeros(n_artworks), np.zeros(n_artworks))
+
+
+def check_range(name: str, value, lo: float, hi: float | None = None, lo_open: bool = False) -> float:
+    """A finite number in [lo, hi] (or (lo, hi] with ``lo_open``), else ``ValueError`` naming it."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+    if ok:
+        ok = (value > lo if lo_open else value >= lo) and (hi is None or value <= hi)
+    if not ok:
+        bounds = (f"{'(' if lo_open else '['}{lo}, "
+                  f"{hi if hi is not None else 'inf'}{']' if hi is not None else ')'}")
+        raise ValueError(f"{name} must be in {bounds}, got {value!r}")
+    return float(value)
+
+
+def check_count(name: str, value) -> int:
+    """An integer >= 1, else ``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
 
 
 def sample_rows(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sim.policies.base import (ArtworkPolicy, DecisionBatch, argmax_uniform_ties,
+from sim.policies.base import (ArtworkPolicy, DecisionBatch, argmax_uniform_ties, check_range,
                                uniform_probabilities)
 
 if TYPE_CHECKING:
@@ -56,12 +56,10 @@ class ExplorationWrapper(ArtworkPolicy):
     name = "explore"
 
     def __init__(self, base: ArtworkPolicy, epsilon: float = 0.1):
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 <= epsilon <= 1:
-            raise ValueError(f"epsilon must be in [0, 1], got {epsilon!r}")
         # The wrapper learns whatever its base learns: set the reward on the base policy.
         super().__init__(base.reward)
         self.base = base
-        self.epsilon = float(epsilon)
+        self.epsilon = check_range("epsilon", epsilon, 0.0, 1.0)
 
     @property
     def reads_ground_truth(self) -> bool:  # type: ignore[override]

@@ -1,0 +1,274 @@
+"""Contextual artwork policies over a shared linear model of candidate features.
+
+Every policy here scores a candidate artwork from :func:`sim.features.candidate_features` --
+the member's observable context crossed with the artwork's theme -- with one weight vector
+shared by all titles, so what is learned on old titles transfers to a new title's images.
+
+Learning uses additive ridge statistics (:class:`GramStats`: ``A += X^T X``, ``b += X^T r``);
+the posterior is ``N(mu, v^2 A^-1)`` with ``A = l2 I + sum x x^T`` and ``mu = A^-1 b``.
+
+* ``lints``: linear Thompson sampling. At each deploy ``n_draws`` models are drawn from the
+  posterior through its Cholesky factor (``theta = mu + v L^-T z``, so the draw does not depend on
+  the BLAS); each page uses one of them, picked uniformly. The choice distribution of an
+  impression is therefore the share of the ``n_draws`` models under which a candidate wins: the
+  logged propensity is exact for the executed policy, which approximates ideal Thompson
+  sampling with an ``n_draws``-model posterior sample (flagged ``propensity_is_estimated``).
+* ``linear_epsilon_greedy`` and ``linear_softmax``: greedy / Boltzmann over ``mu`` (exact).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import linalg
+
+from sim.features import artwork_scores, candidate_feature_width, candidate_features
+from sim.policies.base import (ArtworkPolicy, DecisionBatch, FeedbackBatch, Selection,
+                               argmax_uniform_ties, check_count, check_range,
+                               uniform_probabilities)
+
+
+def cholesky(matrix: np.ndarray, what: str) -> np.ndarray:
+    """Lower Cholesky factor, or a clear error when the matrix is not positive definite."""
+    try:
+        return linalg.cholesky(matrix, lower=True)
+    except linalg.LinAlgError:
+        eig = np.linalg.eigvalsh(matrix)
+        raise FloatingPointError(
+            f"{what} is not positive definite (smallest eigenvalue {eig.min():.3g}, condition "
+            f"number {abs(eig.max() / eig.min()) if eig.min() else float('inf'):.3g}); increase "
+            f"the policy's l2 regularisation") from None
+
+
+@dataclass
+class GramStats:
+    """Additive ridge statistics over feature vectors of the chosen artworks."""
+
+    A: np.ndarray   # (d, d)  sum x x^T
+    b: np.ndarray   # (d,)    sum x r
+    n: float        # impressions
+
+    def __add__(self, other: "GramStats") -> "GramStats":
+        return GramStats(self.A + other.A, self.b + other.b, self.n + other.n)
+
+    @staticmethod
+    def zeros(d: int) -> "GramStats":
+        return GramStats(np.zeros((d, d)), np.zeros(d), 0.0)
+
+
+class LinearPolicy(ArtworkPolicy):
+    """Shared machinery: features, ridge statistics, the posterior mean ``mu_``."""
+
+    uses_context = True
+
+    def __init__(self, reward: str = "quality_play", l2: float = 1.0):
+        super().__init__(reward)
+        self.l2 = check_range("l2", l2, 0.0, lo_open=True)
+
+    def reset(self, catalog) -> None:
+        super().reset(catalog)
+        self.stats_: GramStats | None = None     # sized on first use: d depends on the context
+        self.mu_: np.ndarray | None = None
+
+    # ---- features ----------------------------------------------------------------------------
+    def features(self, batch: DecisionBatch) -> np.ndarray:
+        """Candidate features, shape (n, K, d)."""
+        if batch.context is None:
+            raise ValueError(f"policy {self.name!r} needs DecisionBatch.context (sim.features)")
+        return candidate_features(batch.context, batch.candidates, self.catalog_.artwork_theme,
+                                  self.catalog_.n_genres)
+
+    def _ensure(self, d: int) -> None:
+        if self.stats_ is None:
+            self.stats_ = GramStats.zeros(d)
+            self._deploy()
+
+    def chosen_features(self, feedback: FeedbackBatch) -> np.ndarray:
+        d = feedback.decisions
+        phi = candidate_features(d.context, feedback.artwork[:, None], self.catalog_.artwork_theme,
+                                 self.catalog_.n_genres)
+        return phi[:, 0, :].astype(np.float64)
+
+    def sufficient_stats(self, feedback: FeedbackBatch) -> GramStats:
+        x = self.chosen_features(feedback)
+        r = feedback.reward(self.reward)
+        return GramStats(x.T @ x, x.T @ r, float(len(feedback)))
+
+    def update(self, stats: GramStats) -> None:
+        self._ensure(stats.b.shape[0])
+        self.stats_ = self.stats_ + stats
+        self.model_version_ += 1   # before _deploy: its random stream is keyed by version
+        self._deploy()
+
+    def _precision(self) -> np.ndarray:
+        return self.l2 * np.eye(self.stats_.b.shape[0]) + self.stats_.A
+
+    def _fit(self) -> None:
+        """Posterior from the statistics: Cholesky factor of the precision and the mean."""
+        self.chol_ = cholesky(self._precision(), f"{self.name}: the Gram matrix l2*I + X^T X")
+        self.mu_ = linalg.cho_solve((self.chol_, True), self.stats_.b)
+
+    def _deploy(self) -> None:
+        """Precompute what serving needs from the frozen model (called on every update)."""
+        self._fit()
+
+    def mean_scores(self, batch: DecisionBatch) -> np.ndarray:
+        """Posterior-mean score per candidate, shape (n, K)."""
+        phi = self.features(batch)
+        self._ensure(phi.shape[2])
+        return phi @ self.mu_.astype(np.float32)
+
+
+class LinearEpsilonGreedy(LinearPolicy):
+    """Greedy on the ridge mean with probability 1 - epsilon, uniform otherwise (exact)."""
+
+    name = "linear_epsilon_greedy"
+
+    def __init__(self, epsilon: float = 0.1, reward: str = "quality_play", l2: float = 1.0):
+        super().__init__(reward, l2)
+        self.epsilon = check_range("epsilon", epsilon, 0.0, 1.0)
+
+    def probabilities(self, batch: DecisionBatch) -> np.ndarray:
+        greedy = argmax_uniform_ties(self.mean_scores(batch), batch.mask, atol=1e-9)
+        return self.epsilon * uniform_probabilities(batch.mask) + (1 - self.epsilon) * greedy
+
+
+class LinearSoftmax(LinearPolicy):
+    """Boltzmann over ridge-mean scores: ``p ~ exp(score / temperature)`` (exact)."""
+
+    name = "linear_softmax"
+
+    def __init__(self, temperature: float = 0.005, reward: str = "quality_play", l2: float = 1.0):
+        super().__init__(reward, l2)
+        self.temperature = check_range("temperature", temperature, 0.0, lo_open=True)
+
+    def probabilities(self, batch: DecisionBatch) -> np.ndarray:
+        z = np.where(batch.mask, self.mean_scores(batch).astype(np.float64) / self.temperature, -np.inf)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+
+class SampledPosteriorPolicy(LinearPolicy):
+    """Thompson sampling with a posterior sample of ``n_draws`` models per deploy; each page
+    (visit) uses one model, chosen uniformly. Subclasses define the posterior."""
+
+    propensity_is_estimated = True
+
+    def __init__(self, reward: str = "quality_play", l2: float = 1.0, n_draws: int = 16,
+                 seed: int = 0):
+        super().__init__(reward, l2)
+        self.n_draws = check_count("n_draws", n_draws)
+        self.seed = int(seed)
+
+    def posterior_scale(self) -> float:
+        """Multiplier of the posterior standard deviation (exploration)."""
+        raise NotImplementedError
+
+    def _deploy(self) -> None:
+        self._fit()
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
+            [self.seed, 0x1175, self.model_version_])))
+        z = rng.standard_normal((self.mu_.shape[0], self.n_draws))
+        # theta = mu + s L^-T z has covariance s^2 (L L^T)^-1: the posterior, drawn through its
+        # Cholesky factor so that the draws do not depend on the BLAS.
+        self.draws_ = (self.mu_[:, None] + self.posterior_scale()
+                       * linalg.solve_triangular(self.chol_.T, z, lower=False)).astype(np.float32)
+
+    def winners(self, batch: DecisionBatch) -> np.ndarray:
+        """Index of the best candidate under each posterior draw, shape (n, n_draws)."""
+        if batch.context is None:
+            raise ValueError(f"policy {self.name!r} needs DecisionBatch.context (sim.features)")
+        self._ensure(candidate_feature_width(batch.context.shape[1], self.catalog_.n_genres))
+        scores = artwork_scores(batch.context, batch.candidates, self.catalog_.artwork_theme,
+                                self.catalog_.n_genres, self.draws_)              # (D, n, K)
+        scores += np.where(batch.mask, 0.0, -np.inf).astype(np.float32)[None]
+        return scores.argmax(axis=2).T
+
+    def _probabilities_from(self, winners: np.ndarray, K: int) -> np.ndarray:
+        n = winners.shape[0]
+        flat = (np.arange(n)[:, None] * K + winners).ravel()
+        return np.bincount(flat, minlength=n * K).reshape(n, K) / self.n_draws
+
+    def probabilities(self, batch: DecisionBatch) -> np.ndarray:
+        return self._probabilities_from(self.winners(batch), batch.mask.shape[1])
+
+    def select(self, batch: DecisionBatch, rng: np.random.Generator) -> Selection:
+        win = self.winners(batch)
+        probs = self._probabilities_from(win, batch.mask.shape[1])
+        page = batch.page_index()
+        # One posterior model per page: impressions of a page share the draw.
+        model = rng.integers(0, self.n_draws, size=int(page.max()) + 1 if page.size else 0)[page]
+        rows = np.arange(len(batch))
+        action = win[rows, model]
+        return Selection(action, batch.candidates[rows, action], probs[rows, action])
+
+
+class LinTSPolicy(SampledPosteriorPolicy):
+    """Linear Thompson sampling (Agrawal & Goyal 2013): posterior ``N(mu, v^2 A^-1)``."""
+
+    name = "lints"
+
+    def __init__(self, v: float = 0.1, reward: str = "quality_play", l2: float = 1.0,
+                 n_draws: int = 16, seed: int = 0):
+        super().__init__(reward, l2, n_draws, seed)
+        self.v = check_range("v", v, 0.0)
+
+    def posterior_scale(self) -> float:
+        return self.v
+
+
+class LogisticTSPolicy(SampledPosteriorPolicy):
+    """Logistic Thompson sampling with a Laplace approximation (Chapelle & Li 2011).
+
+    The posterior is ``N(m, Q^-1)``. Statistics are the gradient and Hessian of the log
+    likelihood at the model that served the impressions, ``g = sum (r - p) x`` and
+    ``H = sum p (1 - p) x x^T`` (additive); a deploy takes one Newton step from the prior,
+    ``Q <- Q + H``, ``m <- m + Q^-1 g``. Statistics computed under an older model are applied as
+    they are (the usual stale-gradient approximation between deploys).
+    """
+
+    name = "logistic_ts"
+
+    def __init__(self, reward: str = "quality_play", l2: float = 1.0, n_draws: int = 16,
+                 exploration: float = 1.0, seed: int = 0):
+        super().__init__(reward, l2, n_draws, seed)
+        self.exploration = check_range("exploration", exploration, 0.0)
+
+    def reset(self, catalog) -> None:
+        super().reset(catalog)
+        self.m_: np.ndarray | None = None
+
+    def _ensure(self, d: int) -> None:
+        if self.m_ is None:
+            # Start at a logit near a 2 % base rate so the first gradients are informative.
+            self.m_ = np.zeros(d)
+            self.m_[0] = np.log(0.02 / 0.98)
+            self.hessian_ = np.zeros((d, d))
+        super()._ensure(d)
+
+    def sufficient_stats(self, feedback: FeedbackBatch) -> GramStats:
+        x = self.chosen_features(feedback)
+        self._ensure(x.shape[1])
+        r = feedback.reward(self.reward)
+        p = 1.0 / (1.0 + np.exp(-(x @ self.m_)))
+        w = p * (1 - p)
+        # A holds the Hessian, b the gradient: both add across shards.
+        return GramStats((x * w[:, None]).T @ x, x.T @ (r - p), float(len(feedback)))
+
+    def update(self, stats: GramStats) -> None:
+        self._ensure(stats.b.shape[0])
+        self.hessian_ = self.hessian_ + stats.A
+        precision = self.l2 * np.eye(stats.b.shape[0]) + self.hessian_
+        chol = cholesky(precision, "logistic_ts: the Laplace precision l2*I + H")
+        self.m_ = self.m_ + linalg.cho_solve((chol, True), stats.b)   # one Newton step
+        self.stats_ = self.stats_ + stats
+        self.model_version_ += 1
+        self._deploy()
+
+    def posterior_scale(self) -> float:
+        return self.exploration
+
+    def _fit(self) -> None:
+        precision = self.l2 * np.eye(self.m_.shape[0]) + self.hessian_
+        self.chol_ = cholesky(precision, "logistic_ts: the Laplace precision l2*I + H")
+        self.mu_ = self.m_

@@ -1,0 +1,169 @@
+"""LinUCB (Li, Chu, Langford, Schapire 2010), in its two published forms.
+
+* ``mode: hybrid`` -- a shared linear model of the candidate features
+  (:func:`sim.features.candidate_features`) plus a per-artwork intercept. The hybrid posterior is
+  the joint ridge solution, computed at each deploy from additive sums by the Schur complement
+  (Li et al. 2010, Algorithm 2 with a one-dimensional arm feature ``x_a = 1``)::
+
+      A0 = l2 I + S_zz - sum_a s_a s_a^T / (l2 + n_a)       s_a = sum of z over arm a
+      beta = A0^-1 (S_zr - sum_a s_a r_a / (l2 + n_a))       r_a = sum of rewards of arm a
+      theta_a = (r_a - s_a . beta) / (l2 + n_a)
+      ucb = z . beta + theta_a + alpha * sqrt(z^T A0^-1 z - 2 c_a z^T u_a + c_a + c_a^2 s_a . u_a)
+      with c_a = 1 / (l2 + n_a), u_a = A0^-1 s_a
+
+* ``mode: disjoint`` -- an independent ridge model per artwork over the member's context
+  ``x = [1, genre affinity, familiar]``. It cannot say anything about a new title's images
+  until they are shown (no transfer); its per-artwork matrices make it a policy for small
+  catalogs.
+
+Both are deterministic given the model; ties share probability equally (exact propensities).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import linalg
+
+from sim.features import candidate_features
+from sim.policies.base import (ArtworkPolicy, DecisionBatch, FeedbackBatch, argmax_uniform_ties,
+                               check_range)
+from sim.policies.linear import cholesky
+
+LINUCB_MODES = ("hybrid", "disjoint")
+
+
+@dataclass
+class HybridStats:
+    """Additive sums for hybrid LinUCB (k shared features, one intercept per artwork)."""
+
+    zz: np.ndarray         # (k, k)
+    zr: np.ndarray         # (k,)
+    arm_n: np.ndarray      # (n_artworks,)
+    arm_z: np.ndarray      # (n_artworks, k)
+    arm_r: np.ndarray      # (n_artworks,)
+
+    def __add__(self, o: "HybridStats") -> "HybridStats":
+        return HybridStats(self.zz + o.zz, self.zr + o.zr, self.arm_n + o.arm_n,
+                           self.arm_z + o.arm_z, self.arm_r + o.arm_r)
+
+
+@dataclass
+class DisjointStats:
+    """Additive per-artwork ridge sums over context features x (d_x)."""
+
+    xx: np.ndarray   # (n_artworks, d_x, d_x)
+    xr: np.ndarray   # (n_artworks, d_x)
+
+    def __add__(self, o: "DisjointStats") -> "DisjointStats":
+        return DisjointStats(self.xx + o.xx, self.xr + o.xr)
+
+
+class LinUCBPolicy(ArtworkPolicy):
+    """Upper-confidence artwork choice with a linear reward model (see module docstring)."""
+
+    name = "linucb"
+    uses_context = True
+
+    def __init__(self, alpha: float = 0.05, mode: str = "hybrid", reward: str = "quality_play",
+                 l2: float = 1.0):
+        super().__init__(reward)
+        self.alpha = check_range("alpha", alpha, 0.0)
+        if mode not in LINUCB_MODES:
+            raise ValueError(f"mode must be one of {', '.join(LINUCB_MODES)}, got {mode!r}")
+        self.mode = mode
+        self.l2 = check_range("l2", l2, 0.0, lo_open=True)
+
+    def reset(self, catalog) -> None:
+        super().reset(catalog)
+        self.stats_ = None   # sized on first use: the feature width depends on the context
+
+    # ---- features ------------------------------------------------------------------------------
+    def _z(self, context: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        return candidate_features(context, candidates, self.catalog_.artwork_theme, self.catalog_.n_genres)
+
+    def _x(self, context: np.ndarray) -> np.ndarray:
+        G = self.catalog_.n_genres
+        return np.column_stack([np.ones(context.shape[0], np.float32), context[:, :G + 1]])
+
+    def _zeros(self, k: int):
+        A = self.catalog_.n_artworks
+        if self.mode == "hybrid":
+            return HybridStats(np.zeros((k, k)), np.zeros(k), np.zeros(A), np.zeros((A, k)), np.zeros(A))
+        return DisjointStats(np.zeros((A, k, k)), np.zeros((A, k)))
+
+    def _ensure(self, k: int) -> None:
+        if self.stats_ is None:
+            self.stats_ = self._zeros(k)
+            self._deploy()
+
+    # ---- learning ------------------------------------------------------------------------------
+    def sufficient_stats(self, feedback: FeedbackBatch):
+        d = feedback.decisions
+        r = feedback.reward(self.reward)
+        art = feedback.artwork
+        A = self.catalog_.n_artworks
+        if self.mode == "hybrid":
+            z = self._z(d.context, art[:, None])[:, 0, :].astype(np.float64)
+            arm_z = np.zeros((A, z.shape[1]))
+            np.add.at(arm_z, art, z)
+            return HybridStats(z.T @ z, z.T @ r, np.bincount(art, minlength=A).astype(np.float64),
+                               arm_z, np.bincount(art, weights=r, minlength=A))
+        x = self._x(d.context).astype(np.float64)
+        k = x.shape[1]
+        xx = np.zeros((A, k, k))
+        np.add.at(xx, art, x[:, :, None] * x[:, None, :])
+        xr = np.zeros((A, k))
+        np.add.at(xr, art, x * r[:, None])
+        return DisjointStats(xx, xr)
+
+    def update(self, stats) -> None:
+        k = stats.zr.shape[0] if self.mode == "hybrid" else stats.xr.shape[1]
+        self._ensure(k)
+        self.stats_ = self.stats_ + stats
+        self.model_version_ += 1
+        self._deploy()
+
+    def _deploy(self) -> None:
+        s, l2 = self.stats_, self.l2
+        if self.mode == "hybrid":
+            c = 1.0 / (l2 + s.arm_n)                                          # (A,)
+            A0 = l2 * np.eye(s.zr.shape[0]) + s.zz - (s.arm_z * c[:, None]).T @ s.arm_z
+            b0 = s.zr - (s.arm_z * (c * s.arm_r)[:, None]).sum(axis=0)
+            chol = cholesky(A0, "linucb (hybrid): the shared Gram matrix A0")
+            A0_inv = linalg.cho_solve((chol, True), np.eye(A0.shape[0]))
+            self.beta_ = linalg.cho_solve((chol, True), b0)
+            self.theta_ = c * (s.arm_r - s.arm_z @ self.beta_)
+            u = s.arm_z @ A0_inv                                             # (A, k) = (A0^-1 s_a)^T
+            self.A0_inv_ = A0_inv.astype(np.float32)
+            self.arm_c_ = c
+            self.arm_u_ = u.astype(np.float32)
+            self.arm_su_ = (s.arm_z * u).sum(axis=1)
+        else:
+            k = s.xr.shape[1]
+            A_arm = l2 * np.eye(k)[None] + s.xx
+            self.A_inv_ = np.linalg.inv(A_arm).astype(np.float32)             # (A, k, k)
+            self.theta_arm_ = np.einsum("akl,al->ak", self.A_inv_, s.xr).astype(np.float32)
+
+    def ucb(self, batch: DecisionBatch) -> np.ndarray:
+        """Upper confidence bound per candidate, shape (n, K)."""
+        if batch.context is None:
+            raise ValueError("policy 'linucb' needs DecisionBatch.context (sim.features)")
+        art = np.maximum(batch.candidates, 0)
+        if self.mode == "hybrid":
+            z = self._z(batch.context, batch.candidates)                      # (n, K, k)
+            self._ensure(z.shape[2])
+            mean = z @ self.beta_.astype(np.float32) + self.theta_[art]
+            zAz = np.einsum("nkd,nkd->nk", z @ self.A0_inv_, z)
+            zu = np.einsum("nkd,nkd->nk", z, self.arm_u_[art])
+            c = self.arm_c_[art]
+            var = zAz - 2 * c * zu + c + c * c * self.arm_su_[art]
+        else:
+            x = self._x(batch.context)                                        # (n, k)
+            self._ensure(x.shape[1])
+            mean = np.einsum("nkd,nd->nk", self.theta_arm_[art], x)
+            var = np.einsum("nd,nkde,ne->nk", x, self.A_inv_[art], x)
+        return mean + self.alpha * np.sqrt(np.maximum(var, 0.0))
+
+    def probabilities(self, batch: DecisionBatch) -> np.ndarray:
+        return argmax_uniform_ties(self.ucb(batch), batch.mask, atol=1e-9)
