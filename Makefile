@@ -22,8 +22,9 @@ $(TSTAMP): pyproject.toml | $(PY)
 run: $(STAMP)
 	$(PY) -m experiments.run
 
+# One BLAS thread: on a 2-core machine, threaded BLAS in small matrix products only adds stalls.
 test: $(TSTAMP)
-	$(PY) -m pytest
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest
 
 bench: $(STAMP)
 	$(PY) -m experiments.bench

@@ -3,7 +3,8 @@
 Prints, on one core (BLAS/OpenMP threads pinned to 1 before NumPy loads):
 
 1. end-to-end impressions/s of the closed loop for a world of 100k members and 2,000 titles
-   (about 8 artworks each), Thompson sampling, Parquet logging on, the default engine cadences;
+   (about 8 artworks each), Parquet logging on, the default engine cadences, for
+   non-personalized Thompson sampling and for linear Thompson sampling (``lints``);
 2. in the same run, the speed of a minimal NumPy pipeline doing the same per-impression work
    (gather features, score candidates, choose, draw a click, update counts) on batches of the
    same size, and the ratio of the two;
@@ -111,32 +112,35 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--members", type=int, default=100_000)
     ap.add_argument("--titles", type=int, default=2_000)
     ap.add_argument("--days", type=float, default=1.0)
-    ap.add_argument("--policy", default="thompson")
+    ap.add_argument("--policies", default="thompson,lints", help="comma-separated policy names")
     ap.add_argument("--memory-members", type=int, default=1_000_000)
     ap.add_argument("--memory-hours", type=float, default=3.0)
     ap.add_argument("--repeat", type=int, default=3, help="closed-loop runs (median reported)")
     ap.add_argument("--skip-memory", action="store_true")
     args = ap.parse_args(argv)
 
-    print(f"closed loop: {args.members:,} members, {args.titles:,} titles, policy={args.policy}, "
-          f"{args.days:g} simulated day(s), Parquet logging on, 1 thread")
-    # Repeat and report the median and best: other processes on a shared machine only ever slow
-    # a run down, so the spread says how noisy the machine was.
-    runs = [run_closed_loop(args.members, args.titles, args.days, args.policy)
-            for _ in range(args.repeat)]
-    r = sorted(runs, key=lambda x: x["impressions_per_s"])[len(runs) // 2]
-    rates = [x["impressions_per_s"] for x in runs]
-    A = r["sim"].world.catalog.n_artworks
-    print(f"  world build            {r['build_s']:8.2f} s   ({A:,} artworks, "
-          f"{A / args.titles:.1f} per title)")
-    print(f"  simulation (median)    {r['run_s']:8.2f} s   {r['impressions']:,} impressions")
-    print(f"  end to end             {np.median(rates):>12,.0f} impressions/s median of {len(rates)} "
-          f"(best {max(rates):,.0f}, worst {min(rates):,.0f})")
-    minimal = max(minimal_pipeline(r["sim"], r["impressions"], int(r["batch"]), seed=s)
-                  for s in range(args.repeat))
-    print(f"  minimal NumPy pipeline {minimal:>12,.0f} impressions/s best of {args.repeat} "
-          f"(batches of {int(r['batch']):,})")
-    print(f"  ratio simulator/minimal {np.median(rates) / minimal:11.2f}")
+    minimal = None
+    for policy in args.policies.split(","):
+        print(f"closed loop: {args.members:,} members, {args.titles:,} titles, policy={policy}, "
+              f"{args.days:g} simulated day(s), Parquet logging on, 1 thread")
+        # Repeat and report the median and best: other processes on a shared machine only ever
+        # slow a run down, so the spread says how noisy the machine was.
+        runs = [run_closed_loop(args.members, args.titles, args.days, policy)
+                for _ in range(args.repeat)]
+        r = sorted(runs, key=lambda x: x["impressions_per_s"])[len(runs) // 2]
+        rates = [x["impressions_per_s"] for x in runs]
+        A = r["sim"].world.catalog.n_artworks
+        print(f"  world build            {r['build_s']:8.2f} s   ({A:,} artworks, "
+              f"{A / args.titles:.1f} per title)")
+        print(f"  simulation (median)    {r['run_s']:8.2f} s   {r['impressions']:,} impressions")
+        print(f"  end to end             {np.median(rates):>12,.0f} impressions/s median of {len(rates)} "
+              f"(best {max(rates):,.0f}, worst {min(rates):,.0f})")
+        if minimal is None:
+            minimal = max(minimal_pipeline(r["sim"], r["impressions"], int(r["batch"]), seed=s)
+                          for s in range(args.repeat))
+            print(f"  minimal NumPy pipeline {minimal:>12,.0f} impressions/s best of {args.repeat} "
+                  f"(batches of {int(r['batch']):,})")
+        print(f"  ratio simulator/minimal {np.median(rates) / minimal:11.2f}")
     print(f"  peak RSS (this process) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:10.0f} MB")
     if not args.skip_memory:
         print(f"memory: {args.memory_members:,} members, {args.titles:,} titles, "

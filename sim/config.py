@@ -26,6 +26,10 @@ COUNTRY_UTC_OFFSETS: dict[str, float] = {
 DEVICE_VISIBLE_COLUMNS: dict[str, int] = {"tv": 8, "web": 8, "tablet": 6, "mobile": 4}
 
 RANKER_NAMES = ("popularity", "learned", "oracle", "random")
+#: ``shared``: one ranker trained on every cell's logs (as in production, where an A/B test's cells
+#: feed the same ranker); ``per_cell``: each cell without its own ``ranker`` gets a copy of the
+#: experiment's ranker trained on that cell's logs only (no interference through the ranker).
+RANKER_SCOPES = ("shared", "per_cell")
 ENGINE_MODES = ("batched", "reference")
 REWARD_NAMES = ("click", "play", "quality_play")
 
@@ -124,6 +128,7 @@ class ResponseConfig:
     quality_intercept: float = -1.4          # logit P(quality play | play)
     quality_fit_weight: float = 0.5
     quality_representativeness_weight: float = 1.0
+    artwork_change_penalty: float = 0.0     # click-logit cost when a title's image changed since last shown
     quality_threshold_minutes: float = 15.0
     mean_quality_minutes: float = 55.0      # minutes beyond the threshold, exponential
 
@@ -138,6 +143,8 @@ class ResponseConfig:
                 out[f.name] = check_float(key, v, 0.0, 1.0)
             elif f.name.endswith("_exponent") or f.name in ("appeal_sd", "clickbait_appeal"):
                 out[f.name] = check_float(key, v, 0.0, 10.0)
+            elif f.name == "artwork_change_penalty":
+                out[f.name] = check_float(key, v, 0.0, 20.0)
             elif f.name == "familiar_artwork_scale":
                 out[f.name] = check_float(key, v, 0.0, 1.0)
             elif f.name in ("quality_threshold_minutes", "mean_quality_minutes"):
@@ -167,6 +174,7 @@ class WorldConfig:
     countries: tuple[str, ...] = ("US", "BR", "GB", "DE", "IN", "JP")
     history_length: int = 32                 # titles remembered per member (ring buffer)
     initial_plays: float = 6.0               # mean plays in a member's history at the start
+    shown_memory: int = 64                   # titles whose last shown image is remembered per member
     response: ResponseConfig = field(default_factory=ResponseConfig)
 
     @staticmethod
@@ -204,6 +212,7 @@ class WorldConfig:
             countries=tuple(countries),
             history_length=check_int(f"{prefix}.history_length", get("history_length"), 1, 4096),
             initial_plays=check_float(f"{prefix}.initial_plays", get("initial_plays"), 0, 10_000),
+            shown_memory=check_int(f"{prefix}.shown_memory", get("shown_memory"), 1, 4096),
             response=ResponseConfig.from_dict(_mapping(f"{prefix}.response", d.get("response") or {}),
                                               f"{prefix}.response"),
         )
@@ -313,6 +322,7 @@ class ExperimentConfig:
     ranker: RankerConfig
     cells: tuple[CellConfig, ...]
     control: str
+    ranker_scope: str = "shared"
 
 
 def experiment_config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
@@ -332,8 +342,9 @@ def experiment_config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
     ranker = RankerConfig.from_dict(_mapping("ranker", d.get("ranker", {})))
     exp = _mapping("experiment", d.get("experiment", {}) or {})
     for k in exp:
-        if k not in ("name", "cells", "control"):
-            raise ConfigError(f"experiment.{k}", exp[k], "unknown key; known: cells, control, name")
+        if k not in ("name", "cells", "control", "ranker_scope"):
+            raise ConfigError(f"experiment.{k}", exp[k],
+                              "unknown key; known: cells, control, name, ranker_scope")
     name = exp.get("name", "single")
     if not isinstance(name, str) or not name:
         raise ConfigError("experiment.name", name, "a non-empty string")
@@ -370,7 +381,10 @@ def experiment_config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
                           f"shares that sum to 1 (they sum to {total:g})")
     control = exp.get("control", cells[0].name)
     check_choice("experiment.control", control, names)
-    return ExperimentConfig(name, seed, world, engine, ranker, tuple(cells), control)
+    scope = check_choice("experiment.ranker_scope", exp.get("ranker_scope", "shared"), RANKER_SCOPES)
+    if scope == "per_cell":
+        cells = [c if c.ranker is not None else dataclasses.replace(c, ranker=ranker) for c in cells]
+    return ExperimentConfig(name, seed, world, engine, ranker, tuple(cells), control, scope)
 
 
 def _mapping(key: str, v: Any) -> Mapping[str, Any]:

@@ -36,6 +36,7 @@ from sim.policies import ArtworkPolicy, build_policy
 from sim.serving import Visits, ranker_stats, render, serve_cell
 from sim.streams import generator, stable_unit_hash
 from sim.world import World, build_world
+from sim.world.shown import ShownArtworks
 
 SimTime = float
 
@@ -99,6 +100,10 @@ class Simulation:
                 policy.attach_ground_truth(w.response)
             own = None if c.ranker is None else build_ranker(c.ranker, w.catalog, w.members, w.response)
             self.cells.append(Cell(c.name, i, c.share, policy, own))
+        # Remember shown images only when something reads them (memory: members x shown_memory).
+        tracks_shown = (config.world.response.artwork_change_penalty > 0
+                        or any(c.policy.uses_shown_artworks for c in self.cells))
+        self.shown = ShownArtworks(w.members.n_members, config.world.shown_memory) if tracks_shown else None
         self.member_cell = allocate_cells(w.members.n_members, [c.share for c in self.cells], config.name)
         self.metrics = MetricsAccumulator(w.members.n_members, [c.name for c in self.cells],
                                           self.horizon, eng.snapshot_hours * 60.0)
@@ -230,7 +235,9 @@ class Simulation:
                 "position": d.row.astype(np.int32) * cols + d.column, "pscore": s.propensity,
                 "policy": cell.policy.name, "model_version": np.full(n, cell.policy.model_version_),
                 "click": s.click, "play": s.play, "quality_play": s.quality_play,
-                "minutes": s.minutes, "reward": s.credited.quality_play})
+                "minutes": s.minutes, "reward": s.credited.quality_play,
+                "expected_take": s.expected_take, "uniform_take": s.uniform_take,
+                "oracle_take": s.oracle_take})
         # History changes when the click (interaction) or play happens, not at the impression.
         clicked = np.flatnonzero(s.click)
         if clicked.size:

@@ -4,8 +4,13 @@ One row per impression. Column names follow Open Bandit Pipeline where the field
 (``action``, ``pscore``, ``position``, ``reward``); the rest are the simulator's vocabulary::
 
     time, visit, member, cell, title, artwork, action, n_candidates, familiar, row, column,
-    position, pscore, policy, model_version, click, play, quality_play, minutes, reward
+    position, pscore, policy, model_version, click, play, quality_play, minutes, reward,
+    expected_take, uniform_take, oracle_take
 
+``expected_take`` is the true probability of a quality play for the shown image, and
+``uniform_take`` / ``oracle_take`` the same for a uniformly random image and for the best image
+of the pool: ground truth that only a simulator has, for low-variance analyses (drop them to get
+what production logs);
 ``familiar`` says whether the member had interacted with the title before the impression;
 ``reward`` is the *attributed* quality play (outcomes after the attribution window are not
 credited), ``quality_play`` the true outcome; ``cell`` and ``policy`` are dictionary-encoded.
@@ -31,7 +36,8 @@ NUMERIC_COLUMNS = {
     "row": np.int16,
     "column": np.int16, "position": np.int32, "pscore": np.float64, "model_version": np.int32,
     "click": np.bool_, "play": np.bool_, "quality_play": np.bool_, "minutes": np.float32,
-    "reward": np.bool_,
+    "reward": np.bool_, "expected_take": np.float32, "uniform_take": np.float32,
+    "oracle_take": np.float32,
 }
 #: String columns constant within one append (one cell, one policy), stored as dictionaries.
 LABEL_COLUMNS = ("cell", "policy")

@@ -84,24 +84,30 @@ def serve_cell(sim, cell, visits: Visits, visit_ids: np.ndarray, visit_ctx: np.n
     candidates = world.catalog.pool[title]
     mask = candidates >= 0
     familiar = world.members.has_interacted(member, title)
+    last_artwork = shown_since = None
+    if sim.shown is not None:
+        last_artwork, shown_since = sim.shown.lookup(member, title)
     batch = DecisionBatch(member=member.astype(np.int32), title=title.astype(np.int32),
                           candidates=candidates, mask=mask, row=row.astype(np.int16),
                           column=column.astype(np.int16), time=visits.time[v], familiar=familiar,
                           context=impression_context(visit_ctx, v, familiar, world.catalog.n_genres),
-                          visit=visit_ids[v])
+                          visit=visit_ids[v], last_artwork=last_artwork, shown_since=shown_since)
     sel = cell.policy.select(batch, rng_policy)
     idx = np.arange(member.size)
     if eng.track_regret:
         p_click, p_play, p_quality = world.response.take_probabilities(
-            member, title, candidates, row, column, batch.familiar)
+            member, title, candidates, row, column, batch.familiar, last_artwork)
         pc, pp, pq = p_click[idx, sel.action], p_play[idx, sel.action], p_quality[idx, sel.action]
         oracle = np.where(mask, p_quality, -np.inf).max(axis=1)
-        uniform = np.where(mask, p_quality, 0.0).sum(axis=1) / mask.sum(axis=1)
+        # Summed in float64: p is float32, and a float32 sum is off by ~1e-8 relative.
+        uniform = np.where(mask, p_quality, 0.0).sum(axis=1, dtype=np.float64) / mask.sum(axis=1)
     else:
         p_click, p_play, p_quality = world.response.take_probabilities(
-            member, title, sel.artwork[:, None], row, column, batch.familiar)
+            member, title, sel.artwork[:, None], row, column, batch.familiar, last_artwork)
         pc, pp, pq = p_click[:, 0], p_play[:, 0], p_quality[:, 0]
         oracle = uniform = np.zeros(member.size)
+    if sim.shown is not None:
+        sim.shown.record(member, title, sel.artwork, batch.time)
     out = world.response.draw(pc, pp, pq, rng_response, eng.click_delay_minutes, eng.play_delay_minutes)
     click_time = batch.time + out.click_delay
     play_time = click_time + out.play_delay

@@ -67,13 +67,19 @@ def make_decision_batch(catalog: Catalog, n: int, rng: np.random.Generator, *, n
     angles = rng.uniform(0, 2 * np.pi, size=(pages.size, 2))
     page_ctx[:, -4:] = np.column_stack([np.sin(angles[:, 0]), np.cos(angles[:, 0]),
                                         np.sin(angles[:, 1]), np.cos(angles[:, 1])])
+    # A third of the impressions show a title seen before: its last image and since when.
+    time = np.sort(rng.uniform(0.0, 1440.0, size=n))
+    seen = rng.random(n) < 0.33
+    slot = (rng.random(n) * catalog.pool_size[title]).astype(np.int64)
+    last_artwork = np.where(seen, candidates[np.arange(n), slot], -1).astype(np.int32)
+    shown_since = np.where(seen, time - rng.uniform(0.0, 2880.0, size=n), np.inf)
     return DecisionBatch(member=rng.integers(0, n_members, size=n).astype(np.int32), title=title,
                          candidates=candidates, mask=candidates >= 0,
                          row=rng.integers(0, rows, size=n).astype(np.int16),
                          column=rng.integers(0, columns, size=n).astype(np.int16),
-                         time=np.sort(rng.uniform(0.0, 1440.0, size=n)),
-                         familiar=familiar,
-                         context=impression_context(page_ctx, visit, familiar, G), visit=visit)
+                         time=time, familiar=familiar,
+                         context=impression_context(page_ctx, visit, familiar, G), visit=visit,
+                         last_artwork=last_artwork, shown_since=shown_since)
 
 
 def make_feedback(batch: DecisionBatch, selection: Selection, rng: np.random.Generator,

@@ -126,18 +126,18 @@ BAD_VALUES = [
     ({"experiment.name": ""}, "experiment.name", "''", "a non-empty string"),
     # policy hyperparameters and names (refused when Simulation builds the policies)
     ({f"{C1}.policy": {"name": "epsilon_greedy", "epsilon": 1.5}}, f"{C1}.policy.epsilon", "1.5",
-     "epsilon must be in [0.0, 1.0]"),
+     "epsilon must be in [0, 1]"),
     ({f"{C1}.policy": {"name": "epsilon_greedy", "epsilon": nan}}, f"{C1}.policy.epsilon", "nan",
-     "epsilon must be in [0.0, 1.0]"),
+     "epsilon must be in [0, 1]"),
     ({f"{C1}.policy": {"name": "thompson", "n_draws": 0}}, f"{C1}.policy.n_draws", "0",
      "n_draws must be an integer >= 1"),
     ({f"{C1}.policy": {"name": "softmax", "temperature": 0}}, f"{C1}.policy.temperature", "0",
-     "temperature must be in (0.0, inf)"),
+     "temperature must be in (0, inf)"),
     ({f"{C1}.policy": {"name": "thompson", "reward": "views"}}, f"{C1}.policy.reward", "'views'",
      "reward must be one of click, play, quality_play"),
-    ({f"{C1}.policy": {"name": "ucb1", "c": -1}}, f"{C1}.policy.c", "-1", "c must be in [0.0, inf)"),
+    ({f"{C1}.policy": {"name": "ucb1", "c": -1}}, f"{C1}.policy.c", "-1", "c must be in [0, inf)"),
     ({f"{C1}.policy": {"name": "thompson", "prior_beta": 0}}, f"{C1}.policy.prior_beta", "0",
-     "prior_beta must be in (0.0, inf)"),
+     "prior_beta must be in (0, inf)"),
     ({f"{C1}.policy": {"name": "thompson", "epsilon": 0.1}}, f"{C1}.policy.epsilon", "0.1",
      "unknown parameter of policy ThompsonPolicy; known: reward, prior_alpha"),
     ({f"{C1}.policy": {"name": "bandit9000"}}, f"{C1}.policy.name", "'bandit9000'",
@@ -148,7 +148,7 @@ BAD_VALUES = [
     ({f"{C1}.policy": {"name": "explore", "epsilon": 1.5, "base": {"name": "thompson"}}},
      f"{C1}.policy.epsilon", "1.5", "epsilon must be in [0, 1]"),
     ({f"{C1}.policy": {"name": "explore", "base": {"name": "epsilon_greedy", "epsilon": 2}}},
-     f"{C1}.policy.base.epsilon", "2", "epsilon must be in [0.0, 1.0]"),
+     f"{C1}.policy.base.epsilon", "2", "epsilon must be in [0, 1]"),
     ({f"{C1}.policy": {"_target_": "no_such_module.Policy"}}, f"{C1}.policy._target_",
      "'no_such_module.Policy'", "an importable class"),
     ({f"{C1}.policy": {"_target_": "builtins.dict"}}, f"{C1}.policy._target_", "'builtins.dict'",
@@ -156,7 +156,7 @@ BAD_VALUES = [
     ({f"{C1}.policy": {"_target_": 42}}, f"{C1}.policy._target_", "42", "a dotted import path"),
     # a one-cell run of the top-level policy is cell 0
     ({"experiment": {}, "policy": {"name": "epsilon_greedy", "epsilon": 1.5}},
-     "experiment.cells[0].policy.epsilon", "1.5", "epsilon must be in [0.0, 1.0]"),
+     "experiment.cells[0].policy.epsilon", "1.5", "epsilon must be in [0, 1]"),
 ]
 
 

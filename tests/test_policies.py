@@ -58,6 +58,8 @@ class MyPolicy(ArtworkPolicy):
 SPECS = {name: {"name": name} for name in POLICIES}
 SPECS["explore"] = {"name": "explore", "base": {"name": "thompson"}, "epsilon": 0.2}
 SPECS["explore(oracle)"] = {"name": "explore", "base": {"name": "oracle"}, "epsilon": 0.2}
+SPECS["sticky"] = {"name": "sticky", "base": {"name": "thompson"}, "min_hours": 24.0}
+SPECS["sticky(lints)"] = {"name": "sticky", "base": {"name": "lints"}, "min_hours": 12.0}
 SPECS["my_policy (_target_)"] = {"_target_": "tests.test_policies.MyPolicy", "boost": 3.0}
 
 

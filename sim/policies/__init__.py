@@ -18,7 +18,8 @@ from sim.policies.bandits import (EpsilonGreedyPolicy, SoftmaxPolicy, ThompsonPo
                                   UCB1Policy)
 from sim.policies.base import (ArtworkCounts, ArtworkPolicy, DecisionBatch, FeedbackBatch,
                                Selection)
-from sim.policies.baselines import ExplorationWrapper, FixedPolicy, OraclePolicy, UniformPolicy
+from sim.policies.baselines import (ExplorationWrapper, FixedPolicy, OraclePolicy, StickyWrapper,
+                                    UniformPolicy)
 from sim.policies.linear import (LinearEpsilonGreedy, LinearSoftmax, LinTSPolicy,
                                  LogisticTSPolicy)
 from sim.policies.linucb import LinUCBPolicy
@@ -27,7 +28,7 @@ POLICIES: dict[str, type[ArtworkPolicy]] = {
     cls.name: cls for cls in (UniformPolicy, FixedPolicy, OraclePolicy, EpsilonGreedyPolicy,
                               ThompsonPolicy, UCB1Policy, SoftmaxPolicy, ExplorationWrapper,
                               LinTSPolicy, LogisticTSPolicy, LinUCBPolicy, LinearEpsilonGreedy,
-                              LinearSoftmax)
+                              LinearSoftmax, StickyWrapper)
 }
 
 __all__ = ["ArtworkPolicy", "ArtworkCounts", "DecisionBatch", "FeedbackBatch", "Selection",
@@ -54,7 +55,7 @@ def build_policy(spec: Mapping[str, Any], key: str = "policy", seed: int = 0) ->
             raise ConfigError(f"{key}.name", name, "one of " + ", ".join(POLICIES)
                               + ", or a _target_ with the import path of your policy class")
         cls = POLICIES[name]
-    if cls is ExplorationWrapper:
+    if cls in (ExplorationWrapper, StickyWrapper):
         base_spec = spec.pop("base", None)
         if not isinstance(base_spec, Mapping):
             raise ConfigError(f"{key}.base", base_spec, "a policy mapping, e.g. {name: thompson}")

@@ -43,6 +43,9 @@ class DecisionBatch:
         Observable member context (layout in :mod:`sim.features`); None where not built.
     visit : ndarray or None, shape (n,), int64
         Visit (page) id: impressions of one page share it. None means one page per impression.
+    last_artwork, shown_since : ndarray or None, shape (n,)
+        Image the member last saw for the title (``-1``: none) and the minute it was first
+        shown; filled when the engine tracks shown images (sticky policies, change penalty).
     """
 
     member: np.ndarray
@@ -55,6 +58,8 @@ class DecisionBatch:
     familiar: np.ndarray
     context: np.ndarray | None = None
     visit: np.ndarray | None = None
+    last_artwork: np.ndarray | None = None
+    shown_since: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.member.shape[0])
@@ -121,8 +126,8 @@ def check_range(name: str, value, lo: float, hi: float | None = None, lo_open: b
     if ok:
         ok = (value > lo if lo_open else value >= lo) and (hi is None or value <= hi)
     if not ok:
-        bounds = (f"{'(' if lo_open else '['}{lo}, "
-                  f"{hi if hi is not None else 'inf'}{']' if hi is not None else ')'}")
+        bounds = (f"{'(' if lo_open else '['}{lo:g}, "
+                  f"{format(hi, 'g') if hi is not None else 'inf'}{']' if hi is not None else ')'}")
         raise ValueError(f"{name} must be in {bounds}, got {value!r}")
     return float(value)
 
@@ -174,6 +179,7 @@ class ArtworkPolicy:
     name = "base"
     reads_ground_truth = False
     propensity_is_estimated = False
+    uses_shown_artworks = False
 
     def __init__(self, reward: str = "quality_play"):
         if reward not in REWARD_NAMES:

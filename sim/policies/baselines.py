@@ -50,16 +50,13 @@ class OraclePolicy(ArtworkPolicy):
         return argmax_uniform_ties(target, batch.mask)
 
 
-class ExplorationWrapper(ArtworkPolicy):
-    """Mix ``base`` with uniform choice: ``p = epsilon / K + (1 - epsilon) * p_base`` (exact)."""
+class PolicyWrapper(ArtworkPolicy):
+    """A policy that changes how ``base`` chooses but learns exactly what ``base`` learns."""
 
-    name = "explore"
-
-    def __init__(self, base: ArtworkPolicy, epsilon: float = 0.1):
+    def __init__(self, base: ArtworkPolicy):
         # The wrapper learns whatever its base learns: set the reward on the base policy.
         super().__init__(base.reward)
         self.base = base
-        self.epsilon = check_range("epsilon", epsilon, 0.0, 1.0)
 
     @property
     def reads_ground_truth(self) -> bool:  # type: ignore[override]
@@ -69,6 +66,10 @@ class ExplorationWrapper(ArtworkPolicy):
     def propensity_is_estimated(self) -> bool:  # type: ignore[override]
         return self.base.propensity_is_estimated
 
+    @property
+    def uses_shown_artworks(self) -> bool:  # type: ignore[override]
+        return type(self).__dict__.get("keeps_images", False) or self.base.uses_shown_artworks
+
     def reset(self, catalog) -> None:
         super().reset(catalog)
         self.base.reset(catalog)
@@ -76,13 +77,64 @@ class ExplorationWrapper(ArtworkPolicy):
     def attach_ground_truth(self, response) -> None:
         self.base.attach_ground_truth(response)
 
-    def probabilities(self, batch: DecisionBatch) -> np.ndarray:
-        return (self.epsilon * uniform_probabilities(batch.mask)
-                + (1.0 - self.epsilon) * self.base.probabilities(batch))
-
     def sufficient_stats(self, feedback):
         return self.base.sufficient_stats(feedback)
 
     def update(self, stats) -> None:
         self.base.update(stats)
         super().update(stats)
+
+
+class ExplorationWrapper(PolicyWrapper):
+    """Mix ``base`` with uniform choice: ``p = epsilon / K + (1 - epsilon) * p_base`` (exact)."""
+
+    name = "explore"
+
+    def __init__(self, base: ArtworkPolicy, epsilon: float = 0.1):
+        super().__init__(base)
+        self.epsilon = check_range("epsilon", epsilon, 0.0, 1.0)
+
+    def probabilities(self, batch: DecisionBatch) -> np.ndarray:
+        return (self.epsilon * uniform_probabilities(batch.mask)
+                + (1.0 - self.epsilon) * self.base.probabilities(batch))
+
+
+class StickyWrapper(PolicyWrapper):
+    """Keep a member's image for a title for at least ``min_hours``; otherwise let ``base`` choose.
+
+    Netflix avoids changing a title's image too often, for recognisability and clean
+    attribution. A kept image is chosen with probability 1 (the logged propensity): given what
+    the member was shown, the choice is deterministic. The base policy learns from every
+    impression, kept or not.
+    """
+
+    name = "sticky"
+    keeps_images = True
+
+    def __init__(self, base: ArtworkPolicy, min_hours: float = 24.0):
+        super().__init__(base)
+        self.min_hours = check_range("min_hours", min_hours, 0.0)
+
+    def kept(self, batch: DecisionBatch) -> np.ndarray:
+        """One-hot (n, K) of the image to keep, all False where the base policy chooses."""
+        if batch.last_artwork is None:
+            return np.zeros(batch.mask.shape, dtype=bool)
+        young = (batch.time - batch.shown_since) < self.min_hours * 60.0
+        return (batch.candidates == batch.last_artwork[:, None]) & batch.mask & young[:, None]
+
+    def probabilities(self, batch: DecisionBatch) -> np.ndarray:
+        keep = self.kept(batch)
+        probs = self.base.probabilities(batch)
+        return np.where(keep.any(axis=1, keepdims=True), keep.astype(np.float64), probs)
+
+    def select(self, batch: DecisionBatch, rng: np.random.Generator):
+        # The base policy's own select (page-level draws) decides the free impressions.
+        sel = self.base.select(batch, rng)
+        keep = self.kept(batch)
+        forced = keep.any(axis=1)
+        if forced.any():
+            rows = np.flatnonzero(forced)
+            sel.action[rows] = keep[rows].argmax(axis=1)
+            sel.artwork[rows] = batch.candidates[rows, sel.action[rows]]
+            sel.propensity[rows] = 1.0
+        return sel

@@ -22,22 +22,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg
 
+from sim.policies.hybrid import HybridPosterior, HybridStats
+from sim.policies.linear_algebra import cholesky
 from sim.features import artwork_scores, candidate_feature_width, candidate_features
 from sim.policies.base import (ArtworkPolicy, DecisionBatch, FeedbackBatch, Selection,
                                argmax_uniform_ties, check_count, check_range,
                                uniform_probabilities)
 
 
-def cholesky(matrix: np.ndarray, what: str) -> np.ndarray:
-    """Lower Cholesky factor, or a clear error when the matrix is not positive definite."""
-    try:
-        return linalg.cholesky(matrix, lower=True)
-    except linalg.LinAlgError:
-        eig = np.linalg.eigvalsh(matrix)
-        raise FloatingPointError(
-            f"{what} is not positive definite (smallest eigenvalue {eig.min():.3g}, condition "
-            f"number {abs(eig.max() / eig.min()) if eig.min() else float('inf'):.3g}); increase "
-            f"the policy's l2 regularisation") from None
+LINTS_MODES = ("hybrid", "shared")
 
 
 @dataclass
@@ -59,7 +52,6 @@ class GramStats:
 class LinearPolicy(ArtworkPolicy):
     """Shared machinery: features, ridge statistics, the posterior mean ``mu_``."""
 
-    uses_context = True
 
     def __init__(self, reward: str = "quality_play", l2: float = 1.0):
         super().__init__(reward)
@@ -164,11 +156,14 @@ class SampledPosteriorPolicy(LinearPolicy):
         """Multiplier of the posterior standard deviation (exploration)."""
         raise NotImplementedError
 
+    def _draw_rng(self) -> np.random.Generator:
+        # Keyed by model version: the posterior sample is a deterministic function of the model.
+        return np.random.Generator(np.random.PCG64(np.random.SeedSequence(
+            [self.seed, 0x1175, self.model_version_])))
+
     def _deploy(self) -> None:
         self._fit()
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
-            [self.seed, 0x1175, self.model_version_])))
-        z = rng.standard_normal((self.mu_.shape[0], self.n_draws))
+        z = self._draw_rng().standard_normal((self.mu_.shape[0], self.n_draws))
         # theta = mu + s L^-T z has covariance s^2 (L L^T)^-1: the posterior, drawn through its
         # Cholesky factor so that the draws do not depend on the BLAS.
         self.draws_ = (self.mu_[:, None] + self.posterior_scale()
@@ -179,10 +174,14 @@ class SampledPosteriorPolicy(LinearPolicy):
         if batch.context is None:
             raise ValueError(f"policy {self.name!r} needs DecisionBatch.context (sim.features)")
         self._ensure(candidate_feature_width(batch.context.shape[1], self.catalog_.n_genres))
-        scores = artwork_scores(batch.context, batch.candidates, self.catalog_.artwork_theme,
-                                self.catalog_.n_genres, self.draws_)              # (D, n, K)
+        scores = self._scores(batch)                                               # (D, n, K)
         scores += np.where(batch.mask, 0.0, -np.inf).astype(np.float32)[None]
         return scores.argmax(axis=2).T
+
+    def _scores(self, batch: DecisionBatch) -> np.ndarray:
+        """Candidate scores under each posterior draw, shape (D, n, K)."""
+        return artwork_scores(batch.context, batch.candidates, self.catalog_.artwork_theme,
+                              self.catalog_.n_genres, self.draws_)
 
     def _probabilities_from(self, winners: np.ndarray, K: int) -> np.ndarray:
         n = winners.shape[0]
@@ -204,17 +203,60 @@ class SampledPosteriorPolicy(LinearPolicy):
 
 
 class LinTSPolicy(SampledPosteriorPolicy):
-    """Linear Thompson sampling (Agrawal & Goyal 2013): posterior ``N(mu, v^2 A^-1)``."""
+    """Linear Thompson sampling (Agrawal & Goyal 2013), posterior scale ``v``.
+
+    ``mode: hybrid`` (default) adds an intercept per artwork to the shared model (the hybrid
+    model of :mod:`sim.policies.hybrid`): it learns what the shared features cannot see about an
+    image (its appeal), while a new image starts from the shared model's prior. ``mode: shared``
+    is the plain linear model ``N(mu, v^2 A^-1)``.
+    """
 
     name = "lints"
 
-    def __init__(self, v: float = 0.1, reward: str = "quality_play", l2: float = 1.0,
-                 n_draws: int = 16, seed: int = 0):
+    def __init__(self, v: float = 0.1, mode: str = "hybrid", reward: str = "quality_play",
+                 l2: float = 1.0, l2_artwork: float = 400.0, n_draws: int = 16, seed: int = 0):
         super().__init__(reward, l2, n_draws, seed)
         self.v = check_range("v", v, 0.0)
+        self.l2_artwork = check_range("l2_artwork", l2_artwork, 0.0, lo_open=True)
+        if mode not in LINTS_MODES:
+            raise ValueError(f"mode must be one of {', '.join(LINTS_MODES)}, got {mode!r}")
+        self.mode = mode
 
     def posterior_scale(self) -> float:
         return self.v
+
+    def _ensure(self, d: int) -> None:
+        if self.stats_ is None and self.mode == "hybrid":
+            self.stats_ = HybridStats.zeros(d, self.catalog_.n_artworks)
+            self._deploy()
+        super()._ensure(d)
+
+    def sufficient_stats(self, feedback: FeedbackBatch):
+        if self.mode == "shared":
+            return super().sufficient_stats(feedback)
+        return HybridStats.from_feedback(self.chosen_features(feedback), feedback.artwork,
+                                         feedback.reward(self.reward), self.catalog_.n_artworks)
+
+    def update(self, stats) -> None:
+        self._ensure(stats.zr.shape[0] if self.mode == "hybrid" else stats.b.shape[0])
+        self.stats_ = self.stats_ + stats
+        self.model_version_ += 1
+        self._deploy()
+
+    def _deploy(self) -> None:
+        if self.mode == "shared":
+            return super()._deploy()
+        post = HybridPosterior.fit(self.stats_, self.l2, self.l2_artwork, "lints (hybrid)")
+        self.mu_, self.theta_ = post.beta, post.theta
+        beta, theta = post.draw(self.stats_, self.v, self.n_draws, self._draw_rng())
+        self.draws_ = beta.astype(np.float32)                                   # (k, D)
+        self.arm_draws_ = np.ascontiguousarray(theta.T, dtype=np.float32)       # (D, A)
+
+    def _scores(self, batch: DecisionBatch) -> np.ndarray:
+        scores = super()._scores(batch)
+        if self.mode == "hybrid":
+            scores += self.arm_draws_[:, np.maximum(batch.candidates, 0)]
+        return scores
 
 
 class LogisticTSPolicy(SampledPosteriorPolicy):
@@ -223,16 +265,18 @@ class LogisticTSPolicy(SampledPosteriorPolicy):
     The posterior is ``N(m, Q^-1)``. Statistics are the gradient and Hessian of the log
     likelihood at the model that served the impressions, ``g = sum (r - p) x`` and
     ``H = sum p (1 - p) x x^T`` (additive); a deploy takes one Newton step from the prior,
-    ``Q <- Q + H``, ``m <- m + Q^-1 g``. Statistics computed under an older model are applied as
+    ``Q <- Q + H``, ``m <- m + Q^-1 g``, damped so that no coefficient moves by more than
+    ``max_step`` per deploy. Statistics computed under an older model are applied as
     they are (the usual stale-gradient approximation between deploys).
     """
 
     name = "logistic_ts"
 
     def __init__(self, reward: str = "quality_play", l2: float = 1.0, n_draws: int = 16,
-                 exploration: float = 1.0, seed: int = 0):
+                 exploration: float = 1.0, max_step: float = 1.0, seed: int = 0):
         super().__init__(reward, l2, n_draws, seed)
         self.exploration = check_range("exploration", exploration, 0.0)
+        self.max_step = check_range("max_step", max_step, 0.0, lo_open=True)
 
     def reset(self, catalog) -> None:
         super().reset(catalog)
@@ -260,7 +304,13 @@ class LogisticTSPolicy(SampledPosteriorPolicy):
         self.hessian_ = self.hessian_ + stats.A
         precision = self.l2 * np.eye(stats.b.shape[0]) + self.hessian_
         chol = cholesky(precision, "logistic_ts: the Laplace precision l2*I + H")
-        self.m_ = self.m_ + linalg.cho_solve((chol, True), stats.b)   # one Newton step
+        step = linalg.cho_solve((chol, True), stats.b)                  # one Newton step
+        # Damped: the curvature was taken at the serving model, which can be far from the data
+        # early on (a full step from a 2 % start overshoots a 9 % truth five-fold).
+        largest = np.abs(step).max()
+        if largest > self.max_step:
+            step *= self.max_step / largest
+        self.m_ = self.m_ + step
         self.stats_ = self.stats_ + stats
         self.model_version_ += 1
         self._deploy()

@@ -23,29 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg
 
 from sim.features import candidate_features
 from sim.policies.base import (ArtworkPolicy, DecisionBatch, FeedbackBatch, argmax_uniform_ties,
                                check_range)
-from sim.policies.linear import cholesky
+from sim.policies.hybrid import HybridPosterior, HybridStats
 
 LINUCB_MODES = ("hybrid", "disjoint")
-
-
-@dataclass
-class HybridStats:
-    """Additive sums for hybrid LinUCB (k shared features, one intercept per artwork)."""
-
-    zz: np.ndarray         # (k, k)
-    zr: np.ndarray         # (k,)
-    arm_n: np.ndarray      # (n_artworks,)
-    arm_z: np.ndarray      # (n_artworks, k)
-    arm_r: np.ndarray      # (n_artworks,)
-
-    def __add__(self, o: "HybridStats") -> "HybridStats":
-        return HybridStats(self.zz + o.zz, self.zr + o.zr, self.arm_n + o.arm_n,
-                           self.arm_z + o.arm_z, self.arm_r + o.arm_r)
 
 
 @dataclass
@@ -63,16 +47,16 @@ class LinUCBPolicy(ArtworkPolicy):
     """Upper-confidence artwork choice with a linear reward model (see module docstring)."""
 
     name = "linucb"
-    uses_context = True
 
     def __init__(self, alpha: float = 0.05, mode: str = "hybrid", reward: str = "quality_play",
-                 l2: float = 1.0):
+                 l2: float = 1.0, l2_artwork: float = 400.0):
         super().__init__(reward)
         self.alpha = check_range("alpha", alpha, 0.0)
         if mode not in LINUCB_MODES:
             raise ValueError(f"mode must be one of {', '.join(LINUCB_MODES)}, got {mode!r}")
         self.mode = mode
         self.l2 = check_range("l2", l2, 0.0, lo_open=True)
+        self.l2_artwork = check_range("l2_artwork", l2_artwork, 0.0, lo_open=True)
 
     def reset(self, catalog) -> None:
         super().reset(catalog)
@@ -89,7 +73,7 @@ class LinUCBPolicy(ArtworkPolicy):
     def _zeros(self, k: int):
         A = self.catalog_.n_artworks
         if self.mode == "hybrid":
-            return HybridStats(np.zeros((k, k)), np.zeros(k), np.zeros(A), np.zeros((A, k)), np.zeros(A))
+            return HybridStats.zeros(k, A)
         return DisjointStats(np.zeros((A, k, k)), np.zeros((A, k)))
 
     def _ensure(self, k: int) -> None:
@@ -105,10 +89,7 @@ class LinUCBPolicy(ArtworkPolicy):
         A = self.catalog_.n_artworks
         if self.mode == "hybrid":
             z = self._z(d.context, art[:, None])[:, 0, :].astype(np.float64)
-            arm_z = np.zeros((A, z.shape[1]))
-            np.add.at(arm_z, art, z)
-            return HybridStats(z.T @ z, z.T @ r, np.bincount(art, minlength=A).astype(np.float64),
-                               arm_z, np.bincount(art, weights=r, minlength=A))
+            return HybridStats.from_feedback(z, art, r, A)
         x = self._x(d.context).astype(np.float64)
         k = x.shape[1]
         xx = np.zeros((A, k, k))
@@ -127,18 +108,11 @@ class LinUCBPolicy(ArtworkPolicy):
     def _deploy(self) -> None:
         s, l2 = self.stats_, self.l2
         if self.mode == "hybrid":
-            c = 1.0 / (l2 + s.arm_n)                                          # (A,)
-            A0 = l2 * np.eye(s.zr.shape[0]) + s.zz - (s.arm_z * c[:, None]).T @ s.arm_z
-            b0 = s.zr - (s.arm_z * (c * s.arm_r)[:, None]).sum(axis=0)
-            chol = cholesky(A0, "linucb (hybrid): the shared Gram matrix A0")
-            A0_inv = linalg.cho_solve((chol, True), np.eye(A0.shape[0]))
-            self.beta_ = linalg.cho_solve((chol, True), b0)
-            self.theta_ = c * (s.arm_r - s.arm_z @ self.beta_)
-            u = s.arm_z @ A0_inv                                             # (A, k) = (A0^-1 s_a)^T
-            self.A0_inv_ = A0_inv.astype(np.float32)
-            self.arm_c_ = c
-            self.arm_u_ = u.astype(np.float32)
-            self.arm_su_ = (s.arm_z * u).sum(axis=1)
+            post = HybridPosterior.fit(s, l2, self.l2_artwork, "linucb (hybrid)")
+            self.beta_, self.theta_, self.A0_inv_, self.arm_c_ = post.beta, post.theta, post.A0_inv, post.arm_c
+            # float64: the width is a difference of large terms that cancel as data accumulate.
+            self.arm_u_ = s.arm_z @ post.A0_inv                              # (A, k) = (A0^-1 s_a)^T
+            self.arm_su_ = (s.arm_z * self.arm_u_).sum(axis=1)
         else:
             k = s.xr.shape[1]
             A_arm = l2 * np.eye(k)[None] + s.xx
@@ -151,7 +125,7 @@ class LinUCBPolicy(ArtworkPolicy):
             raise ValueError("policy 'linucb' needs DecisionBatch.context (sim.features)")
         art = np.maximum(batch.candidates, 0)
         if self.mode == "hybrid":
-            z = self._z(batch.context, batch.candidates)                      # (n, K, k)
+            z = self._z(batch.context, batch.candidates).astype(np.float64)   # (n, K, k)
             self._ensure(z.shape[2])
             mean = z @ self.beta_.astype(np.float32) + self.theta_[art]
             zAz = np.einsum("nkd,nkd->nk", z @ self.A0_inv_, z)

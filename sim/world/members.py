@@ -61,22 +61,29 @@ class Members:
         """
         if member.size == 0:
             return
-        H = self.recent_titles.shape[1]
         order = np.argsort(member, kind="stable")
         member, title, played = member[order], title[order], played[order]
-        # Rank of each event among the same member's events in this call -> distinct ring slots.
-        start = np.r_[0, np.flatnonzero(np.diff(member)) + 1]
-        counts = np.diff(np.r_[start, member.size])
-        rank = np.arange(member.size) - np.repeat(start, counts)
-        total = np.repeat(counts, counts)
-        keep = rank >= total - H      # only the last H events of a member can survive in the ring
-        slot = (self.history_cursor[member] + rank) % H
+        keep, slot = ring_append_slots(member, self.history_cursor, self.recent_titles.shape[1])
         self.recent_titles[member[keep], slot[keep]] = title[keep]
-        np.add.at(self.history_cursor, member[start], counts.astype(np.int32))
-        self.history_cursor[member[start]] %= H
         if played.any():
             scatter_add_rows(self.genre_plays, member[played], title_genres[title[played]])
             np.add.at(self.n_plays, member[played], 1)
+
+
+def ring_append_slots(member: np.ndarray, cursor: np.ndarray, size: int):
+    """Slots for appending events to per-member ring buffers, advancing ``cursor`` in place.
+
+    ``member`` (n,) must be sorted (stable, so that a member's events keep their order).
+    Returns ``(keep, slot)``, both (n,): only the last ``size`` events of a member survive.
+    """
+    # Rank of each event among the same member's events in this call -> distinct ring slots.
+    start = np.r_[0, np.flatnonzero(np.diff(member)) + 1]
+    counts = np.diff(np.r_[start, member.size])
+    rank = np.arange(member.size) - np.repeat(start, counts)
+    keep = rank >= np.repeat(counts, counts) - size
+    slot = (cursor[member] + rank) % size
+    cursor[member[start]] = (cursor[member[start]] + counts) % size
+    return keep, slot
 
 
 def build_members(cfg, catalog, tastes: np.ndarray, rng: np.random.Generator) -> Members:

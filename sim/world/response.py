@@ -76,13 +76,17 @@ class ResponseModel:
                 + self.cfg.title_quality_weight * self.quality[None, :])
 
     def take_probabilities(self, member: np.ndarray, title: np.ndarray, artworks: np.ndarray,
-                           row: np.ndarray, column: np.ndarray, familiar: np.ndarray):
+                           row: np.ndarray, column: np.ndarray, familiar: np.ndarray,
+                           last_artwork: np.ndarray | None = None):
         """True per-impression probabilities for candidate artworks.
 
         Parameters
         ----------
         member, title, row, column, familiar : ndarray, shape (n,)
         artworks : ndarray, shape (n, k)   flat artwork ids (``-1`` entries give garbage; mask them)
+        last_artwork : ndarray, shape (n,), optional
+            Image the member last saw for the title (``-1``: never shown). A different image
+            costs ``artwork_change_penalty`` on the click logit (recognisability).
 
         Returns
         -------
@@ -96,6 +100,9 @@ class ResponseModel:
         scale = np.where(familiar, c.familiar_artwork_scale, 1.0).astype(np.float32)
         logit = (c.click_intercept + c.fit_weight * fit + c.title_quality_weight * self.quality[title])
         logit = logit[:, None] + scale[:, None] * (c.theme_weight * match + self.appeal[art])
+        if last_artwork is not None and c.artwork_change_penalty > 0:
+            changed = (last_artwork[:, None] >= 0) & (artworks != last_artwork[:, None])
+            logit = logit - c.artwork_change_penalty * changed
         p_click = self.attention(row, column)[:, None] * sigmoid(logit)
         rep = self.representativeness[art] - REPRESENTATIVENESS_CENTER
         p_play_given_click = sigmoid(c.play_intercept + c.play_fit_weight * fit[:, None]

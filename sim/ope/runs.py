@@ -1,0 +1,97 @@
+"""Opening a run directory for off-policy evaluation: its config, world and impression log.
+
+The world of a run is a deterministic function of its config and seed, so it is rebuilt rather
+than stored: the catalog (observable: artwork pools and themes) for exporting logs, and the whole
+world (with the hidden response model) for computing ground truth. The observable member context
+of each visit (what a contextual policy saw) is read back from the run's ``visit_context/`` log.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import yaml
+
+from sim.config import ExperimentConfig, experiment_config_from_dict
+from sim.features import impression_context
+from sim.streams import generator
+from sim.world import Catalog, World, build_world
+from sim.world.catalog import build_catalog
+
+
+def run_config(run_dir: Path | str) -> ExperimentConfig:
+    """The validated config of a run directory (from its ``config.yaml``)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
+    return experiment_config_from_dict(yaml.safe_load(path.read_text()))
+
+
+def run_catalog(cfg: ExperimentConfig) -> Catalog:
+    """The run's catalog without drawing members (it is the first thing the world stream draws)."""
+    return build_catalog(cfg.world, cfg.engine.days * 1440.0, generator(cfg.seed, "world"))[0]
+
+
+def run_world(cfg: ExperimentConfig) -> World:
+    """The run's whole world, ground truth included (as it was before the first visit)."""
+    return build_world(cfg.world, cfg.seed, cfg.engine.days * 1440.0)
+
+
+def read_impression_log(source: Path | str, cell: str | None = None) -> pd.DataFrame:
+    """Impression log of a run directory, a ``logs`` directory or one Parquet file.
+
+    Rows of ``cell`` only when given (all cells otherwise), in time order (stable).
+    Columns are those documented in :mod:`sim.logs`.
+    """
+    source = Path(source)
+    path = source / "logs" if (source / "logs").is_dir() else source
+    if not path.exists():
+        raise FileNotFoundError(f"no impression log at {path}")
+    log = pd.read_parquet(path)
+    if cell is not None:
+        cells = sorted(map(str, log["cell"].unique())) if "cell" in log else []
+        if cell not in cells:
+            raise ValueError(f"cell {cell!r} is not in the log; cells: {', '.join(cells) or '(none)'}")
+        log = log[log["cell"].astype(str) == cell]
+    return log.sort_values("time", kind="stable").reset_index(drop=True)
+
+
+@dataclass
+class VisitContexts:
+    """Observable member context of every logged visit (``visit_context/`` of a run).
+
+    ``visit`` (v,) sorted ids, ``context`` (v, d) float32 in :mod:`sim.features` layout (the
+    per-title ``familiar`` slot is 0), ``names`` (d,).
+    """
+
+    visit: np.ndarray
+    context: np.ndarray
+    names: list[str]
+
+    def for_impressions(self, visit: np.ndarray, familiar: np.ndarray, n_genres: int) -> np.ndarray:
+        """Context of each impression (n, d): its visit's context with the title's ``familiar``."""
+        rows = np.searchsorted(self.visit, visit)
+        rows = np.minimum(rows, max(self.visit.size - 1, 0))
+        missing = (self.visit.size == 0) | (self.visit[rows] != visit)
+        if np.any(missing):
+            raise ValueError(f"{int(np.sum(missing))} impressions have no logged visit context")
+        return impression_context(self.context, rows, familiar, n_genres)
+
+
+def read_visit_contexts(source: Path | str) -> VisitContexts | None:
+    """The run's visit contexts, or None if the run did not log them."""
+    source = Path(source)
+    path = source / "visit_context" if (source / "visit_context").is_dir() else None
+    if path is None or not any(path.glob("*.parquet")):
+        return None
+    table = pq.read_table(path)
+    d = table.schema.field("context").type.list_size
+    ctx = table.column("context").combine_chunks().flatten().to_numpy().reshape(-1, d)
+    visit = table.column("visit").to_numpy()
+    order = np.argsort(visit, kind="stable")
+    meta = table.schema.metadata or {}
+    names = meta.get(b"context_names", b"").decode().split(",") if b"context_names" in meta else []
+    return VisitContexts(visit[order], ctx[order].astype(np.float32), names or [f"x{j}" for j in range(d)])
