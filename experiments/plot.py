@@ -1,16 +1,24 @@
-"""Charts of a run directory: ``python -m experiments.plot <run dir>``.
+"""Charts of a run or a sweep: ``python -m experiments.plot <run dir | sweep dir>``.
 
-Writes into ``<run dir>/charts``:
+A run directory gets ``<run>/charts/``:
 
-* ``take_fraction_over_time.png`` and ``ctr_over_time.png`` -- per cell, with 95 % bands;
+* ``take_fraction_over_time.png`` and ``ctr_over_time.png`` -- per cell, with 95 % bands (from
+  the impression log with members as clusters when the run logged impressions, else binomial);
 * ``lift.png`` -- lift of each cell over the control cell per metric, with 95 % intervals;
-* ``cumulative_regret.png`` -- expected quality plays lost against the oracle artwork choice.
+* ``cumulative_regret.png`` -- expected quality plays lost against the oracle artwork choice;
+* ``homepage.png`` -- the same titles on two members' homepages (see :mod:`experiments.page_picture`).
+
+A sweep directory gets ``<sweep>/sweep_summary.csv`` (one row per run) and, per swept parameter,
+``<sweep>/charts/sweep_<parameter>.png``: the take fraction of the policy under test and its lift
+over the control cell against the parameter, one line per policy, with 95 % intervals across
+seeds. Runs of the sweep that have no charts yet get theirs.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,9 +28,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-Z95 = 1.959963984540054
+from experiments.results import (POLICY_KEY, REPLICATE_KEY, Z95, aggregate, find_runs,  # noqa: E402
+                                 is_run_dir, lift_se, paired_differences, read_log,
+                                 swept_parameters, sweep_table)
+from sim.outputs import write_csv  # noqa: E402
+
 METRIC_LABELS = {"ctr": "CTR", "play_rate": "play rate", "take_fraction": "take fraction",
                  "minutes_per_member": "minutes per member"}
+LOG_OUTCOMES = {"ctr": "click", "take_fraction": "quality_play"}
 
 
 def read_series(run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -36,18 +49,53 @@ def read_series(run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
     return {c: {k: np.asarray(v) for k, v in d.items()} for c, d in cols.items()}
 
 
-def _rate_chart(series, metric: str, title: str, path: Path) -> Path:
+def clustered_standard_errors(run_dir: Path, bucket_minutes: float, n_buckets: int):
+    """Per cell and time bucket, the standard error of CTR and take fraction with members as
+    clusters (delta method, as for the run's summary), from the impression log.
+
+    A member's impressions within a bucket are correlated (one member, usually one visit), so
+    the binomial error understates the spread (by a factor of about 1.4 on the default world).
+    Returns {cell: {metric: se array (n_buckets,)}} or None when the run has no log.
+    """
+    log = read_log(run_dir, ["time", "member", *LOG_OUTCOMES.values()])
+    if log is None:
+        return None
+    data, names = log
+    bucket = np.minimum((data["time"] // bucket_minutes).astype(np.int64), n_buckets - 1)
+    n_members = int(data["member"].max()) + 1 if data["member"].size else 1
+    out = {}
+    for ci, name in enumerate(names):
+        sel = data["cell"] == ci
+        cluster, inv = np.unique(bucket[sel] * n_members + data["member"][sel], return_inverse=True)
+        b = cluster // n_members
+        n_m = np.bincount(inv).astype(float)
+        k = np.bincount(b, minlength=n_buckets).astype(float)          # members per bucket
+        s_n = np.bincount(b, n_m, minlength=n_buckets)
+        out[name] = {}
+        for metric, column in LOG_OUTCOMES.items():
+            y_m = np.bincount(inv, data[column][sel].astype(float))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rate = np.bincount(b, y_m, minlength=n_buckets) / s_n
+                resid2 = np.bincount(b, (y_m - rate[b] * n_m) ** 2, minlength=n_buckets)
+                out[name][metric] = np.sqrt(resid2 * k / (k - 1)) / s_n
+    return out
+
+
+def _rate_chart(series, metric: str, title: str, path: Path, clustered) -> Path:
     fig, ax = plt.subplots(figsize=(9, 5))
     for cell, s in series.items():
         days = s["hour"] / 24.0
-        p, se = s[metric] * 100, s[metric + "_se"] * 100
+        se = clustered[cell][metric] if clustered and cell in clustered else s[metric + "_se"]
+        p, se = s[metric] * 100, se * 100
         line, = ax.plot(days, p, label=cell, lw=1.8)
         ax.fill_between(days, p - Z95 * se, p + Z95 * se, color=line.get_color(), alpha=0.2, lw=0)
+    band = ("95 % band, members as clusters" if clustered
+            else "95 % band, binomial (no log: ignores within-member correlation)")
     ax.set_title(title)
     ax.set_xlabel("simulated time (days)")
     ax.set_ylabel(f"{METRIC_LABELS[metric]} per impression (%)")
     ax.grid(alpha=0.3)
-    ax.legend(title="cell (95 % band)")
+    ax.legend(title=f"cell ({band})", fontsize=9, title_fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -62,9 +110,9 @@ def _lift_chart(metrics: dict, path: Path) -> Path:
     width = 0.8 / max(len(names), 1)
     x = np.arange(len(cells))
     for j, m in enumerate(names):
-        est = np.array([(lifts[c][m]["estimate"] or np.nan) * 100 for c in cells])
-        lo = np.array([(lifts[c][m]["ci_low"] or np.nan) * 100 for c in cells])
-        hi = np.array([(lifts[c][m]["ci_high"] or np.nan) * 100 for c in cells])
+        est = np.array([_num(lifts[c][m]["estimate"]) * 100 for c in cells])
+        lo = np.array([_num(lifts[c][m]["ci_low"]) * 100 for c in cells])
+        hi = np.array([_num(lifts[c][m]["ci_high"]) * 100 for c in cells])
         ax.bar(x + (j - (len(names) - 1) / 2) * width, est, width, label=METRIC_LABELS[m],
                yerr=[est - lo, hi - est], capsize=3)
     ax.axhline(0, color="black", lw=0.8)
@@ -78,6 +126,10 @@ def _lift_chart(metrics: dict, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _num(v) -> float:
+    return np.nan if v is None else float(v)
 
 
 def _regret_chart(series, path: Path) -> Path:
@@ -95,29 +147,204 @@ def _regret_chart(series, path: Path) -> Path:
     return path
 
 
-def plot_run(run_dir: Path | str) -> list[Path]:
+def plot_run(run_dir: Path | str, picture: bool = True, picture_cell: str | None = None) -> list[Path]:
     """Write the run's charts; returns their paths."""
     run_dir = Path(run_dir)
     charts = run_dir / "charts"
     charts.mkdir(exist_ok=True)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     series = read_series(run_dir)
+    bucket_minutes = 60.0 * float(metrics.get("config", {}).get("engine", {}).get("snapshot_hours", 6.0))
+    n_buckets = len(next(iter(series.values()))["hour"]) if series else 1
+    clustered = clustered_standard_errors(run_dir, bucket_minutes, n_buckets)
     out = [_rate_chart(series, "take_fraction", "Take fraction (quality plays per impression) over time",
-                       charts / "take_fraction_over_time.png"),
-           _rate_chart(series, "ctr", "Click-through rate over time", charts / "ctr_over_time.png"),
+                       charts / "take_fraction_over_time.png", clustered),
+           _rate_chart(series, "ctr", "Click-through rate over time", charts / "ctr_over_time.png",
+                       clustered),
            _regret_chart(series, charts / "cumulative_regret.png")]
     if metrics.get("lift"):
         out.append(_lift_chart(metrics, charts / "lift.png"))
+    if picture:
+        from experiments.page_picture import plot_homepage_picture
+
+        page = plot_homepage_picture(run_dir, charts / "homepage.png", picture_cell)
+        if page is not None:
+            out.append(page)
+    return out
+
+
+# ---- sweeps ------------------------------------------------------------------------------------
+UNITS = {"_hours": "hours", "_minutes": "minutes", "days": "days", "n_members": "members",
+         "n_titles": "titles", "visits_per_day": "visits per member per day"}
+
+
+def axis_label(key: str) -> str:
+    unit = next((u for suffix, u in UNITS.items() if key.endswith(suffix)), None)
+    return f"{key} ({unit})" if unit else key
+
+
+def _x_positions(values: list[str]) -> tuple[dict[str, float], bool]:
+    """Numeric parameter values keep their scale (log when they span a factor of 20 or more);
+    anything else is categorical, in sorted order."""
+    if not _is_numeric(values):
+        return {v: float(i) for i, v in enumerate(sorted(values))}, False
+    nums = {v: float(v) for v in values}
+    positive = all(x > 0 for x in nums.values())
+    log = positive and max(nums.values()) / min(nums.values()) >= 20
+    return nums, log
+
+
+def sweep_chart(rows: list[dict], key: str, path: Path) -> Path:
+    """Take fraction and take-fraction lift of each run's policy under test against ``key``; for
+    a two-valued ``key``, also the change in lift between its values paired by seed."""
+    panels = [("take_fraction", "take fraction of the policy under test (%)")]
+    if any(r["lift_take_fraction"] is not None for r in rows):
+        panels.append(("lift_take_fraction", "take-fraction lift over the control cell (%)"))
+    values = sorted({r[key] for r in rows})
+    categorical = not _is_numeric(values)
+    if not categorical:
+        values.sort(key=float)
+    pos, log_x = _x_positions(values)
+    lines = sorted({r["cell"] for r in rows})
+    paired = {line: paired_differences([r for r in rows if r["cell"] == line], key, "lift_take_fraction")
+              for line in lines} if len(panels) == 2 and len(values) == 2 else {}
+    paired = {k: d for k, d in paired.items() if d is not None}
+    n_panels = len(panels) + bool(paired)
+    fig, axes = plt.subplots(1, n_panels, figsize=(5.2 * n_panels, 5.2), squeeze=False)
+    colours = {line: f"C{i}" for i, line in enumerate(lines)}
+    methods, seeds_seen = set(), set()
+    for ax, (metric, ylabel) in zip(axes[0], panels):
+        for li, line in enumerate(lines):
+            xs, ys, lo, hi = [], [], [], []
+            for v in values:
+                mine = [r for r in rows if r["cell"] == line and r[key] == v]
+                point = aggregate([r[metric] for r in mine], [_metric_se(r, metric) for r in mine],
+                                  [str(r.get(REPLICATE_KEY, "")) for r in mine])
+                if point.n_seeds == 0:
+                    continue
+                methods.add(point.method)
+                seeds_seen.add(point.n_seeds)
+                # Nudge lines apart so that their error bars do not hide each other.
+                offset = li - (len(lines) - 1) / 2
+                if categorical:
+                    xs.append(pos[v] + 0.06 * offset)
+                elif log_x:
+                    xs.append(pos[v] * 1.03 ** offset)
+                else:
+                    xs.append(pos[v] + 0.01 * offset * (max(pos.values()) - min(pos.values())))
+                ys.append(100 * point.mean)
+                lo.append(100 * (point.mean - point.low))
+                hi.append(100 * (point.high - point.mean))
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=4, lw=1.6, label=line,
+                        color=colours[line], ls="none" if categorical else "-")
+        if metric.startswith("lift"):
+            ax.axhline(0, color="black", lw=0.8)
+        if categorical:
+            ax.set_xticks([pos[v] for v in values], values)
+            ax.set_xlim(-0.5, len(values) - 0.5)
+        elif log_x:
+            ax.set_xscale("log")
+            ax.set_xticks([pos[v] for v in values], values)
+        ax.set_xlabel(axis_label(key))
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    if paired:
+        ax = axes[0][-1]
+        for li, (line, d) in enumerate(paired.items()):
+            ax.errorbar([li], [100 * d["mean"]], yerr=[[100 * (d["mean"] - d["ci_low"])],
+                                                        [100 * (d["ci_high"] - d["mean"])]],
+                        marker="o", capsize=4, ls="none", color=colours[line])
+            p = f"p = {d['p_value']:.3f}" if math.isfinite(d["p_value"]) else "p n/a"
+            ax.annotate(f"{100 * d['mean']:+.2f} pp\nn = {d['n_pairs']}, {p}", (li, 100 * d["mean"]),
+                        textcoords="offset points", xytext=(10, 0), ha="left", va="center", fontsize=9)
+        d0 = next(iter(paired.values()))
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(range(len(paired)), list(paired))
+        ax.set_xlim(-0.6, len(paired) - 0.1)
+        ax.set_xlabel("policy under test (cell)")
+        ax.set_ylabel(f"lift with {d0['to']} minus lift with {d0['from']} (percentage points)")
+        ax.set_title("change in lift, paired by seed (95 % t interval)", fontsize=10)
+        ax.grid(alpha=0.3)
+    if methods == {"seeds"}:
+        n = "-".join(str(s) for s in sorted(seeds_seen))
+        how = f"mean over {n} seeds, 95 % t interval across seeds"
+    else:
+        how = "95 % interval of each run (per-member delta method)" + \
+            (" or across seeds where several" if "seeds" in methods else "")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="policy under test (cell)", loc="lower center",
+               ncol=min(len(lines), 6), fontsize=9, title_fontsize=9, frameon=False)
+    fig.suptitle(f"Sweep over {key}: {how}", fontsize=12)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _is_numeric(values: list[str]) -> bool:
+    try:
+        [float(v) for v in values]
+        return True
+    except ValueError:
+        return False
+
+
+def _metric_se(row: dict, metric: str) -> float:
+    if metric.startswith("lift_"):
+        est = row[metric]
+        se_log = lift_se({"ci_low": row[f"{metric}_ci_low"], "ci_high": row[f"{metric}_ci_high"]})
+        return float("nan") if est is None else (1 + est) * se_log
+    se = row.get(f"{metric}_se")
+    return float("nan") if se is None else se
+
+
+def sweep_axes(params: list[str]) -> list[str]:
+    """Parameters to put on an x axis: everything swept but the seed and the policy (which get
+    intervals and lines); the policy itself when nothing else is swept."""
+    axes = [k for k in params if k not in (REPLICATE_KEY, POLICY_KEY)]
+    return axes or [POLICY_KEY]
+
+
+def plot_sweep(sweep_dir: Path | str) -> list[Path]:
+    """Write ``sweep_summary.csv`` and one chart per swept parameter; returns the chart paths."""
+    sweep_dir = Path(sweep_dir)
+    runs = find_runs(sweep_dir)
+    if not runs:
+        raise FileNotFoundError(f"{sweep_dir} holds no complete run")
+    for r in runs:
+        if not (r.path / "charts").is_dir():
+            plot_run(r.path)
+    params = swept_parameters(runs)
+    rows = sweep_table(runs, params)
+    write_csv(sweep_dir / "sweep_summary.csv", rows)
+    charts = sweep_dir / "charts"
+    charts.mkdir(exist_ok=True)
+    out = []
+    for key in sweep_axes(params):
+        if key == POLICY_KEY and key not in params:
+            for r in rows:
+                r[POLICY_KEY] = r["cell"]
+        safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in key)
+        out.append(sweep_chart(rows, key, charts / f"sweep_{safe}.png"))
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("directory", type=Path, help="a run directory or a sweep directory")
+    ap.add_argument("--no-picture", action="store_true", help="skip the homepage picture (runs)")
+    ap.add_argument("--picture-cell", help="cell whose pages the homepage picture shows "
+                                           "(default: oracle if present, else the policy under test)")
     args = ap.parse_args(argv)
-    if not (args.run_dir / "metrics.json").is_file():
-        raise SystemExit(f"error: {args.run_dir} is not a run directory (no metrics.json)")
-    for p in plot_run(args.run_dir):
+    if is_run_dir(args.directory):
+        paths = plot_run(args.directory, not args.no_picture, args.picture_cell)
+    elif args.directory.is_dir() and find_runs(args.directory):
+        paths = plot_sweep(args.directory)
+        print(args.directory / "sweep_summary.csv")
+    else:
+        raise SystemExit(f"error: {args.directory} is not a run directory (no metrics.json) "
+                         "nor a sweep directory (no complete */metrics.json)")
+    for p in paths:
         print(p)
 
 

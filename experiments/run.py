@@ -9,20 +9,32 @@ Examples::
 Writes a run directory (see :mod:`sim.outputs`) and its charts, and prints where they are.
 A run whose directory already holds a complete result is skipped (so an interrupted sweep can be
 re-run); a bad config value is refused before anything is simulated, and nothing is left behind.
+
+Failures in a sweep (``-m``): a job that fails (a refused config value, or an exception while
+simulating) does not stop the other jobs. It writes ``error.txt`` into its job directory and
+returns; when every job has returned, :class:`SweepSummary` lists the failed jobs and the sweep
+exits with status 1. Re-running the sweep into the same ``hydra.sweep.dir`` retries exactly the
+jobs that are not complete. Ctrl-C stops the sweep; finished jobs stay finished.
 """
 from __future__ import annotations
 
 import shutil
 import sys
+import traceback
 from pathlib import Path
+from typing import Any
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from experiments.analyses import run_analyses
 from sim.config import ConfigError
-from sim.outputs import is_complete
+from sim.outputs import atomic_write_text, is_complete
 from sim.runner import run_experiment
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
@@ -35,11 +47,17 @@ def config_to_dict(cfg: DictConfig) -> dict:
     return d
 
 
+ERROR_FILE = "error.txt"
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> dict | None:
-    out = Path(HydraConfig.get().runtime.output_dir)
+    hc = HydraConfig.get()
+    out = Path(hc.runtime.output_dir)
+    if hc.mode == RunMode.MULTIRUN:
+        return sweep_job(cfg, out)
     if is_complete(out):
-        print(f"skipping {out}: already complete")
+        print(f"skipping {out}: already complete{config_drift(cfg, out)}")
         return None
     try:
         summary = run_experiment(config_to_dict(cfg), out)
@@ -51,9 +69,92 @@ def main(cfg: DictConfig) -> dict | None:
         sys.exit(2)
     from experiments.plot import plot_run
 
-    charts = plot_run(out)
+    charts = plot_run(out) + run_analyses(summary["config"].get("experiment", {}).get("analyses") or [], out)
     print_summary(summary, out, charts)
     return summary
+
+
+def sweep_job(cfg: DictConfig, out: Path) -> dict | None:
+    """One job of a sweep. Never raises (except on Ctrl-C): a failure is written to
+    ``out/error.txt`` and reported by :class:`SweepSummary` once every job has returned, so one
+    bad combination neither kills the parallel workers nor hides the other results."""
+    if is_complete(out):
+        print(f"skipping {out}: already complete{config_drift(cfg, out)}")
+        return None
+    (out / ERROR_FILE).unlink(missing_ok=True)
+    try:
+        # Parallel jobs share the terminal: no progress bars.
+        summary = run_experiment(config_to_dict(cfg), out, progress=False)
+    except (ConfigError, OmegaConfBaseException) as err:
+        return _job_failed(out, f"config error: {err}")
+    except Exception:  # noqa: BLE001 -- any failure of one job is recorded, the sweep goes on
+        return _job_failed(out, traceback.format_exc())
+    from experiments.plot import plot_run
+
+    try:
+        plot_run(out)
+        run_analyses(summary["config"].get("experiment", {}).get("analyses") or [], out)
+    except Exception:  # noqa: BLE001 -- the results are complete; `experiments.plot` redraws
+        print(f"charts of {out} failed (redraw with python -m experiments.plot {out}):\n"
+              + traceback.format_exc(), file=sys.stderr)
+    print(f"done {out}: {summary['impressions']:,} impressions")
+    return summary
+
+
+def _job_failed(out: Path, message: str) -> None:
+    atomic_write_text(out / ERROR_FILE, message.rstrip() + "\n")
+    print(f"FAILED {out}: {message.strip().splitlines()[-1]}", file=sys.stderr)
+    return None
+
+
+def config_drift(cfg: DictConfig, out: Path) -> str:
+    """A warning (or "") when a complete run's saved config differs from the composed one,
+    e.g. a config file changed between two launches of the same sweep."""
+    try:
+        saved = yaml.safe_load((out / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return ""
+    keys = sorted(_differing_keys(saved, config_to_dict(cfg)))
+    if not keys:
+        return ""
+    shown = ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
+    return (f" (warning: its config.yaml differs from the current config in {shown}; "
+            "delete the directory to re-run it)")
+
+
+def _differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [k for key in sorted(set(a) | set(b), key=str)
+                for k in _differing_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+class SweepSummary(Callback):
+    """Hydra callback: after a sweep, count complete and failed jobs, draw the sweep charts, and
+    exit with status 1 if any job failed (so scripts and CI notice)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = Path(str(config.hydra.sweep.dir))
+        jobs = sorted(p.parent for p in sweep.glob("*/.hydra"))
+        done = [j for j in jobs if is_complete(j)]
+        failed = [j for j in jobs if not is_complete(j) and (j / ERROR_FILE).is_file()]
+        print(f"\nsweep {sweep}: {len(done)} of {len(jobs)} runs complete, {len(failed)} failed")
+        if done:
+            from experiments.plot import plot_sweep
+
+            try:
+                for chart in plot_sweep(sweep):
+                    print(f"chart:   {chart}")
+            except Exception:  # noqa: BLE001 -- the runs are safe on disk; say why charts are missing
+                print("sweep charts failed:\n" + traceback.format_exc(), file=sys.stderr)
+            print(f"report:  python -m experiments.report {sweep}")
+        for j in failed:
+            last = (j / ERROR_FILE).read_text().strip().splitlines()[-1]
+            print(f"FAILED  {j.name}: {last}  (details: {j / ERROR_FILE})", file=sys.stderr)
+        if failed:
+            print("re-run the same command with hydra.sweep.dir=" + str(sweep)
+                  + " to retry the failed runs (complete runs are skipped)", file=sys.stderr)
+            sys.exit(1)
 
 
 def remove_hydra_leftovers(out: Path) -> None:

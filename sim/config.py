@@ -31,6 +31,8 @@ RANKER_NAMES = ("popularity", "learned", "oracle", "random")
 #: experiment's ranker trained on that cell's logs only (no interference through the ranker).
 RANKER_SCOPES = ("shared", "per_cell")
 ENGINE_MODES = ("batched", "reference")
+#: Analyses an experiment can request (modules of experiments.analyses).
+ANALYSIS_NAMES = ("cold_start", "netflix_replay")
 REWARD_NAMES = ("click", "play", "quality_play")
 
 
@@ -323,6 +325,7 @@ class ExperimentConfig:
     cells: tuple[CellConfig, ...]
     control: str
     ranker_scope: str = "shared"
+    analyses: tuple[str, ...] = ()     # experiment-specific analyses run after the simulation
 
 
 def experiment_config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
@@ -342,9 +345,9 @@ def experiment_config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
     ranker = RankerConfig.from_dict(_mapping("ranker", d.get("ranker", {})))
     exp = _mapping("experiment", d.get("experiment", {}) or {})
     for k in exp:
-        if k not in ("name", "cells", "control", "ranker_scope"):
+        if k not in ("name", "cells", "control", "ranker_scope", "analyses"):
             raise ConfigError(f"experiment.{k}", exp[k],
-                              "unknown key; known: cells, control, name, ranker_scope")
+                              "unknown key; known: analyses, cells, control, name, ranker_scope")
     name = exp.get("name", "single")
     if not isinstance(name, str) or not name:
         raise ConfigError("experiment.name", name, "a non-empty string")
@@ -384,7 +387,13 @@ def experiment_config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
     scope = check_choice("experiment.ranker_scope", exp.get("ranker_scope", "shared"), RANKER_SCOPES)
     if scope == "per_cell":
         cells = [c if c.ranker is not None else dataclasses.replace(c, ranker=ranker) for c in cells]
-    return ExperimentConfig(name, seed, world, engine, ranker, tuple(cells), control, scope)
+    analyses = exp.get("analyses") or []
+    if isinstance(analyses, str) or not isinstance(analyses, (list, tuple)):
+        raise ConfigError("experiment.analyses", analyses, "a list of " + ", ".join(ANALYSIS_NAMES))
+    for a in analyses:
+        check_choice("experiment.analyses", a, ANALYSIS_NAMES)
+    return ExperimentConfig(name, seed, world, engine, ranker, tuple(cells), control, scope,
+                            tuple(analyses))
 
 
 def _mapping(key: str, v: Any) -> Mapping[str, Any]:

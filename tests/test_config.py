@@ -110,7 +110,7 @@ BAD_VALUES = [
     ({"world.countries": ["US", "XX"]}, "world.countries", "'XX'", "one of US, BR, GB"),
     ({"polcy": {"name": "thompson"}}, "polcy", "{'name': 'thompson'}",
      "unknown top-level key; known: engine, experiment, policy, ranker, seed, world"),
-    ({"experiment.arms": []}, "experiment.arms", "[]", "unknown key; known: cells, control, name"),
+    ({"experiment.arms": []}, "experiment.arms", "[]", "unknown key; known: analyses, cells, control, name, ranker_scope"),
     ({f"{C1}.weight": 2}, f"{C1}.weight", "2", "unknown key; known: name, policy, ranker, share"),
     ({f"{C1}.ranker": {"name": "best"}}, f"{C1}.ranker.name", "'best'", "one of popularity"),
     # contradictory settings

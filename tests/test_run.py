@@ -179,12 +179,13 @@ def test_small_log_chunks_write_several_parts_with_the_same_rows(log, tmp_path):
 
 
 # ---- charts ---------------------------------------------------------------------------------------
-def test_plot_run_writes_four_readable_charts(run):
+def test_plot_run_writes_five_readable_charts(run):
     from experiments.plot import plot_run
 
     charts = plot_run(run[0])
     assert sorted(p.name for p in charts) == ["ctr_over_time.png", "cumulative_regret.png",
-                                              "lift.png", "take_fraction_over_time.png"]
+                                              "homepage.png", "lift.png",
+                                              "take_fraction_over_time.png"]
     for p in charts:
         assert p.parent == run[0] / "charts" and p.stat().st_size > 10_000, p
         img = mpimg.imread(p)
@@ -219,7 +220,7 @@ def test_run_cli_runs_then_skips_a_completed_directory(tmp_path):
     assert f"results: {out}/metrics.json" in done.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["complete"] is True and sorted(metrics["cells"]) == sorted(CELLS)
-    assert len(list((out / "charts").glob("*.png"))) == 4
+    assert len(list((out / "charts").glob("*.png"))) == 5   # four charts and the homepage picture
     before = (out / "metrics.json").read_bytes()
     again = cli(*args)
     assert again.returncode == 0, again.stderr

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-ANALYSES = ("cold_start", "netflix_replay")
 
 
 def run_analyses(names: list[str], run_dir: Path) -> list[Path]:

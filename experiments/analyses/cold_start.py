@@ -2,9 +2,11 @@
 
 Netflix reports the largest lift of personalized artwork where the member had no prior
 interaction with the title. This analysis splits a run's impressions into new titles (launched
-during the run) vs established ones, and into members who never interacted with the title vs
-those who did, and charts the lift of the contextual cell over the non-personalized cell in each
-segment, with 95 % intervals (members are the randomisation unit).
+during the run, also by hours since launch) vs established ones, and into members who never
+interacted with the title vs those who did, and charts the lift of the contextual cell over the
+non-personalized cell in each segment, with 95 % intervals (members are the randomisation
+unit). The main metric is the artwork gain over a random image on the same impressions (see
+:mod:`experiments.segments`); the realised take fraction is shown beside it.
 
     python -m experiments.run experiment=cold_start          # runs this analysis at the end
     python -m experiments.analyses.cold_start <run dir>      # or on any run with both cells
@@ -28,6 +30,8 @@ from sim.config import experiment_config_from_dict  # noqa: E402
 from sim.world import build_world  # noqa: E402
 
 CONTEXTUAL, REFERENCE = "lints", "thompson"
+#: Hours since launch for the new-title segments.
+AGE_BINS = ((0, 6, "0-6 h"), (6, 24, "6-24 h"), (24, 72, "1-3 days"), (72, float("inf"), "> 3 days"))
 
 
 def launch_times(run_dir: Path) -> np.ndarray:
@@ -38,15 +42,21 @@ def launch_times(run_dir: Path) -> np.ndarray:
 
 def analyze(run_dir: Path, cell: str = CONTEXTUAL, reference: str = REFERENCE) -> list[Path]:
     run_dir = Path(run_dir)
-    log = read_log(run_dir, ["cell", "member", "title", "familiar", "quality_play",
+    log = read_log(run_dir, ["cell", "member", "title", "time", "familiar", "quality_play",
                              "expected_take", "uniform_take"])
     cells = set(np.unique(log["cell"]))
     if not {cell, reference} <= cells:
         raise SystemExit(f"error: cold_start needs cells {cell!r} and {reference!r}; this run has "
                          f"{', '.join(sorted(cells))}")
-    new_title = launch_times(run_dir)[log["title"]] > 0
+    launch = launch_times(run_dir)[log["title"]]
+    new_title = launch > 0
+    age_hours = (log["time"] - launch) / 60.0
     segments = {"new titles": new_title, "established titles": ~new_title,
                 "never interacted": ~log["familiar"], "interacted before": log["familiar"]}
+    # How the advantage evolves after a launch: the shared model knows a new image at once, a
+    # per-image bandit has to learn it from that title's own impressions.
+    for lo, hi, label in AGE_BINS:
+        segments[f"new, {label} after launch"] = new_title & (age_hours >= lo) & (age_hours < hi)
     result = segment_lifts(log, segments, cell, reference)
     rows = []
     for seg, r in result.items():
@@ -69,7 +79,7 @@ def analyze(run_dir: Path, cell: str = CONTEXTUAL, reference: str = REFERENCE) -
 def _chart(result: dict, cell: str, reference: str, path: Path) -> Path:
     segs = list(result)
     x = np.arange(len(segs))
-    fig, ax = plt.subplots(figsize=(9, 5))
+    fig, ax = plt.subplots(figsize=(13, 5.5))
     for j, (kind, label) in enumerate((("gain_lift", "artwork gain over a random image (true probabilities)"),
                                        ("lift", "realised take fraction"))):
         est = np.array([result[s][kind]["estimate"] for s in segs]) * 100
@@ -77,7 +87,8 @@ def _chart(result: dict, cell: str, reference: str, path: Path) -> Path:
         hi = np.array([result[s][kind]["ci_high"] for s in segs]) * 100
         ax.bar(x + (j - 0.5) * 0.38, est, 0.38, yerr=[est - lo, hi - est], capsize=4, label=label)
     ax.axhline(0, color="black", lw=0.8)
-    ax.set_xticks(x, [f"{s}\n({result[s]['cell'].impressions:,} imp.)" for s in segs])
+    ax.set_xticks(x, [f"{s.replace(', ', chr(10))}\n({result[s]['cell'].impressions:,} imp.)" for s in segs],
+                  fontsize=8)
     ax.set_title(f"Cold start: lift of '{cell}' over '{reference}' by segment (95 % CI)")
     ax.set_xlabel("impression segment (impressions in the contextual cell)")
     ax.set_ylabel("take-fraction lift (%)")

@@ -214,7 +214,7 @@ class LinTSPolicy(SampledPosteriorPolicy):
     name = "lints"
 
     def __init__(self, v: float = 0.1, mode: str = "hybrid", reward: str = "quality_play",
-                 l2: float = 1.0, l2_artwork: float = 400.0, n_draws: int = 16, seed: int = 0):
+                 l2: float = 1.0, l2_artwork: float = 100.0, n_draws: int = 16, seed: int = 0):
         super().__init__(reward, l2, n_draws, seed)
         self.v = check_range("v", v, 0.0)
         self.l2_artwork = check_range("l2_artwork", l2_artwork, 0.0, lo_open=True)

@@ -49,7 +49,7 @@ class LinUCBPolicy(ArtworkPolicy):
     name = "linucb"
 
     def __init__(self, alpha: float = 0.05, mode: str = "hybrid", reward: str = "quality_play",
-                 l2: float = 1.0, l2_artwork: float = 400.0):
+                 l2: float = 1.0, l2_artwork: float = 100.0):
         super().__init__(reward)
         self.alpha = check_range("alpha", alpha, 0.0)
         if mode not in LINUCB_MODES:

@@ -1,0 +1,253 @@
+"""A report of a run or a sweep: ``python -m experiments.report <dir> [--format html|md]``.
+
+Writes ``<dir>/report.html`` (self-contained: charts embedded as base64 PNG) or ``<dir>/report.md``
+(charts linked by relative path). A run's report holds the summary table with 95 % intervals, the
+lifts with intervals and p-values, the minimum detectable effect of the test, the charts and the
+resolved config; a sweep's report holds one row per run, paired differences for two-valued
+parameters, the sweep charts and the shared config.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from experiments.plot import METRIC_LABELS, plot_run, plot_sweep
+from experiments.results import (REPLICATE_KEY, find_runs, is_run_dir, paired_differences,
+                                 swept_parameters, sweep_table)
+from sim.outputs import atomic_write_text
+from sim.power import mde_from_standard_errors, pilot_icc
+
+ALPHA, POWER = 0.05, 0.8
+CHART_ORDER = ("homepage.png", "lift.png", "take_fraction_over_time.png", "ctr_over_time.png",
+               "cumulative_regret.png")
+
+
+# ---- a tiny document model rendered to HTML or Markdown ----------------------------------------
+@dataclass
+class Block:
+    kind: str            # heading, text, table, image, code
+    content: Any
+    level: int = 2
+
+
+def render_html(title: str, blocks: list[Block], base: Path) -> str:
+    css = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
+           "color:#222}table{border-collapse:collapse;margin:1em 0;font-size:14px}"
+           "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}"
+           "td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee;"
+           "margin:0.5em 0}pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:12px}"
+           ".note{color:#555;font-size:14px}")
+    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+           f"<style>{css}</style></head><body><h1>{html.escape(title)}</h1>"]
+    for b in blocks:
+        if b.kind == "heading":
+            out.append(f"<h{b.level}>{html.escape(b.content)}</h{b.level}>")
+        elif b.kind == "text":
+            out.append(f"<p class='note'>{html.escape(b.content)}</p>")
+        elif b.kind == "table":
+            header, rows = b.content
+            out.append("<table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>")
+            out += ["<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows]
+            out.append("</table>")
+        elif b.kind == "image":
+            data = base64.b64encode(Path(b.content).read_bytes()).decode("ascii")
+            out.append(f"<img alt='{html.escape(Path(b.content).name)}' src='data:image/png;base64,{data}'>")
+        elif b.kind == "code":
+            out.append(f"<details><summary>show</summary><pre>{html.escape(b.content)}</pre></details>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def render_markdown(title: str, blocks: list[Block], base: Path) -> str:
+    out = [f"# {title}", ""]
+    for b in blocks:
+        if b.kind == "heading":
+            out += ["#" * b.level + " " + b.content, ""]
+        elif b.kind == "text":
+            out += [b.content, ""]
+        elif b.kind == "table":
+            header, rows = b.content
+            out.append("| " + " | ".join(map(str, header)) + " |")
+            out.append("|" + "---|" * len(header))
+            out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+            out.append("")
+        elif b.kind == "image":
+            rel = Path(os.path.relpath(b.content, base))
+            out += [f"![{rel.name}]({rel.as_posix()})", ""]
+        elif b.kind == "code":
+            out += ["```yaml", b.content.rstrip(), "```", ""]
+    return "\n".join(out)
+
+
+# ---- formatting --------------------------------------------------------------------------------
+def pct(v: float | None, digits: int = 3, sign: bool = False) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:+.{digits}%}" if sign else f"{v:.{digits}%}"
+
+
+def interval(d: dict, digits: int = 3, percent: bool = True, sign: bool = False) -> str:
+    if d.get("estimate") is None:
+        return "n/a"
+    if percent:
+        return f"{pct(d['estimate'], digits, sign)} [{pct(d['ci_low'], digits, sign)}, {pct(d['ci_high'], digits, sign)}]"
+    return f"{d['estimate']:.{digits}f} [{d['ci_low']:.{digits}f}, {d['ci_high']:.{digits}f}]"
+
+
+def p_value(p: float | None) -> str:
+    if p is None:
+        return "p n/a"
+    return "p < 0.0001" if p < 1e-4 else f"p = {p:.4f}"
+
+
+# ---- run report --------------------------------------------------------------------------------
+def run_blocks(run_dir: Path) -> tuple[str, list[Block]]:
+    m = json.loads((run_dir / "metrics.json").read_text())
+    charts = run_dir / "charts"
+    if not charts.is_dir() or not any(charts.glob("*.png")):
+        plot_run(run_dir)
+    control = m["control"]
+    title = f"Experiment {m['experiment']} (seed {m['seed']})"
+    b = [Block("text", f"{m['impressions']:,} impressions, {m['visits']:,} visits; control cell: "
+                       f"{control}; ranker scope: {m['config'].get('experiment', {}).get('ranker_scope', 'shared')}; "
+                       f"package {m.get('package_version')}, commit {m.get('git_commit') or 'unknown'}; "
+                       f"run directory {run_dir}")]
+    b.append(Block("heading", "Cells (95 % intervals, members as the randomisation unit)"))
+    rows = []
+    for name, c in m["cells"].items():
+        rows.append([name + (" (control)" if name == control else ""), f"{c['members']:,}",
+                     f"{c['impressions']:,}", interval(c["ctr"]), interval(c["play_rate"]),
+                     interval(c["take_fraction"]), interval(c["minutes_per_member"], 1, percent=False),
+                     f"{c['regret_per_1k_impressions']:.3f}"])
+    b.append(Block("table", (["cell", "members", "impressions", "CTR", "play rate", "take fraction",
+                              "minutes per member", "regret / 1k impressions"], rows)))
+    if m.get("lift"):
+        b.append(Block("heading", f"Lift over {control} (95 % CI and two-sided p-value, per-member delta method)"))
+        rows = []
+        for name, lifts in m["lift"].items():
+            rows.append([name] + [f"{interval(lifts[k], 1, sign=True)}, {p_value(lifts[k].get('p_value'))}"
+                                  for k in METRIC_LABELS])
+        b.append(Block("table", (["cell"] + list(METRIC_LABELS.values()), rows)))
+        b += power_blocks(m)
+    b.append(Block("heading", "Charts"))
+    b += [Block("image", charts / n) for n in CHART_ORDER if (charts / n).is_file()]
+    b += [Block("image", p) for p in sorted(charts.glob("*.png")) if p.name not in CHART_ORDER]
+    b.append(Block("heading", "Resolved config"))
+    b.append(Block("code", (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file()
+                   else yaml.safe_dump(m.get("config", {}), sort_keys=False)))
+    return title, b
+
+
+def power_blocks(m: dict) -> list[Block]:
+    """Minimum detectable effect of this test's design, and with more members."""
+    control = m["control"]
+    base = m["cells"][control]
+    b = [Block("heading", f"Power: minimum detectable lift ({POWER:.0%} power, two-sided alpha {ALPHA:g})")]
+    scales = (1, 2, 4, 10)
+    rows = []
+    for name in m["lift"]:
+        cell = m["cells"][name]
+        for metric, label in METRIC_LABELS.items():
+            r0, r1 = base[metric], cell[metric]
+            if None in (r0["estimate"], r0["se"], r1["estimate"], r1["se"]):
+                continue
+            mdes = [mde_from_standard_errors(r0["estimate"], r0["se"], r1["estimate"], r1["se"],
+                                             ALPHA, POWER, s) for s in scales]
+            rows.append([name, label] + [pct(x, 1) for x in mdes])
+    b.append(Block("table", (["cell vs " + control, "metric"]
+                             + [f"MDE, {s}x members" if s > 1 else "MDE, this test" for s in scales], rows)))
+    tf = base["take_fraction"]
+    if tf["estimate"] and tf["se"]:
+        deff, icc = pilot_icc(tf["estimate"], tf["se"], base["impressions"], base["members"])
+        b.append(Block("text", f"Same duration, same impressions per member; the MDE shrinks with the square "
+                               f"root of the members. The control's take fraction has a design effect of {deff:.1f} "
+                               f"(intra-member correlation {icc:.3f} over {base['impressions'] / base['members']:.0f} "
+                               "impressions per member), so a longer test helps much less than more members. "
+                               "Plan another test from this run: python -m experiments.power --pilot <this run "
+                               "directory> --members N --days D."))
+    return b
+
+
+# ---- sweep report ------------------------------------------------------------------------------
+def sweep_blocks(sweep_dir: Path) -> tuple[str, list[Block]]:
+    charts = plot_sweep(sweep_dir)
+    runs = find_runs(sweep_dir)
+    params = swept_parameters(runs)
+    rows = sweep_table(runs, params)
+    title = f"Sweep {sweep_dir.name}: {len(runs)} runs"
+    values = {k: sorted({r[k] for r in rows}) for k in params}
+    b = [Block("text", f"sweep directory {sweep_dir}; swept: "
+                       + "; ".join(f"{k} = {', '.join(v)}" for k, v in values.items())
+                       + ". Each row is the policy under test (the cell running `policy`) against the "
+                         "run's control cell.")]
+    b.append(Block("heading", "Runs (95 % intervals, per-member delta method)"))
+    table = []
+    for r in rows:
+        tf = {"estimate": r["take_fraction"], "ci_low": r["take_fraction"] - 1.96 * r["take_fraction_se"],
+              "ci_high": r["take_fraction"] + 1.96 * r["take_fraction_se"]}
+        lift = {"estimate": r["lift_take_fraction"], "ci_low": r["lift_take_fraction_ci_low"],
+                "ci_high": r["lift_take_fraction_ci_high"]}
+        table.append([*(r[k] for k in params), r["cell"], r["control"], interval(tf),
+                      interval(lift, 1, sign=True), p_value(r["lift_take_fraction_p_value"])])
+    b.append(Block("table", ([*params, "cell", "control", "take fraction", "take-fraction lift", "p-value"], table)))
+    diffs = [d for k in params if k != REPLICATE_KEY
+             for d in [paired_differences(rows, k, "lift_take_fraction")] if d]
+    if diffs:
+        b.append(Block("heading", "Paired differences (same seed and other parameters)"))
+        b.append(Block("table", (["parameter", "change", "metric", "pairs", "mean difference (95 % t CI)", "p-value"],
+                                 [[d["key"], f"{d['from']} -> {d['to']}", "take-fraction lift", d["n_pairs"],
+                                   f"{d['mean']:+.2%} [{d['ci_low']:+.2%}, {d['ci_high']:+.2%}]",
+                                   p_value(d["p_value"])] for d in diffs])))
+        b.append(Block("text", "Differences in percentage points of lift, paired by seed (common random "
+                               "numbers: the same world, members and visits), t interval across pairs."))
+    first = json.loads((runs[0].path / "metrics.json").read_text())
+    if first.get("lift"):
+        b += power_blocks(first)[:2]
+        b.append(Block("text", f"For one run of this sweep ({runs[0].path.name}); with n seeds, the "
+                               "across-seed mean has about 1/sqrt(n) of this MDE when the world varies little."))
+    b.append(Block("heading", "Charts"))
+    b += [Block("image", c) for c in charts]
+    b.append(Block("heading", f"Config of {runs[0].path.name} (the other runs differ in: {', '.join(params)})"))
+    b.append(Block("code", yaml.safe_dump(first.get("config", {}), sort_keys=False)))
+    return title, b
+
+
+def write_report(directory: Path | str, fmt: str = "html", out: Path | str | None = None) -> Path:
+    """Write the report of a run or sweep directory; returns its path."""
+    directory = Path(directory)
+    if is_run_dir(directory):
+        title, blocks = run_blocks(directory)
+    elif directory.is_dir() and find_runs(directory):
+        title, blocks = sweep_blocks(directory)
+    else:
+        raise FileNotFoundError(f"{directory} is not a run directory (no metrics.json) "
+                                "nor a sweep directory (no complete */metrics.json)")
+    path = Path(out) if out else directory / f"report.{'md' if fmt == 'md' else 'html'}"
+    render = render_markdown if fmt == "md" else render_html
+    atomic_write_text(path, render(title, blocks, path.parent))
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("directory", type=Path, help="a run directory or a sweep directory")
+    ap.add_argument("--format", choices=("html", "md"), default="html")
+    ap.add_argument("-o", "--output", type=Path, help="report path (default: <dir>/report.<format>)")
+    args = ap.parse_args(argv)
+    try:
+        print(write_report(args.directory, args.format, args.output))
+    except FileNotFoundError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

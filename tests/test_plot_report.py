@@ -1,0 +1,207 @@
+"""Charts and reports: ``experiments.plot`` and ``experiments.report`` on a run and on a sweep,
+the homepage picture, member-clustered bands, and the sweep aggregation helpers."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from experiments.page_picture import choose_cell, find_page_pair
+from experiments.plot import clustered_standard_errors, read_series
+from experiments.plot import main as plot_main
+from experiments.report import main as report_main
+from experiments.report import write_report
+from experiments.results import (aggregate, find_runs, load_run, paired_differences,
+                                 swept_parameters)
+from sim.config import experiment_config_from_dict
+from sim.metrics import ratio_estimate
+from sim.runner import run_experiment
+from sim.world import build_world
+from tests.test_workflow import SWEEP_RUNS, cli, tiny_sweep
+
+CELLS = ["uniform", "fixed", "oracle", "thompson"]
+
+
+def baselines_config(seed: int = 0) -> dict:
+    """The baselines experiment on a 400-member, 40-title world for one day."""
+    return {"seed": seed,
+            "world": {"name": "tiny", "n_members": 400, "n_titles": 40, "n_genres": 8, "artworks_min": 2,
+                      "artworks_max": 6, "history_length": 16, "visits_per_day": 2.0},
+            "engine": {"days": 1, "progress": False},
+            "policy": {"name": "thompson"},
+            "experiment": {"name": "baselines", "control": "uniform",
+                           "cells": [{"name": c, "share": 0.25, "policy": {"name": c}} for c in CELLS]}}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "run"
+    run_experiment(baselines_config(), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    return tiny_sweep(tmp_path_factory)
+
+
+def assert_readable_png(path, min_bytes: int = 10_000):
+    assert path.is_file() and path.stat().st_size > min_bytes, path
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[0] >= 300 and img.shape[1] >= 500, (path, img.shape)
+    assert np.ptp(img[..., :3]) > 0.5, path          # not a blank canvas
+
+
+# ---- a run --------------------------------------------------------------------------------------
+def test_plot_cli_on_a_run_writes_every_chart_and_the_homepage_picture(run_dir, capsys):
+    plot_main([str(run_dir)])
+    names = ["take_fraction_over_time.png", "ctr_over_time.png", "cumulative_regret.png", "lift.png",
+             "homepage.png"]
+    assert [p.rsplit("/", 1)[-1] for p in capsys.readouterr().out.split()] == names
+    for name in names:
+        assert_readable_png(run_dir / "charts" / name)
+
+
+def test_homepage_picture_shows_two_members_with_different_tastes_on_the_same_titles(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert choose_cell(metrics, metrics["config"]) == "oracle"
+    assert choose_cell(metrics, metrics["config"], "thompson") == "thompson"
+    assert choose_cell(metrics, metrics["config"], "missing") is None
+    cfg = experiment_config_from_dict(metrics["config"])
+    world = build_world(cfg.world, cfg.seed, cfg.engine.days * 1440)
+    pair = find_page_pair(run_dir, world, "oracle")
+    assert pair is not None
+    a, b = pair.members
+    tastes = world.response.tastes
+    assert a != b and tastes[a].argmax() != tastes[b].argmax()
+    titles = [t for row in pair.grid for t in row]
+    assert len(titles) >= 3 and len(set(titles)) == len(titles)
+    for shown in pair.artwork:                 # every tile is an image of that title, shown in the visit
+        assert all(world.catalog.artwork_title[shown[t]] == t for t in titles)
+
+
+def test_bands_use_members_as_clusters(run_dir):
+    """The bands' standard error for one bucket equals the per-member delta method computed
+    directly from the log, and is wider than the binomial one on average."""
+    import pandas as pd
+
+    series = read_series(run_dir)
+    n_buckets = len(series["uniform"]["hour"])
+    se = clustered_standard_errors(run_dir, 360.0, n_buckets)
+    log = pd.read_parquet(run_dir / "logs")
+    mine = log[(log["cell"] == "oracle") & (log["time"] // 360 == 2)]
+    per_member = mine.groupby("member")[["quality_play"]].agg(["sum", "count"])
+    _, direct = ratio_estimate(per_member.iloc[:, 0].to_numpy(float), per_member.iloc[:, 1].to_numpy(float))
+    assert se["oracle"]["take_fraction"][2] == pytest.approx(direct)
+    ratios = [se[c]["ctr"] / series[c]["ctr_se"] for c in CELLS]
+    assert np.nanmean(ratios) > 1.0
+
+
+def test_report_of_a_run_is_self_contained_html_with_table_power_and_charts(run_dir, capsys):
+    report_main([str(run_dir)])
+    path = run_dir / "report.html"
+    assert capsys.readouterr().out.strip() == str(path)
+    text = path.read_text()
+    for needle in ("take fraction", "minimum detectable lift", "MDE, this test", "p = ", "Resolved config",
+                   "design effect"):
+        assert needle in text, needle
+    images = re.findall(r"<img [^>]*src='([^']*)'", text)
+    assert len(images) == 5 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert "src='charts/" not in text and "http" not in text.split("<body>")[1]
+    for cell in CELLS:
+        assert f"<td>{cell}" in text
+
+
+def test_markdown_report_links_charts_that_exist(run_dir, tmp_path):
+    path = write_report(run_dir, "md")
+    text = path.read_text()
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+    assert len(links) == 5 and all((path.parent / link).is_file() for link in links)
+    elsewhere = write_report(run_dir, "md", tmp_path / "r.md")
+    assert all((elsewhere.parent / link).is_file()
+               for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", elsewhere.read_text()))
+    assert "| oracle | CTR |" in text
+
+
+@pytest.mark.parametrize("main", [report_main, plot_main])
+def test_report_and_plot_refuse_a_directory_without_runs(main, tmp_path):
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path)])
+    assert f"error: {tmp_path} is not a run directory (no metrics.json)" in str(info.value.code)
+
+
+# ---- a sweep -------------------------------------------------------------------------------------
+def test_plot_and_report_on_a_sweep(sweep):
+    sweep_dir, first = sweep
+    assert first.returncode == 0, first.stderr[-3000:]
+    done = cli("experiments.plot", str(sweep_dir))
+    assert done.returncode == 0, done.stderr
+    chart = sweep_dir / "charts" / "sweep_engine.retrain_hours.png"
+    assert str(chart) in done.stdout
+    assert_readable_png(chart)
+    with open(sweep_dir / "sweep_summary.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["run"] for r in rows) == SWEEP_RUNS
+    assert {r["cell"] for r in rows} == {"thompson", "epsilon_greedy"}
+    assert all(r["control"] == "uniform" and float(r["take_fraction"]) >= 0 for r in rows)
+    report = cli("experiments.report", str(sweep_dir))
+    assert report.returncode == 0, report.stderr
+    text = (sweep_dir / "report.html").read_text()
+    assert "engine.retrain_hours" in text and "data:image/png;base64," in text
+    assert text.count("<tr>") >= 1 + len(SWEEP_RUNS)
+
+
+def test_swept_parameters_come_from_overrides_or_from_differing_configs(sweep, tmp_path):
+    sweep_dir, _ = sweep
+    assert swept_parameters(find_runs(sweep_dir)) == ["engine.retrain_hours", "policy"]
+    # Runs written without Hydra: the keys where their configs differ.
+    for seed in (0, 1):
+        cfg = baselines_config(seed)
+        cfg["engine"].update(days=0.25, log_impressions=False)
+        run_experiment(cfg, tmp_path / f"seed{seed}")
+    runs = [load_run(tmp_path / f"seed{s}") for s in (0, 1)]
+    assert swept_parameters(runs) == ["seed"]
+
+
+def test_aggregate_uses_seeds_when_there_are_several_and_run_intervals_otherwise():
+    p = aggregate([0.010, 0.014, 0.012], [0.001] * 3, ["0", "1", "2"])
+    half = 2 * 0.002 / math.sqrt(3) * 4.302652729911275 / 2    # t(0.975, 2) * sd / sqrt(3)
+    assert p.method == "seeds" and p.n_seeds == 3
+    assert p.mean == pytest.approx(0.012) and p.high - p.mean == pytest.approx(half)
+    one = aggregate([0.010], [0.001], ["0"])
+    assert one.method == "run" and one.high - one.mean == pytest.approx(1.959963984540054 * 0.001)
+    same_seed = aggregate([0.010, 0.012], [0.001, 0.001], ["0", "0"])   # averaged: se / sqrt(2)
+    assert same_seed.mean == pytest.approx(0.011)
+    assert same_seed.high - same_seed.mean == pytest.approx(1.959963984540054 * 0.001 / math.sqrt(2))
+
+
+def test_paired_differences_pair_runs_by_seed():
+    rows = [{"run": f"r{s}{k}", "experiment.ranker_scope": k, "seed": str(s), "cell": "oracle",
+             "lift_take_fraction": 0.15 + 0.01 * s + (0.02 + 0.001 * (-1) ** s if k == "shared" else 0.0)}
+            for s in range(4) for k in ("per_cell", "shared")]
+    d = paired_differences(rows, "experiment.ranker_scope", "lift_take_fraction")
+    assert d["from"] == "per_cell" and d["to"] == "shared" and d["n_pairs"] == 4
+    assert d["mean"] == pytest.approx(0.02) and d["ci_low"] < 0.02 < d["ci_high"] and d["p_value"] < 0.01
+    assert paired_differences(rows, "seed", "lift_take_fraction") is None    # four values, not two
+
+
+def test_power_plan_from_a_pilot_run(run_dir, capsys):
+    from experiments.power import main, planned_test_from_pilot
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    control = metrics["cells"]["uniform"]
+    test, info = planned_test_from_pilot(run_dir)
+    assert test.baseline_rate == control["take_fraction"]["estimate"]
+    assert test.members == sum(c["members"] for c in metrics["cells"].values())
+    assert info["pilot_design_effect"] > 1.0
+    assert test.design_effect == pytest.approx(info["pilot_design_effect"])   # same duration
+    longer, _ = planned_test_from_pilot(run_dir, days=2)
+    assert longer.impressions_per_member == pytest.approx(2 * test.impressions_per_member)
+    main(["--pilot", str(run_dir), "--members", "100000", "--metric", "ctr"])
+    out = capsys.readouterr().out
+    assert "cell uniform, ctr" in out and "100,000 members" in out and "MDE at 80% power" in out
