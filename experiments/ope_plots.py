@@ -50,14 +50,9 @@ def error_vs_size_chart(runs: pd.DataFrame, path: Path) -> Path:
                 ax.set_xlabel("log size (impressions)")
             if j == 0:
                 ax.set_ylabel("|relative error| (%)")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9,
-               title="estimator: median over seeds and subsamples, band = interquartile range")
-    fig.suptitle("Off-policy estimates vs the simulator's exact value on the same impressions", fontsize=12)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.97))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _finish(fig, axes, path, "estimator: median over seeds and subsamples, band = interquartile range",
+                   "Off-policy estimates vs the simulator's exact value on the same impressions",
+                   rect=(0, 0.08, 1, 0.97))
 
 
 def bias_chart(summary: pd.DataFrame, path: Path) -> Path:
@@ -81,11 +76,16 @@ def bias_chart(summary: pd.DataFrame, path: Path) -> Path:
         ax.set_title(f"logger: {logger}, {int(g['size'].max()):,} impressions", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     axes[0, 0].set_ylabel("relative error, estimate / truth − 1 (%)")
+    return _finish(fig, axes, path, "estimator: mean over seeds with 95 % CI",
+                   "Bias: signed relative error on the full evaluation log", rect=(0, 0.1, 1, 1))
+
+
+def _finish(fig, axes, path: Path, legend_title: str, title: str, rect) -> Path:
+    """One legend for the whole figure (the estimators of the first panel), title, save, close."""
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9,
-               title="estimator: mean over seeds with 95 % CI")
-    fig.suptitle("Bias: signed relative error on the full evaluation log", fontsize=12)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, title=legend_title)
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout(rect=rect)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

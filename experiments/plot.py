@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 from experiments.results import (POLICY_KEY, REPLICATE_KEY, Z95, aggregate, find_runs,  # noqa: E402
                                  is_run_dir, lift_se, paired_differences, read_log,
                                  swept_parameters, sweep_table)
-from sim.outputs import write_csv  # noqa: E402
+from sim.outputs import atomic_savefig, write_csv  # noqa: E402
 
 METRIC_LABELS = {"ctr": "CTR", "play_rate": "play rate", "take_fraction": "take fraction",
                  "minutes_per_member": "minutes per member"}
@@ -81,6 +81,20 @@ def clustered_standard_errors(run_dir: Path, bucket_minutes: float, n_buckets: i
     return out
 
 
+def finish(fig, ax, path: Path, *, title: str, xlabel: str, ylabel: str, legend_title: str | None,
+           grid_axis: str = "both", **legend_kw) -> Path:
+    """Title, axis labels, grid and legend on ``ax``; save ``fig`` to ``path`` and close it."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis=grid_axis, alpha=0.3)
+    ax.legend(title=legend_title, **legend_kw)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=110)   # no truncated PNG if the run is killed
+    plt.close(fig)
+    return path
+
+
 def _rate_chart(series, metric: str, title: str, path: Path, clustered) -> Path:
     fig, ax = plt.subplots(figsize=(9, 5))
     for cell, s in series.items():
@@ -91,15 +105,9 @@ def _rate_chart(series, metric: str, title: str, path: Path, clustered) -> Path:
         ax.fill_between(days, p - Z95 * se, p + Z95 * se, color=line.get_color(), alpha=0.2, lw=0)
     band = ("95 % band, members as clusters" if clustered
             else "95 % band, binomial (no log: ignores within-member correlation)")
-    ax.set_title(title)
-    ax.set_xlabel("simulated time (days)")
-    ax.set_ylabel(f"{METRIC_LABELS[metric]} per impression (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(title=f"cell ({band})", fontsize=9, title_fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish(fig, ax, path, title=title, xlabel="simulated time (days)",
+                  ylabel=f"{METRIC_LABELS[metric]} per impression (%)",
+                  legend_title=f"cell ({band})", fontsize=9, title_fontsize=9)
 
 
 def _lift_chart(metrics: dict, path: Path) -> Path:
@@ -117,15 +125,9 @@ def _lift_chart(metrics: dict, path: Path) -> Path:
                yerr=[est - lo, hi - est], capsize=3)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x, cells)
-    ax.set_title(f"Lift over control cell '{metrics['control']}' (95 % CI, per-member delta method)")
-    ax.set_xlabel("cell")
-    ax.set_ylabel("lift (%)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(title="metric")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish(fig, ax, path, title=f"Lift over control cell '{metrics['control']}' "
+                  "(95 % CI, per-member delta method)", xlabel="cell", ylabel="lift (%)",
+                  legend_title="metric", grid_axis="y")
 
 
 def _num(v) -> float:
@@ -136,15 +138,9 @@ def _regret_chart(series, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(9, 5))
     for cell, s in series.items():
         ax.plot(s["hour"] / 24.0, s["cumulative_regret"], label=cell, lw=1.8)
-    ax.set_title("Cumulative expected regret vs the oracle artwork choice")
-    ax.set_xlabel("simulated time (days)")
-    ax.set_ylabel("expected quality plays lost (count)")
-    ax.grid(alpha=0.3)
-    ax.legend(title="cell")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish(fig, ax, path, title="Cumulative expected regret vs the oracle artwork choice",
+                  xlabel="simulated time (days)", ylabel="expected quality plays lost (count)",
+                  legend_title="cell")
 
 
 def plot_run(run_dir: Path | str, picture: bool = True, picture_cell: str | None = None) -> list[Path]:
@@ -276,7 +272,7 @@ def sweep_chart(rows: list[dict], key: str, path: Path) -> Path:
                ncol=min(len(lines), 6), fontsize=9, title_fontsize=9, frameon=False)
     fig.suptitle(f"Sweep over {key}: {how}", fontsize=12)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)   # no truncated PNG if the run is killed
     plt.close(fig)
     return path
 

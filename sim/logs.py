@@ -43,7 +43,24 @@ NUMERIC_COLUMNS = {
 LABEL_COLUMNS = ("cell", "policy")
 
 
-class ImpressionLog:
+class PartWriter:
+    """Numbered Parquet part files in one directory, each written to ``*.tmp`` and renamed when
+    complete, so a killed run never leaves a truncated file that looks valid."""
+
+    directory: Path
+    _part: int
+    rows_written: int
+
+    def _write_part(self, table: pa.Table) -> None:
+        final = self.directory / f"part-{self._part:05d}.parquet"
+        tmp = final.with_suffix(".parquet.tmp")
+        pq.write_table(table, tmp, compression="snappy")
+        os.replace(tmp, final)
+        self._part += 1
+        self.rows_written += table.num_rows
+
+
+class ImpressionLog(PartWriter):
     """Buffers impression columns as NumPy arrays and writes a Parquet part file every
     ``chunk_rows`` rows.
 
@@ -90,18 +107,13 @@ class ImpressionLog:
         self._columns = {k: [] for k in NUMERIC_COLUMNS}
         self._labels = {k: [] for k in LABEL_COLUMNS}
         self._buffered = 0
-        final = self.directory / f"part-{self._part:05d}.parquet"
-        tmp = final.with_suffix(".parquet.tmp")
-        pq.write_table(table, tmp, compression="snappy")
-        os.replace(tmp, final)
-        self._part += 1
-        self.rows_written += table.num_rows
+        self._write_part(table)
 
     def close(self) -> None:
         self.flush()
 
 
-class VisitLog:
+class VisitLog(PartWriter):
     """Per-visit context rows (``visit, member, time, context``), Parquet parts like
     :class:`ImpressionLog`. The file metadata names the context columns."""
 
@@ -136,12 +148,7 @@ class VisitLog:
         table = pa.Table.from_arrays([pa.array(visit), pa.array(member), pa.array(time), context],
                                      names=["visit", "member", "time", "context"])
         table = table.replace_schema_metadata({"context_names": ",".join(self.names)})
-        final = self.directory / f"part-{self._part:05d}.parquet"
-        tmp = final.with_suffix(".parquet.tmp")
-        pq.write_table(table, tmp, compression="snappy")
-        os.replace(tmp, final)
-        self._part += 1
-        self.rows_written += table.num_rows
+        self._write_part(table)
 
     def close(self) -> None:
         self.flush()

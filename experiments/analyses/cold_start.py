@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from experiments.plot import finish  # noqa: E402
 from experiments.segments import read_log, segment_lifts  # noqa: E402
 from sim.config import experiment_config_from_dict  # noqa: E402
 from sim.world import build_world  # noqa: E402
@@ -89,15 +90,9 @@ def _chart(result: dict, cell: str, reference: str, path: Path) -> Path:
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x, [f"{s.replace(', ', chr(10))}\n({result[s]['cell'].impressions:,} imp.)" for s in segs],
                   fontsize=8)
-    ax.set_title(f"Cold start: lift of '{cell}' over '{reference}' by segment (95 % CI)")
-    ax.set_xlabel("impression segment (impressions in the contextual cell)")
-    ax.set_ylabel("take-fraction lift (%)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(title="metric")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish(fig, ax, path, title=f"Cold start: lift of '{cell}' over '{reference}' by segment (95 % CI)",
+                  xlabel="impression segment (impressions in the contextual cell)",
+                  ylabel="take-fraction lift (%)", legend_title="metric", grid_axis="y")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.evaluate import evaluate, load_source  # noqa: E402
+from experiments.plot import finish  # noqa: E402
 from sim.outputs import write_csv  # noqa: E402
 
 LOGGER = "uniform"
@@ -78,15 +79,9 @@ def _chart(rows: list[dict], n_train: int, n_test: int, path: Path) -> Path:
                        yerr=[[on[i] - on_lo[i]], [on_hi[i] - on[i]]], fmt="o", capsize=3, label=name)
     span = [min(lo.min(), on_lo.min()) * 0.95, max(hi.max(), on_hi.max()) * 1.05]
     right.plot(span, span, color="grey", lw=1, ls="--", label="replay = online")
-    right.set_title("Replay (offline) vs A/B test (online)")
-    right.set_xlabel("replay take fraction (%)")
-    right.set_ylabel("online take fraction in the A/B test (%)")
-    right.grid(alpha=0.3)
-    right.legend(title="policy", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish(fig, right, path, title="Replay (offline) vs A/B test (online)",
+                  xlabel="replay take fraction (%)", ylabel="online take fraction in the A/B test (%)",
+                  legend_title="policy", fontsize=8)
 
 
 def main(argv: list[str] | None = None) -> None:

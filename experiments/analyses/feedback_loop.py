@@ -1,0 +1,249 @@
+"""Feedback loops: how rankers trained on their own logs concentrate exposure and drift.
+
+Reads one run (or several seeds of it) of ``experiment=feedback_loop``, whose cells are named
+``<ranker arm>.<artwork policy>`` (``oracle.fixed``, ``learned.lints``, ...), each with its own
+ranker trained on its own cell's logs. Per cell and simulated day it computes, with
+:mod:`sim.bias`: the Gini of impressions and of plays across launched titles, the effective
+catalog size (ECS, on minutes watched), catalog coverage (launched titles played that day),
+popularity amplification (exposure share of the launch-hype top decile over its share of true
+appeal), homogenization (Chaney et al.: Jaccard overlap of each member's played set so far with
+their nearest member, minus the same in the oracle cell with the same policy, on a sample of
+members), ranker drift (rank agreement with the true fit, from ``metrics.json``), take fraction
+and quality plays per visit; and, per cell over the whole run, the logged-data bias of per-image
+take fractions (naive and IPS against the truth).
+
+    python -m experiments.run experiment=feedback_loop              # runs this at the end
+    python -m experiments.run -m experiment=feedback_loop seed=0,1,2
+    python -m experiments.analyses.feedback_loop multirun/feedback_loop/<stamp>   # bands over seeds
+
+Writes ``feedback_loop_daily.csv``, ``feedback_loop_summary.csv`` and
+``charts/feedback_loop.png`` into the run (or sweep) directory.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+
+from experiments.segments import read_log  # noqa: E402
+from sim.bias import (catalog_coverage, effective_catalog_size, gini, homogenization,  # noqa: E402
+                      logged_take_bias, popularity_amplification)
+from sim.config import experiment_config_from_dict  # noqa: E402
+from sim.streams import generator  # noqa: E402
+from sim.world import build_world  # noqa: E402
+
+#: Members per cell in the homogenization sample (the Jaccard matrix is sample x sample).
+HOMOGENIZATION_SAMPLE = 300
+#: Share of titles, by launch hype, that count as "initially most popular".
+TOP_SHARE = 0.1
+#: Impressions per cell used to compute every image's true take fraction (bias table).
+BIAS_SAMPLE = 100_000
+METRICS = (("gini_impressions", "Gini of impressions"), ("gini_plays", "Gini of plays"),
+           ("ecs", "effective catalog size (minutes)"), ("coverage", "coverage (titles played / launched)"),
+           ("amplification", "popularity amplification (top-decile exposure / appeal share)"),
+           ("homogenization", "homogenization vs oracle (Jaccard)"),
+           ("drift", "ranker: Spearman with true fit"), ("take_fraction", "take fraction"))
+
+
+def _world(run_dir: Path):
+    cfg = experiment_config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    return cfg, build_world(cfg.world, cfg.seed, cfg.engine.days * 1440.0)
+
+
+def daily_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """Per (cell, day) feedback-loop metrics and per-cell logged-data bias of one run."""
+    run_dir = Path(run_dir)
+    cfg, world = _world(run_dir)
+    cat, resp = world.catalog, world.response
+    T = cat.n_titles
+    log = read_log(run_dir, ["cell", "time", "visit", "member", "title", "artwork", "row", "column",
+                             "familiar", "play", "quality_play", "minutes", "expected_take", "pscore"])
+    day = (log["time"] // 1440.0).astype(np.int64)
+    n_days = int(np.ceil(cfg.engine.days))
+    # True appeal of each title: click probability of an average member looking at it.
+    rng = generator(cfg.seed, "bias-appeal")
+    sample = rng.choice(world.members.n_members, size=min(500, world.members.n_members), replace=False)
+    appeal = (1.0 / (1.0 + np.exp(-(cfg.world.response.click_intercept + resp.title_scores(sample))))).mean(0)
+    top = np.argsort(-cat.popularity_prior, kind="stable")[:max(1, int(TOP_SHARE * T))]
+    drift = json.loads((run_dir / "metrics.json").read_text()).get("ranker_drift") or []
+    rows, bias_rows = [], []
+    played_sets = {}
+    for cell in sorted(set(log["cell"])):
+        m = log["cell"] == cell
+        c_day, c_title, c_member = day[m], log["title"][m], log["member"][m]
+        c_play = log["play"][m].astype(np.float64)
+        imp = np.zeros((n_days, T))
+        np.add.at(imp, (c_day, c_title), 1.0)
+        plays = np.zeros((n_days, T))
+        np.add.at(plays, (c_day, c_title), c_play)
+        minutes = np.zeros((n_days, T))
+        np.add.at(minutes, (c_day, c_title), log["minutes"][m].astype(np.float64))
+        members = np.unique(c_member)
+        hs = np.sort(generator(cfg.seed, "bias-homogenization").choice(
+            members, size=min(HOMOGENIZATION_SAMPLE, members.size), replace=False))
+        played = log["play"][m].astype(bool) & np.isin(c_member, hs)
+        sets_by_day = []
+        for d in range(n_days):
+            upto = played & (c_day <= d)
+            s = np.zeros((hs.size, T), dtype=bool)
+            s[np.searchsorted(hs, c_member[upto]), c_title[upto]] = True
+            sets_by_day.append(homogenization(s))
+        played_sets[cell] = sets_by_day
+        c_drift = [r for r in drift if cell in r["cells"].split(",")]
+        for d in range(n_days):
+            launched = cat.launched((d + 1) * 1440.0)
+            in_day = c_day == d
+            visits = np.unique(log["visit"][m][in_day]).size
+            q = log["quality_play"][m][in_day].sum()
+            last = [r["spearman"] for r in c_drift if r["time_hours"] <= (d + 1) * 24.0]
+            rows.append({
+                "cell": cell, "day": d + 1,
+                "gini_impressions": gini(imp[d][launched]), "gini_plays": gini(plays[d][launched]),
+                "ecs": effective_catalog_size(minutes[d]),
+                "coverage": catalog_coverage(plays[d], launched),
+                "amplification": popularity_amplification(imp[d] * launched, appeal * launched, top),
+                "homogenization_raw": sets_by_day[d],
+                "drift": last[-1] if last else float("nan"),
+                "take_fraction": q / max(in_day.sum(), 1), "quality_plays_per_visit": q / max(visits, 1)})
+        bias_rows.append(_bias_row(cell, log, m, cat, resp, cfg.seed))
+    for r in rows:   # homogenization relative to the oracle ranker with the same artwork policy
+        ref = "oracle." + r["cell"].split(".", 1)[-1]
+        r["homogenization"] = (r["homogenization_raw"] - played_sets[ref][r["day"] - 1]
+                               if ref in played_sets else float("nan"))
+    return rows, bias_rows
+
+
+def _bias_row(cell: str, log: dict, m: np.ndarray, cat, resp, seed: int) -> dict:
+    """Logged-data bias per image: naive and IPS take fractions against each image's true take
+    fraction had it been shown on every logged impression of its title (a sample)."""
+    idx = np.flatnonzero(m)
+    b = logged_take_bias(log["artwork"][idx], log["title"][idx], log["quality_play"][idx],
+                         log["expected_take"][idx], log["pscore"][idx], int(cat.pool.max()) + 1)
+    sub = generator(seed, "bias-truth").choice(idx, size=min(BIAS_SAMPLE, idx.size), replace=False)
+    title = log["title"][sub]
+    cand = cat.pool[title]
+    _, _, p_quality = resp.take_probabilities(log["member"][sub], title, cand, log["row"][sub],
+                                              log["column"][sub], log["familiar"][sub])
+    valid = cand >= 0
+    truth_sum = np.bincount(cand[valid], weights=np.asarray(p_quality, np.float64)[valid], minlength=b["naive"].size)
+    truth_n = np.bincount(cand[valid], minlength=b["naive"].size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        true_all = truth_sum / truth_n
+    ok = (b["impressions"] >= 100) & (truth_n > 0)
+    rel = lambda est: float(np.nanmedian(np.abs(est[ok] / true_all[ok] - 1))) if ok.any() else float("nan")  # noqa: E731
+    return {"cell": cell, "images": int(ok.sum()),
+            "naive_vs_shown_rel_error": rel(b["naive"] * true_all / b["true_shown"]),
+            "naive_vs_all_rel_error": rel(b["naive"]), "ips_vs_all_rel_error": rel(b["ips"]),
+            "shown_vs_all_bias": float(np.nanmean(b["true_shown"][ok] / true_all[ok] - 1)) if ok.any() else float("nan")}
+
+
+def _write_csv(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path) as fh:
+        return [{k: (v if k == "cell" else float(v) if v not in ("", "nan") else float("nan"))
+                 for k, v in r.items()} for r in csv.DictReader(fh)]
+
+
+def analyze(run_dir: Path) -> list[Path]:
+    """One run: daily and bias tables and a chart. A sweep directory (no metrics.json, runs
+    below it): every run's tables, then charts with bands over seeds."""
+    run_dir = Path(run_dir)
+    runs = ([run_dir] if (run_dir / "metrics.json").exists()
+            else sorted(p.parent for p in run_dir.glob("*/metrics.json")))
+    if not runs:
+        raise SystemExit(f"error: no run (metrics.json) in or below {run_dir}")
+    daily, bias, out = [], [], []
+    for i, r in enumerate(runs):
+        d_path, b_path = r / "feedback_loop_daily.csv", r / "feedback_loop_bias.csv"
+        if not (d_path.exists() and b_path.exists()) or r == run_dir:
+            rows, bias_rows = daily_metrics(r)
+            out += [_write_csv(d_path, rows), _write_csv(b_path, bias_rows)]
+        daily += [{**x, "seed": i} for x in _read_csv(d_path)]
+        bias += [{**x, "seed": i} for x in _read_csv(b_path)]
+    (run_dir / "charts").mkdir(exist_ok=True)
+    out.append(_chart(daily, len(runs), run_dir / "charts" / "feedback_loop.png"))
+    out.append(_write_csv(run_dir / "feedback_loop_summary.csv", _summary(daily, bias)))
+    return out
+
+
+def _mean_se(x: list[float]) -> tuple[float, float]:
+    a = np.asarray(x, np.float64)
+    a = a[np.isfinite(a)]
+    if a.size == 0:
+        return float("nan"), float("nan")
+    return float(a.mean()), float(a.std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else float("nan")
+
+
+def _summary(daily: list[dict], bias: list[dict]) -> list[dict]:
+    """Per cell: last-day value of each metric (drift: also its change from day 1), mean over
+    seeds with standard error, and the logged-data bias."""
+    cells = sorted({r["cell"] for r in daily})
+    last_day = max(r["day"] for r in daily)
+    out = []
+    for c in cells:
+        row = {"cell": c}
+        last = [r for r in daily if r["cell"] == c and r["day"] == last_day]
+        first = {r["seed"]: r for r in daily if r["cell"] == c and r["day"] == 1}
+        for key, _ in METRICS + (("quality_plays_per_visit", ""),):
+            row[key], row[key + "_se"] = _mean_se([r[key] for r in last])
+        row["drift_change"], row["drift_change_se"] = _mean_se([r["drift"] - first[r["seed"]]["drift"] for r in last])
+        for key in ("naive_vs_all_rel_error", "ips_vs_all_rel_error", "shown_vs_all_bias"):
+            row[key], _ = _mean_se([b[key] for b in bias if b["cell"] == c])
+        out.append(row)
+    return out
+
+
+def _chart(daily: list[dict], n_seeds: int, path: Path) -> Path:
+    cells = sorted({r["cell"] for r in daily})
+    arms = sorted({c.split(".")[0] for c in cells})
+    colors = dict(zip(arms, plt.cm.tab10.colors))
+    fig, axes = plt.subplots(2, 4, figsize=(20, 9), sharex=True)
+    for ax, (key, label) in zip(axes.ravel(), METRICS):
+        for c in cells:
+            arm, _, policy = c.partition(".")
+            days = sorted({r["day"] for r in daily if r["cell"] == c})
+            stats = [_mean_se([r[key] for r in daily if r["cell"] == c and r["day"] == d]) for d in days]
+            mean = np.array([s[0] for s in stats])
+            se = np.nan_to_num(np.array([s[1] for s in stats]))
+            ls = "--" if policy == "lints" else "-"
+            ax.plot(days, mean, ls, color=colors[arm], label=c, lw=1.6)
+            if n_seeds > 1:
+                ax.fill_between(days, mean - 1.96 * se, mean + 1.96 * se, color=colors[arm], alpha=0.12)
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("simulated day")
+    axes[0, 0].legend(fontsize=7, ncol=2, title="ranker.policy (dashed: lints)", title_fontsize=7)
+    band = f"mean over {n_seeds} seeds, 95 % band" if n_seeds > 1 else "one seed"
+    fig.suptitle(f"Feedback loop: exposure concentration, diversity and ranker drift per day ({band})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Feedback-loop metrics of a run or a sweep of seeds")
+    ap.add_argument("run_dir", type=Path)
+    args = ap.parse_args(argv)
+    for p in analyze(args.run_dir):
+        print(p)
+
+
+if __name__ == "__main__":
+    main()
