@@ -25,6 +25,7 @@ from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
 from experiments.results import read_log  # noqa: E402
 from sim.config import experiment_config_from_dict  # noqa: E402
+from sim.outputs import atomic_savefig  # noqa: E402
 from sim.world import World, build_world  # noqa: E402
 
 #: Display names for genre indices 0..15 (the simulator's genres are anonymous; these labels only
@@ -155,7 +156,7 @@ def draw_page_pair(pair: PagePair, world: World, path: Path) -> Path:
                  "each tile is the image the artwork policy chose for that member",
                  fontsize=12, y=0.995)
     fig.tight_layout(rect=(0, 0.06, 1, 0.97))
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)   # no truncated PNG if the run is killed
     plt.close(fig)
     return path
 

@@ -127,7 +127,8 @@ def run_blocks(run_dir: Path) -> tuple[str, list[Block]]:
         rows.append([name + (" (control)" if name == control else ""), f"{c['members']:,}",
                      f"{c['impressions']:,}", interval(c["ctr"]), interval(c["play_rate"]),
                      interval(c["take_fraction"]), interval(c["minutes_per_member"], 1, percent=False),
-                     f"{c['regret_per_1k_impressions']:.3f}"])
+                     ("n/a" if c['regret_per_1k_impressions'] is None
+                      else f"{c['regret_per_1k_impressions']:.3f}")])
     b.append(Block("table", (["cell", "members", "impressions", "CTR", "play rate", "take fraction",
                               "minutes per member", "regret / 1k impressions"], rows)))
     if m.get("lift"):

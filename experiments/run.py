@@ -18,6 +18,7 @@ jobs that are not complete. Ctrl-C stops the sweep; finished jobs stay finished.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import traceback
@@ -34,7 +35,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from experiments.analyses import run_analyses
 from sim.config import ConfigError
-from sim.outputs import atomic_write_text, is_complete
+from sim.outputs import atomic_write_text, charts_done, is_complete, mark_charts_done
 from sim.runner import run_experiment
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
@@ -58,6 +59,7 @@ def main(cfg: DictConfig) -> dict | None:
         return sweep_job(cfg, out)
     if is_complete(out):
         print(f"skipping {out}: already complete{config_drift(cfg, out)}")
+        redraw_missing_charts(out)
         return None
     try:
         summary = run_experiment(config_to_dict(cfg), out)
@@ -69,7 +71,7 @@ def main(cfg: DictConfig) -> dict | None:
         sys.exit(2)
     from experiments.plot import plot_run
 
-    charts = plot_run(out) + run_analyses(summary["config"].get("experiment", {}).get("analyses") or [], out)
+    charts = draw_charts(out, summary)
     print_summary(summary, out, charts)
     return summary
 
@@ -80,6 +82,10 @@ def sweep_job(cfg: DictConfig, out: Path) -> dict | None:
     bad combination neither kills the parallel workers nor hides the other results."""
     if is_complete(out):
         print(f"skipping {out}: already complete{config_drift(cfg, out)}")
+        try:
+            redraw_missing_charts(out)
+        except Exception:  # noqa: BLE001 -- the results are complete; say why charts are missing
+            print(f"charts of {out} failed:\n" + traceback.format_exc(), file=sys.stderr)
         return None
     (out / ERROR_FILE).unlink(missing_ok=True)
     try:
@@ -89,16 +95,29 @@ def sweep_job(cfg: DictConfig, out: Path) -> dict | None:
         return _job_failed(out, f"config error: {err}")
     except Exception:  # noqa: BLE001 -- any failure of one job is recorded, the sweep goes on
         return _job_failed(out, traceback.format_exc())
-    from experiments.plot import plot_run
-
     try:
-        plot_run(out)
-        run_analyses(summary["config"].get("experiment", {}).get("analyses") or [], out)
+        draw_charts(out, summary)
     except Exception:  # noqa: BLE001 -- the results are complete; `experiments.plot` redraws
         print(f"charts of {out} failed (redraw with python -m experiments.plot {out}):\n"
               + traceback.format_exc(), file=sys.stderr)
     print(f"done {out}: {summary['impressions']:,} impressions")
     return summary
+
+
+def draw_charts(out: Path, summary: dict) -> list[Path]:
+    """The run's charts and analyses, then ``charts/DONE`` (see :mod:`sim.outputs`)."""
+    from experiments.plot import plot_run
+
+    charts = plot_run(out) + run_analyses(summary["config"].get("experiment", {}).get("analyses") or [], out)
+    mark_charts_done(out)
+    return charts
+
+
+def redraw_missing_charts(out: Path) -> None:
+    """A complete run killed while its charts were drawn: draw them now (no re-simulation)."""
+    if not charts_done(out):
+        print(f"drawing the missing charts of {out}")
+        draw_charts(out, json.loads((out / "metrics.json").read_text()))
 
 
 def _job_failed(out: Path, message: str) -> None:
@@ -168,17 +187,25 @@ def remove_hydra_leftovers(out: Path) -> None:
         pass  # not empty: the user's files stay
 
 
+def _or_nan(x: float | None) -> float:
+    """metrics.json writes undefined numbers as null; print them as nan."""
+    return float("nan") if x is None else x
+
+
 def print_summary(summary: dict, out: Path, charts: list[Path]) -> None:
     print(f"\nexperiment {summary['experiment']} (seed {summary['seed']}), "
           f"{summary['impressions']:,} impressions; control cell: {summary['control']}")
     print(f"{'cell':<16}{'CTR':>9}{'take fraction':>16}{'lift (95% CI)':>30}{'regret/1k':>11}")
     for name, c in summary["cells"].items():
-        tf = c["take_fraction"]["estimate"] or float("nan")
+        tf = _or_nan(c["take_fraction"]["estimate"])
         lift = summary["lift"].get(name, {}).get("take_fraction")
         lift_s = (f"{lift['estimate']:+.1%} [{lift['ci_low']:+.1%}, {lift['ci_high']:+.1%}]"
                   if lift and lift["estimate"] is not None else "control")
-        print(f"{name:<16}{(c['ctr']['estimate'] or float('nan')):>9.3%}{tf:>16.3%}{lift_s:>30}"
-              f"{c['regret_per_1k_impressions']:>11.3f}")
+        regret = c["regret_per_1k_impressions"]   # null when the cell had no impressions
+        print(f"{name:<16}{_or_nan(c['ctr']['estimate']):>9.3%}{tf:>16.3%}{lift_s:>30}"
+              f"{_or_nan(regret):>11.3f}")
+    for path, why in summary.get("undefined", {}).items():
+        print(f"undefined: {path} ({why})")
     print(f"\nresults: {out}/metrics.json, {out}/timeseries.csv, logs in {out}/logs")
     print("charts:  " + ", ".join(str(c) for c in charts))
 

@@ -78,7 +78,9 @@ class MetricsAccumulator:
             m_se = float(mins.std(ddof=1) / math.sqrt(mins.size)) if mins.size > 1 else float("nan")
             estimates[name]["minutes_per_member"] = (float(mins.mean()) if mins.size else float("nan"), m_se)
             cell["minutes_per_member"] = _interval(*estimates[name]["minutes_per_member"])
-            n = max(t["impressions"], 1.0)
+            # Per-impression rates of a cell without impressions are undefined (NaN -> null in
+            # metrics.json, with the reason under "undefined"), not 0.
+            n = t["impressions"] if t["impressions"] > 0 else float("nan")
             cell["expected_take_fraction"] = t["expected_take"] / n
             cell["oracle_take_fraction"] = t["oracle_take"] / n
             cell["uniform_take_fraction"] = t["uniform_take"] / n
@@ -90,6 +92,7 @@ class MetricsAccumulator:
             if name == control:
                 continue
             out["lift"][name] = {m: lift_interval(*estimates[name][m], *base[m]) for m in estimates[name]}
+        out["undefined"] = undefined_reasons(out, control)
         return out
 
     def time_series(self) -> list[dict]:
@@ -109,6 +112,47 @@ class MetricsAccumulator:
                 row["cumulative_regret"] = float(cum_regret[b, c])
                 rows.append(row)
         return rows
+
+
+def undefined_reasons(summary: dict, control: str) -> dict[str, str]:
+    """Why each undefined (NaN, written as null) number of ``summary`` is undefined.
+
+    Keys are dotted paths (``cells.<cell>.<metric>`` or ``lift.<cell>.<metric>``); a metric is
+    listed once for all its fields (estimate, se, ci_low, ci_high, p_value). Tiny worlds, cells
+    without visits, or click probabilities near 0 produce these; nothing else should.
+    """
+    reasons: dict[str, str] = {}
+    cells = summary["cells"]
+    for name, cell in cells.items():
+        for metric, value in cell.items():
+            fields = value if isinstance(value, dict) else {"value": value}
+            if all(isinstance(v, (int, float)) and math.isfinite(v) for v in fields.values()):
+                continue
+            if cell["members"] == 0:
+                why = "no members were allocated to this cell"
+            elif cell["impressions"] == 0 and metric != "minutes_per_member":
+                why = "the cell had no impressions"
+            elif isinstance(value, dict) and math.isfinite(value["estimate"]):
+                why = "fewer than 2 members with impressions: no standard error"
+            else:
+                why = "the cell had no impressions"
+            reasons[f"cells.{name}.{metric}"] = why
+    for name, lifts in summary["lift"].items():
+        for metric, value in lifts.items():
+            if all(math.isfinite(v) for v in value.values()):
+                continue
+            rates = [cells[name][metric]["estimate"], cells[control][metric]["estimate"]]
+            ses = [cells[name][metric]["se"], cells[control][metric]["se"]]
+            if not all(math.isfinite(r) for r in rates):
+                why = f"{metric} is undefined in this cell or in the control ({control})"
+            elif not all(r > 0 for r in rates):
+                why = f"{metric} is 0 in this cell or in the control ({control}): a ratio is undefined"
+            elif not all(math.isfinite(se) for se in ses):
+                why = f"no standard error of {metric} in this cell or in the control ({control})"
+            else:
+                why = "standard errors are 0 (every member identical): no p-value"
+            reasons[f"lift.{name}.{metric}"] = why
+    return reasons
 
 
 def scatter_add_rows(target: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:

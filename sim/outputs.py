@@ -7,10 +7,19 @@ Layout of a run directory::
     run_info.json       wall time and throughput (not part of the deterministic results)
     timeseries.csv      per (time bucket, cell) counts, rates, cumulative regret
     logs/part-*.parquet impression log
-    charts/*.png
+    visit_context/part-*.parquet  per-visit member context
+    charts/*.png        drawn by experiments.plot after metrics.json; charts/DONE when all are
 
-Every file is written to a temporary name and renamed, so a run killed at any moment leaves
-either complete files or none; ``metrics.json`` is written last and is the completion marker.
+Every file is written to a temporary name (``*.tmp``) and renamed, so a run killed at any moment
+leaves complete files or none; ``metrics.json`` is the last result written and is the completion
+marker: a directory whose ``metrics.json`` says ``"complete": true`` holds every result of the
+run, and no other directory has a ``metrics.json`` at all. A new attempt in a directory first
+removes a previous attempt's outputs (:func:`clear_run_outputs`).
+
+Numbers that are undefined (a cell without impressions, a lift over a rate of zero, a standard
+error from one member) are written as ``null`` -- never NaN or inf -- and ``metrics.json``'s
+``undefined`` maps each such metric (``cells.<cell>.<metric>``, ``lift.<cell>.<metric>``) to the
+reason.
 """
 from __future__ import annotations
 
@@ -19,6 +28,7 @@ import io
 import json
 import math
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -26,15 +36,64 @@ from typing import Any
 import sim
 
 
+#: Suffix of files being written; a killed run may leave them behind, a re-run removes them.
+TMP_SUFFIX = ".tmp"
+
+
 def atomic_write_text(path: Path | str, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(path.name + TMP_SUFFIX)
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def atomic_savefig(fig: Any, path: Path | str, **kwargs: Any) -> Path:
+    """``fig.savefig(path)`` through a temporary name, so a killed run never leaves a truncated
+    PNG that looks like a chart. (Takes the figure, so ``sim`` never imports matplotlib.)"""
+    path = Path(path)
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **kwargs)
+    os.replace(tmp, path)
+    return path
+
+
+#: Written into ``charts/`` once every chart of a run is drawn. Charts are drawn after
+#: ``metrics.json`` (they read it), so a run killed while drawing is complete but lacks charts;
+#: ``experiments.run`` redraws them when it finds a complete run without this marker.
+CHARTS_DONE = "DONE"
+
+
+def charts_done(run_dir: Path | str) -> bool:
+    return (Path(run_dir) / "charts" / CHARTS_DONE).is_file()
+
+
+def mark_charts_done(run_dir: Path | str) -> None:
+    atomic_write_text(Path(run_dir) / "charts" / CHARTS_DONE, "")
+
+
+#: What a run writes; a new attempt in the same directory removes a previous attempt's copies
+#: first (they would otherwise mix with the new results: old Parquet parts, old charts).
+RUN_OUTPUTS = ("metrics.json", "run_info.json", "timeseries.csv", "config.yaml", "logs",
+               "visit_context", "charts")
+
+
+def clear_run_outputs(run_dir: Path | str) -> None:
+    """Remove a previous (interrupted or failed) attempt's outputs and temporary files from
+    ``run_dir``. ``metrics.json`` goes first, so that the directory never looks complete while
+    the rest is being replaced. Hydra's ``.hydra/``, its job log and other files stay."""
+    run_dir = Path(run_dir)
+    for name in RUN_OUTPUTS:
+        p = run_dir / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+    for tmp in run_dir.glob("*" + TMP_SUFFIX):
+        tmp.unlink(missing_ok=True)
 
 
 def _clean(obj: Any) -> Any:

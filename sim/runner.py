@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,7 +16,8 @@ from sim.config import experiment_config_from_dict
 from sim.engine import Simulation
 from sim.features import context_names
 from sim.logs import ImpressionLog, VisitLog
-from sim.outputs import provenance, write_csv, write_json
+from sim.outputs import (atomic_write_text, clear_run_outputs, provenance, write_csv,
+                         write_json)
 
 
 def make_progress(total_minutes: float, enabled: bool):
@@ -52,15 +52,15 @@ def run_experiment(config: Mapping[str, Any], out_dir: Path | str, progress: boo
     out = Path(out_dir)
     sim = Simulation(cfg)  # validates policies and builds the world before touching disk
     out.mkdir(parents=True, exist_ok=True)
-    for stale in (out / "logs", out / "visit_context"):
-        if stale.exists():  # a previous, interrupted attempt: its parts are not ours
-            shutil.rmtree(stale)
+    # A previous, interrupted or failed attempt: its Parquet parts, charts and temporary files
+    # are not ours, and would mix with (or outnumber) this attempt's.
+    clear_run_outputs(out)
     if cfg.engine.log_impressions:
         w = sim.world
         sim.log = ImpressionLog(out / "logs", cfg.engine.log_chunk_rows)
         sim.visit_log = VisitLog(out / "visit_context",
                                  context_names(w.catalog.n_genres, w.members.countries))
-    (out / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False))
     show = cfg.engine.progress if progress is None else progress
     update, close = make_progress(sim.horizon, show)
     try:
@@ -74,5 +74,5 @@ def run_experiment(config: Mapping[str, Any], out_dir: Path | str, progress: boo
               **provenance(dict(config), cfg.seed), **summary,
               "propensity_estimated": run_info["propensity_estimated"],
               "impressions": run_info["impressions"], "visits": run_info["visits"]}
-    write_json(out / "metrics.json", result)
+    write_json(out / "metrics.json", result)   # last: the completion marker
     return result

@@ -28,6 +28,7 @@ from sim.features import candidate_features
 from sim.policies.base import (ArtworkPolicy, DecisionBatch, FeedbackBatch, argmax_uniform_ties,
                                check_range)
 from sim.policies.hybrid import HybridPosterior, HybridStats
+from sim.policies.linear_algebra import check_conditioning
 
 LINUCB_MODES = ("hybrid", "disjoint")
 
@@ -116,7 +117,12 @@ class LinUCBPolicy(ArtworkPolicy):
         else:
             k = s.xr.shape[1]
             A_arm = l2 * np.eye(k)[None] + s.xx
-            self.A_inv_ = np.linalg.inv(A_arm).astype(np.float32)             # (A, k, k)
+            # The context [1, genre affinity, familiar] is collinear (affinities sum to one), so
+            # l2 alone keeps A_arm invertible: refuse a tiny l2 rather than serve noise.
+            check_conditioning(A_arm, "linucb (disjoint): a per-artwork Gram matrix l2*I + X^T X")
+            # float64: x^T A^-1 x cancels large terms when l2 is small (float32 widths were off
+            # by 0.05 at l2 = 1e-6, against true widths of about 0.01).
+            self.A_inv_ = np.linalg.inv(A_arm)                                   # (A, k, k)
             self.theta_arm_ = np.einsum("akl,al->ak", self.A_inv_, s.xr).astype(np.float32)
 
     def ucb(self, batch: DecisionBatch) -> np.ndarray:
@@ -136,7 +142,8 @@ class LinUCBPolicy(ArtworkPolicy):
             x = self._x(batch.context)                                        # (n, k)
             self._ensure(x.shape[1])
             mean = np.einsum("nkd,nd->nk", self.theta_arm_[art], x)
-            var = np.einsum("nd,nkde,ne->nk", x, self.A_inv_[art], x)
+            x64 = x.astype(np.float64)
+            var = np.einsum("nd,nkde,ne->nk", x64, self.A_inv_[art], x64)
         return mean + self.alpha * np.sqrt(np.maximum(var, 0.0))
 
     def probabilities(self, batch: DecisionBatch) -> np.ndarray:

@@ -1,0 +1,181 @@
+"""Runs and sweeps killed mid-way: nothing looks complete, and a re-run gives the same results
+as a run that was never interrupted (metrics.json byte for byte)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import sim
+from sim.outputs import clear_run_outputs, is_complete
+from sim.runner import run_experiment
+
+REPO = Path(__file__).resolve().parent.parent
+# A one-cell tiny run of about 2 s of simulation (plus ~1.5 s of start-up), with small log
+# chunks so that Parquet parts appear early.
+RUN_ARGS = ["world=tiny", "experiment=single", "policy=thompson", "engine.days=4",
+            "engine.progress=false", "engine.log_chunk_rows=2000"]
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "experiments.run", *args]
+
+
+def env() -> dict:
+    return {**os.environ, "OPENBLAS_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
+
+
+def start(args: list[str]) -> subprocess.Popen:
+    # Own session: the kill reaches the sweep's worker processes too, and nothing else.
+    return subprocess.Popen(cli(*args), cwd=REPO, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def kill_when(proc: subprocess.Popen, ready, sig: int, timeout: float = 60.0) -> bool:
+    """Send ``sig`` to ``proc``'s process group once ``ready()`` holds; False if the process
+    finished first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.02)
+    finished = proc.poll() is not None
+    if not finished:
+        os.killpg(proc.pid, sig)
+    proc.communicate(timeout=60)
+    return not finished
+
+
+def run_cli(args: list[str]) -> subprocess.CompletedProcess:
+    done = subprocess.run(cli(*args), cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def has_log_part(run_dir: Path) -> bool:
+    return any((run_dir / "logs").glob("part-*.parquet"))
+
+
+#: Fields of metrics.json that may differ between two runs of the same config: the commit moves
+#: if someone commits between the two runs. Everything else must match byte for byte.
+RUN_TO_RUN_FIELDS = ("git_commit",)
+
+
+def results_bytes(run_dir: Path) -> bytes:
+    m = json.loads((run_dir / "metrics.json").read_text())
+    for key in RUN_TO_RUN_FIELDS:
+        m.pop(key)
+    return json.dumps(m, indent=2).encode()
+
+
+def assert_nothing_looks_complete(run_dir: Path) -> None:
+    assert not (run_dir / "metrics.json").exists()
+    assert not is_complete(run_dir)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    run_cli(RUN_ARGS + [f"hydra.run.dir={out}"])
+    assert is_complete(out)
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_run_leaves_nothing_complete_and_a_rerun_matches(tmp_path, uninterrupted, sig):
+    out = tmp_path / "run"
+    killed = kill_when(start(RUN_ARGS + [f"hydra.run.dir={out}"]), lambda: has_log_part(out), sig)
+    assert killed, "the run finished before it could be killed: make it longer"
+    assert has_log_part(out)                      # it was killed mid-simulation
+    assert_nothing_looks_complete(out)
+    # Every Parquet part on disk is whole (parts are renamed into place when written).
+    import pyarrow.parquet as pq
+    for part in (out / "logs").glob("part-*.parquet"):
+        pq.read_metadata(part)
+    again = run_cli(RUN_ARGS + [f"hydra.run.dir={out}"])
+    assert "skipping" not in again.stdout
+    assert results_bytes(out) == results_bytes(uninterrupted)
+    assert (out / "timeseries.csv").read_bytes() == (uninterrupted / "timeseries.csv").read_bytes()
+    parts = sorted(p.name for p in (out / "logs").iterdir())
+    assert parts == sorted(p.name for p in (uninterrupted / "logs").iterdir())
+    assert not list(out.rglob("*.tmp"))
+    assert (out / "charts" / "DONE").is_file()
+
+
+def test_a_run_killed_while_drawing_charts_is_complete_and_the_rerun_draws_them(tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    # Killed as soon as metrics.json is complete: usually while the charts are being drawn.
+    kill_when(start(RUN_ARGS + [f"hydra.run.dir={out}"]), lambda: is_complete(out), signal.SIGKILL)
+    assert is_complete(out)
+    again = run_cli(RUN_ARGS + [f"hydra.run.dir={out}"])
+    assert "skipping" in again.stdout
+    assert (out / "charts" / "DONE").is_file()
+    assert {p.name for p in (out / "charts").iterdir()} == {p.name for p in (uninterrupted / "charts").iterdir()}
+    assert results_bytes(out) == results_bytes(uninterrupted)
+
+
+def test_stale_outputs_of_a_killed_attempt_are_removed_before_a_rerun(tmp_path):
+    """A previous attempt's extra Parquet parts, charts and temporary files do not survive."""
+    from tests.test_edge_cases import tiny_config
+
+    out = tmp_path / "run"
+    (out / "logs").mkdir(parents=True)
+    (out / "logs" / "part-09999.parquet").write_bytes(b"old")
+    (out / "logs" / "part-00000.parquet.tmp").write_bytes(b"half")
+    (out / "charts").mkdir()
+    (out / "charts" / "stale.png").write_bytes(b"old")
+    (out / "metrics.json.tmp").write_text("{")
+    (out / "notes.txt").write_text("mine")
+    run_experiment(tiny_config(["thompson"]), out)
+    assert not (out / "logs" / "part-09999.parquet").exists()
+    assert not list(out.rglob("*.tmp")) and not (out / "charts").exists()
+    assert (out / "notes.txt").read_text() == "mine"          # not a run output: kept
+    clear_run_outputs(out)
+    assert not (out / "metrics.json").exists() and (out / "notes.txt").exists()
+
+
+SWEEP_ARGS = ["-m", "world=tiny", "experiment=single", "engine.days=1", "engine.progress=false",
+              "engine.log_chunk_rows=2000", "policy=thompson,uniform", "seed=0,1",
+              "hydra.launcher.n_jobs=2"]
+
+
+def sweep_jobs(sweep: Path) -> list[Path]:
+    return sorted(p.parent for p in sweep.glob("*/.hydra"))
+
+
+def test_an_interrupted_sweep_rerun_matches_an_uninterrupted_one(tmp_path):
+    clean, broken = tmp_path / "clean", tmp_path / "broken"
+    run_cli(SWEEP_ARGS + [f"hydra.sweep.dir={clean}"])
+    assert len(sweep_jobs(clean)) == 4 and all(is_complete(j) for j in sweep_jobs(clean))
+
+    killed = kill_when(start(SWEEP_ARGS + [f"hydra.sweep.dir={broken}"]),
+                       lambda: any(is_complete(j) for j in sweep_jobs(broken)), signal.SIGKILL)
+    assert killed, "the sweep finished before it could be killed"
+    done_before = {j.name for j in sweep_jobs(broken) if is_complete(j)}
+    assert 0 < len(done_before) < 4
+    again = run_cli(SWEEP_ARGS + [f"hydra.sweep.dir={broken}"])
+    for name in done_before:
+        assert f"skipping {broken / name}" in again.stdout
+    assert "4 of 4 runs complete, 0 failed" in again.stdout
+    assert [j.name for j in sweep_jobs(broken)] == [j.name for j in sweep_jobs(clean)]
+    for j in sweep_jobs(clean):
+        assert results_bytes(broken / j.name) == results_bytes(j)
+
+
+def test_metrics_json_records_provenance(uninterrupted):
+    m = json.loads((uninterrupted / "metrics.json").read_text())
+    assert m["complete"] is True and m["package_version"] == sim.__version__
+    assert m["seed"] == 0 and m["config"]["seed"] == 0
+    # The resolved config: every group composed, interpolations resolved, no Hydra node.
+    assert {"world", "engine", "ranker", "policy", "experiment"} <= set(m["config"])
+    assert m["config"]["world"]["name"] == "tiny" and m["config"]["engine"]["days"] == 4
+    assert "hydra" not in m["config"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    if head.returncode == 0:
+        assert m["git_commit"] == head.stdout.strip()
+    else:
+        assert m["git_commit"] is None
