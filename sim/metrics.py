@@ -18,7 +18,8 @@ import numpy as np
 from scipy import stats as st
 
 #: Per-member accumulated columns.
-MEMBER_COLUMNS = ("impressions", "clicks", "plays", "quality_plays", "minutes", "visits")
+MEMBER_COLUMNS = ("impressions", "clicks", "plays", "quality_plays", "minutes", "visits",
+                  "expected_take", "uniform_take")
 #: Per-cell, per-bucket accumulated columns.
 SERIES_COLUMNS = ("impressions", "clicks", "plays", "quality_plays", "minutes", "visits",
                   "expected_take", "oracle_take", "uniform_take")
@@ -46,7 +47,8 @@ class MetricsAccumulator:
                         click, play, quality, minutes, expected_take, oracle_take, uniform_take) -> None:
         """Accumulate n impressions of one cell; every array has shape (n,)."""
         vals = np.column_stack([np.ones(member.size), click, play, quality, minutes])
-        scatter_add_rows(self.per_member, member, vals)
+        scatter_add_rows(self.per_member, member, np.column_stack(
+            [vals, np.zeros(member.size), expected_take, uniform_take]))
         b = self._bucket(time)
         full = np.column_stack([vals, np.zeros(member.size), expected_take, oracle_take, uniform_take])
         # Buckets inside one serving window are few: sum per bucket with bincount.
@@ -74,6 +76,13 @@ class MetricsAccumulator:
                 r, se = ratio_estimate(pm[:, MEMBER_COLUMNS.index(col)], pm[:, 0])
                 estimates[name][metric] = (r, se)
                 cell[metric] = _interval(r, se)
+            # Artwork gain: true take of the shown images over a random image's, on the same
+            # impressions (simulator ground truth). Member, title and position effects cancel in
+            # the ratio, so it isolates the artwork policy with little noise.
+            g, g_se = ratio_estimate(pm[:, MEMBER_COLUMNS.index("expected_take")],
+                                     pm[:, MEMBER_COLUMNS.index("uniform_take")])
+            estimates[name]["artwork_gain"] = (g, g_se)
+            cell["artwork_gain"] = _interval(g - 1.0, g_se)
             mins = pm[:, MEMBER_COLUMNS.index("minutes")]
             m_se = float(mins.std(ddof=1) / math.sqrt(mins.size)) if mins.size > 1 else float("nan")
             estimates[name]["minutes_per_member"] = (float(mins.mean()) if mins.size else float("nan"), m_se)
