@@ -26,13 +26,15 @@ COUNTRY_UTC_OFFSETS: dict[str, float] = {
 DEVICE_VISIBLE_COLUMNS: dict[str, int] = {"tv": 8, "web": 8, "tablet": 6, "mobile": 4}
 
 RANKER_NAMES = ("popularity", "learned", "oracle", "random")
+RANKER_CORRECTIONS = ("none", "ipw")
+RANKER_RETRAIN = ("repeated", "once")
 #: ``shared``: one ranker trained on every cell's logs (as in production, where an A/B test's cells
 #: feed the same ranker); ``per_cell``: each cell without its own ``ranker`` gets a copy of the
 #: experiment's ranker trained on that cell's logs only (no interference through the ranker).
 RANKER_SCOPES = ("shared", "per_cell")
 ENGINE_MODES = ("batched", "reference")
 #: Analyses an experiment can request (modules of experiments.analyses).
-ANALYSIS_NAMES = ("cold_start", "netflix_replay")
+ANALYSIS_NAMES = ("cold_start", "netflix_replay", "feedback_loop")
 REWARD_NAMES = ("click", "play", "quality_play")
 
 
@@ -286,6 +288,11 @@ class RankerConfig:
     prior_plays: float = 1.0           # popularity: pseudo-plays per title
     half_life_days: float = 7.0        # popularity: decay of old plays
     l2: float = 1.0                    # learned: ridge / pseudo-count on title biases
+    # Feedback-loop variants (README, "Feedback loops"):
+    exploration_share: float = 0.0     # share of page slots filled with random launched titles
+    correction: str = "none"           # learned: "ipw" weights plays by 1/attention and 1/propensity
+    position_exponent: float = 0.8     # ipw: attention ~ ((row+1)(col+1))^-a until fitted from exploration
+    retrain: str = "repeated"          # "once": fitted on the first retrain's logs, then frozen
 
     @staticmethod
     def from_dict(d: Mapping[str, Any], prefix: str = "ranker") -> "RankerConfig":
@@ -300,6 +307,11 @@ class RankerConfig:
             half_life_days=check_float(f"{prefix}.half_life_days", get("half_life_days"), 0, 1e5,
                                        lo_open=True),
             l2=check_float(f"{prefix}.l2", get("l2"), 0, 1e9, lo_open=True),
+            exploration_share=check_float(f"{prefix}.exploration_share", get("exploration_share"),
+                                          0.0, 1.0, hi_open=True),
+            correction=check_choice(f"{prefix}.correction", get("correction"), RANKER_CORRECTIONS),
+            position_exponent=check_float(f"{prefix}.position_exponent", get("position_exponent"), 0.0, 10.0),
+            retrain=check_choice(f"{prefix}.retrain", get("retrain"), RANKER_RETRAIN),
         )
 
 

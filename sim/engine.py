@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import simpy
 
+from sim.bias import TitleExposure, rank_agreement
 from sim.config import ExperimentConfig
 from sim.homepage import GenreIndex, Ranker, build_ranker
 from sim.features import visit_context
@@ -116,6 +117,9 @@ class Simulation:
         self.impressions = 0
         self._block_tables = self._build_block_tables()
         self.deploys = 0
+        self.exposure = TitleExposure(max(1, math.ceil(eng.days)), len(self.cells), w.catalog.n_titles)
+        self.drift = RankerDrift(self, [
+            ",".join(c.name for c in self.cells if self._ranker_of(c) is r) for r in self._rankers()])
 
     # ------------------------------------------------------------------------------------
     def _rankers(self) -> list[Ranker]:
@@ -203,7 +207,8 @@ class Simulation:
                 continue
             sub = Visits(visits.member[in_group], visits.time[in_group], visits.rows_viewed[in_group])
             sub_ids, sub_ctx = ids[in_group], visit_ctx[in_group]
-            v, row, col, title = render(self, sub, ranker, generator(seed, "ranker", *keys, r_index))
+            v, row, col, title, rpscore = render(self, sub, ranker, generator(seed, "ranker", *keys, r_index),
+                                                 with_pscore=True)
             imp_cell = self.member_cell[sub.member[v]]
             rstats = None
             for cell in cells:
@@ -214,7 +219,7 @@ class Simulation:
                                     generator(seed, "policy", *keys, cell.index),
                                     generator(seed, "response", *keys, cell.index))
                 self._record(cell, served, available_at)
-                rs = ranker_stats(self, served)
+                rs = ranker_stats(self, served, ranker, rpscore[mine])
                 rstats = rs if rstats is None else rstats + rs
             if rstats is not None:
                 self.ranker_queues[id(ranker)].put(available_at, rstats)
@@ -226,6 +231,7 @@ class Simulation:
         self.metrics.add_impressions(d.member, cell.index, d.time, s.click, s.play, s.quality_play,
                                      s.minutes, s.expected_take, s.oracle_take, s.uniform_take)
         self.policy_queues[cell.index].put(available_at, cell.policy.sufficient_stats(s.credited))
+        self.exposure.add(cell.index, d.time, d.title, s.play)
         if self.log is not None:
             cols = self.config.ranker.columns if cell.ranker is None else cell.ranker.cfg.columns
             self.log.append({
@@ -310,11 +316,13 @@ class Simulation:
 
     def ranker_trainer(self, env: simpy.Environment, ranker: Ranker):
         every = self.config.engine.ranker_retrain_hours * 60.0
+        self.drift.record(env.now, ranker)
         while True:
             yield env.timeout(every)
             stats = self.ranker_queues[id(ranker)].take(env.now)
-            if stats is not None:
+            if stats is not None and not (ranker.cfg.retrain == "once" and ranker.version_ >= 1):
                 ranker.fit(stats, env.now)
+            self.drift.record(env.now, ranker)
 
     # ---- run --------------------------------------------------------------------------------
     def run(self, progress=None) -> dict:
@@ -347,4 +355,36 @@ class Simulation:
             "final_model_version": {c.name: int(c.policy.model_version_) for c in self.cells},
             "log_rows": 0 if self.log is None else self.log.rows_written,
         }
+        summary["ranker_drift"] = self.drift.rows
         return summary
+
+
+class RankerDrift:
+    """Rank agreement between each ranker's scores and the true member-title fit, over time.
+
+    Recorded at the start and after every ranker retrain on a fixed sample of members (the
+    ``bias-sample`` stream) over the launched titles: ``spearman`` is the mean per-member
+    Spearman correlation (:func:`sim.bias.rank_agreement`). The oracle stays at 1; a ranker
+    that learns from its own exposure drifts away from the truth or converges to it slowly."""
+
+    SAMPLE = 200
+
+    def __init__(self, sim: "Simulation", cells_of_ranker: list[str]):
+        self.sim = sim
+        n = sim.world.members.n_members
+        rng = generator(sim.config.seed, "bias-sample")
+        self.members = np.sort(rng.choice(n, size=min(self.SAMPLE, n), replace=False))
+        self.truth = sim.world.response.title_scores(self.members)
+        self.cells = {id(r): label for r, label in zip(sim._rankers(), cells_of_ranker)}
+        self.rows: list[dict] = []
+
+    def record(self, now: float, ranker: Ranker) -> None:
+        if not self.cells[id(ranker)]:
+            return          # a shared ranker no cell uses
+        launched = self.sim.launched
+        scores = np.asarray(ranker.scores(self.members, generator(self.sim.config.seed, "bias-drift", len(self.rows))))
+        rho = rank_agreement(scores[:, launched], self.truth[:, launched])
+        if not math.isfinite(rho):
+            return          # fewer than two launched titles: no ranking to compare (no nulls in metrics.json)
+        self.rows.append({"time_hours": now / 60.0, "cells": self.cells[id(ranker)], "ranker": ranker.name,
+                          "version": int(ranker.version_), "spearman": rho})

@@ -114,18 +114,34 @@ def artwork_scores(context: np.ndarray, candidates: np.ndarray, artwork_theme: n
     Only the artwork-dependent block of :func:`candidate_features` (the last ``2G + 1``
     columns) enters: the context-only columns add the same amount to every candidate of an
     impression, so they never change which candidate wins. ``theta`` has shape (d, D) over the
-    full feature vector. Computed without materialising the (n, K, d) feature tensor.
+    full feature vector. Computed without materialising the (n, K, d) feature tensor, as
+    :func:`theme_scores` (per artwork) plus :func:`interaction_scores` (per impression).
     """
+    table = theme_scores(artwork_theme, n_genres, theta)                    # (D, A)
+    return interaction_scores(context, candidates, artwork_theme, n_genres, theta) \
+        + np.take(table, np.maximum(candidates, 0), axis=1)
+
+
+def theme_scores(artwork_theme: np.ndarray, n_genres: int, theta: np.ndarray) -> np.ndarray:
+    """The theme block's score of every artwork under each weight vector, shape (D, n_artworks).
+
+    It does not depend on the member, so a policy computes it once per deploy."""
+    G = n_genres
+    return (theta[-(2 * G + 1):-(G + 1)].T @ artwork_theme.T).astype(np.float32)
+
+
+def interaction_scores(context: np.ndarray, candidates: np.ndarray, artwork_theme: np.ndarray,
+                       n_genres: int, theta: np.ndarray) -> np.ndarray:
+    """The member-dependent part of :func:`artwork_scores`, shape (D, n, K):
+    ``G * affinity * theme_a`` and ``familiar * (affinity . theme_a)`` weighted by ``theta``."""
     G = n_genres
     n, K = candidates.shape
-    X = np.empty((n, K, 2 * G), dtype=np.float32)                           # [theme | aff*theme]
-    X[:, :, :G] = artwork_theme[np.maximum(candidates, 0)]
-    np.multiply(X[:, :, :G], context[:, None, :G], out=X[:, :, G:])
-    # One GEMM for both blocks: inter = G * affinity * theme has weights G * t_inter.
-    weights = np.concatenate([theta[-(2 * G + 1):-(G + 1)], G * theta[-(G + 1):-1]])  # (2G, D)
-    scores = (weights.T @ X.reshape(n * K, 2 * G).T).reshape(-1, n, K)    # (D, n, K)
+    weighted = artwork_theme[np.maximum(candidates, 0)]                     # (n, K, G)
+    weighted *= context[:, None, :G]                                        # affinity * theme
+    w_inter = (G * theta[-(G + 1):-1]).astype(np.float32)                   # (G, D)
+    scores = (w_inter.T @ weighted.reshape(n * K, G).T).reshape(-1, n, K)   # (D, n, K)
     familiar = np.flatnonzero(context[:, G])
     if familiar.size:   # familiar * (affinity . theme), only a few percent of impressions
-        match = X[familiar, :, G:].sum(axis=2)                             # (f, K)
+        match = weighted[familiar].sum(axis=2)                              # (f, K)
         scores[:, familiar, :] += theta[-1][:, None, None] * match[None]
     return scores

@@ -7,6 +7,7 @@ from logged plays, which the homepage and the artwork policy caused: the feedbac
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,21 +22,37 @@ if TYPE_CHECKING:
 N_AFFINITY_BINS = 20
 
 
+#: Rows tracked for the position-bias fit (the config allows at most 100).
+MAX_ROWS = 100
+
+
+def _add(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    return b if a is None else a if b is None else a + b
+
+
 @dataclass
 class RankerStats:
     """Additive statistics a ranker learns from: per-title impressions and plays (attributed),
-    and impressions/plays binned by the member-title genre affinity the learned ranker uses."""
+    and impressions/plays binned by the member-title genre affinity the learned ranker uses.
+
+    The optional fields feed the exploration / inverse-propensity variants (``None`` when no
+    impression of the batch needed them): plays weighted by 1 / estimated attention, the
+    affinity bins over explored slots only weighted by 1 / propensity, and explored impressions
+    and plays per page row (to fit the position-bias exponent)."""
 
     title_impressions: np.ndarray   # (n_titles,)
     title_plays: np.ndarray         # (n_titles,)
     bin_impressions: np.ndarray     # (N_AFFINITY_BINS,)
     bin_plays: np.ndarray           # (N_AFFINITY_BINS,)
+    title_plays_debiased: np.ndarray | None = None       # (n_titles,)  sum play / attention
+    explored_bin_impressions: np.ndarray | None = None   # (N_AFFINITY_BINS,) sum 1 / p
+    explored_bin_plays: np.ndarray | None = None         # (N_AFFINITY_BINS,) sum play / (p attention)
+    row_explored_impressions: np.ndarray | None = None   # (MAX_ROWS,)
+    row_explored_plays: np.ndarray | None = None         # (MAX_ROWS,)
 
     def __add__(self, other: "RankerStats") -> "RankerStats":
-        return RankerStats(self.title_impressions + other.title_impressions,
-                           self.title_plays + other.title_plays,
-                           self.bin_impressions + other.bin_impressions,
-                           self.bin_plays + other.bin_plays)
+        return RankerStats(*(_add(getattr(self, f.name), getattr(other, f.name))
+                             for f in dataclasses.fields(self)))
 
     @staticmethod
     def zeros(n_titles: int) -> "RankerStats":
@@ -58,6 +75,15 @@ class Ranker:
         self.cfg, self.catalog, self.members = cfg, catalog, members
         self.stats_ = RankerStats.zeros(catalog.n_titles)
         self.version_ = 0
+        # Attention exponent the inverse-propensity variant weights plays with; refitted from
+        # the exploration slice when it has enough plays (see LearnedRanker.fit).
+        self.position_exponent_ = cfg.position_exponent
+
+    def attention_estimate(self, row: np.ndarray, column: np.ndarray) -> np.ndarray:
+        """The ranker's estimate of P(tile looked at) up to a constant: ((row+1)(column+1))^-a.
+
+        The shape of the curve is the one T-RECS and Chaney et al. use; only ``a`` is learned."""
+        return ((row + 1.0) * (column + 1.0)) ** -self.position_exponent_
 
     def scores(self, member: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
@@ -135,6 +161,12 @@ class LearnedRanker(Ranker):
     prior from launch hype); ``w`` is the weighted least-squares slope of log play rate across
     affinity bins. Both come from impressions the ranker itself chose: plays at the top of the
     page are inflated by attention, and titles never shown stay at their prior.
+
+    Variants (``RankerConfig``): ``exploration_share`` fills that share of slots with random
+    launched titles (in :func:`sim.serving.explore_slots`, for any ranker); ``correction: ipw``
+    weights each play by 1 / estimated attention (exponent refitted from the explored slots'
+    play rate by row) and fits the slope on explored slots weighted by 1 / propensity;
+    ``retrain: once`` keeps the first fit (the engine skips later ones).
     """
 
     name = "learned"
@@ -147,11 +179,17 @@ class LearnedRanker(Ranker):
     def fit(self, stats, now):
         super().fit(stats, now)
         s = self.stats_
-        ok = s.bin_impressions > 0
+        bin_imp, bin_plays = s.bin_impressions, s.bin_plays
+        if self.cfg.correction == "ipw":
+            self._fit_position_exponent()
+            # The slope from explored slots only: there the ranker did not pick who saw what.
+            if s.explored_bin_impressions is not None and s.explored_bin_plays.sum() >= 30:
+                bin_imp, bin_plays = s.explored_bin_impressions, s.explored_bin_plays
+        ok = bin_imp > 0
         if ok.sum() >= 3:
             x = (np.arange(N_AFFINITY_BINS)[ok] + 0.5) / N_AFFINITY_BINS
-            y = np.log((s.bin_plays[ok] + 0.5) / s.bin_impressions[ok])
-            wts = s.bin_impressions[ok]
+            y = np.log((bin_plays[ok] + 0.5) / bin_imp[ok])
+            wts = bin_imp[ok]
             xm = np.average(x, weights=wts)
             var = np.average((x - xm) ** 2, weights=wts)
             if var > 0:
@@ -159,11 +197,35 @@ class LearnedRanker(Ranker):
                                                     weights=wts) / var, 0.0))
         self._refresh()
 
+    def _fit_position_exponent(self) -> None:
+        """Least-squares slope of log play rate on log(row + 1) over explored slots.
+
+        Explored titles are random, so their play rate by row is the attention curve times a
+        constant (columns are spread alike over rows). Needs plays on at least 3 rows."""
+        s = self.stats_
+        if s.row_explored_impressions is None:
+            return
+        ok = (s.row_explored_plays > 0) & (s.row_explored_impressions > 0)
+        if ok.sum() < 3 or s.row_explored_plays.sum() < 50:
+            return
+        x = np.log(np.arange(MAX_ROWS)[ok] + 1.0)
+        y = np.log(s.row_explored_plays[ok] / s.row_explored_impressions[ok])
+        wts = s.row_explored_plays[ok]          # ~ inverse variance of a log rate
+        xm = np.average(x, weights=wts)
+        slope = np.average((x - xm) * (y - np.average(y, weights=wts)), weights=wts) / max(
+            np.average((x - xm) ** 2, weights=wts), 1e-12)
+        self.position_exponent_ = float(np.clip(-slope, 0.0, 3.0))
+
     def _refresh(self):
         s, l2 = self.stats_, self.cfg.l2
-        base_rate = (s.title_plays.sum() + 1.0) / (s.title_impressions.sum() + 100.0)
+        plays = s.title_plays
+        if self.cfg.correction == "ipw" and s.title_plays_debiased is not None:
+            # Position-debiased plays: what the title would earn if every tile were looked at
+            # (rescaled to the logged total so the prior keeps its weight).
+            plays = s.title_plays_debiased * (s.title_plays.sum() / max(s.title_plays_debiased.sum(), 1e-12))
+        base_rate = (plays.sum() + 1.0) / (s.title_impressions.sum() + 100.0)
         prior_rate = base_rate * self.catalog.popularity_prior
-        self.bias_ = np.log((s.title_plays + l2 * prior_rate) / (s.title_impressions + l2)).astype(np.float32)
+        self.bias_ = np.log((plays + l2 * prior_rate) / (s.title_impressions + l2)).astype(np.float32)
 
     def affinity(self, member: np.ndarray) -> np.ndarray:
         """(n, n_titles) observed affinity of each member to each title."""

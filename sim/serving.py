@@ -12,7 +12,7 @@ import numpy as np
 
 from sim.config import DEVICE_VISIBLE_COLUMNS
 from sim.features import impression_context
-from sim.homepage import N_AFFINITY_BINS, RankerStats, affinity_bin, layout_pages
+from sim.homepage import MAX_ROWS, N_AFFINITY_BINS, RankerStats, affinity_bin, layout_pages
 from sim.policies.base import DecisionBatch, FeedbackBatch
 from sim.world.members import DEVICES
 
@@ -52,10 +52,12 @@ class ServedImpressions:
     uniform_take: np.ndarray
 
 
-def render(sim, visits: Visits, ranker, rng: np.random.Generator):
+def render(sim, visits: Visits, ranker, rng: np.random.Generator, with_pscore: bool = False):
     """Lay out pages and keep the tiles the member actually rendered.
 
-    Returns (visit_index, row, column, title), each (n,), for the rendered impressions.
+    Returns (visit_index, row, column, title), each (n,), for the rendered impressions, and with
+    ``with_pscore`` a fifth array: the ranker's propensity of the title in an explored slot
+    (``ranker.exploration_share`` / titles it could have drawn), 1 for the other slots.
     """
     cfg = ranker.cfg
     scores = np.asarray(ranker.scores(visits.member, rng), dtype=np.float32)
@@ -63,13 +65,61 @@ def render(sim, visits: Visits, ranker, rng: np.random.Generator):
         scores = scores.copy()
     affinity = ranker.genre_affinity(visits.member, rng)
     titles, _ = layout_pages(scores, affinity, sim.launched, sim.genre_index, cfg.rows, cfg.columns)
+    pscore = explore_slots(titles, sim.launched, cfg.exploration_share, rng) if cfg.exploration_share > 0 else None
     # Only rendered tiles are impressions: rows the member scrolled to, columns the device shows.
     cols = np.minimum(VISIBLE_COLUMNS[sim.world.members.device[visits.member]], cfg.columns)
     shown = ((np.arange(cfg.rows)[None, :, None] < visits.rows_viewed[:, None, None])
              & (np.arange(cfg.columns)[None, None, :] < cols[:, None, None])
              & (titles >= 0))
     v, r, c = np.nonzero(shown)
-    return v, r, c, titles[v, r, c]
+    if not with_pscore:
+        return v, r, c, titles[v, r, c]
+    return v, r, c, titles[v, r, c], (np.ones(v.size) if pscore is None else pscore[v, r, c])
+
+
+def explore_slots(titles: np.ndarray, launched: np.ndarray, share: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Replace a random ``share`` of the page slots with random launched titles, in place.
+
+    Each filled slot is explored independently with probability ``share`` and gets a title drawn
+    uniformly, without replacement, from the launched titles not on the page the ranker built,
+    so a title still appears at most once per page.
+
+    Parameters
+    ----------
+    titles : ndarray, shape (v, rows, columns), int64   modified in place
+    launched : ndarray, shape (n_titles,), bool
+
+    Returns
+    -------
+    pscore : ndarray, shape (v, rows, columns)   ``share / n_available`` in explored slots
+        (the probability of that title in that slot), 1 elsewhere.
+    """
+    v = titles.shape[0]
+    pscore = np.ones(titles.shape)
+    explore = (rng.random(titles.shape) < share) & (titles >= 0)
+    if v == 0 or not explore.any():
+        return pscore
+    T = launched.size
+    keys = rng.random((v, T))
+    keys[:, ~launched] = -1.0
+    vis, _, _ = np.nonzero(titles >= 0)
+    keys[vis, titles[titles >= 0]] = -1.0                     # already on the page
+    n_avail = (keys >= 0).sum(axis=1)
+    k = int(explore.sum(axis=(1, 2)).max())
+    k = min(k, T)
+    pick = np.argpartition(-keys, k - 1, axis=1)[:, :k] if k < T else np.argsort(-keys, axis=1)
+    ev, er, ec = np.nonzero(explore)                          # grouped by visit, in order
+    first = np.searchsorted(ev, np.arange(v))
+    j = np.arange(ev.size) - first[ev]                        # j-th explored slot of its page
+    ok = j < pick.shape[1]
+    new = np.full(ev.size, -1, dtype=np.int64)
+    new[ok] = pick[ev[ok], j[ok]]
+    ok &= new >= 0
+    ok[ok] = keys[ev[ok], new[ok]] >= 0                       # the page ran out of candidates
+    titles[ev[ok], er[ok], ec[ok]] = new[ok]
+    pscore[ev[ok], er[ok], ec[ok]] = share / n_avail[ev[ok]]
+    return pscore
 
 
 def serve_cell(sim, cell, visits: Visits, visit_ids: np.ndarray, visit_ctx: np.ndarray,
@@ -125,8 +175,12 @@ def serve_cell(sim, cell, visits: Visits, visit_ids: np.ndarray, visit_ctx: np.n
                              pq, oracle, uniform)
 
 
-def ranker_stats(sim, served: ServedImpressions) -> RankerStats:
-    """Additive ranker statistics from the credited plays of served impressions."""
+def ranker_stats(sim, served: ServedImpressions, ranker=None,
+                 ranker_pscore: np.ndarray | None = None) -> RankerStats:
+    """Additive ranker statistics from the credited plays of served impressions.
+
+    With a ``ranker`` whose ``correction`` is ``ipw`` (and the ranker propensity of each
+    impression, 1 for slots it did not explore) the debiasing statistics are filled in too."""
     cat = sim.world.catalog
     fb = served.credited
     title = fb.decisions.title
@@ -134,7 +188,20 @@ def ranker_stats(sim, served: ServedImpressions) -> RankerStats:
     aff = np.einsum("ng,ng->n", fb.decisions.context[:, :cat.n_genres], cat.title_genres[title])
     b = affinity_bin(aff)
     plays = fb.play.astype(np.float64)
-    return RankerStats(np.bincount(title, minlength=T).astype(np.float64),
-                       np.bincount(title, weights=plays, minlength=T),
-                       np.bincount(b, minlength=N_AFFINITY_BINS).astype(np.float64),
-                       np.bincount(b, weights=plays, minlength=N_AFFINITY_BINS))
+    stats = RankerStats(np.bincount(title, minlength=T).astype(np.float64),
+                        np.bincount(title, weights=plays, minlength=T),
+                        np.bincount(b, minlength=N_AFFINITY_BINS).astype(np.float64),
+                        np.bincount(b, weights=plays, minlength=N_AFFINITY_BINS))
+    if ranker is None or ranker.cfg.correction != "ipw":
+        return stats
+    row, col = fb.decisions.row.astype(np.int64), fb.decisions.column.astype(np.int64)
+    inv_att = 1.0 / ranker.attention_estimate(row, col)
+    stats.title_plays_debiased = np.bincount(title, weights=plays * inv_att, minlength=T)
+    p = np.ones(title.size) if ranker_pscore is None else ranker_pscore
+    ex = p < 1.0
+    stats.explored_bin_impressions = np.bincount(b[ex], weights=1.0 / p[ex], minlength=N_AFFINITY_BINS)
+    stats.explored_bin_plays = np.bincount(b[ex], weights=plays[ex] * inv_att[ex] / p[ex],
+                                           minlength=N_AFFINITY_BINS)
+    stats.row_explored_impressions = np.bincount(row[ex], minlength=MAX_ROWS).astype(np.float64)
+    stats.row_explored_plays = np.bincount(row[ex], weights=plays[ex], minlength=MAX_ROWS)
+    return stats

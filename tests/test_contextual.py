@@ -304,7 +304,7 @@ def test_lints_hybrid_is_the_joint_ridge_posterior():
     np.testing.assert_allclose(policy.mu_, joint[:k], rtol=1e-8, atol=1e-11)
     np.testing.assert_allclose(policy.theta_, joint[k:], rtol=1e-8, atol=1e-11)
     # Draws of the artwork intercepts: mean theta_, variance v^2 [M^-1]_aa (4000 draws).
-    draws = policy.arm_draws_.astype(np.float64)                    # (D, A)
+    draws = policy.arm_draws_.T.astype(np.float64)                  # (D, A)
     sd = v * np.sqrt(np.diag(np.linalg.inv(M))[k:])
     se = sd / np.sqrt(draws.shape[0])
     assert (np.abs(draws.mean(axis=0) - joint[k:]) < 5 * se + 1e-6).all()

@@ -33,7 +33,11 @@ from sim.policies.linear_algebra import cholesky
 
 @dataclass
 class HybridStats:
-    """Additive sums for the hybrid model (k shared features, one intercept per artwork)."""
+    """Additive sums for the hybrid model (k shared features, one intercept per artwork).
+
+    Dense over every artwork: the model's accumulated state. A serving window's statistics are
+    a :class:`HybridIncrement`, which touches only the artworks shown (adding one to this keeps
+    it dense)."""
 
     zz: np.ndarray         # (k, k)
     zr: np.ndarray         # (k,)
@@ -41,7 +45,13 @@ class HybridStats:
     arm_z: np.ndarray      # (n_artworks, k)
     arm_r: np.ndarray      # (n_artworks,)
 
-    def __add__(self, o: "HybridStats") -> "HybridStats":
+    def __add__(self, o) -> "HybridStats":
+        if isinstance(o, HybridIncrement):
+            arm_n, arm_z, arm_r = self.arm_n.copy(), self.arm_z.copy(), self.arm_r.copy()
+            arm_n[o.arms] += o.arm_n   # o.arms is unique: plain fancy-index addition is exact
+            arm_z[o.arms] += o.arm_z
+            arm_r[o.arms] += o.arm_r
+            return HybridStats(self.zz + o.zz, self.zr + o.zr, arm_n, arm_z, arm_r)
         return HybridStats(self.zz + o.zz, self.zr + o.zr, self.arm_n + o.arm_n,
                            self.arm_z + o.arm_z, self.arm_r + o.arm_r)
 
@@ -52,13 +62,38 @@ class HybridStats:
 
     @staticmethod
     def from_feedback(z: np.ndarray, artwork: np.ndarray, reward: np.ndarray,
-                      n_artworks: int) -> "HybridStats":
+                      n_artworks: int) -> "HybridIncrement":
         """Sums over impressions: ``z`` (n, k) features of the shown artworks, ``artwork`` (n,)."""
-        arm_z = np.zeros((n_artworks, z.shape[1]))
-        scatter_add_rows(arm_z, artwork, z)
-        return HybridStats(z.T @ z, z.T @ reward,
-                           np.bincount(artwork, minlength=n_artworks).astype(np.float64),
-                           arm_z, np.bincount(artwork, weights=reward, minlength=n_artworks))
+        arms, inverse = np.unique(artwork, return_inverse=True)
+        arm_z = np.zeros((arms.size, z.shape[1]))
+        scatter_add_rows(arm_z, inverse, z)
+        return HybridIncrement(z.T @ z, z.T @ reward, arms,
+                               np.bincount(inverse, minlength=arms.size).astype(np.float64),
+                               arm_z, np.bincount(inverse, weights=reward, minlength=arms.size))
+
+
+@dataclass
+class HybridIncrement:
+    """The same sums for the artworks a batch touched (sorted unique ``arms``): memory grows
+    with impressions served, not with the catalog, so the log pipeline can queue many."""
+
+    zz: np.ndarray         # (k, k)
+    zr: np.ndarray         # (k,)
+    arms: np.ndarray       # (m,) artwork ids, sorted, unique
+    arm_n: np.ndarray      # (m,)
+    arm_z: np.ndarray      # (m, k)
+    arm_r: np.ndarray      # (m,)
+
+    def __add__(self, o):
+        if isinstance(o, HybridStats):
+            return o + self
+        arms, inverse = np.unique(np.concatenate([self.arms, o.arms]), return_inverse=True)
+        arm_z = np.zeros((arms.size, self.zz.shape[0]))
+        scatter_add_rows(arm_z, inverse, np.concatenate([self.arm_z, o.arm_z]))
+        return HybridIncrement(self.zz + o.zz, self.zr + o.zr, arms,
+                               np.bincount(inverse, np.concatenate([self.arm_n, o.arm_n]), arms.size),
+                               arm_z,
+                               np.bincount(inverse, np.concatenate([self.arm_r, o.arm_r]), arms.size))
 
 
 @dataclass

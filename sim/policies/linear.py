@@ -24,7 +24,8 @@ from scipy import linalg
 
 from sim.policies.hybrid import HybridPosterior, HybridStats
 from sim.policies.linear_algebra import cholesky
-from sim.features import artwork_scores, candidate_feature_width, candidate_features
+from sim.features import (candidate_feature_width, candidate_features, interaction_scores,
+                          theme_scores)
 from sim.policies.base import (ArtworkPolicy, DecisionBatch, FeedbackBatch, Selection,
                                argmax_uniform_ties, check_count, check_range,
                                uniform_probabilities)
@@ -168,20 +169,33 @@ class SampledPosteriorPolicy(LinearPolicy):
         # Cholesky factor so that the draws do not depend on the BLAS.
         self.draws_ = (self.mu_[:, None] + self.posterior_scale()
                        * linalg.solve_triangular(self.chol_.T, z, lower=False)).astype(np.float32)
+        self._arm_table()
 
     def winners(self, batch: DecisionBatch) -> np.ndarray:
         """Index of the best candidate under each posterior draw, shape (n, n_draws)."""
         if batch.context is None:
             raise ValueError(f"policy {self.name!r} needs DecisionBatch.context (sim.features)")
         self._ensure(candidate_feature_width(batch.context.shape[1], self.catalog_.n_genres))
-        scores = self._scores(batch)                                               # (D, n, K)
-        scores += np.where(batch.mask, 0.0, -np.inf).astype(np.float32)[None]
-        return scores.argmax(axis=2).T
+        return self._scores(batch).argmax(axis=2).T
 
     def _scores(self, batch: DecisionBatch) -> np.ndarray:
-        """Candidate scores under each posterior draw, shape (D, n, K)."""
-        return artwork_scores(batch.context, batch.candidates, self.catalog_.artwork_theme,
-                              self.catalog_.n_genres, self.draws_)
+        """Candidate scores under each posterior draw, -inf on padding, shape (D, n, K)."""
+        scores = interaction_scores(batch.context, batch.candidates, self.catalog_.artwork_theme,
+                                    self.catalog_.n_genres, self.draws_)
+        scores += np.take(self.arm_table_, batch.candidates, axis=1)   # per-artwork part and mask
+        return scores
+
+    def _arm_table(self, per_artwork: np.ndarray | None = None) -> None:
+        """Per deploy: each artwork's member-independent score under each draw, (D, A + 1).
+
+        The theme block (and the hybrid intercepts, ``per_artwork`` (A, D)); the last column is
+        -inf, so padding candidates (index -1) never win."""
+        cat = self.catalog_
+        table = np.full((self.n_draws, cat.n_artworks + 1), -np.inf, dtype=np.float32)
+        table[:, :-1] = theme_scores(cat.artwork_theme, cat.n_genres, self.draws_)
+        if per_artwork is not None:
+            table[:, :-1] += per_artwork.T
+        self.arm_table_ = table
 
     def _probabilities_from(self, winners: np.ndarray, K: int) -> np.ndarray:
         n = winners.shape[0]
@@ -250,13 +264,8 @@ class LinTSPolicy(SampledPosteriorPolicy):
         self.mu_, self.theta_ = post.beta, post.theta
         beta, theta = post.draw(self.stats_, self.v, self.n_draws, self._draw_rng())
         self.draws_ = beta.astype(np.float32)                                   # (k, D)
-        self.arm_draws_ = np.ascontiguousarray(theta.T, dtype=np.float32)       # (D, A)
-
-    def _scores(self, batch: DecisionBatch) -> np.ndarray:
-        scores = super()._scores(batch)
-        if self.mode == "hybrid":
-            scores += self.arm_draws_[:, np.maximum(batch.candidates, 0)]
-        return scores
+        self.arm_draws_ = theta.astype(np.float32)                              # (A, D)
+        self._arm_table(self.arm_draws_)
 
 
 class LogisticTSPolicy(SampledPosteriorPolicy):

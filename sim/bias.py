@@ -1,0 +1,163 @@
+"""Feedback-loop measures: how a ranker trained on its own logs concentrates and drifts.
+
+Pure functions on arrays, so they can be fed from online accumulators or from a run's Parquet
+log alike (``experiments.analyses.feedback_loop`` reads the log). The measures and where they
+come from (see /work/shared/DOMAIN.md):
+
+* :func:`gini` of exposure (impressions) or consumption (plays) across titles;
+* :func:`effective_catalog_size` -- Netflix's ECS = 2 sum_i p_i i - 1 over titles sorted by
+  descending share of hours (Gomez-Uribe and Hunt 2015): 1 for a single title, N for uniform;
+* :func:`catalog_coverage` -- share of launched titles with at least one play;
+* :func:`homogenization` -- mean Jaccard overlap between each member's consumed set and that of
+  their most similar member (Chaney, Stewart, Engelhardt 2018); report it minus the same under
+  the oracle ranker;
+* :func:`popularity_amplification` -- exposure share of the initially most popular titles over
+  their share of true appeal (in the spirit of Mansoury et al. 2020): 1 means exposure follows
+  appeal, > 1 that the ranker over-exposes what was popular;
+* :func:`rank_agreement` -- mean per-member Spearman correlation between a ranker's scores and
+  the true member-title fit: ranker drift is how this moves over time (Jiang et al. 2019);
+* :func:`logged_take_bias` -- per artwork, the naive take fraction in the logs against its true
+  take fraction and the IPS-corrected estimate.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+
+def gini(counts: np.ndarray) -> float:
+    """Gini coefficient of non-negative counts (0: all equal, -> 1: all on one item).
+
+    ``counts`` shape (n_items,); items with zero count are included (they are unequal)."""
+    x = np.sort(np.asarray(counts, dtype=np.float64))
+    n, total = x.size, x.sum()
+    if n == 0 or total <= 0:
+        return float("nan")
+    i = np.arange(1, n + 1)
+    return float((2.0 * (i * x).sum()) / (n * total) - (n + 1.0) / n)
+
+
+def effective_catalog_size(hours: np.ndarray) -> float:
+    """ECS = 2 sum_i p_i i - 1 with p sorted descending, i from 1 (1 for one title, N for uniform).
+
+    ``hours`` shape (n_titles,): hours (or minutes, or plays) consumed per title."""
+    h = np.asarray(hours, dtype=np.float64)
+    total = h.sum()
+    if total <= 0:
+        return float("nan")
+    p = np.sort(h)[::-1] / total
+    return float(2.0 * (p * np.arange(1, p.size + 1)).sum() - 1.0)
+
+
+def catalog_coverage(plays: np.ndarray, launched: np.ndarray) -> float:
+    """Share of launched titles with at least one play. Both shape (n_titles,)."""
+    launched = np.asarray(launched, dtype=bool)
+    if not launched.any():
+        return float("nan")
+    return float((np.asarray(plays)[launched] > 0).mean())
+
+
+def jaccard_matrix(sets: np.ndarray) -> np.ndarray:
+    """Pairwise Jaccard similarity of boolean rows ``sets`` (n, n_items) -> (n, n).
+
+    Two empty sets have similarity 0 (they share nothing)."""
+    s = np.asarray(sets, dtype=np.float64)
+    inter = s @ s.T
+    size = s.sum(axis=1)
+    union = size[:, None] + size[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+def homogenization(sets: np.ndarray) -> float:
+    """Mean over members of the Jaccard overlap with their most similar other member.
+
+    ``sets`` (n_members, n_titles) bool: titles each member played. Members who played nothing
+    are left out (their overlap is undefined). Subtract the value under the oracle ranker to get
+    Chaney et al.'s homogenization. Cost O(n^2 n_titles): pass a sample of members."""
+    s = np.asarray(sets, dtype=bool)
+    s = s[s.any(axis=1)]
+    if s.shape[0] < 2:
+        return float("nan")
+    j = jaccard_matrix(s)
+    np.fill_diagonal(j, -1.0)
+    return float(j.max(axis=1).mean())
+
+
+def popularity_amplification(exposure: np.ndarray, appeal: np.ndarray, top: np.ndarray) -> float:
+    """Exposure share of the titles in ``top`` divided by their share of true appeal.
+
+    ``exposure`` and ``appeal`` shape (n_titles,) (restrict both to launched titles by zeroing
+    the rest); ``top`` bool or index array of the initially most popular titles."""
+    e, a = np.asarray(exposure, np.float64), np.asarray(appeal, np.float64)
+    if e.sum() <= 0 or a.sum() <= 0:
+        return float("nan")
+    return float((e[top].sum() / e.sum()) / (a[top].sum() / a.sum()))
+
+
+def rank_agreement(scores: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over rows of the Spearman correlation between ``scores`` and ``truth``, (n, m) each.
+
+    Rows with a constant vector (no ranking) count as 0. Equals scipy.stats.spearmanr per row.
+    NaN when there are fewer than two items (nothing launched yet) or no rows."""
+    if np.shape(scores)[0] == 0 or np.shape(scores)[1] < 2:
+        return float("nan")
+    rs = rankdata(np.asarray(scores, np.float64), axis=1)
+    rt = rankdata(np.asarray(truth, np.float64), axis=1)
+    rs -= rs.mean(axis=1, keepdims=True)
+    rt -= rt.mean(axis=1, keepdims=True)
+    denom = np.sqrt((rs ** 2).sum(axis=1) * (rt ** 2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.where(denom > 0, (rs * rt).sum(axis=1) / denom, 0.0)
+    return float(rho.mean()) if rho.size else float("nan")
+
+
+def logged_take_bias(artwork: np.ndarray, title: np.ndarray, quality_play: np.ndarray,
+                     expected_take: np.ndarray, pscore: np.ndarray, n_artworks: int) -> dict[str, np.ndarray]:
+    """Per artwork: the naive logged take fraction against the truth and the IPS estimate.
+
+    All inputs shape (n,) over logged impressions (``artwork`` are global artwork ids).
+
+    * ``naive`` -- quality plays / impressions where the image was shown;
+    * ``true_shown`` -- mean true quality-play probability (``expected_take``) over the same
+      impressions: what the naive estimate targets, up to noise;
+    * ``ips`` -- sum(r / p) over the image's impressions / all impressions of its title: an
+      estimate of its take fraction had it been shown on *every* impression of the title, the
+      quantity a policy needs. The naive estimate confuses the two when the logger shows the
+      image selectively (to the members it suits).
+
+    Returns a dict of arrays of shape (n_artworks,), NaN where the image was never shown, plus
+    ``title`` (the title of each artwork seen, -1 otherwise)."""
+    a = np.asarray(artwork, np.int64)
+    t = np.asarray(title, np.int64)
+    n = np.bincount(a, minlength=n_artworks).astype(np.float64)
+    r = np.asarray(quality_play, np.float64)
+    q = np.bincount(a, weights=r, minlength=n_artworks)
+    e = np.bincount(a, weights=np.asarray(expected_take, np.float64), minlength=n_artworks)
+    w = np.bincount(a, weights=r / np.asarray(pscore, np.float64), minlength=n_artworks)
+    title_of = np.full(n_artworks, -1, dtype=np.int64)
+    title_of[a] = t
+    per_title = np.bincount(t).astype(np.float64)
+    n_title = np.where(title_of >= 0, per_title[np.maximum(title_of, 0)], 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"impressions": n, "title": title_of, "naive": np.where(n > 0, q / n, np.nan),
+                "true_shown": np.where(n > 0, e / n, np.nan),
+                "ips": np.where(n > 0, w / n_title, np.nan)}
+
+
+class TitleExposure:
+    """Online per (day, cell, title) impressions and plays: memory days x cells x titles.
+
+    The engine adds every served batch; the measures above take one day's row."""
+
+    def __init__(self, n_days: int, n_cells: int, n_titles: int):
+        self.impressions = np.zeros((n_days, n_cells, n_titles))
+        self.plays = np.zeros((n_days, n_cells, n_titles))
+
+    def add(self, cell: int, time: np.ndarray, title: np.ndarray, play: np.ndarray) -> None:
+        D, _, T = self.impressions.shape
+        day = np.minimum((np.asarray(time) // 1440.0).astype(np.int64), D - 1)
+        flat = day * T + title
+        self.impressions[:, cell, :] += np.bincount(flat, minlength=D * T).reshape(D, T)
+        self.plays[:, cell, :] += np.bincount(flat, weights=np.asarray(play, np.float64),
+                                              minlength=D * T).reshape(D, T)
