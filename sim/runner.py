@@ -26,7 +26,7 @@ def make_progress(total_minutes: float, enabled: bool):
         return None, lambda: None
     from tqdm import tqdm
 
-    bar = tqdm(total=round(total_minutes / 60.0, 2), unit="sim-h", dynamic_ncols=True,
+    bar = tqdm(total=round(total_minutes / 60.0, 2), unit="sim-h", dynamic_ncols=True, mininterval=0.5,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} sim-h [{elapsed}<{remaining}{postfix}]")
     start = time.perf_counter()
     state = {"last": 0.0}
