@@ -53,12 +53,24 @@ class Cell:
 
 @dataclass
 class _Queue:
-    """Statistics waiting in the log pipeline: (available_at, stats), in time order."""
+    """Statistics waiting in the log pipeline: (available_at, stats), in time order.
 
+    The trainer takes them every ``period`` minutes, so statistics that become available within
+    the same period are summed as they arrive (the item keeps the latest ``available_at``): the
+    queue holds a few items per cadence, not one per serving window and member block.
+    """
+
+    period: float
     items: deque = field(default_factory=deque)
 
     def put(self, available_at: float, stats: Any) -> None:
-        self.items.append((available_at, stats))
+        if stats is None:   # a policy that does not learn
+            return
+        bucket = math.ceil(available_at / self.period)
+        if self.items and math.ceil(self.items[-1][0] / self.period) == bucket:
+            self.items[-1] = (max(available_at, self.items[-1][0]), self.items[-1][1] + stats)
+        else:
+            self.items.append((available_at, stats))
 
     def take(self, now: float):
         """Sum of every statistic available at ``now`` (None if nothing arrived)."""
@@ -110,8 +122,8 @@ class Simulation:
                                           self.horizon, eng.snapshot_hours * 60.0)
         self.log: ImpressionLog | None = None   # set by the runner when logging to disk
         self.visit_log: VisitLog | None = None
-        self.policy_queues = [_Queue() for _ in self.cells]
-        self.ranker_queues = {id(r): _Queue() for r in self._rankers()}
+        self.policy_queues = [_Queue(eng.retrain_hours * 60.0) for _ in self.cells]
+        self.ranker_queues = {id(r): _Queue(eng.ranker_retrain_hours * 60.0) for r in self._rankers()}
         self._history = []          # pending (time, member, title, played) chunks
         self._visit_counter = 0
         self.impressions = 0
