@@ -21,8 +21,12 @@ come from (see /work/shared/DOMAIN.md):
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.stats import rankdata
+
+from sim.streams import generator
 
 
 def gini(counts: np.ndarray) -> float:
@@ -156,8 +160,44 @@ class TitleExposure:
 
     def add(self, cell: int, time: np.ndarray, title: np.ndarray, play: np.ndarray) -> None:
         D, _, T = self.impressions.shape
+        if title.size == 0:
+            return
         day = np.minimum((np.asarray(time) // 1440.0).astype(np.int64), D - 1)
-        flat = day * T + title
-        self.impressions[:, cell, :] += np.bincount(flat, minlength=D * T).reshape(D, T)
-        self.plays[:, cell, :] += np.bincount(flat, weights=np.asarray(play, np.float64),
-                                              minlength=D * T).reshape(D, T)
+        # A serving batch spans one or two days: count only those rows, not all D.
+        d0, d1 = int(day.min()), int(day.max()) + 1
+        flat = (day - d0) * T + title
+        n = (d1 - d0) * T
+        self.impressions[d0:d1, cell, :] += np.bincount(flat, minlength=n).reshape(-1, T)
+        self.plays[d0:d1, cell, :] += np.bincount(flat, weights=np.asarray(play, np.float64),
+                                                  minlength=n).reshape(-1, T)
+
+
+class RankerDrift:
+    """Rank agreement between each ranker's scores and the true member-title fit, over time.
+
+    Recorded at the start and after every ranker retrain on a fixed sample of members (the
+    ``bias-sample`` stream) over the launched titles: ``spearman`` is the mean per-member
+    Spearman correlation (:func:`sim.bias.rank_agreement`). The oracle stays at 1; a ranker
+    that learns from its own exposure drifts away from the truth or converges to it slowly."""
+
+    SAMPLE = 200
+
+    def __init__(self, sim, cells_of_ranker: list[str]):
+        self.sim = sim
+        n = sim.world.members.n_members
+        rng = generator(sim.config.seed, "bias-sample")
+        self.members = np.sort(rng.choice(n, size=min(self.SAMPLE, n), replace=False))
+        self.truth = sim.world.response.title_scores(self.members)
+        self.cells = {id(r): label for r, label in zip(sim._rankers(), cells_of_ranker)}
+        self.rows: list[dict] = []
+
+    def record(self, now: float, ranker: Ranker) -> None:
+        if not self.cells[id(ranker)]:
+            return          # a shared ranker no cell uses
+        launched = self.sim.launched
+        scores = np.asarray(ranker.scores(self.members, generator(self.sim.config.seed, "bias-drift", len(self.rows))))
+        rho = rank_agreement(scores[:, launched], self.truth[:, launched])
+        if not math.isfinite(rho):
+            return          # fewer than two launched titles: no ranking to compare (no nulls in metrics.json)
+        self.rows.append({"time_hours": now / 60.0, "cells": self.cells[id(ranker)], "ranker": ranker.name,
+                          "version": int(ranker.version_), "spearman": rho})

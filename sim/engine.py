@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-from sim.bias import TitleExposure, rank_agreement
+from sim.bias import RankerDrift, TitleExposure
 from sim.config import ExperimentConfig
 from sim.homepage import GenreIndex, Ranker, build_ranker
 from sim.features import visit_context
@@ -188,10 +188,12 @@ class Simulation:
         return Visits(member[order], t[order], self._scroll_depth(rng, member.size))
 
     def _scroll_depth(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        cont, rows = self.config.world.response.scroll_continue, self.config.ranker.rows
+        """Rows a member would scroll through (not capped: each ranker's page has its own
+        number of rows, and rendering keeps only the rows that exist)."""
+        cont = self.config.world.response.scroll_continue
         if cont >= 1.0:
-            return np.full(n, rows, dtype=np.int64)
-        return np.minimum(rng.geometric(1.0 - cont, size=n), rows)
+            return np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+        return rng.geometric(1.0 - cont, size=n)
 
     # ---- serving --------------------------------------------------------------------------
     def serve(self, visits: Visits, keys: tuple[int, ...]) -> None:
@@ -332,7 +334,7 @@ class Simulation:
         while True:
             yield env.timeout(every)
             stats = self.ranker_queues[id(ranker)].take(env.now)
-            if stats is not None and not (ranker.cfg.retrain == "once" and ranker.version_ >= 1):
+            if stats is not None and not ranker.frozen:
                 ranker.fit(stats, env.now)
             self.drift.record(env.now, ranker)
 
@@ -369,34 +371,3 @@ class Simulation:
         }
         summary["ranker_drift"] = self.drift.rows
         return summary
-
-
-class RankerDrift:
-    """Rank agreement between each ranker's scores and the true member-title fit, over time.
-
-    Recorded at the start and after every ranker retrain on a fixed sample of members (the
-    ``bias-sample`` stream) over the launched titles: ``spearman`` is the mean per-member
-    Spearman correlation (:func:`sim.bias.rank_agreement`). The oracle stays at 1; a ranker
-    that learns from its own exposure drifts away from the truth or converges to it slowly."""
-
-    SAMPLE = 200
-
-    def __init__(self, sim: "Simulation", cells_of_ranker: list[str]):
-        self.sim = sim
-        n = sim.world.members.n_members
-        rng = generator(sim.config.seed, "bias-sample")
-        self.members = np.sort(rng.choice(n, size=min(self.SAMPLE, n), replace=False))
-        self.truth = sim.world.response.title_scores(self.members)
-        self.cells = {id(r): label for r, label in zip(sim._rankers(), cells_of_ranker)}
-        self.rows: list[dict] = []
-
-    def record(self, now: float, ranker: Ranker) -> None:
-        if not self.cells[id(ranker)]:
-            return          # a shared ranker no cell uses
-        launched = self.sim.launched
-        scores = np.asarray(ranker.scores(self.members, generator(self.sim.config.seed, "bias-drift", len(self.rows))))
-        rho = rank_agreement(scores[:, launched], self.truth[:, launched])
-        if not math.isfinite(rho):
-            return          # fewer than two launched titles: no ranking to compare (no nulls in metrics.json)
-        self.rows.append({"time_hours": now / 60.0, "cells": self.cells[id(ranker)], "ranker": ranker.name,
-                          "version": int(ranker.version_), "spearman": rho})

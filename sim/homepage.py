@@ -91,6 +91,11 @@ class Ranker:
     def genre_affinity(self, member: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return observed_affinity(self.members, self.catalog, member)
 
+    @property
+    def frozen(self) -> bool:
+        """``retrain: once``: after its first fit the ranker takes no more data."""
+        return self.cfg.retrain == "once" and self.version_ >= 1
+
     def fit(self, stats: RankerStats, now: float) -> None:
         """Retrain on newly available logged statistics (additive)."""
         self.stats_ = self.stats_ + stats
@@ -166,7 +171,7 @@ class LearnedRanker(Ranker):
     launched titles (in :func:`sim.serving.explore_slots`, for any ranker); ``correction: ipw``
     weights each play by 1 / estimated attention (exponent refitted from the explored slots'
     play rate by row) and fits the slope on explored slots weighted by 1 / propensity;
-    ``retrain: once`` keeps the first fit (the engine skips later ones).
+    ``retrain: once`` keeps the first fit (``frozen``: the engine skips later ones).
     """
 
     name = "learned"

@@ -55,6 +55,10 @@ class HybridStats:
         return HybridStats(self.zz + o.zz, self.zr + o.zr, self.arm_n + o.arm_n,
                            self.arm_z + o.arm_z, self.arm_r + o.arm_r)
 
+    @property
+    def dim(self) -> int:
+        return int(self.zr.shape[0])
+
     @staticmethod
     def zeros(k: int, n_artworks: int) -> "HybridStats":
         return HybridStats(np.zeros((k, k)), np.zeros(k), np.zeros(n_artworks),
@@ -83,6 +87,10 @@ class HybridIncrement:
     arm_n: np.ndarray      # (m,)
     arm_z: np.ndarray      # (m, k)
     arm_r: np.ndarray      # (m,)
+
+    @property
+    def dim(self) -> int:
+        return int(self.zr.shape[0])
 
     def __add__(self, o):
         if isinstance(o, HybridStats):

@@ -45,6 +45,10 @@ class GramStats:
     def __add__(self, other: "GramStats") -> "GramStats":
         return GramStats(self.A + other.A, self.b + other.b, self.n + other.n)
 
+    @property
+    def dim(self) -> int:
+        return int(self.b.shape[0])
+
     @staticmethod
     def zeros(d: int) -> "GramStats":
         return GramStats(np.zeros((d, d)), np.zeros(d), 0.0)
@@ -87,8 +91,8 @@ class LinearPolicy(ArtworkPolicy):
         r = feedback.reward(self.reward)
         return GramStats(x.T @ x, x.T @ r, float(len(feedback)))
 
-    def update(self, stats: GramStats) -> None:
-        self._ensure(stats.b.shape[0])
+    def update(self, stats) -> None:
+        self._ensure(stats.dim)
         self.stats_ = self.stats_ + stats
         self.model_version_ += 1   # before _deploy: its random stream is keyed by version
         self._deploy()
@@ -164,6 +168,10 @@ class SampledPosteriorPolicy(LinearPolicy):
 
     def _deploy(self) -> None:
         self._fit()
+        self._draw()
+
+    def _draw(self) -> None:
+        """The deploy's posterior sample (from ``mu_`` and ``chol_``) and its per-artwork table."""
         z = self._draw_rng().standard_normal((self.mu_.shape[0], self.n_draws))
         # theta = mu + s L^-T z has covariance s^2 (L L^T)^-1: the posterior, drawn through its
         # Cholesky factor so that the draws do not depend on the BLAS.
@@ -251,12 +259,6 @@ class LinTSPolicy(SampledPosteriorPolicy):
         return HybridStats.from_feedback(self.chosen_features(feedback), feedback.artwork,
                                          feedback.reward(self.reward), self.catalog_.n_artworks)
 
-    def update(self, stats) -> None:
-        self._ensure(stats.zr.shape[0] if self.mode == "hybrid" else stats.b.shape[0])
-        self.stats_ = self.stats_ + stats
-        self.model_version_ += 1
-        self._deploy()
-
     def _deploy(self) -> None:
         if self.mode == "shared":
             return super()._deploy()
@@ -296,7 +298,6 @@ class LogisticTSPolicy(SampledPosteriorPolicy):
             # Start at a logit near a 2 % base rate so the first gradients are informative.
             self.m_ = np.zeros(d)
             self.m_[0] = np.log(0.02 / 0.98)
-            self.hessian_ = np.zeros((d, d))
         super()._ensure(d)
 
     def sufficient_stats(self, feedback: FeedbackBatch) -> GramStats:
@@ -309,25 +310,24 @@ class LogisticTSPolicy(SampledPosteriorPolicy):
         return GramStats((x * w[:, None]).T @ x, x.T @ (r - p), float(len(feedback)))
 
     def update(self, stats: GramStats) -> None:
-        self._ensure(stats.b.shape[0])
-        self.hessian_ = self.hessian_ + stats.A
-        precision = self.l2 * np.eye(stats.b.shape[0]) + self.hessian_
-        chol = cholesky(precision, "logistic_ts: the Laplace precision l2*I + H")
-        step = linalg.cho_solve((chol, True), stats.b)                  # one Newton step
+        # stats_.A accumulates the Hessian: the Laplace precision is l2 I + A (_precision).
+        self._ensure(stats.dim)
+        self.stats_ = self.stats_ + stats
+        self._fit()
+        step = linalg.cho_solve((self.chol_, True), stats.b)            # one Newton step
         # Damped: the curvature was taken at the serving model, which can be far from the data
         # early on (a full step from a 2 % start overshoots a 9 % truth five-fold).
         largest = np.abs(step).max()
         if largest > self.max_step:
             step *= self.max_step / largest
         self.m_ = self.m_ + step
-        self.stats_ = self.stats_ + stats
+        self.mu_ = self.m_
         self.model_version_ += 1
-        self._deploy()
+        self._draw()
 
     def posterior_scale(self) -> float:
         return self.exploration
 
     def _fit(self) -> None:
-        precision = self.l2 * np.eye(self.m_.shape[0]) + self.hessian_
-        self.chol_ = cholesky(precision, "logistic_ts: the Laplace precision l2*I + H")
+        self.chol_ = cholesky(self._precision(), "logistic_ts: the Laplace precision l2*I + H")
         self.mu_ = self.m_

@@ -43,6 +43,10 @@ class DisjointStats:
     def __add__(self, o: "DisjointStats") -> "DisjointStats":
         return DisjointStats(self.xx + o.xx, self.xr + o.xr)
 
+    @property
+    def dim(self) -> int:
+        return int(self.xr.shape[1])
+
 
 class LinUCBPolicy(ArtworkPolicy):
     """Upper-confidence artwork choice with a linear reward model (see module docstring)."""
@@ -100,8 +104,7 @@ class LinUCBPolicy(ArtworkPolicy):
         return DisjointStats(xx, xr)
 
     def update(self, stats) -> None:
-        k = stats.zr.shape[0] if self.mode == "hybrid" else stats.xr.shape[1]
-        self._ensure(k)
+        self._ensure(stats.dim)
         self.stats_ = self.stats_ + stats
         self.model_version_ += 1
         self._deploy()
