@@ -178,26 +178,32 @@ class RankerDrift:
     Recorded at the start and after every ranker retrain on a fixed sample of members (the
     ``bias-sample`` stream) over the launched titles: ``spearman`` is the mean per-member
     Spearman correlation (:func:`sim.bias.rank_agreement`). The oracle stays at 1; a ranker
-    that learns from its own exposure drifts away from the truth or converges to it slowly."""
+    that learns from its own exposure drifts away from the truth or converges to it slowly.
+
+    The sample's scores are computed where the members' history lives (the shards) and handed
+    to :meth:`record`."""
 
     SAMPLE = 200
 
-    def __init__(self, sim, cells_of_ranker: list[str]):
-        self.sim = sim
-        n = sim.world.members.n_members
-        rng = generator(sim.config.seed, "bias-sample")
-        self.members = np.sort(rng.choice(n, size=min(self.SAMPLE, n), replace=False))
-        self.truth = sim.world.response.title_scores(self.members)
-        self.cells = {id(r): label for r, label in zip(sim._rankers(), cells_of_ranker)}
+    def __init__(self, seed: int, response, cells_of_ranker: list[str]):
+        self.members = self.sample(seed, response.tastes.shape[0])
+        self.truth = response.title_scores(self.members)
+        self.cells = cells_of_ranker            # per ranker index: the cells it serves ("" = none)
         self.rows: list[dict] = []
 
-    def record(self, now: float, ranker: Ranker) -> None:
-        if not self.cells[id(ranker)]:
-            return          # a shared ranker no cell uses
-        launched = self.sim.launched
-        scores = np.asarray(ranker.scores(self.members, generator(self.sim.config.seed, "bias-drift", len(self.rows))))
+    @classmethod
+    def sample(cls, seed: int, n_members: int) -> np.ndarray:
+        rng = generator(seed, "bias-sample")
+        return np.sort(rng.choice(n_members, size=min(cls.SAMPLE, n_members), replace=False))
+
+    def wanted(self, r_index: int) -> bool:
+        return bool(self.cells[r_index])       # a shared ranker no cell uses is not tracked
+
+    def record(self, now: float, r_index: int, ranker: Ranker, scores: np.ndarray,
+               launched: np.ndarray) -> None:
+        """``scores`` (sample size, n_titles): the ranker's scores of the sample members."""
         rho = rank_agreement(scores[:, launched], self.truth[:, launched])
         if not math.isfinite(rho):
             return          # fewer than two launched titles: no ranking to compare (no nulls in metrics.json)
-        self.rows.append({"time_hours": now / 60.0, "cells": self.cells[id(ranker)], "ranker": ranker.name,
+        self.rows.append({"time_hours": now / 60.0, "cells": self.cells[r_index], "ranker": ranker.name,
                           "version": int(ranker.version_), "spearman": rho})

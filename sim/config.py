@@ -33,6 +33,10 @@ RANKER_RETRAIN = ("repeated", "once")
 #: experiment's ranker trained on that cell's logs only (no interference through the ranker).
 RANKER_SCOPES = ("shared", "per_cell")
 ENGINE_MODES = ("batched", "reference")
+#: Where member shards run (README, "Scale"): in this process, in worker processes, on Ray.
+ENGINE_BACKENDS = ("local", "processes", "ray")
+#: Engine keys that say how a run executes, not what it simulates: results do not depend on them.
+EXECUTION_KEYS = ("backend", "shards", "sync_hours", "ray_address", "ray_cpus_per_shard", "progress")
 #: Analyses an experiment can request (modules of experiments.analyses).
 ANALYSIS_NAMES = ("cold_start", "netflix_replay", "feedback_loop")
 REWARD_NAMES = ("click", "play", "quality_play")
@@ -81,6 +85,12 @@ def check_bool(key: str, v: Any) -> bool:
     if not isinstance(v, bool):
         raise ConfigError(key, v, "true or false")
     return v
+
+
+def _optional_str(key: str, v: Any) -> str | None:
+    if v is None or (isinstance(v, str) and v.strip()):
+        return v
+    raise ConfigError(key, v, "null or a non-empty string")
 
 
 def check_choice(key: str, v: Any, choices: tuple[str, ...] | list[str]) -> str:
@@ -246,6 +256,12 @@ class EngineConfig:
     log_chunk_rows: int = 500_000
     track_regret: bool = True
     progress: bool = True
+    # Execution (EXECUTION_KEYS): same config and seed give identical results for any of these.
+    backend: str = "local"                # local | processes (worker processes) | ray
+    shards: int = 1                       # member shards (whole member blocks each)
+    sync_hours: float = 1.0               # longest stretch shards serve between two reductions
+    ray_address: str | None = None        # None: start a local Ray; "auto" or "ray://host:10001": a cluster
+    ray_cpus_per_shard: float = 1.0
 
     @staticmethod
     def from_dict(d: Mapping[str, Any], prefix: str = "engine") -> "EngineConfig":
@@ -267,7 +283,16 @@ class EngineConfig:
             log_chunk_rows=check_int(f"{prefix}.log_chunk_rows", get("log_chunk_rows"), 1, 1 << 31),
             track_regret=check_bool(f"{prefix}.track_regret", get("track_regret")),
             progress=check_bool(f"{prefix}.progress", get("progress")),
+            backend=check_choice(f"{prefix}.backend", get("backend"), ENGINE_BACKENDS),
+            shards=check_int(f"{prefix}.shards", get("shards"), 1, 4096),
+            sync_hours=pos("sync_hours", 1e5),
+            ray_address=_optional_str(f"{prefix}.ray_address", get("ray_address")),
+            ray_cpus_per_shard=check_float(f"{prefix}.ray_cpus_per_shard", get("ray_cpus_per_shard"), 0, 1024),
         )
+        if cfg.mode == "reference" and (cfg.backend != "local" or cfg.shards != 1):
+            raise ConfigError(f"{prefix}.mode", cfg.mode,
+                              "batched when engine.backend is not local or engine.shards > 1 "
+                              "(reference mode serves one visit at a time in one process)")
         # A model is frozen inside a serving window, so the window must be shorter than every
         # model-update cadence, or retrains would be silently skipped.
         for key, minutes in (("retrain_hours", cfg.retrain_hours * 60),

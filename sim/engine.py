@@ -2,14 +2,19 @@
 
 Actors (SimPy processes):
 
-* ``serving`` -- every serving window, the visits of each member block that fall in the window
-  (inhomogeneous Poisson, diurnal curve in the member's local time) are served together;
-  ``member_visits`` replaces it in reference mode with one process per member and one batch per
-  visit;
-* ``title_launches`` -- new titles become available;
+* ``serving`` -- step by step (at most ``sync_hours`` long, and a new step wherever a model
+  changes), the member shards (:mod:`sim.shard`, placed by :mod:`sim.backends`) serve every
+  serving window of the step: the visits of each member block that fall in the window
+  (inhomogeneous Poisson, diurnal curve in the member's local time) are served together; the
+  driver then reduces what the shards return in block order. ``member_visits`` replaces it in
+  reference mode with one process per member and one batch per visit;
 * ``policy_trainer`` / ``deploy`` -- every ``retrain_hours``, each cell's policy takes the
   statistics of the logs that have arrived and deploys a new version after ``deploy_delay``;
 * ``ranker_trainer`` -- every ``ranker_retrain_hours`` the rankers refit on the same logs.
+
+A model that changes at minute t serves every window that starts at or after t (the serving
+process wakes after every other event of the same minute). Titles launched by a window's start
+are on that window's pages.
 
 Delays: an impression's outcomes (click -> play -> quality) occur later than the impression, and
 are credited only inside the attribution window; the attributed record reaches the trainers
@@ -22,33 +27,25 @@ import math
 import time as wallclock
 from collections import deque
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import simpy
 
+from sim.backends import LocalBackend, ProcessBackend, RayBackend
 from sim.bias import RankerDrift, TitleExposure
-from sim.config import ExperimentConfig
-from sim.homepage import GenreIndex, Ranker, build_ranker
-from sim.features import visit_context
+from sim.config import ConfigError, ExperimentConfig
+from sim.homepage import Ranker, build_ranker
 from sim.logs import ImpressionLog, VisitLog
 from sim.metrics import MetricsAccumulator
-from sim.policies import ArtworkPolicy, build_policy
-from sim.serving import Visits, ranker_stats, render, serve_cell
+from sim.policies import build_policy
+from sim.serving import Visits
+from sim.shard import Cell, ShardServer, StepResult, block_ranges, dump_models
 from sim.streams import generator, stable_unit_hash
 from sim.world import World, build_world
-from sim.world.shown import ShownArtworks
 
-SimTime = float
-
-
-@dataclass
-class Cell:
-    name: str
-    index: int
-    share: float
-    policy: ArtworkPolicy
-    ranker: Ranker | None          # None: the experiment's shared ranker
+__all__ = ["Cell", "Simulation", "allocate_cells", "build_loop"]
 
 
 @dataclass
@@ -89,212 +86,170 @@ def allocate_cells(n_members: int, shares: list[float], salt: str) -> np.ndarray
     return np.searchsorted(edges, u, side="right").astype(np.int64)
 
 
+class _AfterOthers(simpy.events.Event):
+    """A timeout processed after every other event of the same instant (SimPy orders events at
+    equal times by priority, then by scheduling order; normal events have priority 1)."""
+
+    def __init__(self, env: simpy.Environment, delay: float):
+        super().__init__(env)
+        self._ok, self._value = True, None
+        env.schedule(self, priority=2, delay=delay)
+
+
+def build_loop(config: ExperimentConfig) -> SimpleNamespace:
+    """World, cells (policies, rankers) and cell allocation: a pure function of the config.
+
+    Policies are built first: they fail on bad input faster than the world is drawn."""
+    horizon = config.engine.days * 1440.0
+    specs = [(f"experiment.cells[{i}].policy", c.policy) for i, c in enumerate(config.cells)]
+    # Each cell's policy gets its own seed for deploy-time Monte Carlo.
+    policies = [build_policy(spec, key, seed=int(generator(config.seed, "policy-seed", i).integers(2**31)))
+                for i, (key, spec) in enumerate(specs)]
+    world: World = build_world(config.world, config.seed, horizon)
+    shared = build_ranker(config.ranker, world.catalog, world.members, world.response)
+    cells = []
+    for i, (c, policy) in enumerate(zip(config.cells, policies)):
+        policy.reset(world.catalog)
+        if policy.reads_ground_truth:
+            policy.attach_ground_truth(world.response)
+        own = None if c.ranker is None else build_ranker(c.ranker, world.catalog, world.members, world.response)
+        cells.append(Cell(c.name, i, c.share, policy, own))
+    rankers = [shared] + [c.ranker for c in cells if c.ranker is not None]
+    member_cell = allocate_cells(world.members.n_members, [c.share for c in cells], config.name)
+    return SimpleNamespace(world=world, cells=cells, shared_ranker=shared, rankers=rankers,
+                           member_cell=member_cell,
+                           drift_sample=RankerDrift.sample(config.seed, world.members.n_members))
+
+
 class Simulation:
-    """One experiment: world, cells, engine. ``run()`` returns the summary dict."""
+    """One experiment: the driver of the closed loop. ``run()`` returns the summary dict.
+
+    The driver owns the models (it trains and deploys them), the log pipeline queues and the
+    log writers; member shards (``engine.shards``, placed by ``engine.backend``) serve."""
 
     def __init__(self, config: ExperimentConfig):
         self.config = config
         eng = config.engine
         self.horizon = eng.days * 1440.0
-        # Build everything that can fail on bad input before the world (which is the slow part).
-        specs = [(f"experiment.cells[{i}].policy", c.policy) for i, c in enumerate(config.cells)]
-        # Each cell's policy gets its own seed for deploy-time Monte Carlo.
-        policies = [build_policy(spec, key, seed=int(generator(config.seed, "policy-seed", i).integers(2**31)))
-                    for i, (key, spec) in enumerate(specs)]
-        self.world: World = build_world(config.world, config.seed, self.horizon)
+        if eng.backend == "ray":
+            try:
+                import ray  # noqa: F401
+            except ImportError:
+                raise ConfigError("engine.backend", "ray", "local or processes: Ray is not installed "
+                                  "(pip install -e '.[ray]')") from None
+        loop = build_loop(config)
+        self.world: World = loop.world
+        self.cells: list[Cell] = loop.cells
+        self.shared_ranker: Ranker = loop.shared_ranker
+        self.rankers: list[Ranker] = loop.rankers
+        self.member_cell = loop.member_cell
         w = self.world
-        self.genre_index = GenreIndex(w.catalog)
-        self.launched = w.catalog.launched(0.0)
-        self.shared_ranker = build_ranker(config.ranker, w.catalog, w.members, w.response)
-        self.cells: list[Cell] = []
-        for i, (c, policy) in enumerate(zip(config.cells, policies)):
-            policy.reset(w.catalog)
-            if policy.reads_ground_truth:
-                policy.attach_ground_truth(w.response)
-            own = None if c.ranker is None else build_ranker(c.ranker, w.catalog, w.members, w.response)
-            self.cells.append(Cell(c.name, i, c.share, policy, own))
-        # Remember shown images only when something reads them (memory: members x shown_memory).
-        tracks_shown = (config.world.response.artwork_change_penalty > 0
-                        or any(c.policy.uses_shown_artworks for c in self.cells))
-        self.shown = ShownArtworks(w.members.n_members, config.world.shown_memory) if tracks_shown else None
-        self.member_cell = allocate_cells(w.members.n_members, [c.share for c in self.cells], config.name)
-        self.metrics = MetricsAccumulator(w.members.n_members, [c.name for c in self.cells],
-                                          self.horizon, eng.snapshot_hours * 60.0)
+        n_members, names = w.members.n_members, [c.name for c in self.cells]
+        self.metrics = MetricsAccumulator(n_members, names, self.horizon, eng.snapshot_hours * 60.0)
+        self.exposure = TitleExposure(max(1, math.ceil(eng.days)), len(self.cells), w.catalog.n_titles)
         self.log: ImpressionLog | None = None   # set by the runner when logging to disk
         self.visit_log: VisitLog | None = None
         self.policy_queues = [_Queue(eng.retrain_hours * 60.0) for _ in self.cells]
-        self.ranker_queues = {id(r): _Queue(eng.ranker_retrain_hours * 60.0) for r in self._rankers()}
-        self._history = []          # pending (time, member, title, played) chunks
-        self._visit_counter = 0
+        self.ranker_queues = [_Queue(eng.ranker_retrain_hours * 60.0) for _ in self.rankers]
+        self.drift = RankerDrift(config.seed, w.response, [
+            ",".join(c.name for c in self.cells if self._ranker_of(c) is r) for r in self.rankers])
+        # In-process shards (backend local); other backends start theirs in run().
+        self.shards: list[ShardServer] = []
+        if eng.backend == "local":
+            self.shards = [ShardServer(config, w, self.cells, self.rankers, self.member_cell, blocks,
+                                       loop.drift_sample, log_enabled=False)
+                           for blocks in block_ranges(n_members, eng.member_block, eng.shards)]
         self.impressions = 0
-        self._block_tables = self._build_block_tables()
+        self.visits = 0
         self.deploys = 0
-        self.exposure = TitleExposure(max(1, math.ceil(eng.days)), len(self.cells), w.catalog.n_titles)
-        self.drift = RankerDrift(self, [
-            ",".join(c.name for c in self.cells if self._ranker_of(c) is r) for r in self._rankers()])
+        self._models_changed = True
+        self._drift_requests: list[tuple[int, float]] = []
 
     # ------------------------------------------------------------------------------------
-    def _rankers(self) -> list[Ranker]:
-        return [self.shared_ranker] + [c.ranker for c in self.cells if c.ranker is not None]
-
     def _ranker_of(self, cell: Cell) -> Ranker:
         return cell.ranker if cell.ranker is not None else self.shared_ranker
 
-    def _build_block_tables(self):
-        """Per member block and time zone: member ids and cumulative visit rates."""
-        m = self.world.members
-        B = self.config.engine.member_block
-        tables = []
-        for lo in range(0, m.n_members, B):
-            ids = np.arange(lo, min(lo + B, m.n_members))
-            per_tz = []
-            for off in np.unique(m.utc_offset_hours[ids]):
-                sel = ids[m.utc_offset_hours[ids] == off]
-                per_tz.append((float(off), sel, np.cumsum(m.visit_rate[sel])))
-            tables.append(per_tz)
-        return tables
-
-    def diurnal_integral(self, t0: float, t1: float, utc_offset: float) -> float:
-        """Integral over [t0, t1] minutes of the diurnal multiplier (mean 1) in local time."""
-        wc = self.config.world
-        omega = 2 * math.pi / 1440.0
-        shift = (utc_offset - wc.diurnal_peak_hour) * 60.0
-        a = wc.diurnal_amplitude
-        return (t1 - t0) + a / omega * (math.sin(omega * (t1 + shift)) - math.sin(omega * (t0 + shift)))
-
-    def diurnal_rate(self, t: float, utc_offset: np.ndarray) -> np.ndarray:
-        wc = self.config.world
-        local_min = t + (utc_offset - wc.diurnal_peak_hour) * 60.0
-        return 1.0 + wc.diurnal_amplitude * np.cos(2 * math.pi * local_min / 1440.0)
-
-    # ---- arrivals -----------------------------------------------------------------------
-    def window_arrivals(self, block: int, window: int, t0: float, t1: float) -> Visits:
-        """Visits of one member block in [t0, t1): Poisson counts per time zone, members drawn
-        in proportion to their rates (equivalent to independent Poisson processes per member)."""
-        rng = generator(self.config.seed, "arrivals", block, window)
-        members, times = [], []
-        for off, ids, cum in self._block_tables[block]:
-            lam = cum[-1] * self.diurnal_integral(t0, t1, off)
-            n = rng.poisson(lam)
-            if n == 0:
-                continue
-            pick = np.searchsorted(cum, rng.random(n) * cum[-1], side="right")
-            members.append(ids[np.minimum(pick, ids.size - 1)])
-            times.append(rng.uniform(t0, t1, n))
-        if not members:
-            return Visits(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64))
-        member, t = np.concatenate(members), np.concatenate(times)
-        order = np.argsort(t, kind="stable")
-        return Visits(member[order], t[order], self._scroll_depth(rng, member.size))
-
-    def _scroll_depth(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """Rows a member would scroll through (not capped: each ranker's page has its own
-        number of rows, and rendering keeps only the rows that exist)."""
-        cont = self.config.world.response.scroll_continue
-        if cont >= 1.0:
-            return np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
-        return rng.geometric(1.0 - cont, size=n)
-
-    # ---- serving --------------------------------------------------------------------------
-    def serve(self, visits: Visits, keys: tuple[int, ...]) -> None:
-        """Serve a batch of visits; ``keys`` key the ranker/policy/response streams."""
-        if len(visits) == 0:
-            return
-        seed = self.config.seed
+    def step_bounds(self) -> np.ndarray:
+        """Start of every serving step, and the horizon: every ``sync_hours`` and every minute
+        at which a model changes (deploys, ranker retrains), so models are frozen within a step."""
         eng = self.config.engine
-        ids = np.arange(self._visit_counter, self._visit_counter + len(visits))
-        self._visit_counter += len(visits)
-        visit_cell = self.member_cell[visits.member]
-        self.metrics.add_visits(visits.member, visit_cell, visits.time)
-        visit_ctx = visit_context(self.world.members, self.world.catalog, visits.member, visits.time)
-        if self.visit_log is not None:
-            self.visit_log.append(ids, visits.member, visits.time, visit_ctx)
-        available_at = float(visits.time.max()) + eng.attribution_minutes + eng.log_delay_minutes
-        # Every ranker and cell draws from its own keyed stream, so one cell's impressions never
-        # shift another cell's random numbers (common random numbers across runs).
-        for r_index, ranker in enumerate(self._rankers()):
-            cells = [c for c in self.cells if self._ranker_of(c) is ranker]
-            if not cells:
-                continue
-            in_group = np.isin(visit_cell, [c.index for c in cells])
-            if not in_group.any():
-                continue
-            sub = Visits(visits.member[in_group], visits.time[in_group], visits.rows_viewed[in_group])
-            sub_ids, sub_ctx = ids[in_group], visit_ctx[in_group]
-            v, row, col, title, rpscore = render(self, sub, ranker, generator(seed, "ranker", *keys, r_index),
-                                                 with_pscore=True)
-            imp_cell = self.member_cell[sub.member[v]]
-            rstats = None
-            for cell in cells:
-                mine = np.flatnonzero(imp_cell == cell.index)
-                if mine.size == 0:
-                    continue
-                served = serve_cell(self, cell, sub, sub_ids, sub_ctx, v[mine], row[mine], col[mine], title[mine],
-                                    generator(seed, "policy", *keys, cell.index),
-                                    generator(seed, "response", *keys, cell.index))
-                self._record(cell, served, available_at)
-                rs = ranker_stats(self, served, ranker, rpscore[mine])
-                rstats = rs if rstats is None else rstats + rs
-            if rstats is not None:
-                self.ranker_queues[id(ranker)].put(available_at, rstats)
+        H = self.horizon
+        times = [np.arange(0.0, H, eng.sync_hours * 60.0),
+                 np.arange(1, math.ceil(H / (eng.retrain_hours * 60.0)) + 1) * eng.retrain_hours * 60.0
+                 + eng.deploy_delay_minutes,
+                 np.arange(1, math.ceil(H / (eng.ranker_retrain_hours * 60.0)) + 1) * eng.ranker_retrain_hours * 60.0]
+        t = np.unique(np.concatenate(times))
+        return np.r_[t[t < H], H]
 
-    def _record(self, cell: Cell, s, available_at: float) -> None:
-        d = s.decisions
-        n = d.member.size
-        self.impressions += n
-        self.metrics.add_impressions(d.member, cell.index, d.time, s.click, s.play, s.quality_play,
-                                     s.minutes, s.expected_take, s.oracle_take, s.uniform_take)
-        self.policy_queues[cell.index].put(available_at, cell.policy.sufficient_stats(s.credited))
-        self.exposure.add(cell.index, d.time, d.title, s.play)
-        if self.log is not None:
-            cols = self.config.ranker.columns if cell.ranker is None else cell.ranker.cfg.columns
-            self.log.append({
-                "time": d.time, "visit": d.visit, "member": d.member, "cell": cell.name,
-                "title": d.title, "artwork": s.artwork, "action": s.action,
-                "n_candidates": d.mask.sum(axis=1), "familiar": d.familiar, "row": d.row, "column": d.column,
-                "position": d.row.astype(np.int32) * cols + d.column, "pscore": s.propensity,
-                "policy": cell.policy.name, "model_version": np.full(n, cell.policy.model_version_),
-                "click": s.click, "play": s.play, "quality_play": s.quality_play,
-                "minutes": s.minutes, "reward": s.credited.quality_play,
-                "expected_take": s.expected_take, "uniform_take": s.uniform_take,
-                "oracle_take": s.oracle_take})
-        # History changes when the click (interaction) or play happens, not at the impression.
-        clicked = np.flatnonzero(s.click)
-        if clicked.size:
-            self._history.append((np.where(s.play[clicked], s.play_time[clicked], s.click_time[clicked]),
-                                  d.member[clicked], d.title[clicked], s.play[clicked]))
+    # ---- reduction (driver) -------------------------------------------------------------------
+    def _reduce(self, results: list[StepResult]) -> None:
+        """Fold the shards' step results in: statistics per trainer period summed in block
+        order, logs written in (window, block) order."""
+        for kind, queues in (("policy", self.policy_queues), ("ranker", self.ranker_queues)):
+            merged: dict = {}
+            for res in results:
+                for b, out in res.blocks.items():
+                    for key, item in getattr(out, kind).items():
+                        merged.setdefault(key, {})[b] = item
+            for key in sorted(merged):
+                total, available = None, -math.inf
+                for b in self.block_order(merged[key]):
+                    a, stats = merged[key][b]
+                    total = stats if total is None else total + stats
+                    available = max(available, a)
+                queues[key[0]].put(available, total)
+        if self.log is not None or self.visit_log is not None:
+            for _, visit_cols, impression_cols in sorted((x for r in results for x in r.logs),
+                                                         key=lambda x: x[0]):
+                if self.visit_log is not None:
+                    self.visit_log.append(*visit_cols)
+                if self.log is not None:
+                    for cols in impression_cols:
+                        self.log.append(cols)
+        self.impressions += sum(r.impressions for r in results)
+        self.visits += sum(r.visits for r in results)
 
-    def apply_history(self, now: float) -> None:
-        """Apply member-history events that have happened by ``now``."""
-        if not self._history:
-            return
-        t, m, ti, pl = (np.concatenate(x) for x in zip(*self._history))
-        due = t <= now
-        if due.any():
-            self.world.members.record_interactions(m[due], ti[due], self.world.catalog.title_genres, pl[due])
-        keep = ~due
-        self._history = [(t[keep], m[keep], ti[keep], pl[keep])] if keep.any() else []
+    @staticmethod
+    def block_order(blocks) -> list[int]:
+        """Blocks in the order their statistics are added: ascending, whatever shard sent them."""
+        return sorted(blocks)
+
+    def _record_drift(self, requests, results: list[StepResult]) -> None:
+        """Ranker drift from the sample members' scores, assembled from the shards that own them."""
+        for r_index, minute in requests:
+            scores = np.zeros((self.drift.members.size, self.world.catalog.n_titles), np.float32)
+            for res in results:
+                rows, values = res.drift[(r_index, minute)]
+                scores[rows] = values
+            self.drift.record(minute, r_index, self.rankers[r_index], scores, self.world.catalog.launched(minute))
+
+    def _model_blob(self) -> bytes:
+        return dump_models(self.world, [c.policy for c in self.cells], self.rankers)
 
     # ---- SimPy processes --------------------------------------------------------------------
-    def serving(self, env: simpy.Environment, progress):
-        eng = self.config.engine
-        W = eng.window_minutes
-        n_windows = math.ceil(self.horizon / W)
-        for w in range(n_windows):
-            t0, t1 = w * W, min((w + 1) * W, self.horizon)
-            self.apply_history(t0)
-            for b in range(len(self._block_tables)):
-                self.serve(self.window_arrivals(b, w, t0, t1), (b, w))
+    def serving(self, env: simpy.Environment, backend, progress):
+        yield _AfterOthers(env, 0.0)
+        bounds = self.step_bounds()
+        for t0, t1 in zip(bounds[:-1], bounds[1:]):
+            requests, self._drift_requests = self._drift_requests, []
+            models = None
+            if backend.needs_models and self._models_changed:
+                models, self._models_changed = self._model_blob(), False
+            results = backend.step(float(t0), float(t1), requests, models)
+            self._reduce(results)
+            self._record_drift(requests, results)
             if progress is not None:
-                progress(t1, self.impressions)
-            yield env.timeout(t1 - t0)
+                progress(float(t1), self.impressions)
+            yield _AfterOthers(env, float(t1 - t0))
 
     def member_visits(self, env: simpy.Environment, member: int):
         """Reference mode: one member's visits by thinning, each served as its own batch."""
+        shard = self.shards[0]
         rate = float(self.world.members.visit_rate[member])
         offset = float(self.world.members.utc_offset_hours[member])
         peak = rate * (1.0 + self.config.world.diurnal_amplitude)
         rng = generator(self.config.seed, "reference-arrivals", member)
+        block = member // self.config.engine.member_block
         k = 0
         while True:
             gap = rng.exponential(1.0 / peak)
@@ -303,22 +258,24 @@ class Simulation:
             yield env.timeout(gap)
             if rng.random() * peak > rate * self.diurnal_rate(env.now, np.array(offset)):
                 continue
-            self.apply_history(env.now)
-            visits = Visits(np.array([member]), np.array([env.now]), self._scroll_depth(rng, 1))
-            self.serve(visits, (member, k, 1 << 20))
+            shard.apply_history(env.now)
+            shard.launched = self.world.catalog.launched(env.now)
+            visits = Visits(np.array([member]), np.array([env.now]), shard.scroll_depth(rng, 1))
+            shard.serve(visits, (member, k, 1 << 20), block, np.array([self.visits]), (self.visits,))
+            self._reduce([shard.take_result()])
             k += 1
 
-    def title_launches(self, env: simpy.Environment):
-        launch = self.world.catalog.launch_time
-        for t in np.argsort(launch, kind="stable"):
-            if launch[t] > env.now:
-                yield env.timeout(launch[t] - env.now)
-            self.launched[t] = True
+    def diurnal_rate(self, t: float, utc_offset: np.ndarray) -> np.ndarray:
+        wc = self.config.world
+        local_min = t + (utc_offset - wc.diurnal_peak_hour) * 60.0
+        return 1.0 + wc.diurnal_amplitude * np.cos(2 * math.pi * local_min / 1440.0)
 
     def policy_trainer(self, env: simpy.Environment, cell: Cell):
         every = self.config.engine.retrain_hours * 60.0
+        k = 0
         while True:
-            yield env.timeout(every)
+            k += 1
+            yield env.timeout(k * every - env.now)
             stats = self.policy_queues[cell.index].take(env.now)
             if stats is not None:
                 env.process(self.deploy(env, cell, stats))
@@ -327,44 +284,81 @@ class Simulation:
         yield env.timeout(self.config.engine.deploy_delay_minutes)
         cell.policy.update(stats)
         self.deploys += 1
+        self._models_changed = True
 
-    def ranker_trainer(self, env: simpy.Environment, ranker: Ranker):
+    def ranker_trainer(self, env: simpy.Environment, r_index: int):
+        ranker = self.rankers[r_index]
         every = self.config.engine.ranker_retrain_hours * 60.0
-        self.drift.record(env.now, ranker)
+        self._request_drift(r_index, env.now)
+        k = 0
         while True:
-            yield env.timeout(every)
-            stats = self.ranker_queues[id(ranker)].take(env.now)
+            k += 1
+            yield env.timeout(k * every - env.now)
+            stats = self.ranker_queues[r_index].take(env.now)
             if stats is not None and not ranker.frozen:
                 ranker.fit(stats, env.now)
-            self.drift.record(env.now, ranker)
+                self._models_changed = True
+            self._request_drift(r_index, env.now)
+
+    def _request_drift(self, r_index: int, now: float) -> None:
+        if not self.drift.wanted(r_index):
+            return
+        if self.config.engine.mode == "batched":
+            self._drift_requests.append((r_index, now))     # scored by the shards at the next step
+        else:
+            shard = self.shards[0]
+            rows, values = shard.drift_scores(r_index, now)
+            self._record_drift([(r_index, now)], [StepResult({}, [], 0, 0, {(r_index, now): (rows, values)})])
 
     # ---- run --------------------------------------------------------------------------------
+    def _backend(self):
+        eng = self.config.engine
+        logging = self.log is not None or self.visit_log is not None
+        if eng.backend == "local":
+            for shard in self.shards:
+                shard.log_enabled = logging
+            return LocalBackend(self.shards)
+        if eng.backend == "processes":
+            return ProcessBackend(self.config, logging)
+        return RayBackend(self.config, logging)
+
     def run(self, progress=None) -> dict:
-        """Run to the horizon. ``progress(sim_minutes, impressions)`` is called per window."""
+        """Run to the horizon. ``progress(sim_minutes, impressions)`` is called per step."""
         env = simpy.Environment()
         start = wallclock.perf_counter()
-        if self.config.engine.mode == "batched":
-            env.process(self.serving(env, progress))
-        else:
-            for m in range(self.world.members.n_members):
-                env.process(self.member_visits(env, m))
-        env.process(self.title_launches(env))
-        for cell in self.cells:
-            env.process(self.policy_trainer(env, cell))
-        for r in self._rankers():
-            env.process(self.ranker_trainer(env, r))
-        # Events scheduled exactly at the horizon (a retrain at the last minute) do not run:
-        # a model deployed after the end could not serve anyone.
-        env.run(until=self.horizon)
+        backend = self._backend()
+        try:
+            if self.config.engine.mode == "batched":
+                env.process(self.serving(env, backend, progress))
+            else:
+                for m in range(self.world.members.n_members):
+                    env.process(self.member_visits(env, m))
+            for cell in self.cells:
+                env.process(self.policy_trainer(env, cell))
+            for r in range(len(self.rankers)):
+                env.process(self.ranker_trainer(env, r))
+            # Events scheduled exactly at the horizon (a retrain at the last minute) do not run:
+            # a model deployed after the end could not serve anyone.
+            env.run(until=self.horizon)
+            totals = backend.finish()
+        finally:
+            backend.close()
         elapsed = wallclock.perf_counter() - start
         for log in (self.log, self.visit_log):
             if log is not None:
                 log.close()
+        blocks = sorted((b, m) for t in totals for b, m in t.metrics.items())
+        self.metrics = MetricsAccumulator.combine([m for _, m in blocks])
+        for t in totals:
+            if t.exposure is not self.exposure:
+                self.exposure.impressions += t.exposure.impressions
+                self.exposure.plays += t.exposure.plays
         summary = self.metrics.summary(self.member_cell, self.config.control)
         summary["run"] = {
-            "impressions": int(self.impressions), "visits": int(self._visit_counter),
+            "impressions": int(self.impressions), "visits": int(self.visits),
             "wall_seconds": elapsed, "impressions_per_second": self.impressions / max(elapsed, 1e-9),
             "deploys": self.deploys, "simulated_days": self.config.engine.days,
+            "backend": self.config.engine.backend, "shards": self.config.engine.shards,
             "propensity_estimated": {c.name: bool(c.policy.propensity_is_estimated) for c in self.cells},
             "final_model_version": {c.name: int(c.policy.model_version_) for c in self.cells},
             "log_rows": 0 if self.log is None else self.log.rows_written,

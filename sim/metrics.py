@@ -28,18 +28,37 @@ RATIO_METRICS = {"ctr": "clicks", "play_rate": "plays", "take_fraction": "qualit
 
 
 class MetricsAccumulator:
-    """Sums per member and per (time bucket, cell)."""
+    """Sums per member and per (time bucket, cell).
+
+    ``member_offset``: the accumulator covers members ``member_offset .. + n_members`` (one
+    member block of a shard); :meth:`combine` joins consecutive blocks."""
 
     def __init__(self, n_members: int, cell_names: list[str], horizon_minutes: float,
-                 bucket_minutes: float):
+                 bucket_minutes: float, member_offset: int = 0):
         self.cell_names = list(cell_names)
+        self.member_offset = int(member_offset)
         self.per_member = np.zeros((n_members, len(MEMBER_COLUMNS)))
         self.bucket_minutes = float(bucket_minutes)
         n_buckets = max(1, math.ceil(horizon_minutes / bucket_minutes))
         self.series = np.zeros((n_buckets, len(self.cell_names), len(SERIES_COLUMNS)))
 
+    @classmethod
+    def combine(cls, parts: list["MetricsAccumulator"]) -> "MetricsAccumulator":
+        """One accumulator from consecutive member blocks, given in block order: per-member rows
+        are stacked and time series added in that order (so float sums do not depend on how
+        blocks were spread over shards)."""
+        first = parts[0]
+        out = cls.__new__(cls)
+        out.cell_names, out.member_offset = list(first.cell_names), first.member_offset
+        out.bucket_minutes = first.bucket_minutes
+        out.per_member = np.concatenate([p.per_member for p in parts])
+        out.series = np.zeros_like(first.series)
+        for p in parts:
+            out.series += p.series
+        return out
+
     def add_visits(self, member: np.ndarray, cell: np.ndarray, time: np.ndarray) -> None:
-        np.add.at(self.per_member[:, 5], member, 1.0)
+        np.add.at(self.per_member[:, 5], member - self.member_offset, 1.0)
         b = self._bucket(time)
         np.add.at(self.series[:, :, 5], (b, cell), 1.0)
 
@@ -47,7 +66,7 @@ class MetricsAccumulator:
                         click, play, quality, minutes, expected_take, oracle_take, uniform_take) -> None:
         """Accumulate n impressions of one cell; every array has shape (n,)."""
         vals = np.column_stack([np.ones(member.size), click, play, quality, minutes])
-        scatter_add_rows(self.per_member, member, np.column_stack(
+        scatter_add_rows(self.per_member, member - self.member_offset, np.column_stack(
             [vals, np.zeros(member.size), expected_take, uniform_take]))
         b = self._bucket(time)
         full = np.column_stack([vals, np.zeros(member.size), expected_take, oracle_take, uniform_take])

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from sim.config import experiment_config_from_dict
+from sim.config import EXECUTION_KEYS, experiment_config_from_dict
 from sim.engine import Simulation
 from sim.features import context_names
 from sim.logs import ImpressionLog, VisitLog
@@ -40,6 +40,16 @@ def make_progress(total_minutes: float, enabled: bool):
             bar.set_postfix_str(f"{impressions:,} impressions, {rate:,.0f} impressions/s")
 
     return update, bar.close
+
+
+def results_config(config: Mapping[str, Any]) -> dict:
+    """The config without the engine's execution keys (backend, shards, ...): they do not
+    change results, so metrics.json is the same wherever and however the run executed
+    (config.yaml keeps them)."""
+    out = dict(config)
+    if isinstance(out.get("engine"), Mapping):
+        out["engine"] = {k: v for k, v in out["engine"].items() if k not in EXECUTION_KEYS}
+    return out
 
 
 def run_experiment(config: Mapping[str, Any], out_dir: Path | str, progress: bool | None = None) -> dict:
@@ -71,7 +81,7 @@ def run_experiment(config: Mapping[str, Any], out_dir: Path | str, progress: boo
     write_csv(out / "timeseries.csv", sim.metrics.time_series())
     write_json(out / "run_info.json", run_info)
     result = {"experiment": cfg.name, "control": cfg.control, "complete": True,
-              **provenance(dict(config), cfg.seed), **summary,
+              **provenance(results_config(config), cfg.seed), **summary,
               "propensity_estimated": run_info["propensity_estimated"],
               "impressions": run_info["impressions"], "visits": run_info["visits"]}
     write_json(out / "metrics.json", result)   # last: the completion marker

@@ -48,13 +48,15 @@ def simulate(config: dict, record_visits: bool = False):
     sim = Simulation(experiment_config_from_dict(config))
     if record_visits:
         log: list[tuple[np.ndarray, np.ndarray]] = []
-        add_visits = sim.metrics.add_visits
+        for shard in sim.shards:
+            serve = shard.serve
 
-        def recording(member, cell, time):
-            log.append((np.array(member), np.array(time)))
-            add_visits(member, cell, time)
+            def recording(visits, *args, serve=serve):
+                if len(visits):
+                    log.append((np.array(visits.member), np.array(visits.time)))
+                serve(visits, *args)
 
-        sim.metrics.add_visits = recording
+            shard.serve = recording
         sim.recorded_visits = log
     summary = sim.run()
     return sim, summary
@@ -185,14 +187,15 @@ def test_member_block_keys_arrivals_not_the_world():
             if isinstance(value, np.ndarray):
                 np.testing.assert_array_equal(value, getattr(getattr(large.world, part), name))
     np.testing.assert_array_equal(small.world.response.tastes, large.world.response.tastes)
-    assert len(small._block_tables) == math.ceil(1000 / 64) and len(large._block_tables) == 1
+    small, large = small.shards[0], large.shards[0]
+    assert len(small.block_tables) == math.ceil(1000 / 64) and len(large.block_tables) == 1
 
     def visits(sim):
         W = sim.config.engine.window_minutes
         total = 0
         for w in range(math.ceil(sim.horizon / W)):
             t0, t1 = w * W, min((w + 1) * W, sim.horizon)
-            for b in range(len(sim._block_tables)):
+            for b in range(len(sim.block_tables)):
                 v = sim.window_arrivals(b, w, t0, t1)
                 B = sim.config.engine.member_block
                 assert ((v.member >= b * B) & (v.member < (b + 1) * B)).all()
@@ -276,13 +279,13 @@ def test_credited_click_share_matches_the_delay_distribution():
     cfg = make_config(4, world={"n_members": 2000, "response": {"click_intercept": -2.0}},
                       engine={"attribution_minutes": 10.0, "click_delay_minutes": 20.0,
                               "days": 1})
-    sim = Simulation(experiment_config_from_dict(cfg))
+    sim = Simulation(experiment_config_from_dict(cfg)).shards[0]
     clicks = credited = 0
     for w in range(0, 288, 2):
         visits = sim.window_arrivals(0, w, w * 5.0, (w + 1) * 5.0)
         if len(visits) == 0:
             continue
-        v, row, col, title = render(sim, visits, sim.shared_ranker, generator(0, "ranker", w))
+        v, row, col, title = render(sim, visits, sim.rankers[0], generator(0, "ranker", w))
         ctx = visit_context(sim.world.members, sim.world.catalog, visits.member, visits.time)
         served = serve_cell(sim, sim.cells[0], visits, np.arange(len(visits)), ctx, v, row, col,
                             title, generator(0, "policy", w), generator(0, "response", w))
@@ -360,13 +363,13 @@ def test_pending_queues_hold_only_recent_items(mode):
     # History is applied at the start of each serving window (batched) or at each visit.
     last_update = (horizon - sim.config.engine.window_minutes if mode == "batched"
                    else max(t.max() for _, t in sim.recorded_visits))
-    pending = sum(x[0].size for x in sim._history)
+    pending = sum(x[0].size for x in sim.shards[0]._history)
     clicks = sum(c["clicks"] for c in s["cells"].values())
     assert clicks > 80 and pending < 0.05 * clicks + 20, (pending, clicks)
-    for t, *_ in sim._history:
+    for t, *_ in sim.shards[0]._history:
         assert (t > last_update - 1e-9).all(), "a due history event was never applied"
     for queue, every in ([(q, eng["retrain_hours"] * 60) for q in sim.policy_queues]
-                         + [(q, eng["ranker_retrain_hours"] * 60) for q in sim.ranker_queues.values()]):
+                         + [(q, eng["ranker_retrain_hours"] * 60) for q in sim.ranker_queues]):
         available = np.array([a for a, _ in queue.items])
         # Everything available at the last retrain was taken; what remains was logged after it.
         assert (available > horizon - every).all()

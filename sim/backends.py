@@ -1,0 +1,190 @@
+"""Where member shards run: in the driver's process, in worker processes, or on Ray.
+
+Every backend does the same thing per step: each shard serves its member blocks for the
+windows of the step with the current (frozen) models and returns per-block statistics, logs
+and counts; the driver (:class:`sim.engine.Simulation`) reduces them in block order, trains,
+and hands the next model version to the shards. Shards outside the driver's process build their
+own world from the config (a pure function of config and seed) and receive each model version
+as a pickle that names, rather than copies, the world it refers to (:func:`sim.shard.dump_models`).
+
+* ``local``: shards in this process, sharing the driver's models (``shards > 1`` only tests
+  shard-count invariance: they run one after the other).
+* ``processes``: one worker process per shard on this machine (``multiprocessing``).
+* ``ray``: one Ray actor per shard; ``engine.ray_address`` null starts a local Ray, ``auto``
+  or ``ray://head:10001`` joins a cluster (every node needs this package installed).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import traceback
+
+from sim.shard import ShardServer, ShardTotals, StepResult, block_ranges
+
+
+class LocalBackend:
+    """Shards in the driver's process, sharing its world and models."""
+
+    needs_models = False
+
+    def __init__(self, shards: list[ShardServer]):
+        self.shards = shards
+
+    def step(self, t0: float, t1: float, drift_requests, models: bytes | None) -> list[StepResult]:
+        return [s.serve_step(t0, t1, drift_requests) for s in self.shards]
+
+    def finish(self) -> list[ShardTotals]:
+        return [s.finish() for s in self.shards]
+
+    def close(self) -> None:
+        pass
+
+
+def remote_shard(config, blocks: range, log_enabled: bool) -> ShardServer:
+    """A shard built from the config alone (worker processes, Ray actors)."""
+    from sim.engine import build_loop     # the engine imports this module
+
+    loop = build_loop(config)
+    return ShardServer(config, loop.world, loop.cells, loop.rankers, loop.member_cell, blocks,
+                       loop.drift_sample, log_enabled)
+
+
+def _run_message(shard: ShardServer, message):
+    kind = message[0]
+    if kind == "step":
+        _, t0, t1, drift_requests, models = message
+        if models is not None:
+            shard.load_models(models)
+        return shard.serve_step(t0, t1, drift_requests)
+    if kind == "finish":
+        return shard.finish()
+    raise ValueError(f"unknown shard message {kind!r}")
+
+
+def _process_worker(conn, config, blocks: range, log_enabled: bool) -> None:
+    """Worker-process main loop: answer each message with ("ok", result) or ("error", text)."""
+    try:
+        shard = remote_shard(config, blocks, log_enabled)
+        conn.send(("ok", None))
+        while True:
+            message = conn.recv()
+            if message[0] == "close":
+                return
+            conn.send(("ok", _run_message(shard, message)))
+    except (EOFError, KeyboardInterrupt):
+        return
+    except BaseException:      # report it to the driver, which raises it with the shard's traceback
+        conn.send(("error", traceback.format_exc()))
+
+
+class ProcessBackend:
+    """One worker process per shard on this machine."""
+
+    needs_models = True
+
+    def __init__(self, config, log_enabled: bool):
+        eng = config.engine
+        # fork where the platform has it: spawn would re-import the caller's main module, which
+        # breaks scripts without an ``if __name__ == "__main__"`` guard. Either way the worker
+        # builds its shard from the config, as a Ray actor does.
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        self.conns, self.procs = [], []
+        for blocks in block_ranges(config.world.n_members, eng.member_block, eng.shards):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_process_worker, args=(child, config, blocks, log_enabled), daemon=True)
+            p.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(p)
+        self._gather()          # every shard has built its world
+
+    def _gather(self) -> list:
+        out = []
+        for i, conn in enumerate(self.conns):
+            try:
+                status, value = conn.recv()
+            except EOFError:
+                raise RuntimeError(f"shard {i}: its worker process exited "
+                                   f"(exit code {self.procs[i].exitcode})") from None
+            if status == "error":
+                raise RuntimeError(f"shard {i} failed:\n{value}")
+            out.append(value)
+        return out
+
+    def step(self, t0, t1, drift_requests, models):
+        for conn in self.conns:
+            conn.send(("step", t0, t1, list(drift_requests), models))
+        return self._gather()
+
+    def finish(self):
+        for conn in self.conns:
+            conn.send(("finish",))
+        return self._gather()
+
+    def close(self) -> None:
+        for conn in self.conns:
+            try:
+                conn.send(("close",))
+            except (BrokenPipeError, OSError):
+                pass
+        for p in self.procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+
+
+class ShardActor:
+    """A shard as a Ray actor (wrapped with ``ray.remote`` by :class:`RayBackend`)."""
+
+    def __init__(self, config, blocks: range, log_enabled: bool):
+        self.shard = remote_shard(config, blocks, log_enabled)
+
+    def ready(self) -> bool:
+        return True
+
+    def step(self, t0, t1, drift_requests, models):
+        # ``models`` arrives as bytes: Ray resolves an object reference passed as an argument.
+        return _run_message(self.shard, ("step", t0, t1, drift_requests, models))
+
+    def finish(self):
+        return self.shard.finish()
+
+
+class RayBackend:
+    """One Ray actor per shard. ``ray.init(address=engine.ray_address)``: a local Ray instance
+    when the address is null, a running cluster otherwise."""
+
+    needs_models = True
+
+    def __init__(self, config, log_enabled: bool):
+        import ray
+
+        eng = config.engine
+        self.ray = ray
+        self.started = False
+        if not ray.is_initialized():
+            kwargs = dict(address=eng.ray_address, include_dashboard=False, log_to_driver=True,
+                          configure_logging=False)
+            if eng.ray_address is None:
+                # A local instance: enough CPUs that every shard's actor can be placed.
+                kwargs["num_cpus"] = max(os.cpu_count() or 1, int(eng.shards * eng.ray_cpus_per_shard + 0.999))
+            ray.init(**kwargs)
+            self.started = True
+        actor = ray.remote(num_cpus=eng.ray_cpus_per_shard, max_restarts=0)(ShardActor)
+        self.actors = [actor.remote(config, blocks, log_enabled)
+                       for blocks in block_ranges(config.world.n_members, eng.member_block, eng.shards)]
+        ray.get([a.ready.remote() for a in self.actors])
+
+    def step(self, t0, t1, drift_requests, models):
+        ref = None if models is None else self.ray.put(models)   # one copy in the object store
+        return self.ray.get([a.step.remote(t0, t1, list(drift_requests), ref) for a in self.actors])
+
+    def finish(self):
+        return self.ray.get([a.finish.remote() for a in self.actors])
+
+    def close(self) -> None:
+        for a in getattr(self, "actors", []):
+            self.ray.kill(a)
+        if self.started:
+            self.ray.shutdown()

@@ -1,0 +1,358 @@
+"""Member shards: the members' side of the closed loop (README, "Scale").
+
+A shard owns whole member blocks (``engine.member_block`` consecutive member ids each) and
+everything that belongs to those members: their visits, the pages and artworks they are shown,
+their responses, their history, the images they last saw and their per-member metric sums. The
+models it serves with are the driver's (:class:`sim.engine.Simulation`): shared objects when the
+shard runs in the driver's process, replicas refreshed from each new version otherwise. Models
+are frozen while a shard serves a step.
+
+Shard-count invariance: every random stream is keyed by (member block, window, ...), never by
+shard, and everything summed across blocks (policy and ranker statistics, metric time series)
+is kept per block, so that the driver adds blocks in block order. Float sums then happen in the
+same order whatever the number of shards or where they run, and results are bit-identical.
+"""
+from __future__ import annotations
+
+import io
+import math
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sim.bias import TitleExposure
+from sim.features import visit_context
+from sim.homepage import GenreIndex
+from sim.metrics import MetricsAccumulator
+from sim.serving import Visits, ranker_stats, render, serve_cell
+from sim.streams import generator
+from sim.world.shown import ShownArtworks
+
+#: Visit ids in batched mode: ((window * n_blocks + block) << VISIT_ID_BITS) + i, so that any
+#: shard can number its visits without knowing how many visits other blocks had.
+VISIT_ID_BITS = 24
+
+
+@dataclass
+class Cell:
+    name: str
+    index: int
+    share: float
+    policy: Any                  # ArtworkPolicy
+    ranker: Any                  # Ranker, or None: the experiment's shared ranker
+
+
+@dataclass
+class BlockOutput:
+    """Statistics one member block produced in one step, summed per trainer period.
+
+    ``policy[(cell, period)]`` and ``ranker[(ranker index, period)]`` are ``[available_at,
+    stats]``: the latest time any of them reaches the trainers, and their sum in window order.
+    ``period`` is ``ceil(available_at / cadence)``, the retrain that will take them."""
+
+    policy: dict = field(default_factory=dict)
+    ranker: dict = field(default_factory=dict)
+
+
+@dataclass
+class StepResult:
+    """What a shard returns after serving a step (everything the driver reduces)."""
+
+    blocks: dict[int, BlockOutput]
+    logs: list                   # (sort key, visit columns | None, [impression columns]) per batch
+    impressions: int
+    visits: int
+    drift: dict                  # (ranker index, minute) -> (positions in the sample, scores rows)
+
+
+@dataclass
+class ShardTotals:
+    """A shard's end-of-run totals: per-block metric accumulators and title exposure."""
+
+    metrics: dict[int, MetricsAccumulator]
+    exposure: TitleExposure
+
+
+def block_ranges(n_members: int, block: int, shards: int) -> list[range]:
+    """The member blocks of each shard: contiguous, as equal as possible (some may be empty)."""
+    n_blocks = math.ceil(n_members / block)
+    edges = np.linspace(0, n_blocks, shards + 1).round().astype(int)
+    return [range(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+# ---- model broadcast ------------------------------------------------------------------------
+class _WorldPickler(pickle.Pickler):
+    """Pickles models with references to the world replaced by names: each process has its own
+    (identical) world, so a model version is a few MB, not a copy of every member's tastes."""
+
+    def __init__(self, file, world):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._names = {id(world): "world", id(world.catalog): "catalog",
+                       id(world.members): "members", id(world.response): "response"}
+
+    def persistent_id(self, obj):
+        return self._names.get(id(obj))
+
+
+class _WorldUnpickler(pickle.Unpickler):
+    def __init__(self, file, world):
+        super().__init__(file)
+        self._world = world
+
+    def persistent_load(self, name):
+        return self._world if name == "world" else getattr(self._world, name)
+
+
+def dump_models(world, policies: list, rankers: list) -> bytes:
+    """Serialize the cells' policies and the rankers (one pickle: shared references survive)."""
+    buf = io.BytesIO()
+    _WorldPickler(buf, world).dump((policies, rankers))
+    return buf.getvalue()
+
+
+def load_models(world, blob: bytes) -> tuple[list, list]:
+    return _WorldUnpickler(io.BytesIO(blob), world).load()
+
+
+# ---- the shard --------------------------------------------------------------------------------
+class ShardServer:
+    """Serves the visits of member blocks ``blocks`` (a range of block indices).
+
+    ``cells`` and ``rankers`` (shared ranker first, then each cell's own) are the models to
+    serve with; ``member_cell`` (n_members,) the cell of every member."""
+
+    def __init__(self, config, world, cells: list[Cell], rankers: list, member_cell: np.ndarray,
+                 blocks: range, drift_sample: np.ndarray, log_enabled: bool):
+        self.config = config
+        eng = config.engine
+        self.world = world
+        self.cells = cells
+        self.rankers = rankers
+        self.member_cell = member_cell
+        self.blocks = blocks
+        self.drift_sample = drift_sample
+        self.log_enabled = log_enabled
+        self.horizon = eng.days * 1440.0
+        self.genre_index = GenreIndex(world.catalog)
+        self.launched = world.catalog.launched(0.0)
+        n = world.members.n_members
+        B = eng.member_block
+        self.n_blocks = math.ceil(n / B)
+        tracks_shown = (config.world.response.artwork_change_penalty > 0
+                        or any(c.policy.uses_shown_artworks for c in cells))
+        # Rows for every member keep indexing simple; only this shard's rows are ever touched.
+        self.shown = ShownArtworks(n, config.world.shown_memory) if tracks_shown else None
+        self.block_tables = {b: self._block_table(b) for b in blocks}
+        names = [c.name for c in cells]
+        self.metrics = {b: MetricsAccumulator(min(B, n - b * B), names, self.horizon,
+                                              eng.snapshot_hours * 60.0, member_offset=b * B)
+                        for b in blocks}
+        self.exposure = TitleExposure(max(1, math.ceil(eng.days)), len(cells), world.catalog.n_titles)
+        self._history: list = []        # pending (time, member, title, played) chunks
+        self._reset_step()
+
+    def _reset_step(self) -> None:
+        self._out: dict[int, BlockOutput] = {}
+        self._logs: list = []
+        self._impressions = 0
+        self._visits = 0
+
+    def _block_table(self, b: int):
+        """Member ids and cumulative visit rates of block ``b``, per time zone."""
+        m = self.world.members
+        B = self.config.engine.member_block
+        ids = np.arange(b * B, min((b + 1) * B, m.n_members))
+        per_tz = []
+        for off in np.unique(m.utc_offset_hours[ids]):
+            sel = ids[m.utc_offset_hours[ids] == off]
+            per_tz.append((float(off), sel, np.cumsum(m.visit_rate[sel])))
+        return per_tz
+
+    def ranker_of(self, cell: Cell):
+        return cell.ranker if cell.ranker is not None else self.rankers[0]
+
+    def load_models(self, blob: bytes) -> None:
+        """Replace the model replicas with a new version from the driver."""
+        policies, self.rankers = load_models(self.world, blob)
+        own = iter(self.rankers[1:])
+        for cell, policy in zip(self.cells, policies):
+            cell.policy = policy
+            cell.ranker = None if cell.ranker is None else next(own)
+
+    # ---- arrivals -----------------------------------------------------------------------
+    def diurnal_integral(self, t0: float, t1: float, utc_offset: float) -> float:
+        """Integral over [t0, t1] minutes of the diurnal multiplier (mean 1) in local time."""
+        wc = self.config.world
+        omega = 2 * math.pi / 1440.0
+        shift = (utc_offset - wc.diurnal_peak_hour) * 60.0
+        a = wc.diurnal_amplitude
+        return (t1 - t0) + a / omega * (math.sin(omega * (t1 + shift)) - math.sin(omega * (t0 + shift)))
+
+    def window_arrivals(self, block: int, window: int, t0: float, t1: float) -> Visits:
+        """Visits of one member block in [t0, t1): Poisson counts per time zone, members drawn
+        in proportion to their rates (equivalent to independent Poisson processes per member)."""
+        rng = generator(self.config.seed, "arrivals", block, window)
+        members, times = [], []
+        for off, ids, cum in self.block_tables[block]:
+            lam = cum[-1] * self.diurnal_integral(t0, t1, off)
+            n = rng.poisson(lam)
+            if n == 0:
+                continue
+            pick = np.searchsorted(cum, rng.random(n) * cum[-1], side="right")
+            members.append(ids[np.minimum(pick, ids.size - 1)])
+            times.append(rng.uniform(t0, t1, n))
+        if not members:
+            return Visits(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64))
+        member, t = np.concatenate(members), np.concatenate(times)
+        order = np.argsort(t, kind="stable")
+        return Visits(member[order], t[order], self.scroll_depth(rng, member.size))
+
+    def scroll_depth(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Rows a member would scroll through (not capped: each ranker's page has its own
+        number of rows, and rendering keeps only the rows that exist)."""
+        cont = self.config.world.response.scroll_continue
+        if cont >= 1.0:
+            return np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+        return rng.geometric(1.0 - cont, size=n)
+
+    # ---- a step ---------------------------------------------------------------------------
+    def serve_step(self, t_start: float, t_end: float, drift_requests=()) -> StepResult:
+        """Serve every window starting in [t_start, t_end) for this shard's blocks.
+
+        ``drift_requests`` [(ranker index, minute)]: first score the drift sample's members this
+        shard owns with those rankers (history applied up to ``t_start``)."""
+        drift = {}
+        if drift_requests:
+            self.apply_history(t_start)
+            drift = {(r, t): self.drift_scores(r, t) for r, t in drift_requests}
+        W = self.config.engine.window_minutes
+        for w in range(math.ceil(t_start / W - 1e-9), math.ceil(min(t_end, self.horizon) / W - 1e-9)):
+            t0, t1 = w * W, min((w + 1) * W, self.horizon)
+            self.launched = self.world.catalog.launched(t0)
+            self.apply_history(t0)
+            for b in self.blocks:
+                visits = self.window_arrivals(b, w, t0, t1)
+                ids = ((w * self.n_blocks + b) << VISIT_ID_BITS) + np.arange(len(visits))
+                self.serve(visits, (b, w), b, ids, (w, b))
+        return self.take_result(drift)
+
+    def take_result(self, drift=None) -> StepResult:
+        out = StepResult(self._out, self._logs, self._impressions, self._visits, drift or {})
+        self._reset_step()
+        return out
+
+    def drift_scores(self, r_index: int, minute: float):
+        """Scores (k, n_titles) of the drift-sample members in this shard's blocks.
+
+        The ranker scores the whole sample with the request's own stream, so that a random
+        ranker draws the same numbers in every shard; rows of other shards' members (whose
+        history this shard does not have) are dropped."""
+        B = self.config.engine.member_block
+        own = np.flatnonzero(np.isin(self.drift_sample // B, np.asarray(self.blocks)))
+        if own.size == 0:
+            return own, np.zeros((0, self.world.catalog.n_titles), np.float32)
+        rng = generator(self.config.seed, "bias-drift", r_index, int(round(minute)))
+        scores = np.asarray(self.rankers[r_index].scores(self.drift_sample, rng), dtype=np.float32)
+        return own, scores[own]
+
+    def finish(self) -> ShardTotals:
+        return ShardTotals(self.metrics, self.exposure)
+
+    # ---- serving ----------------------------------------------------------------------------
+    def serve(self, visits: Visits, keys: tuple[int, ...], block: int, ids: np.ndarray, log_key) -> None:
+        """Serve a batch of visits of one member block; ``keys`` key the ranker, policy and
+        response streams, ``ids`` (v,) number the visits."""
+        if len(visits) == 0:
+            return
+        seed = self.config.seed
+        eng = self.config.engine
+        self._visits += len(visits)
+        visit_cell = self.member_cell[visits.member]
+        metrics = self.metrics[block]
+        metrics.add_visits(visits.member, visit_cell, visits.time)
+        visit_ctx = visit_context(self.world.members, self.world.catalog, visits.member, visits.time)
+        log = (log_key, (ids, visits.member, visits.time, visit_ctx), []) if self.log_enabled else None
+        available_at = float(visits.time.max()) + eng.attribution_minutes + eng.log_delay_minutes
+        out = self._out.setdefault(block, BlockOutput())
+        # Every ranker and cell draws from its own keyed stream, so one cell's impressions never
+        # shift another cell's random numbers (common random numbers across runs).
+        for r_index, ranker in enumerate(self.rankers):
+            cells = [c for c in self.cells if self.ranker_of(c) is ranker]
+            if not cells:
+                continue
+            in_group = np.isin(visit_cell, [c.index for c in cells])
+            if not in_group.any():
+                continue
+            sub = Visits(visits.member[in_group], visits.time[in_group], visits.rows_viewed[in_group])
+            sub_ids, sub_ctx = ids[in_group], visit_ctx[in_group]
+            v, row, col, title, rpscore = render(self, sub, ranker, generator(seed, "ranker", *keys, r_index),
+                                                 with_pscore=True)
+            imp_cell = self.member_cell[sub.member[v]]
+            rstats = None
+            for cell in cells:
+                mine = np.flatnonzero(imp_cell == cell.index)
+                if mine.size == 0:
+                    continue
+                served = serve_cell(self, cell, sub, sub_ids, sub_ctx, v[mine], row[mine], col[mine], title[mine],
+                                    generator(seed, "policy", *keys, cell.index),
+                                    generator(seed, "response", *keys, cell.index))
+                self._record(cell, served, metrics, out, available_at, log)
+                rs = ranker_stats(self, served, ranker, rpscore[mine])
+                rstats = rs if rstats is None else rstats + rs
+            if rstats is not None:
+                _add_stats(out.ranker, (r_index, math.ceil(available_at / (eng.ranker_retrain_hours * 60.0))),
+                           available_at, rstats)
+        if log is not None:
+            self._logs.append(log)
+
+    def _record(self, cell: Cell, s, metrics: MetricsAccumulator, out: BlockOutput,
+                available_at: float, log) -> None:
+        d = s.decisions
+        n = d.member.size
+        self._impressions += n
+        metrics.add_impressions(d.member, cell.index, d.time, s.click, s.play, s.quality_play,
+                                s.minutes, s.expected_take, s.oracle_take, s.uniform_take)
+        stats = cell.policy.sufficient_stats(s.credited)
+        if stats is not None:       # None: a policy that does not learn
+            period = math.ceil(available_at / (self.config.engine.retrain_hours * 60.0))
+            _add_stats(out.policy, (cell.index, period), available_at, stats)
+        self.exposure.add(cell.index, d.time, d.title, s.play)
+        if log is not None:
+            cols = self.ranker_of(cell).cfg.columns
+            log[2].append({
+                "time": d.time, "visit": d.visit, "member": d.member, "cell": cell.name,
+                "title": d.title, "artwork": s.artwork, "action": s.action,
+                "n_candidates": d.mask.sum(axis=1), "familiar": d.familiar, "row": d.row, "column": d.column,
+                "position": d.row.astype(np.int32) * cols + d.column, "pscore": s.propensity,
+                "policy": cell.policy.name, "model_version": np.full(n, cell.policy.model_version_),
+                "click": s.click, "play": s.play, "quality_play": s.quality_play,
+                "minutes": s.minutes, "reward": s.credited.quality_play,
+                "expected_take": s.expected_take, "uniform_take": s.uniform_take,
+                "oracle_take": s.oracle_take})
+        # History changes when the click (interaction) or play happens, not at the impression.
+        clicked = np.flatnonzero(s.click)
+        if clicked.size:
+            self._history.append((np.where(s.play[clicked], s.play_time[clicked], s.click_time[clicked]),
+                                  d.member[clicked], d.title[clicked], s.play[clicked]))
+
+    def apply_history(self, now: float) -> None:
+        """Apply member-history events that have happened by ``now``."""
+        if not self._history:
+            return
+        t, m, ti, pl = (np.concatenate(x) for x in zip(*self._history))
+        due = t <= now
+        if due.any():
+            self.world.members.record_interactions(m[due], ti[due], self.world.catalog.title_genres, pl[due])
+        keep = ~due
+        self._history = [(t[keep], m[keep], ti[keep], pl[keep])] if keep.any() else []
+
+
+def _add_stats(table: dict, key, available_at: float, stats) -> None:
+    item = table.get(key)
+    if item is None:
+        table[key] = [available_at, stats]
+    else:
+        item[0] = max(item[0], available_at)
+        item[1] = item[1] + stats

@@ -1,0 +1,194 @@
+"""Member shards and backends: the same config and seed give the same results however many
+shards serve the members and wherever they run (in this process, worker processes, Ray)."""
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from sim.config import ConfigError, experiment_config_from_dict
+from sim.engine import Simulation
+from sim.runner import run_experiment
+from sim.shard import ShardServer, block_ranges, dump_models, load_models
+from sim.world import build_world
+
+
+def scale_config(**engine) -> dict:
+    """A small two-cell world in 9 member blocks, with every model-update path exercised:
+    per-image Thompson and LinTS cells, a learned ranker retrained twice a day, and a cell with its
+    own exploring, position-corrected ranker."""
+    return {"seed": 11,
+            "world": {"name": "tiny", "n_members": 2200, "n_titles": 90},
+            "engine": {"days": 1.5, "member_block": 256, "retrain_hours": 4, "ranker_retrain_hours": 12,
+                       "progress": False, **engine},
+            "ranker": {"name": "learned"},
+            "experiment": {"name": "scale", "control": "thompson", "cells": [
+                {"name": "thompson", "share": 0.4, "policy": {"name": "thompson"}},
+                {"name": "lints", "share": 0.3, "policy": {"name": "lints"}},
+                {"name": "ipw", "share": 0.3, "policy": {"name": "lints"},
+                 "ranker": {"name": "learned", "exploration_share": 0.1, "correction": "ipw"}}]}}
+
+
+def run_dir(tmp_path, name: str, **engine):
+    out = tmp_path / name
+    run_experiment(scale_config(**engine), out, progress=False)
+    return out
+
+
+def assert_same_results(a, b) -> None:
+    """Byte-identical metrics.json and timeseries.csv, identical impression and visit logs."""
+    assert (a / "metrics.json").read_bytes() == (b / "metrics.json").read_bytes()
+    assert (a / "timeseries.csv").read_bytes() == (b / "timeseries.csv").read_bytes()
+    for logs in ("logs", "visit_context"):
+        ta, tb = pq.read_table(a / logs), pq.read_table(b / logs)
+        assert ta.num_rows > 0 and ta.equals(tb), logs
+
+
+@pytest.fixture(scope="module")
+def single_shard(tmp_path_factory):
+    return run_dir(tmp_path_factory.mktemp("single"), "shards1")
+
+
+def test_block_ranges_cover_every_block_once():
+    for n, B, shards in [(2200, 256, 1), (2200, 256, 4), (2200, 256, 20), (1, 65536, 3)]:
+        ranges = block_ranges(n, B, shards)
+        assert len(ranges) == shards
+        flat = [b for r in ranges for b in r]
+        assert flat == list(range(math.ceil(n / B)))
+
+
+def test_four_local_shards_give_identical_results(single_shard, tmp_path):
+    four = run_dir(tmp_path, "shards4", shards=4)
+    assert_same_results(single_shard, four)
+    metrics = json.loads((four / "metrics.json").read_text())
+    # The run did learn and retrain (otherwise there would be nothing order-sensitive to compare).
+    assert len(metrics["ranker_drift"]) >= 4 and metrics["impressions"] > 20_000
+
+
+def test_worker_processes_give_identical_results(single_shard, tmp_path):
+    two = run_dir(tmp_path, "processes2", backend="processes", shards=2)
+    assert_same_results(single_shard, two)
+
+
+def model_arrays(sim: Simulation) -> dict:
+    """Every array of the trained models' statistics (policies and rankers) after a run."""
+    out = {}
+    for c in sim.cells:
+        for part in ("stats_", "counts_"):          # linear policies / per-image bandits
+            for name, v in vars(getattr(c.policy, part, None) or SimpleNamespace()).items():
+                if isinstance(v, np.ndarray):
+                    out[(c.name, name)] = v
+    for i, r in enumerate(sim.rankers):
+        for name, v in vars(r.stats_).items():
+            if isinstance(v, np.ndarray):
+                out[(i, name)] = v
+    return out
+
+
+def trained(monkeypatch=None, reverse=False, **engine) -> dict:
+    if reverse:
+        monkeypatch.setattr(Simulation, "block_order", staticmethod(lambda blocks: sorted(blocks, reverse=True)))
+    sim = Simulation(experiment_config_from_dict(scale_config(**engine)))
+    sim.run()
+    return model_arrays(sim)
+
+
+def test_model_statistics_are_bit_identical_across_shard_counts(monkeypatch):
+    """Metrics can be equal while models differ in the last bits; the trained statistics must be
+    bit-identical too. Adding the blocks in another order changes them (float addition is not
+    associative), so this comparison would catch a reduction that depended on the sharding."""
+    one = trained()
+    for engine in ({"shards": 4}, {"backend": "processes", "shards": 3}):
+        other = trained(**engine)
+        assert one.keys() == other.keys()
+        for key in one:
+            np.testing.assert_array_equal(one[key], other[key], err_msg=f"{engine} {key}")
+    reordered = trained(monkeypatch, reverse=True)
+    assert any(not np.array_equal(one[k], reordered[k]) for k in one)
+
+
+def test_a_failing_shard_raises_with_its_traceback(monkeypatch):
+    def boom(self, *args, **kwargs):
+        raise ValueError("shard went wrong")
+
+    monkeypatch.setattr(ShardServer, "serve_step", boom)   # inherited by the forked workers
+    sim = Simulation(experiment_config_from_dict(scale_config(backend="processes", shards=2)))
+    with pytest.raises(RuntimeError, match="(?s)shard 0 failed.*ValueError: shard went wrong"):
+        sim.run()
+
+
+def test_model_versions_name_the_world_instead_of_copying_it():
+    cfg = experiment_config_from_dict(scale_config())
+    sim = Simulation(cfg)
+    blob = dump_models(sim.world, [c.policy for c in sim.cells], sim.rankers)
+    assert len(blob) < 0.2 * sim.world.response.tastes.nbytes + 200_000
+    other = build_world(cfg.world, cfg.seed, sim.horizon)
+    policies, rankers = load_models(other, blob)
+    assert rankers[0].members is other.members and rankers[0].catalog is other.catalog
+    assert policies[1].catalog_ is other.catalog
+    assert [type(p) for p in policies] == [type(c.policy) for c in sim.cells]
+
+
+def test_steps_break_at_every_model_change():
+    sim = Simulation(experiment_config_from_dict(scale_config(sync_hours=5)))
+    bounds = sim.step_bounds()
+    eng = sim.config.engine
+    deploys = np.arange(1, 10) * eng.retrain_hours * 60 + eng.deploy_delay_minutes
+    fits = np.arange(1, 3) * eng.ranker_retrain_hours * 60
+    must = np.r_[deploys, fits, np.arange(0, sim.horizon, 300.0)]
+    assert np.isin(must[must < sim.horizon], bounds).all()
+    assert bounds[0] == 0 and bounds[-1] == sim.horizon and (np.diff(bounds) > 0).all()
+    assert np.diff(bounds).max() <= 300.0
+
+
+@pytest.mark.parametrize("engine, key", [
+    ({"backend": "spark"}, "engine.backend"),
+    ({"shards": 0}, "engine.shards"),
+    ({"sync_hours": 0}, "engine.sync_hours"),
+    ({"ray_address": ""}, "engine.ray_address"),
+    ({"mode": "reference", "shards": 2}, "engine.mode"),
+    ({"mode": "reference", "backend": "processes"}, "engine.mode"),
+])
+def test_bad_execution_settings_are_rejected(engine, key):
+    with pytest.raises(ConfigError) as info:
+        experiment_config_from_dict(scale_config(**engine))
+    assert info.value.key == key
+
+
+# ---- Ray ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+    ray.init(num_cpus=4, include_dashboard=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_shards_give_identical_results(local_ray, single_shard, tmp_path):
+    for shards in (2, 4):
+        out = run_dir(tmp_path, f"ray{shards}", backend="ray", shards=shards)
+        assert_same_results(single_shard, out)
+        assert local_ray.is_initialized()       # the engine leaves a Ray it did not start running
+    one, on_ray = trained(), trained(backend="ray", shards=3)
+    for key in one:
+        np.testing.assert_array_equal(one[key], on_ray[key], err_msg=str(key))
+
+
+def test_ray_backend_without_ray_is_a_config_error(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray":
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(ConfigError, match="Ray is not installed") as info:
+        Simulation(experiment_config_from_dict(scale_config(backend="ray")))
+    assert info.value.key == "engine.backend"
