@@ -1,4 +1,4 @@
-"""Throughput and memory benchmark: ``python -m experiments.bench``.
+"""Throughput and memory benchmark: ``python -m experiments.bench`` (``--quick`` while developing).
 
 Prints, on one core (BLAS/OpenMP threads pinned to 1 before NumPy loads):
 
@@ -8,8 +8,13 @@ Prints, on one core (BLAS/OpenMP threads pinned to 1 before NumPy loads):
 2. in the same run, the speed of a minimal NumPy pipeline doing the same per-impression work
    (gather features, score candidates, choose, draw a click, update counts) on batches of the
    same size, and the ratio of the two;
-3. peak resident memory of a 1M-member world simulated for a few hours (in a subprocess, so it
-   is that run's peak alone).
+3. a scaling table: 10k, 100k and 1M members for one simulated day each, and 100k members for 1
+   and 3 simulated days, with impressions/s, microseconds per impression (also day by day), the
+   minimal pipeline on that world and batch size, and peak resident memory. Each size runs in a
+   fresh subprocess, so its peak is its own. A verdict line says whether the cost per impression
+   grows with members or days (it must not: no quadratic step in ranking, logging or metrics).
+
+``--json PATH`` also writes every figure to a file, so they can be quoted.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import platform  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
 import subprocess  # noqa: E402
@@ -42,19 +48,23 @@ def bench_config(members: int, titles: int, days: float, policy: str) -> dict:
             "policy": {"name": policy}}
 
 
-def run_closed_loop(members: int, titles: int, days: float, policy: str) -> dict:
-    """Build and run the full simulator with logging; returns timings and counts."""
+def run_closed_loop(members: int, titles: int, days: float, policy: str, progress=None) -> dict:
+    """Build and run the full simulator with logging; returns timings and counts.
+
+    ``progress(sim_minutes, impressions)`` is called after every serving window."""
     cfg = experiment_config_from_dict(bench_config(members, titles, days, policy))
     t0 = time.perf_counter()
     sim = Simulation(cfg)
     build = time.perf_counter() - t0
+    build_mb = peak_rss_mb()    # the process's peak so far: the build's own only in a fresh process
     with tempfile.TemporaryDirectory() as tmp:
         sim.log = ImpressionLog(tmp, cfg.engine.log_chunk_rows)
         t1 = time.perf_counter()
-        sim.run()
+        sim.run(progress)
         elapsed = time.perf_counter() - t1
     windows = cfg.engine.days * 1440 / cfg.engine.window_minutes
-    return {"sim": sim, "build_s": build, "run_s": elapsed, "impressions": sim.impressions,
+    return {"sim": sim, "build_s": build, "run_s": elapsed, "started": t1,
+            "impressions": sim.impressions, "peak_rss_mb_build": build_mb,
             "impressions_per_s": sim.impressions / elapsed,
             "batch": sim.impressions / windows / max(len(sim._block_tables), 1)}
 
@@ -98,39 +108,167 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def peak_memory_subprocess(members: int, titles: int, hours: float) -> dict:
-    code = (
-        "import json, resource, time, tempfile\n"
-        "from experiments.bench import bench_config\n"
-        "from sim.config import experiment_config_from_dict\n"
-        "from sim.engine import Simulation\n"
-        "from sim.logs import ImpressionLog\n"
-        f"cfg = experiment_config_from_dict(bench_config({members}, {titles}, {hours / 24.0}, 'thompson'))\n"
-        "t = time.perf_counter(); sim = Simulation(cfg); b = time.perf_counter() - t\n"
-        "with tempfile.TemporaryDirectory() as d:\n"
-        "    sim.log = ImpressionLog(d, cfg.engine.log_chunk_rows)\n"
-        "    t = time.perf_counter(); sim.run(); r = time.perf_counter() - t\n"
-        "from experiments.bench import peak_rss_mb\n"
-        "print(json.dumps({'build_s': b, 'run_s': r, 'impressions': sim.impressions,\n"
-        "  'peak_rss_mb': peak_rss_mb()}))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+def parse_scales(spec: str, days: float) -> list[tuple[int, float]]:
+    """``"10000,1000000:0.25"`` -> ``[(10000, days), (1000000, 0.25)]``: members, optionally
+    followed by ``:simulated days`` for that scale alone."""
+    scales = []
+    for item in spec.split(","):
+        members, _, own_days = item.strip().partition(":")
+        m, d = int(members), float(own_days) if own_days else days
+        if m < 1 or d <= 0:
+            raise ValueError(f"scales entry must be MEMBERS[:DAYS] with both > 0, got {item!r}")
+        scales.append((m, d))
+    return scales
+
+
+def per_day_costs(marks: list[tuple[float, int, float]]) -> list[float]:
+    """Microseconds per impression within each complete simulated day of one run.
+
+    ``marks`` : (simulated minute, impressions so far, wall seconds), the run's start first, then
+    one per serving window. A partial last day is left out: night hours bring smaller batches,
+    which cost more per impression, so part of a day is not comparable with a whole one."""
+    costs, start, day_end = [], marks[0], 1440.0
+    for mark in marks[1:]:
+        if mark[0] >= day_end:
+            costs.append(1e6 * (mark[2] - start[2]) / max(mark[1] - start[1], 1))
+            start, day_end = mark, day_end + 1440.0
+    return costs
+
+
+def worst_growth(costs: list[float]) -> float:
+    """Largest ratio cost[j] / cost[i] over i < j, for costs ordered by growing size.
+
+    Unlike last/first it catches a cost that falls and then climbs again; below 1 means the
+    cost only falls."""
+    return max((costs[j] / costs[i] for i in range(len(costs)) for j in range(i + 1, len(costs))),
+               default=1.0)
+
+
+def measure_scale(members: int, titles: int, days: float, policy: str,
+                  minimal_tries: int = 3, minimal_impressions: int = 2_000_000) -> dict:
+    """One row of the scaling table. Meant for a fresh process (``scale_subprocess``): the peak
+    memory it reports is the whole process's."""
+    imports_mb = peak_rss_mb()
+    marks: list[tuple[float, int, float]] = []
+    r = run_closed_loop(members, titles, days, policy,
+                        progress=lambda t, n: marks.append((t, n, time.perf_counter())))
+    run_mb = peak_rss_mb()           # before the minimal pipeline allocates anything
+    sim, batch = r["sim"], int(r["batch"])
+    # The minimal pipeline's rate does not depend on how many impressions it makes: capping them
+    # keeps the 1M-member row short.
+    n = min(r["impressions"], minimal_impressions)
+    minimal = max(minimal_pipeline(sim, n, batch, seed=s) for s in range(minimal_tries))
+    return {"policy": policy, "members": members, "titles": titles,
+            "artworks": int(sim.world.catalog.n_artworks), "days": days,
+            "impressions": int(r["impressions"]), "deploys": int(sim.deploys), "batch": batch,
+            "build_s": r["build_s"], "run_s": r["run_s"], "impressions_per_s": r["impressions_per_s"],
+            "us_per_impression": 1e6 * r["run_s"] / max(r["impressions"], 1),
+            "us_per_impression_by_day": per_day_costs([(0.0, 0, r["started"])] + marks),
+            "minimal_impressions_per_s": minimal, "ratio": r["impressions_per_s"] / minimal,
+            "peak_rss_mb_imports": imports_mb, "peak_rss_mb_build": r["peak_rss_mb_build"],
+            "peak_rss_mb": run_mb}
+
+
+def scale_subprocess(members: int, titles: int, days: float, policy: str) -> dict:
+    """``measure_scale`` in a new Python process, so the peak memory is that scale's alone."""
+    code = ("import json\nfrom experiments.bench import measure_scale\n"
+            f"print(json.dumps(measure_scale({members}, {titles}, {days!r}, {policy!r})))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ})
+    if out.returncode != 0:
+        raise RuntimeError(f"scale {members:,} members, {days:g} days, {policy} failed:\n"
+                           f"{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main(argv: list[str] | None = None) -> None:
+def simulated(days: float) -> str:
+    return f"{days:g} d" if days >= 1 else f"{days * 24:g} h"
+
+
+def scaling_table(rows: list[dict]) -> str:
+    """Markdown table of the scaling rows."""
+    head = ("| policy | members | simulated | impressions | deploys | batch | run s | impressions/s "
+            "| µs/impression | µs/impression by day | minimal NumPy impressions/s | ratio "
+            "| peak RSS MB after build | peak RSS MB |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in rows:
+        by_day = ", ".join(f"{c:.2f}" for c in r["us_per_impression_by_day"]) if r["days"] >= 2 else ""
+        lines.append(
+            f"| {r['policy']} | {r['members']:,} | {simulated(r['days'])} | {r['impressions']:,} "
+            f"| {r['deploys']} | {r['batch']:,} | {r['run_s']:.1f} | {r['impressions_per_s']:,.0f} "
+            f"| {r['us_per_impression']:.2f} | {by_day} | {r['minimal_impressions_per_s']:,.0f} "
+            f"| {r['ratio']:.3f} | {r['peak_rss_mb_build']:,.0f} | {r['peak_rss_mb']:,.0f} |")
+    return "\n".join(lines)
+
+
+def cost_verdict(rows: list[dict], member_scales: list[tuple[int, float]],
+                 day_scales: list[tuple[int, float]], tolerance: float) -> dict:
+    """Does the cost per impression of one policy grow with members or days?"""
+    cost = {(r["members"], r["days"]): r["us_per_impression"] for r in rows}
+    members_growth = worst_growth([cost[s] for s in sorted(member_scales)])
+    days_growth = worst_growth([cost[s] for s in sorted(day_scales, key=lambda s: s[1])])
+    # The longest run's own days, one by one: the sharpest test of work that grows with age. In a
+    # small world a day holding one of the Parquet chunk writes (every 500k rows) costs visibly more.
+    longest = max(rows, key=lambda r: r["days"])
+    by_day_growth = worst_growth(longest["us_per_impression_by_day"])   # 1.0 with under two days
+    lo, hi = min(rows, key=lambda r: r["us_per_impression"]), max(rows, key=lambda r: r["us_per_impression"])
+    return {"policy": rows[0]["policy"], "members_growth": members_growth, "days_growth": days_growth,
+            "by_day_growth": by_day_growth, "by_day_run": [longest["members"], longest["days"]],
+            "max_over_min": hi["us_per_impression"] / lo["us_per_impression"],
+            "cheapest": [lo["members"], lo["days"]], "dearest": [hi["members"], hi["days"]],
+            "tolerance": tolerance,
+            "flat": max(members_growth, days_growth, by_day_growth) <= tolerance}
+
+
+def verdict_line(v: dict, rows: list[dict]) -> str:
+    cost = {(r["members"], r["days"]): r["us_per_impression"] for r in rows}
+    at = lambda s: f"{s[0]:,} members × {simulated(s[1])}"  # noqa: E731
+    by_day = (f", ×{v['by_day_growth']:.2f} day by day within {at(v['by_day_run'])}"
+              if v["by_day_run"][1] >= 2 else "")
+    return (f"verdict {v['policy']}: cost per impression "
+            f"{'does not grow' if v['flat'] else 'GROWS'} with size "
+            f"(worst growth ×{v['members_growth']:.2f} along members, ×{v['days_growth']:.2f} along days"
+            f"{by_day}; tolerance ×{v['tolerance']:g}); max/min over all sizes {v['max_over_min']:.2f} "
+            f"({cost[tuple(v['dearest'])]:.2f} µs at {at(v['dearest'])}, "
+            f"{cost[tuple(v['cheapest'])]:.2f} µs at {at(v['cheapest'])})")
+
+
+# Small sizes for development: the whole bench in well under a minute.
+QUICK = {"members": 20_000, "repeat": 1, "scales": "5000,20000", "scale_days": 0.25,
+         "days_axis": "0.25,0.75", "days_axis_members": 20_000}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="Throughput and memory benchmark")
+    ap.add_argument("--quick", action="store_true",
+                    help="small sizes for development (explicit flags still win)")
     ap.add_argument("--members", type=int, default=100_000)
     ap.add_argument("--titles", type=int, default=2_000)
     ap.add_argument("--days", type=float, default=1.0)
     ap.add_argument("--policies", default="thompson,lints", help="comma-separated policy names")
-    ap.add_argument("--memory-members", type=int, default=1_000_000)
-    ap.add_argument("--memory-hours", type=float, default=3.0)
     ap.add_argument("--repeat", type=int, default=3, help="closed-loop runs (median reported)")
-    ap.add_argument("--skip-memory", action="store_true")
-    args = ap.parse_args(argv)
+    ap.add_argument("--scales", default="10000,100000,1000000",
+                    help="members axis of the scaling table: MEMBERS[:DAYS],...")
+    ap.add_argument("--scale-days", type=float, default=1.0,
+                    help="simulated days of each --scales entry without its own")
+    # Whole days: traffic follows the time of day, and so does the batch size and the cost.
+    ap.add_argument("--days-axis", default="1,3", help="simulated days of the days axis")
+    ap.add_argument("--days-axis-members", type=int, default=100_000)
+    ap.add_argument("--scale-policies", default="lints,thompson")
+    ap.add_argument("--tolerance", type=float, default=1.25,
+                    help="largest growth of the cost per impression still called flat")
+    ap.add_argument("--skip-headline", action="store_true")
+    ap.add_argument("--skip-scaling", action="store_true")
+    ap.add_argument("--json", help="also write every figure to this JSON file")
+    quick, _ = ap.parse_known_args(argv)
+    if quick.quick:
+        ap.set_defaults(**QUICK)
+    return ap.parse_args(argv)
 
-    minimal = None
+
+def headline(args: argparse.Namespace) -> list[dict]:
+    """The closed loop at one size, in this process, repeated; and the minimal pipeline."""
+    minimal, results = None, []
     for policy in args.policies.split(","):
         print(f"closed loop: {args.members:,} members, {args.titles:,} titles, policy={policy}, "
               f"{args.days:g} simulated day(s), Parquet logging on, 1 thread")
@@ -152,15 +290,59 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  minimal NumPy pipeline {minimal:>12,.0f} impressions/s best of {args.repeat} "
                   f"(batches of {int(r['batch']):,})")
         print(f"  ratio simulator/minimal {np.median(rates) / minimal:11.2f}")
+        results.append({"policy": policy, "members": args.members, "titles": args.titles,
+                        "days": args.days, "impressions": int(r["impressions"]),
+                        "impressions_per_s_median": float(np.median(rates)),
+                        "impressions_per_s_best": max(rates), "impressions_per_s_worst": min(rates),
+                        "minimal_impressions_per_s": minimal,
+                        "ratio": float(np.median(rates)) / minimal})
+        del runs, r     # free the worlds before the next policy builds its own
     print(f"  peak RSS (this process) {peak_rss_mb():10.0f} MB")
-    if not args.skip_memory:
-        print(f"memory: {args.memory_members:,} members, {args.titles:,} titles, "
-              f"{args.memory_hours:g} simulated hours")
-        m = peak_memory_subprocess(args.memory_members, args.titles, args.memory_hours)
-        print(f"  world build {m['build_s']:.1f} s, run {m['run_s']:.1f} s, "
-              f"{m['impressions']:,} impressions "
-              f"({m['impressions'] / max(m['run_s'], 1e-9):,.0f}/s)")
-        print(f"  peak RSS               {m['peak_rss_mb']:8.0f} MB")
+    return results
+
+
+def scaling(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
+    """Every (members, days) of both axes, each in a fresh process, one at a time."""
+    member_scales = parse_scales(args.scales, args.scale_days)
+    day_scales = parse_scales(",".join(f"{args.days_axis_members}:{d}" for d in args.days_axis.split(",")),
+                              args.scale_days)
+    sizes = sorted(set(member_scales) | set(day_scales))
+    rows, verdicts = [], []
+    print(f"\nscaling: {args.titles:,} titles, Parquet logging on, 1 thread, each size in a fresh process")
+    for policy in args.scale_policies.split(","):
+        mine = []
+        for members, days in sizes:
+            r = scale_subprocess(members, args.titles, days, policy)
+            print(f"  {policy:9s} {members:>10,} members × {simulated(days):5s} "
+                  f"{r['impressions_per_s']:>10,.0f} impressions/s  {r['us_per_impression']:6.2f} µs  "
+                  f"peak {r['peak_rss_mb']:,.0f} MB  (build {r['build_s']:.1f} s, run {r['run_s']:.1f} s)",
+                  flush=True)
+            mine.append(r)
+        rows += mine
+        verdicts.append(cost_verdict(mine, member_scales, day_scales, args.tolerance))
+    print()
+    print(scaling_table(rows))
+    print(f"\n(peak RSS includes about {min(r['peak_rss_mb_imports'] for r in rows):,.0f} MB of "
+          "interpreter and imports; the minimal pipeline runs on the same world and batch size, "
+          "capped at 2M impressions)")
+    for v in verdicts:
+        print(verdict_line(v, [r for r in rows if r["policy"] == v["policy"]]))
+    return rows, verdicts
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    report = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
+                          "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()},
+              "args": vars(args)}
+    if not args.skip_headline:
+        report["headline"] = headline(args)
+    if not args.skip_scaling:
+        report["scaling"], report["verdicts"] = scaling(args)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2)
+        print(f"figures written to {args.json}")
 
 
 if __name__ == "__main__":
