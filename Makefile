@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
+# Tests install the Ray extra too, so the Ray backend is tested on a local Ray instance.
 $(TSTAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,ray]"
 	touch $@ $(STAMP)
 
 run: $(STAMP)
