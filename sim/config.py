@@ -181,6 +181,7 @@ class WorldConfig:
     title_genre_concentration: float = 0.25  # Dirichlet alpha of a title's genre mixture
     taste_concentration: float = 0.15        # Dirichlet alpha of member tastes (small = sparse)
     launch_share: float = 0.1                # share of titles launching during the run
+    hype_spread: float = 1.0                 # scales log launch hype; 0: every title equally hyped
     visits_per_day: float = 0.6              # mean visit rate per member
     visit_rate_sigma: float = 0.8            # log-normal spread of member visit rates
     diurnal_amplitude: float = 0.6           # relative peak-to-mean of the daily visit curve
@@ -217,6 +218,7 @@ class WorldConfig:
             taste_concentration=check_float(f"{prefix}.taste_concentration",
                                             get("taste_concentration"), 0, 100, lo_open=True),
             launch_share=check_float(f"{prefix}.launch_share", get("launch_share"), 0.0, 1.0),
+            hype_spread=check_float(f"{prefix}.hype_spread", get("hype_spread"), 0.0, 10.0),
             visits_per_day=check_float(f"{prefix}.visits_per_day", get("visits_per_day"), 0, 1000,
                                        lo_open=True),
             visit_rate_sigma=check_float(f"{prefix}.visit_rate_sigma", get("visit_rate_sigma"), 0, 5),

@@ -133,7 +133,9 @@ class OracleRanker(Ranker):
 class PopularityRanker(Ranker):
     """Scores titles by logged plays (exponentially decayed) plus a prior from launch hype.
 
-    Member-independent apart from the genre rows; it promotes what it already showed."""
+    Member-independent apart from the genre rows and ties, which are broken at random per visit
+    (titles with equal plays and hype are interchangeable; a fixed order would put the same one
+    first on every page); it promotes what it already showed."""
 
     name = "popularity"
 
@@ -153,9 +155,13 @@ class PopularityRanker(Ranker):
     def _refresh(self):
         prior = self.cfg.prior_plays * self.catalog.popularity_prior
         self.title_score_ = np.log(self.decayed_plays_ + prior).astype(np.float32)
+        # A jitter below half the smallest gap between distinct scores reorders exact ties only.
+        gaps = np.diff(np.unique(self.title_score_))
+        self.tie_jitter_ = np.float32(0.5 * gaps.min() if gaps.size else 1.0)
 
     def scores(self, member, rng):
-        return np.broadcast_to(self.title_score_, (member.size, self.catalog.n_titles)).copy()
+        jitter = rng.random((member.size, self.catalog.n_titles), dtype=np.float32)
+        return self.title_score_[None, :] + self.tie_jitter_ * jitter
 
 
 class LearnedRanker(Ranker):

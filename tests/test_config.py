@@ -91,6 +91,7 @@ BAD_VALUES = [
     ({"world.visits_per_day": inf}, "world.visits_per_day", "inf", "a number in (0, 1000]"),
     ({"world.launch_share": 1.5}, "world.launch_share", "1.5", "a number in [0.0, 1.0]"),
     ({"world.launch_share": nan}, "world.launch_share", "nan", "a number in [0.0, 1.0]"),
+    ({"world.hype_spread": -0.5}, "world.hype_spread", "-0.5", "a number in [0.0, 10.0]"),
     ({"world.response": {"scroll_continue": -0.1}}, "world.response.scroll_continue", "-0.1",
      "a number in [0.0, 1.0]"),
     ({"world.artworks_min": 5, "world.artworks_max": 3}, "world.artworks_max", "3",

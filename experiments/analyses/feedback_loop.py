@@ -50,11 +50,16 @@ HOMOGENIZATION_SAMPLE = 300
 TOP_SHARE = 0.1
 #: Impressions per cell used to compute every image's true take fraction (bias table).
 BIAS_SAMPLE = 100_000
-METRICS = (("gini_impressions", "Gini of impressions"), ("gini_plays", "Gini of plays"),
-           ("ecs", "effective catalog size (minutes)"), ("coverage", "coverage (titles played / launched)"),
-           ("amplification", "popularity amplification (top-decile exposure / appeal share)"),
-           ("homogenization", "homogenization vs oracle (Jaccard)"),
-           ("drift", "ranker: Spearman with true fit"), ("take_fraction", "take fraction"))
+#: (key, panel title, y-axis label with units) of each daily metric, in chart order.
+METRICS = (("gini_impressions", "Gini of impressions", "Gini of impressions (0–1)"),
+           ("gini_plays", "Gini of plays", "Gini of plays (0–1)"),
+           ("ecs", "effective catalog size", "ECS on minutes watched (titles)"),
+           ("coverage", "catalog coverage", "coverage (titles played / titles launched)"),
+           ("amplification", "popularity amplification",
+            "top-decile exposure share / appeal share (ratio)"),
+           ("homogenization", "homogenization vs oracle", "Δ nearest-member Jaccard (0–1 scale)"),
+           ("drift", "ranker drift", "Spearman ρ with true fit (−1 to 1)"),
+           ("take_fraction", "take fraction", "take fraction (quality plays / impression)"))
 
 
 def _world(run_dir: Path):
@@ -206,7 +211,7 @@ def _summary(daily: list[dict], bias: list[dict]) -> list[dict]:
         row = {"cell": c}
         last = [r for r in daily if r["cell"] == c and r["day"] == last_day]
         first = {r["seed"]: r for r in daily if r["cell"] == c and r["day"] == 1}
-        for key, _ in METRICS + (("quality_plays_per_visit", ""),):
+        for key in [m[0] for m in METRICS] + ["quality_plays_per_visit"]:
             row[key], row[key + "_se"] = _mean_se([r[key] for r in last])
         row["drift_change"], row["drift_change_se"] = _mean_se([r["drift"] - first[r["seed"]]["drift"] for r in last])
         for key in ("naive_bias", "selection_bias", "ips_bias"):
@@ -220,7 +225,7 @@ def _chart(daily: list[dict], n_seeds: int, path: Path) -> Path:
     arms = sorted({c.split(".")[0] for c in cells})
     colors = dict(zip(arms, plt.cm.tab10.colors))
     fig, axes = plt.subplots(2, 4, figsize=(20, 9), sharex=True)
-    for ax, (key, label) in zip(axes.ravel(), METRICS):
+    for ax, (key, title, ylabel) in zip(axes.ravel(), METRICS):
         for c in cells:
             arm, _, policy = c.partition(".")
             days = sorted({r["day"] for r in daily if r["cell"] == c})
@@ -231,10 +236,11 @@ def _chart(daily: list[dict], n_seeds: int, path: Path) -> Path:
             ax.plot(days, mean, ls, color=colors[arm], label=c, lw=1.6)
             if n_seeds > 1:
                 ax.fill_between(days, mean - 1.96 * se, mean + 1.96 * se, color=colors[arm], alpha=0.12)
-        ax.set_title(label, fontsize=10)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("simulated time (days)")
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.tick_params(labelbottom=True)
         ax.grid(alpha=0.3)
-    for ax in axes[1]:
-        ax.set_xlabel("simulated day")
     axes[0, 0].legend(fontsize=7, ncol=2, title="ranker.policy (dashed: lints)", title_fontsize=7)
     band = f"mean over {n_seeds} seeds, 95 % band" if n_seeds > 1 else "one seed"
     fig.suptitle(f"Feedback loop: exposure concentration, diversity and ranker drift per day ({band})")

@@ -92,7 +92,8 @@ def build_catalog(cfg, horizon_minutes: float, rng: np.random.Generator):
     primary = title_genres.argmax(axis=1)
     quality = rng.standard_normal(T)
     # Hype is correlated with quality, but loosely: the popularity prior is a noisy signal.
-    popularity = np.exp(0.5 * quality + 0.8 * rng.standard_normal(T))
+    # ``hype_spread`` 0 makes it flat (a world where no title starts ahead).
+    popularity = np.exp(cfg.hype_spread * (0.5 * quality + 0.8 * rng.standard_normal(T)))
     popularity /= popularity.mean()
     launch_time = np.zeros(T)
     n_new = int(round(cfg.launch_share * T))
