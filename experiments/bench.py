@@ -12,7 +12,9 @@ Prints, on one core (BLAS/OpenMP threads pinned to 1 before NumPy loads):
    and 3 simulated days, with impressions/s, microseconds per impression (also day by day), the
    minimal pipeline on that world and batch size, and peak resident memory. Each size runs in a
    fresh subprocess, so its peak is its own. A verdict line says whether the cost per impression
-   grows with members or days (it must not: no quadratic step in ranking, logging or metrics).
+   grows with members or days (it must not: no quadratic step in ranking, logging or metrics);
+4. the speed-up of ``--workers`` worker processes (``engine.backend=processes``) over one process
+   on the same run, end to end and after the workers have built their worlds.
 
 ``--json PATH`` also writes every figure to a file, so they can be quoted.
 """
@@ -26,6 +28,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import platform  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -39,20 +42,21 @@ from sim.engine import Simulation  # noqa: E402
 from sim.logs import ImpressionLog  # noqa: E402
 
 
-def bench_config(members: int, titles: int, days: float, policy: str) -> dict:
+def bench_config(members: int, titles: int, days: float, policy: str, **engine) -> dict:
     return {"seed": 0,
             "world": {"name": "bench", "n_members": members, "n_titles": titles,
                       "artworks_min": 4, "artworks_max": 12},
-            "engine": {"days": days, "progress": False},
+            "engine": {"days": days, "progress": False, **engine},
             "ranker": {"name": "learned"},
             "policy": {"name": policy}}
 
 
-def run_closed_loop(members: int, titles: int, days: float, policy: str, progress=None) -> dict:
+def run_closed_loop(members: int, titles: int, days: float, policy: str, progress=None, **engine) -> dict:
     """Build and run the full simulator with logging; returns timings and counts.
 
-    ``progress(sim_minutes, impressions)`` is called after every serving window."""
-    cfg = experiment_config_from_dict(bench_config(members, titles, days, policy))
+    ``progress(sim_minutes, impressions)`` is called after every serving step; ``engine``
+    overrides engine keys (backend, shards, member_block)."""
+    cfg = experiment_config_from_dict(bench_config(members, titles, days, policy, **engine))
     t0 = time.perf_counter()
     sim = Simulation(cfg)
     build = time.perf_counter() - t0
@@ -60,13 +64,14 @@ def run_closed_loop(members: int, titles: int, days: float, policy: str, progres
     with tempfile.TemporaryDirectory() as tmp:
         sim.log = ImpressionLog(tmp, cfg.engine.log_chunk_rows)
         t1 = time.perf_counter()
-        sim.run(progress)
+        summary = sim.run(progress)
         elapsed = time.perf_counter() - t1
     windows = cfg.engine.days * 1440 / cfg.engine.window_minutes
     return {"sim": sim, "build_s": build, "run_s": elapsed, "started": t1,
+            "shard_startup_s": summary["run"]["shard_startup_seconds"],
             "impressions": sim.impressions, "peak_rss_mb_build": build_mb,
             "impressions_per_s": sim.impressions / elapsed,
-            "batch": sim.impressions / windows / max(len(sim._block_tables), 1)}
+            "batch": sim.impressions / windows / math.ceil(members / cfg.engine.member_block)}
 
 
 def minimal_pipeline(sim: Simulation, n_impressions: int, batch: int, seed: int = 1) -> float:
@@ -125,7 +130,7 @@ def per_day_costs(marks: list[tuple[float, int, float]]) -> list[float]:
     """Microseconds per impression within each complete simulated day of one run.
 
     ``marks`` : (simulated minute, impressions so far, wall seconds), the run's start first, then
-    one per serving window. A partial last day is left out: night hours bring smaller batches,
+    one per serving step (at most an hour). A partial last day is left out: night hours bring smaller batches,
     which cost more per impression, so part of a day is not comparable with a whole one."""
     costs, start, day_end = [], marks[0], 1440.0
     for mark in marks[1:]:
@@ -235,7 +240,7 @@ def verdict_line(v: dict, rows: list[dict]) -> str:
 
 # Small sizes for development: the whole bench in well under a minute.
 QUICK = {"members": 20_000, "repeat": 1, "scales": "5000,20000", "scale_days": 0.25,
-         "days_axis": "0.25,0.75", "days_axis_members": 20_000}
+         "days_axis": "0.25,0.75", "days_axis_members": 20_000, "parallel_days": 0.25}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -259,6 +264,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="largest growth of the cost per impression still called flat")
     ap.add_argument("--skip-headline", action="store_true")
     ap.add_argument("--skip-scaling", action="store_true")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="worker processes for the speed-up figure (1: skip it)")
+    ap.add_argument("--parallel-days", type=float, default=1.0)
+    ap.add_argument("--parallel-policy", default="lints")
     ap.add_argument("--json", help="also write every figure to this JSON file")
     quick, _ = ap.parse_known_args(argv)
     if quick.quick:
@@ -330,6 +339,34 @@ def scaling(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     return rows, verdicts
 
 
+def parallel(args: argparse.Namespace) -> list[dict]:
+    """Speed-up of worker processes over one process on the same run (``engine.backend=processes
+    engine.shards=N``; results are identical, only the wall time differs). Member blocks of
+    ``members / (4 workers)`` give every worker several equal blocks."""
+    rows = []
+    block = max(1, math.ceil(args.members / (4 * args.workers)))
+    print(f"\nworker processes: {args.members:,} members, {args.titles:,} titles, policy={args.parallel_policy}, "
+          f"{args.parallel_days:g} simulated day(s), member_block={block:,}, Parquet logging on, "
+          f"1 thread per process, {os.cpu_count()} CPUs")
+    for backend, shards in (("local", 1), ("processes", args.workers)):
+        runs = [run_closed_loop(args.members, args.titles, args.parallel_days, args.parallel_policy,
+                                backend=backend, shards=shards, member_block=block)
+                for _ in range(args.repeat)]
+        r = sorted(runs, key=lambda x: x["run_s"])[len(runs) // 2]
+        rows.append({"backend": backend, "shards": shards, "run_s": r["run_s"],
+                     "shard_startup_s": r["shard_startup_s"], "impressions": int(r["impressions"]),
+                     "impressions_per_s": r["impressions_per_s"]})
+        print(f"  {backend:9s} shards={shards}  {r['run_s']:7.2f} s  {r['impressions_per_s']:>10,.0f} impressions/s "
+              f"(median of {len(runs)}; of which starting the shards {r['shard_startup_s']:.1f} s)")
+        del runs, r
+    speedup = rows[0]["run_s"] / rows[1]["run_s"]
+    steady = (rows[0]["run_s"] - rows[0]["shard_startup_s"]) / (rows[1]["run_s"] - rows[1]["shard_startup_s"])
+    print(f"  speed-up with {args.workers} workers: ×{speedup:.2f} end to end, ×{steady:.2f} after start-up")
+    for r in rows:
+        r["speedup"], r["speedup_after_startup"] = speedup, steady
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     report = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
@@ -339,6 +376,8 @@ def main(argv: list[str] | None = None) -> None:
         report["headline"] = headline(args)
     if not args.skip_scaling:
         report["scaling"], report["verdicts"] = scaling(args)
+    if args.workers > 1:
+        report["parallel"] = parallel(args)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=2)

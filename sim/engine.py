@@ -327,6 +327,7 @@ class Simulation:
         env = simpy.Environment()
         start = wallclock.perf_counter()
         backend = self._backend()
+        startup = wallclock.perf_counter() - start     # remote shards build their worlds
         try:
             if self.config.engine.mode == "batched":
                 env.process(self.serving(env, backend, progress))
@@ -359,6 +360,7 @@ class Simulation:
             "wall_seconds": elapsed, "impressions_per_second": self.impressions / max(elapsed, 1e-9),
             "deploys": self.deploys, "simulated_days": self.config.engine.days,
             "backend": self.config.engine.backend, "shards": self.config.engine.shards,
+            "shard_startup_seconds": startup,
             "propensity_estimated": {c.name: bool(c.policy.propensity_is_estimated) for c in self.cells},
             "final_model_version": {c.name: int(c.policy.model_version_) for c in self.cells},
             "log_rows": 0 if self.log is None else self.log.rows_written,
