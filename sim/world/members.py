@@ -124,7 +124,11 @@ def build_members(cfg, catalog, tastes: np.ndarray, rng: np.random.Generator) ->
         cw = np.cumsum(catalog.popularity_prior[in_g].astype(np.float64))
         pick = np.searchsorted(cw, rng.random(who.size) * cw[-1], side="right")
         title[who] = in_g[np.minimum(pick, in_g.size - 1)]
-    ok = title >= 0
-    members.record_interactions(player[ok], title[ok], catalog.title_genres,
-                                np.ones(int(ok.sum()), dtype=bool))
+    ok = np.flatnonzero(title >= 0)
+    # In chunks: one call would hold (plays, genres) temporaries, about 1.5 GB at 1M members.
+    # Plays are in member order, so chunking changes neither the rings nor the sums.
+    for lo in range(0, ok.size, 1 << 20):
+        part = ok[lo:lo + (1 << 20)]
+        members.record_interactions(player[part], title[part], catalog.title_genres,
+                                    np.ones(part.size, dtype=bool))
     return members
