@@ -69,8 +69,6 @@ def main(cfg: DictConfig) -> dict | None:
         remove_hydra_leftovers(out)
         print(f"config error: {err}", file=sys.stderr)
         sys.exit(2)
-    from experiments.plot import plot_run
-
     charts = draw_charts(out, summary)
     print_summary(summary, out, charts)
     return summary

@@ -22,11 +22,15 @@ come from (see /work/shared/DOMAIN.md):
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.stats import rankdata
 
 from sim.streams import generator
+
+if TYPE_CHECKING:
+    from sim.homepage import Ranker
 
 
 def gini(counts: np.ndarray) -> float:

@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 import hydra
-import omegaconf
 import pytest
 from hydra.errors import MissingConfigException
 from hypothesis import event, given, settings

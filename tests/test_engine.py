@@ -133,7 +133,7 @@ def test_arrivals_follow_the_diurnal_curve_in_local_time(mode_runs, mode):
 # ---- determinism and common random numbers ---------------------------------------------------
 def _strip_wallclock(summary: dict) -> dict:
     s = copy.deepcopy(summary)
-    for k in ("wall_seconds", "impressions_per_second"):
+    for k in ("wall_seconds", "impressions_per_second", "shard_startup_seconds"):
         s["run"].pop(k)
     return s
 

@@ -1,7 +1,6 @@
 """A run directory end to end: files, metrics, logs, determinism, charts and the CLIs."""
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import os
