@@ -61,8 +61,13 @@ def _run_message(shard: ShardServer, message):
     raise ValueError(f"unknown shard message {kind!r}")
 
 
-def _process_worker(conn, config, blocks: range, log_enabled: bool) -> None:
-    """Worker-process main loop: answer each message with ("ok", result) or ("error", text)."""
+def _process_worker(conn, inherited: list, config, blocks: range, log_enabled: bool) -> None:
+    """Worker-process main loop: answer each message with ("ok", result) or ("error", text).
+
+    ``inherited``: the driver's ends of the pipes, copied into this process by fork. Closing them
+    lets a ``recv`` here end (EOFError) when the driver dies, instead of waiting forever."""
+    for c in inherited:
+        c.close()
     try:
         shard = remote_shard(config, blocks, log_enabled)
         conn.send(("ok", None))
@@ -88,16 +93,23 @@ class ProcessBackend:
         # breaks scripts without an ``if __name__ == "__main__"`` guard. Either way the worker
         # builds its shard from the config, as a Ray actor does.
         methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        fork = "fork" in methods
+        ctx = multiprocessing.get_context("fork" if fork else "spawn")
         self.conns, self.procs = [], []
-        for blocks in block_ranges(config.world.n_members, eng.member_block, eng.shards):
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=_process_worker, args=(child, config, blocks, log_enabled), daemon=True)
-            p.start()
-            child.close()
-            self.conns.append(parent)
-            self.procs.append(p)
-        self._gather()          # every shard has built its world
+        try:
+            for blocks in block_ranges(config.world.n_members, eng.member_block, eng.shards):
+                parent, child = ctx.Pipe()
+                inherited = self.conns + [parent] if fork else []
+                p = ctx.Process(target=_process_worker, args=(child, inherited, config, blocks, log_enabled),
+                                daemon=True)
+                p.start()
+                child.close()
+                self.conns.append(parent)
+                self.procs.append(p)
+            self._gather()          # every shard has built its world
+        except BaseException:
+            self.close()
+            raise
 
     def _gather(self) -> list:
         out = []
@@ -105,6 +117,7 @@ class ProcessBackend:
             try:
                 status, value = conn.recv()
             except EOFError:
+                self.procs[i].join(timeout=5)
                 raise RuntimeError(f"shard {i}: its worker process exited "
                                    f"(exit code {self.procs[i].exitcode})") from None
             if status == "error":
@@ -129,9 +142,10 @@ class ProcessBackend:
             except (BrokenPipeError, OSError):
                 pass
         for p in self.procs:
-            p.join(timeout=5)
-            if p.is_alive():
+            p.join(timeout=2)
+            if p.is_alive():        # e.g. still sending a result nobody will read
                 p.terminate()
+                p.join()
 
 
 class ShardActor:
@@ -153,16 +167,28 @@ class ShardActor:
 
 class RayBackend:
     """One Ray actor per shard. ``ray.init(address=engine.ray_address)``: a local Ray instance
-    when the address is null, a running cluster otherwise."""
+    when the address is null, a running cluster otherwise; a Ray this process already started
+    is used as it is (and left running)."""
 
     needs_models = True
+    #: Seconds to wait for the actors to be placed and build their worlds.
+    START_TIMEOUT = 600
 
     def __init__(self, config, log_enabled: bool):
         import ray
 
-        eng = config.engine
         self.ray = ray
         self.started = False
+        self.actors = []
+        try:
+            self._start(config, log_enabled)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, config, log_enabled: bool) -> None:
+        ray = self.ray
+        eng = config.engine
         if not ray.is_initialized():
             kwargs = dict(address=eng.ray_address, include_dashboard=False, log_to_driver=True,
                           configure_logging=False)
@@ -174,7 +200,13 @@ class RayBackend:
         actor = ray.remote(num_cpus=eng.ray_cpus_per_shard, max_restarts=0)(ShardActor)
         self.actors = [actor.remote(config, blocks, log_enabled)
                        for blocks in block_ranges(config.world.n_members, eng.member_block, eng.shards)]
-        ray.get([a.ready.remote() for a in self.actors])
+        try:
+            ray.get([a.ready.remote() for a in self.actors], timeout=self.START_TIMEOUT)
+        except ray.exceptions.GetTimeoutError:
+            raise RuntimeError(
+                f"engine.backend=ray: {len(self.actors)} shard actors were not ready after "
+                f"{self.START_TIMEOUT} s; does the cluster have {len(self.actors)} x "
+                f"engine.ray_cpus_per_shard={eng.ray_cpus_per_shard} free CPUs?") from None
 
     def step(self, t0, t1, drift_requests, models):
         ref = None if models is None else self.ray.put(models)   # one copy in the object store
@@ -184,7 +216,9 @@ class RayBackend:
         return self.ray.get([a.finish.remote() for a in self.actors])
 
     def close(self) -> None:
-        for a in getattr(self, "actors", []):
+        for a in self.actors:
             self.ray.kill(a)
+        self.actors = []
         if self.started:
             self.ray.shutdown()
+            self.started = False

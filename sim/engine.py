@@ -41,7 +41,7 @@ from sim.logs import ImpressionLog, VisitLog
 from sim.metrics import MetricsAccumulator
 from sim.policies import build_policy
 from sim.serving import Visits
-from sim.shard import Cell, ShardServer, StepResult, block_ranges, dump_models
+from sim.shard import Cell, ShardServer, StepResult, block_ranges, dump_models, trainer_period
 from sim.streams import generator, stable_unit_hash
 from sim.world import World, build_world
 
@@ -63,8 +63,8 @@ class _Queue:
     def put(self, available_at: float, stats: Any) -> None:
         if stats is None:   # a policy that does not learn
             return
-        bucket = math.ceil(available_at / self.period)
-        if self.items and math.ceil(self.items[-1][0] / self.period) == bucket:
+        bucket = trainer_period(available_at, self.period)
+        if self.items and trainer_period(self.items[-1][0], self.period) == bucket:
             self.items[-1] = (max(available_at, self.items[-1][0]), self.items[-1][1] + stats)
         else:
             self.items.append((available_at, stats))
@@ -86,14 +86,16 @@ def allocate_cells(n_members: int, shares: list[float], salt: str) -> np.ndarray
     return np.searchsorted(edges, u, side="right").astype(np.int64)
 
 
-class _AfterOthers(simpy.events.Event):
-    """A timeout processed after every other event of the same instant (SimPy orders events at
-    equal times by priority, then by scheduling order; normal events have priority 1)."""
+#: The serving process starts the step of minute t at t + AFTER (minutes): after every event of
+#: minute t (a deploy or retrain), even one whose time float arithmetic put an ulp past t.
+AFTER = 1e-6
 
-    def __init__(self, env: simpy.Environment, delay: float):
-        super().__init__(env)
-        self._ok, self._value = True, None
-        env.schedule(self, priority=2, delay=delay)
+
+def retrain_times(hours: float, horizon: float) -> np.ndarray:
+    """Minutes of the retrains every ``hours`` up to the horizon: ``k * (hours * 60)``, the same
+    arithmetic as the trainer processes."""
+    every = hours * 60.0
+    return np.arange(1, math.ceil(horizon / every) + 1) * every
 
 
 def build_loop(config: ExperimentConfig) -> SimpleNamespace:
@@ -144,8 +146,8 @@ class Simulation:
         self.rankers: list[Ranker] = loop.rankers
         self.member_cell = loop.member_cell
         w = self.world
-        n_members, names = w.members.n_members, [c.name for c in self.cells]
-        self.metrics = MetricsAccumulator(n_members, names, self.horizon, eng.snapshot_hours * 60.0)
+        n_members = w.members.n_members
+        self.metrics: MetricsAccumulator | None = None       # the shards' accumulators, after run()
         self.exposure = TitleExposure(max(1, math.ceil(eng.days)), len(self.cells), w.catalog.n_titles)
         self.log: ImpressionLog | None = None   # set by the runner when logging to disk
         self.visit_log: VisitLog | None = None
@@ -175,11 +177,12 @@ class Simulation:
         eng = self.config.engine
         H = self.horizon
         times = [np.arange(0.0, H, eng.sync_hours * 60.0),
-                 np.arange(1, math.ceil(H / (eng.retrain_hours * 60.0)) + 1) * eng.retrain_hours * 60.0
-                 + eng.deploy_delay_minutes,
-                 np.arange(1, math.ceil(H / (eng.ranker_retrain_hours * 60.0)) + 1) * eng.ranker_retrain_hours * 60.0]
+                 retrain_times(eng.retrain_hours, H) + eng.deploy_delay_minutes,
+                 retrain_times(eng.ranker_retrain_hours, H)]
         t = np.unique(np.concatenate(times))
-        return np.r_[t[t < H], H]
+        # A change in the last instant before the end would leave the serving process no time
+        # to wake up for it (AFTER): it could serve nothing anyway.
+        return np.r_[t[t < H - 1e3 * AFTER], H]
 
     # ---- reduction (driver) -------------------------------------------------------------------
     def _reduce(self, results: list[StepResult]) -> None:
@@ -228,7 +231,7 @@ class Simulation:
 
     # ---- SimPy processes --------------------------------------------------------------------
     def serving(self, env: simpy.Environment, backend, progress):
-        yield _AfterOthers(env, 0.0)
+        yield env.timeout(AFTER)
         bounds = self.step_bounds()
         for t0, t1 in zip(bounds[:-1], bounds[1:]):
             requests, self._drift_requests = self._drift_requests, []
@@ -240,7 +243,8 @@ class Simulation:
             self._record_drift(requests, results)
             if progress is not None:
                 progress(float(t1), self.impressions)
-            yield _AfterOthers(env, float(t1 - t0))
+            if t1 < self.horizon:
+                yield env.timeout(float(t1) + AFTER - env.now)
 
     def member_visits(self, env: simpy.Environment, member: int):
         """Reference mode: one member's visits by thinning, each served as its own batch."""
@@ -307,6 +311,7 @@ class Simulation:
             self._drift_requests.append((r_index, now))     # scored by the shards at the next step
         else:
             shard = self.shards[0]
+            shard.apply_history(now)
             rows, values = shard.drift_scores(r_index, now)
             self._record_drift([(r_index, now)], [StepResult({}, [], 0, 0, {(r_index, now): (rows, values)})])
 
@@ -326,9 +331,10 @@ class Simulation:
         """Run to the horizon. ``progress(sim_minutes, impressions)`` is called per step."""
         env = simpy.Environment()
         start = wallclock.perf_counter()
-        backend = self._backend()
-        startup = wallclock.perf_counter() - start     # remote shards build their worlds
+        backend = None
         try:
+            backend = self._backend()
+            startup = wallclock.perf_counter() - start     # remote shards build their worlds
             if self.config.engine.mode == "batched":
                 env.process(self.serving(env, backend, progress))
             else:
@@ -343,17 +349,17 @@ class Simulation:
             env.run(until=self.horizon)
             totals = backend.finish()
         finally:
-            backend.close()
+            if backend is not None:
+                backend.close()
         elapsed = wallclock.perf_counter() - start
         for log in (self.log, self.visit_log):
             if log is not None:
                 log.close()
         blocks = sorted((b, m) for t in totals for b, m in t.metrics.items())
         self.metrics = MetricsAccumulator.combine([m for _, m in blocks])
-        for t in totals:
-            if t.exposure is not self.exposure:
-                self.exposure.impressions += t.exposure.impressions
-                self.exposure.plays += t.exposure.plays
+        for t in totals:        # integer-valued counts: exact in any order
+            self.exposure.impressions += t.exposure.impressions
+            self.exposure.plays += t.exposure.plays
         summary = self.metrics.summary(self.member_cell, self.config.control)
         summary["run"] = {
             "impressions": int(self.impressions), "visits": int(self.visits),

@@ -75,9 +75,18 @@ class ShardTotals:
     exposure: TitleExposure
 
 
+def trainer_period(available_at: float, every: float) -> int:
+    """The retrain (``k`` of the trainer at minute ``k * every``) that takes statistics which
+    reach the trainers at ``available_at``."""
+    return math.ceil(available_at / every)
+
+
 def block_ranges(n_members: int, block: int, shards: int) -> list[range]:
-    """The member blocks of each shard: contiguous, as equal as possible (some may be empty)."""
+    """The member blocks of each shard: contiguous and as equal as possible. More shards than
+    blocks would leave some idle (each still building a world), so there are at most as many
+    shards as blocks; results do not depend on the number."""
     n_blocks = math.ceil(n_members / block)
+    shards = min(shards, n_blocks)
     edges = np.linspace(0, n_blocks, shards + 1).round().astype(int)
     return [range(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
@@ -142,8 +151,9 @@ class ShardServer:
         self.n_blocks = math.ceil(n / B)
         tracks_shown = (config.world.response.artwork_change_penalty > 0
                         or any(c.policy.uses_shown_artworks for c in cells))
-        # Rows for every member keep indexing simple; only this shard's rows are ever touched.
-        self.shown = ShownArtworks(n, config.world.shown_memory) if tracks_shown else None
+        lo, hi = blocks.start * B, min(blocks.stop * B, n)     # this shard's members
+        self.shown = (ShownArtworks(max(hi - lo, 0), config.world.shown_memory, offset=lo)
+                      if tracks_shown else None)
         self.block_tables = {b: self._block_table(b) for b in blocks}
         names = [c.name for c in cells]
         self.metrics = {b: MetricsAccumulator(min(B, n - b * B), names, self.horizon,
@@ -151,10 +161,13 @@ class ShardServer:
                         for b in blocks}
         self.exposure = TitleExposure(max(1, math.ceil(eng.days)), len(cells), world.catalog.n_titles)
         self._history: list = []        # pending (time, member, title, played) chunks
+        # Statistics per block and trainer period, kept across steps until the period can get no
+        # more: each period then reaches the driver once, summed in window order whatever the
+        # step length (engine.sync_hours) or the number of shards.
+        self._out: dict[int, BlockOutput] = {}
         self._reset_step()
 
     def _reset_step(self) -> None:
-        self._out: dict[int, BlockOutput] = {}
         self._logs: list = []
         self._impressions = 0
         self._visits = 0
@@ -227,7 +240,8 @@ class ShardServer:
         if drift_requests:
             self.apply_history(t_start)
             drift = {(r, t): self.drift_scores(r, t) for r, t in drift_requests}
-        W = self.config.engine.window_minutes
+        eng = self.config.engine
+        W = eng.window_minutes
         for w in range(math.ceil(t_start / W - 1e-9), math.ceil(min(t_end, self.horizon) / W - 1e-9)):
             t0, t1 = w * W, min((w + 1) * W, self.horizon)
             self.launched = self.world.catalog.launched(t0)
@@ -236,12 +250,27 @@ class ShardServer:
                 visits = self.window_arrivals(b, w, t0, t1)
                 ids = ((w * self.n_blocks + b) << VISIT_ID_BITS) + np.arange(len(visits))
                 self.serve(visits, (b, w), b, ids, (w, b))
-        return self.take_result(drift)
+        # Windows of later steps start at t_end or later, so their statistics reach the trainers
+        # at t_end + attribution + log delay at the earliest: periods ending before that are done.
+        return self.take_result(drift, t_end + eng.attribution_minutes + eng.log_delay_minutes)
 
-    def take_result(self, drift=None) -> StepResult:
-        out = StepResult(self._out, self._logs, self._impressions, self._visits, drift or {})
+    def take_result(self, drift=None, closed_before: float = math.inf) -> StepResult:
+        """The step's result, with the statistics of every trainer period that ends before
+        ``closed_before`` (all of them by default: reference mode, one visit at a time)."""
+        eng = self.config.engine
+        periods = {"policy": eng.retrain_hours * 60.0, "ranker": eng.ranker_retrain_hours * 60.0}
+        done: dict[int, BlockOutput] = {}
+        for b, out in self._out.items():
+            part = BlockOutput()
+            for kind, every in periods.items():
+                table = getattr(out, kind)
+                for key in [k for k in table if k[1] * every < closed_before]:
+                    getattr(part, kind)[key] = table.pop(key)
+            if part.policy or part.ranker:
+                done[b] = part
+        result = StepResult(done, self._logs, self._impressions, self._visits, drift or {})
         self._reset_step()
-        return out
+        return result
 
     def drift_scores(self, r_index: int, minute: float):
         """Scores (k, n_titles) of the drift-sample members in this shard's blocks.
@@ -262,8 +291,9 @@ class ShardServer:
 
     # ---- serving ----------------------------------------------------------------------------
     def serve(self, visits: Visits, keys: tuple[int, ...], block: int, ids: np.ndarray, log_key) -> None:
-        """Serve a batch of visits of one member block; ``keys`` key the ranker, policy and
-        response streams, ``ids`` (v,) number the visits."""
+        """Serve a batch of visits of member block ``block``: ``keys`` key the ranker, policy and
+        response streams, ``ids`` (v,) number the visits, ``log_key`` orders the batch's log rows
+        among all shards' ((window, block) in batched mode)."""
         if len(visits) == 0:
             return
         seed = self.config.seed
@@ -302,7 +332,7 @@ class ShardServer:
                 rs = ranker_stats(self, served, ranker, rpscore[mine])
                 rstats = rs if rstats is None else rstats + rs
             if rstats is not None:
-                _add_stats(out.ranker, (r_index, math.ceil(available_at / (eng.ranker_retrain_hours * 60.0))),
+                _add_stats(out.ranker, (r_index, trainer_period(available_at, eng.ranker_retrain_hours * 60.0)),
                            available_at, rstats)
         if log is not None:
             self._logs.append(log)
@@ -316,7 +346,7 @@ class ShardServer:
                                 s.minutes, s.expected_take, s.oracle_take, s.uniform_take)
         stats = cell.policy.sufficient_stats(s.credited)
         if stats is not None:       # None: a policy that does not learn
-            period = math.ceil(available_at / (self.config.engine.retrain_hours * 60.0))
+            period = trainer_period(available_at, self.config.engine.retrain_hours * 60.0)
             _add_stats(out.policy, (cell.index, period), available_at, stats)
         self.exposure.add(cell.index, d.time, d.title, s.play)
         if log is not None:

@@ -18,19 +18,23 @@ from sim.world import build_world
 
 
 def scale_config(**engine) -> dict:
-    """A small two-cell world in 9 member blocks, with every model-update path exercised:
-    per-image Thompson and LinTS cells, a learned ranker retrained twice a day, and a cell with its
-    own exploring, position-corrected ranker."""
+    """A small world in 9 member blocks, with every model-update path exercised: per-image
+    Thompson and LinTS cells on a learned ranker retrained twice a day, a cell with its own
+    exploring, position-corrected ranker, and a sticky cell (per-member shown images) with its own
+    popularity ranker."""
     return {"seed": 11,
             "world": {"name": "tiny", "n_members": 2200, "n_titles": 90},
             "engine": {"days": 1.5, "member_block": 256, "retrain_hours": 4, "ranker_retrain_hours": 12,
                        "progress": False, **engine},
             "ranker": {"name": "learned"},
             "experiment": {"name": "scale", "control": "thompson", "cells": [
-                {"name": "thompson", "share": 0.4, "policy": {"name": "thompson"}},
-                {"name": "lints", "share": 0.3, "policy": {"name": "lints"}},
-                {"name": "ipw", "share": 0.3, "policy": {"name": "lints"},
-                 "ranker": {"name": "learned", "exploration_share": 0.1, "correction": "ipw"}}]}}
+                {"name": "thompson", "share": 0.3, "policy": {"name": "thompson"}},
+                {"name": "lints", "share": 0.25, "policy": {"name": "lints"}},
+                {"name": "ipw", "share": 0.25, "policy": {"name": "lints"},
+                 "ranker": {"name": "learned", "exploration_share": 0.1, "correction": "ipw"}},
+                {"name": "sticky", "share": 0.2, "policy": {"name": "sticky", "min_hours": 6,
+                                                             "base": {"name": "thompson"}},
+                 "ranker": {"name": "popularity"}}]}}
 
 
 def run_dir(tmp_path, name: str, **engine):
@@ -56,7 +60,7 @@ def single_shard(tmp_path_factory):
 def test_block_ranges_cover_every_block_once():
     for n, B, shards in [(2200, 256, 1), (2200, 256, 4), (2200, 256, 20), (1, 65536, 3)]:
         ranges = block_ranges(n, B, shards)
-        assert len(ranges) == shards
+        assert len(ranges) == min(shards, math.ceil(n / B)) and all(len(r) for r in ranges)
         flat = [b for r in ranges for b in r]
         assert flat == list(range(math.ceil(n / B)))
 
@@ -82,6 +86,7 @@ def model_arrays(sim: Simulation) -> dict:
             for name, v in vars(getattr(c.policy, part, None) or SimpleNamespace()).items():
                 if isinstance(v, np.ndarray):
                     out[(c.name, name)] = v
+        assert any(k[0] == c.name for k in out) or c.policy.name == "sticky", c.name
     for i, r in enumerate(sim.rankers):
         for name, v in vars(r.stats_).items():
             if isinstance(v, np.ndarray):
@@ -102,7 +107,8 @@ def test_model_statistics_are_bit_identical_across_shard_counts(monkeypatch):
     bit-identical too. Adding the blocks in another order changes them (float addition is not
     associative), so this comparison would catch a reduction that depended on the sharding."""
     one = trained()
-    for engine in ({"shards": 4}, {"backend": "processes", "shards": 3}):
+    for engine in ({"shards": 4}, {"backend": "processes", "shards": 3}, {"sync_hours": 0.5},
+                   {"shards": 2, "sync_hours": 5}):
         other = trained(**engine)
         assert one.keys() == other.keys()
         for key in one:
@@ -131,6 +137,49 @@ def test_model_versions_name_the_world_instead_of_copying_it():
     assert rankers[0].members is other.members and rankers[0].catalog is other.catalog
     assert policies[1].catalog_ is other.catalog
     assert [type(p) for p in policies] == [type(c.policy) for c in sim.cells]
+
+
+def test_a_worker_that_dies_is_reported(monkeypatch):
+    import os
+
+    def die(self, *args, **kwargs):
+        os._exit(3)
+
+    monkeypatch.setattr(ShardServer, "serve_step", die)
+    sim = Simulation(experiment_config_from_dict(scale_config(backend="processes", shards=2)))
+    with pytest.raises(RuntimeError, match=r"shard 0: its worker process exited \(exit code 3\)"):
+        sim.run()
+
+
+def test_every_step_serves_with_every_model_change_before_it(monkeypatch):
+    """With cadences whose minutes are not exact in binary (0.35 h = 21 min, times k * 21.0 and
+    + 7), every deploy and ranker retrain at or before a step's start happens before the shards
+    serve that step, and none after it."""
+    events = []
+    sim = Simulation(experiment_config_from_dict(scale_config(
+        days=0.5, retrain_hours=0.35, deploy_delay_minutes=7, ranker_retrain_hours=1.15, sync_hours=0.7)))
+    deploy, step = sim.deploy, sim.shards[0].serve_step
+
+    def logged_deploy(env, cell, stats):
+        yield from deploy(env, cell, stats)
+        events.append(("change", env.now))
+
+    fit = sim.rankers[0].fit
+    monkeypatch.setattr(sim, "deploy", logged_deploy)
+    monkeypatch.setattr(sim.rankers[0], "fit", lambda stats, now: (events.append(("change", now)), fit(stats, now)))
+    monkeypatch.setattr(sim.shards[0], "serve_step",
+                        lambda t0, t1, drift=(): (events.append(("step", t0)), step(t0, t1, drift))[1])
+    sim.run()
+    changes = [t for kind, t in events if kind == "change"]
+    steps = [(i, t) for i, (kind, t) in enumerate(events) if kind == "step"]
+    assert len(changes) > 20 and len(steps) > 20
+    for i, t0 in steps:
+        before = [t for kind, t in events[:i] if kind == "change"]
+        after = [t for kind, t in events[i:] if kind == "change"]
+        assert all(t < t0 + 1e-6 for t in before) and all(t > t0 + 1e-6 for t in after), t0
+    # ... and every change starts a step of its own.
+    starts = np.array([t for _, t in steps])
+    assert all(np.abs(starts - t).min() < 1e-6 for t in changes)
 
 
 def test_steps_break_at_every_model_change():

@@ -15,9 +15,11 @@ from sim.world.members import ring_append_slots
 
 class ShownArtworks:
     """Per member, up to ``size`` titles with the artwork last shown and the minute it was first
-    shown (``since``: showing the same image again does not reset it)."""
+    shown (``since``: showing the same image again does not reset it). Covers members
+    ``offset .. offset + n_members`` (a shard's member blocks)."""
 
-    def __init__(self, n_members: int, size: int = 64):
+    def __init__(self, n_members: int, size: int = 64, offset: int = 0):
+        self.offset = int(offset)
         self.title = np.full((n_members, size), -1, dtype=np.int32)
         self.artwork = np.full((n_members, size), -1, dtype=np.int32)
         self.since = np.zeros((n_members, size), dtype=np.float64)
@@ -25,6 +27,7 @@ class ShownArtworks:
 
     def lookup(self, member: np.ndarray, title: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Last shown artwork of ``title[i]`` to ``member[i]`` (-1 if none) and since when, (n,)."""
+        member = member - self.offset
         match = self.title[member] == title[:, None]                         # (n, size)
         found = match.any(axis=1)
         slot = match.argmax(axis=1)
@@ -37,6 +40,7 @@ class ShownArtworks:
         """Remember impressions (n,); a title already remembered is updated in place."""
         if member.size == 0:
             return
+        member = member - self.offset
         match = self.title[member] == title[:, None]
         found = match.any(axis=1)
         slot = match.argmax(axis=1)
