@@ -28,6 +28,8 @@ DEVICE_VISIBLE_COLUMNS: dict[str, int] = {"tv": 8, "web": 8, "tablet": 6, "mobil
 RANKER_NAMES = ("popularity", "learned", "oracle", "random")
 RANKER_CORRECTIONS = ("none", "ipw")
 RANKER_RETRAIN = ("repeated", "once")
+#: Attributed outcome a ranker learns from: plays (default) or clicks (README, "Feedback loops").
+RANKER_SIGNALS = ("play", "click")
 #: ``shared``: one ranker trained on every cell's logs (as in production, where an A/B test's cells
 #: feed the same ranker); ``per_cell``: each cell without its own ``ranker`` gets a copy of the
 #: experiment's ranker trained on that cell's logs only (no interference through the ranker).
@@ -38,7 +40,7 @@ ENGINE_BACKENDS = ("local", "processes", "ray")
 #: Engine keys that say how a run executes, not what it simulates: results do not depend on them.
 EXECUTION_KEYS = ("backend", "shards", "sync_hours", "ray_address", "ray_cpus_per_shard", "progress")
 #: Analyses an experiment can request (modules of experiments.analyses).
-ANALYSIS_NAMES = ("cold_start", "netflix_replay", "feedback_loop")
+ANALYSIS_NAMES = ("cold_start", "netflix_replay", "feedback_loop", "clickbait_loop")
 REWARD_NAMES = ("click", "play", "quality_play")
 
 
@@ -320,6 +322,7 @@ class RankerConfig:
     correction: str = "none"           # learned: "ipw" weights plays by 1/attention and 1/propensity
     position_exponent: float = 0.8     # ipw: attention ~ ((row+1)(col+1))^-a until fitted from exploration
     retrain: str = "repeated"          # "once": fitted on the first retrain's logs, then frozen
+    signal: str = "play"               # attributed outcome counted as a title's success: play | click
 
     @staticmethod
     def from_dict(d: Mapping[str, Any], prefix: str = "ranker") -> "RankerConfig":
@@ -339,6 +342,7 @@ class RankerConfig:
             correction=check_choice(f"{prefix}.correction", get("correction"), RANKER_CORRECTIONS),
             position_exponent=check_float(f"{prefix}.position_exponent", get("position_exponent"), 0.0, 10.0),
             retrain=check_choice(f"{prefix}.retrain", get("retrain"), RANKER_RETRAIN),
+            signal=check_choice(f"{prefix}.signal", get("signal"), RANKER_SIGNALS),
         )
 
 

@@ -3,7 +3,8 @@
 A page is ``rows x columns`` titles: a *top picks* row (the ranker's best titles) followed by
 genre rows (the member's strongest genres by the ranker's estimate, each holding that genre's
 best titles). A title appears at most once per page. Rankers other than ``oracle`` learn only
-from logged plays, which the homepage and the artwork policy caused: the feedback loop.
+from logged plays (or clicks, ``signal: click``), which the homepage and the artwork policy
+caused: the feedback loop.
 """
 from __future__ import annotations
 

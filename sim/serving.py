@@ -177,8 +177,10 @@ def serve_cell(sim, cell, visits: Visits, visit_ids: np.ndarray, visit_ctx: np.n
 
 def ranker_stats(sim, served: ServedImpressions, ranker=None,
                  ranker_pscore: np.ndarray | None = None) -> RankerStats:
-    """Additive ranker statistics from the credited plays of served impressions.
+    """Additive ranker statistics from the credited outcomes of served impressions.
 
+    The ``plays`` fields count the ranker's ``signal``: credited plays (default, and without a
+    ``ranker``) or, with ``signal: click``, credited clicks, which clickbait artwork inflates.
     With a ``ranker`` whose ``correction`` is ``ipw`` (and the ranker propensity of each
     impression, 1 for slots it did not explore) the debiasing statistics are filled in too."""
     cat = sim.world.catalog
@@ -187,7 +189,8 @@ def ranker_stats(sim, served: ServedImpressions, ranker=None,
     T = cat.n_titles
     aff = np.einsum("ng,ng->n", fb.decisions.context[:, :cat.n_genres], cat.title_genres[title])
     b = affinity_bin(aff)
-    plays = fb.play.astype(np.float64)
+    signal = fb.click if ranker is not None and ranker.cfg.signal == "click" else fb.play
+    plays = signal.astype(np.float64)
     stats = RankerStats(np.bincount(title, minlength=T).astype(np.float64),
                         np.bincount(title, weights=plays, minlength=T),
                         np.bincount(b, minlength=N_AFFINITY_BINS).astype(np.float64),

@@ -1,16 +1,22 @@
 """Feedback-loop measures (sim.bias) and the ranker variants that feed them."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from experiments.analyses.clickbait_loop import clickbait_potential
 from sim.bias import (catalog_coverage, effective_catalog_size, gini, homogenization,
                       jaccard_matrix, logged_take_bias, popularity_amplification, rank_agreement)
-from sim.config import ConfigError, experiment_config_from_dict
+from sim.config import ConfigError, RankerConfig, WorldConfig, experiment_config_from_dict
 from sim.engine import Simulation
-from sim.serving import explore_slots
+from sim.policies.base import Selection
+from sim.serving import explore_slots, ranker_stats
 from sim.streams import generator
+from sim.testing import make_decision_batch, make_feedback
+from sim.world import build_world
 
 
 # ---- the measures on hand-computed cases ----------------------------------------------------
@@ -89,6 +95,52 @@ def test_ranker_variant_config_is_validated():
     for bad in ({"exploration_share": 1.0}, {"correction": "dr"}, {"retrain": "never"}):
         with pytest.raises(ConfigError, match="ranker."):
             experiment_config_from_dict({**base, "ranker": bad})
+
+
+def test_ranker_signal_is_validated():
+    base = {"world": {"name": "t", "n_members": 10, "n_titles": 10}}
+    assert experiment_config_from_dict(base).ranker.signal == "play"
+    assert experiment_config_from_dict({**base, "ranker": {"signal": "click"}}).ranker.signal == "click"
+    with pytest.raises(ConfigError, match=r"ranker\.signal = 'quality_play' .*one of play, click"):
+        experiment_config_from_dict({**base, "ranker": {"signal": "quality_play"}})
+
+
+@pytest.mark.parametrize("correction", ["none", "ipw"])
+def test_ranker_stats_count_the_ranker_signal(world, correction):
+    """``signal: click`` puts credited clicks where ``play`` puts credited plays."""
+    batch = make_decision_batch(world.catalog, 400, generator(1, "policy"), n_members=world.members.n_members)
+    sel = Selection(np.zeros(400, np.int64), batch.candidates[:, 0], np.ones(400))
+    fb = make_feedback(batch, sel, generator(1, "response"))
+    assert fb.click.sum() > fb.play.sum() > 0          # the two signals differ on this batch
+    sim, served = SimpleNamespace(world=world), SimpleNamespace(credited=fb)
+    T = world.catalog.n_titles
+    for signal, outcome in (("play", fb.play), ("click", fb.click)):
+        ranker = SimpleNamespace(cfg=RankerConfig(signal=signal, correction=correction),
+                                 attention_estimate=lambda r, c: np.ones(r.shape))
+        stats = ranker_stats(sim, served, ranker, np.ones(400))
+        expected = np.bincount(batch.title, weights=outcome, minlength=T)
+        np.testing.assert_array_equal(stats.title_plays, expected)
+        assert stats.bin_plays.sum() == outcome.sum()
+        np.testing.assert_array_equal(stats.title_impressions, np.bincount(batch.title, minlength=T))
+        if correction == "ipw":   # attention 1: the debiased counts are the raw ones
+            np.testing.assert_array_equal(stats.title_plays_debiased, expected)
+    # Without a ranker (or by default) the statistics count plays.
+    np.testing.assert_array_equal(ranker_stats(sim, served).title_plays,
+                                  np.bincount(batch.title, weights=fb.play, minlength=T))
+
+
+def test_clickbait_potential_needs_unrepresentative_images():
+    """The potential is >= 0, > 0 for some titles in a clickbait world, and 0 everywhere when
+    images differ only in appeal and representativeness does not affect plays (then the
+    most-clicked image is also the best for quality plays)."""
+    base = {"n_members": 300, "n_titles": 60, "n_genres": 8}
+    bait = build_world(WorldConfig.from_dict({**base, "response": {"clickbait_appeal": 1.5}}), 0, 1440.0)
+    pot = clickbait_potential(bait, 0, sample=100)
+    assert pot.shape == (60,) and (pot >= -1e-12).all() and (pot > 0.05).sum() >= 5
+    flat = build_world(WorldConfig.from_dict({**base, "response": {
+        "clickbait_appeal": 1.5, "theme_weight": 0.0, "play_representativeness_weight": 0.0,
+        "quality_representativeness_weight": 0.0}}), 0, 1440.0)
+    np.testing.assert_allclose(clickbait_potential(flat, 0, sample=100), 0.0, atol=1e-12)
 
 
 # ---- closed-loop behaviour ------------------------------------------------------------------
