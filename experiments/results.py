@@ -80,6 +80,25 @@ def find_runs(sweep_dir: Path | str) -> list[Run]:
     return [load_run(p) for p in paths if is_complete(p)]
 
 
+def analysis_runs(path: Path | str) -> list[Path]:
+    """The run directories an analysis reads: ``path`` itself if it is a run, else the complete
+    runs below it (a sweep). Exits with a message when there is none."""
+    path = Path(path)
+    runs = [path] if is_run_dir(path) else [r.path for r in find_runs(path)]
+    if not runs:
+        raise SystemExit(f"error: no run (metrics.json) in or below {path}")
+    return runs
+
+
+def mean_se(x: list[float]) -> tuple[float, float]:
+    """Mean and standard error over seeds of the finite values (SE NaN with fewer than two)."""
+    a = np.asarray(x, np.float64)
+    a = a[np.isfinite(a)]
+    if a.size == 0:
+        return float("nan"), float("nan")
+    return float(a.mean()), float(a.std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else float("nan")
+
+
 def swept_parameters(runs: list[Run]) -> list[str]:
     """Keys that take more than one value across ``runs`` (``seed`` included), sorted."""
     if all(r.overrides for r in runs):

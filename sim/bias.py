@@ -189,8 +189,8 @@ class RankerDrift:
 
     SAMPLE = 200
 
-    def __init__(self, seed: int, response, cells_of_ranker: list[str]):
-        self.members = self.sample(seed, response.tastes.shape[0])
+    def __init__(self, members: np.ndarray, response, cells_of_ranker: list[str]):
+        self.members = members                  # :meth:`sample`
         self.truth = response.title_scores(self.members)
         self.cells = cells_of_ranker            # per ranker index: the cells it serves ("" = none)
         self.rows: list[dict] = []

@@ -41,7 +41,7 @@ from sim.logs import ImpressionLog, VisitLog
 from sim.metrics import MetricsAccumulator
 from sim.policies import build_policy
 from sim.serving import Visits
-from sim.shard import Cell, ShardServer, StepResult, block_ranges, dump_models, trainer_period
+from sim.shard import Cell, ShardServer, StepResult, block_ranges, dump_models, ranker_of, trainer_period
 from sim.streams import generator, stable_unit_hash
 from sim.world import World, build_world
 
@@ -153,8 +153,8 @@ class Simulation:
         self.visit_log: VisitLog | None = None
         self.policy_queues = [_Queue(eng.retrain_hours * 60.0) for _ in self.cells]
         self.ranker_queues = [_Queue(eng.ranker_retrain_hours * 60.0) for _ in self.rankers]
-        self.drift = RankerDrift(config.seed, w.response, [
-            ",".join(c.name for c in self.cells if self._ranker_of(c) is r) for r in self.rankers])
+        self.drift = RankerDrift(loop.drift_sample, w.response, [
+            ",".join(c.name for c in self.cells if ranker_of(c, self.rankers) is r) for r in self.rankers])
         # In-process shards (backend local); other backends start theirs in run().
         self.shards: list[ShardServer] = []
         if eng.backend == "local":
@@ -168,9 +168,6 @@ class Simulation:
         self._drift_requests: list[tuple[int, float]] = []
 
     # ------------------------------------------------------------------------------------
-    def _ranker_of(self, cell: Cell) -> Ranker:
-        return cell.ranker if cell.ranker is not None else self.shared_ranker
-
     def step_bounds(self) -> np.ndarray:
         """Start of every serving step, and the horizon: every ``sync_hours`` and every minute
         at which a model changes (deploys, ranker retrains), so models are frozen within a step."""
@@ -217,12 +214,13 @@ class Simulation:
         """Blocks in the order their statistics are added: ascending, whatever shard sent them."""
         return sorted(blocks)
 
-    def _record_drift(self, requests, results: list[StepResult]) -> None:
-        """Ranker drift from the sample members' scores, assembled from the shards that own them."""
+    def _record_drift(self, requests, parts: list[dict]) -> None:
+        """Ranker drift from the sample members' scores, assembled from the shards that own them
+        (``parts``: each shard's {(ranker index, minute): (sample positions, scores rows)})."""
         for r_index, minute in requests:
             scores = np.zeros((self.drift.members.size, self.world.catalog.n_titles), np.float32)
-            for res in results:
-                rows, values = res.drift[(r_index, minute)]
+            for part in parts:
+                rows, values = part[(r_index, minute)]
                 scores[rows] = values
             self.drift.record(minute, r_index, self.rankers[r_index], scores, self.world.catalog.launched(minute))
 
@@ -240,7 +238,7 @@ class Simulation:
                 models, self._models_changed = self._model_blob(), False
             results = backend.step(float(t0), float(t1), requests, models)
             self._reduce(results)
-            self._record_drift(requests, results)
+            self._record_drift(requests, [r.drift for r in results])
             if progress is not None:
                 progress(float(t1), self.impressions)
             if t1 < self.horizon:
@@ -265,6 +263,7 @@ class Simulation:
             shard.apply_history(env.now)
             shard.launched = self.world.catalog.launched(env.now)
             visits = Visits(np.array([member]), np.array([env.now]), shard.scroll_depth(rng, 1))
+            # Keys (member, k-th visit, 2**20): never the (block, window) keys of batched mode.
             shard.serve(visits, (member, k, 1 << 20), block, np.array([self.visits]), (self.visits,))
             self._reduce([shard.take_result()])
             k += 1
@@ -312,8 +311,7 @@ class Simulation:
         else:
             shard = self.shards[0]
             shard.apply_history(now)
-            rows, values = shard.drift_scores(r_index, now)
-            self._record_drift([(r_index, now)], [StepResult({}, [], 0, 0, {(r_index, now): (rows, values)})])
+            self._record_drift([(r_index, now)], [{(r_index, now): shard.drift_scores(r_index, now)}])
 
     # ---- run --------------------------------------------------------------------------------
     def _backend(self):
@@ -355,8 +353,8 @@ class Simulation:
         for log in (self.log, self.visit_log):
             if log is not None:
                 log.close()
-        blocks = sorted((b, m) for t in totals for b, m in t.metrics.items())
-        self.metrics = MetricsAccumulator.combine([m for _, m in blocks])
+        per_block = {b: m for t in totals for b, m in t.metrics.items()}
+        self.metrics = MetricsAccumulator.combine([per_block[b] for b in self.block_order(per_block)])
         for t in totals:        # integer-valued counts: exact in any order
             self.exposure.impressions += t.exposure.impressions
             self.exposure.plays += t.exposure.plays
@@ -365,7 +363,7 @@ class Simulation:
             "impressions": int(self.impressions), "visits": int(self.visits),
             "wall_seconds": elapsed, "impressions_per_second": self.impressions / max(elapsed, 1e-9),
             "deploys": self.deploys, "simulated_days": self.config.engine.days,
-            "backend": self.config.engine.backend, "shards": self.config.engine.shards,
+            "backend": self.config.engine.backend, "shards": len(totals),   # at most one per block
             "shard_startup_seconds": startup,
             "propensity_estimated": {c.name: bool(c.policy.propensity_is_estimated) for c in self.cells},
             "final_model_version": {c.name: int(c.policy.model_version_) for c in self.cells},

@@ -44,6 +44,11 @@ class Cell:
     ranker: Any                  # Ranker, or None: the experiment's shared ranker
 
 
+def ranker_of(cell: Cell, rankers: list):
+    """The ranker that lays out the cell's pages: its own, or the shared one (``rankers[0]``)."""
+    return cell.ranker if cell.ranker is not None else rankers[0]
+
+
 @dataclass
 class BlockOutput:
     """Statistics one member block produced in one step, summed per trainer period.
@@ -183,9 +188,6 @@ class ShardServer:
             per_tz.append((float(off), sel, np.cumsum(m.visit_rate[sel])))
         return per_tz
 
-    def ranker_of(self, cell: Cell):
-        return cell.ranker if cell.ranker is not None else self.rankers[0]
-
     def load_models(self, blob: bytes) -> None:
         """Replace the model replicas with a new version from the driver."""
         policies, self.rankers = load_models(self.world, blob)
@@ -309,7 +311,7 @@ class ShardServer:
         # Every ranker and cell draws from its own keyed stream, so one cell's impressions never
         # shift another cell's random numbers (common random numbers across runs).
         for r_index, ranker in enumerate(self.rankers):
-            cells = [c for c in self.cells if self.ranker_of(c) is ranker]
+            cells = [c for c in self.cells if ranker_of(c, self.rankers) is ranker]
             if not cells:
                 continue
             in_group = np.isin(visit_cell, [c.index for c in cells])
@@ -350,7 +352,7 @@ class ShardServer:
             _add_stats(out.policy, (cell.index, period), available_at, stats)
         self.exposure.add(cell.index, d.time, d.title, s.play)
         if log is not None:
-            cols = self.ranker_of(cell).cfg.columns
+            cols = ranker_of(cell, self.rankers).cfg.columns
             log[2].append({
                 "time": d.time, "visit": d.visit, "member": d.member, "cell": cell.name,
                 "title": d.title, "artwork": s.artwork, "action": s.action,

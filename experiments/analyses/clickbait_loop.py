@@ -37,8 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.analyses.feedback_loop import _mean_se, _world, _write_csv
+from experiments.analyses.feedback_loop import run_with_world
+from experiments.results import analysis_runs, mean_se
 from experiments.segments import read_log
+from sim.bias import rank_agreement
+from sim.outputs import write_csv
 from sim.streams import generator
 
 #: Members sampled for the population-average click and quality-play probability of each image.
@@ -74,16 +77,10 @@ def clickbait_potential(world, seed: int, sample: int = POTENTIAL_SAMPLE) -> np.
     return click.max(axis=1) / click[rows, quality.argmax(axis=1)] - 1.0
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    rx = np.argsort(np.argsort(x, kind="stable"), kind="stable")
-    ry = np.argsort(np.argsort(y, kind="stable"), kind="stable")
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
 def run_metrics(run_dir: Path) -> list[dict]:
     """Per-cell clickbait-loop measures of one run."""
     run_dir = Path(run_dir)
-    cfg, world = _world(run_dir)
+    cfg, world = run_with_world(run_dir)
     cat = world.catalog
     potential = clickbait_potential(world, cfg.seed)
     start = np.flatnonzero(cat.launched(0.0))
@@ -105,7 +102,7 @@ def run_metrics(run_dir: Path) -> list[dict]:
             "cell": cell, "seed": cfg.seed,
             "prone_exposure_share": imp[prone].sum() / max(imp.sum(), 1.0),
             "prone_potential": float(potential[prone].mean()),
-            "exposure_potential_spearman": _spearman(imp[launched], potential[launched]),
+            "exposure_potential_spearman": rank_agreement(imp[launched][None, :], potential[launched][None, :]),
             "ctr": c["ctr"]["estimate"], "take_fraction": c["take_fraction"]["estimate"],
             "ranker_spearman": spearman[-1] if spearman else float("nan")})
     return rows
@@ -122,7 +119,7 @@ def summarize(rows: list[dict]) -> list[dict]:
     for c in cells:
         row = {"cell": c, "seeds": sum(r["cell"] == c for r in rows)}
         for k in MEASURES:
-            row[k], row[k + "_se"] = _mean_se([r[k] for r in rows if r["cell"] == c])
+            row[k], row[k + "_se"] = mean_se([r[k] for r in rows if r["cell"] == c])
         out.append(row)
     by = {(r["cell"], r["seed"]): r for r in rows}
     for a, b in CONTRASTS:
@@ -131,7 +128,7 @@ def summarize(rows: list[dict]) -> list[dict]:
             continue
         row = {"cell": f"{a} - {b}", "seeds": len(seeds)}
         for k in MEASURES:
-            row[k], row[k + "_se"] = _mean_se([by[a, s][k] - by[b, s][k] for s in seeds])
+            row[k], row[k + "_se"] = mean_se([by[a, s][k] - by[b, s][k] for s in seeds])
         out.append(row)
     # Interaction: what training on clicks adds under bait artwork beyond what it adds under
     # quality artwork (the part of the click ranker's shift that the artwork causes).
@@ -140,7 +137,7 @@ def summarize(rows: list[dict]) -> list[dict]:
     if seeds:
         row = {"cell": "interaction", "seeds": len(seeds)}
         for k in MEASURES:
-            row[k], row[k + "_se"] = _mean_se([
+            row[k], row[k + "_se"] = mean_se([
                 by["bait.click", s][k] - by["bait.play", s][k]
                 - by["quality.click", s][k] + by["quality.play", s][k] for s in seeds])
         out.append(row)
@@ -154,17 +151,16 @@ def _fmt(mean: float, se: float) -> str:
 def analyze(run_dir: Path) -> list[Path]:
     """One run, or a sweep directory (runs below it): per-run table, then summary over seeds."""
     run_dir = Path(run_dir)
-    runs = ([run_dir] if (run_dir / "metrics.json").exists()
-            else sorted(p.parent for p in run_dir.glob("*/metrics.json")))
-    if not runs:
-        raise SystemExit(f"error: no run (metrics.json) in or below {run_dir}")
+    runs = analysis_runs(run_dir)
     rows = [r for d in runs for r in run_metrics(d)]
     summary = summarize(rows)
     print(f"{'cell':<30} " + " ".join(f"{k:>24}" for k in MEASURES))
     for s in summary:
         print(f"{s['cell']:<30} " + " ".join(f"{_fmt(s[k], s[k + '_se']):>24}" for k in MEASURES))
-    return [_write_csv(run_dir / "clickbait_loop.csv", rows),
-            _write_csv(run_dir / "clickbait_loop_summary.csv", summary)]
+    paths = [run_dir / "clickbait_loop.csv", run_dir / "clickbait_loop_summary.csv"]
+    write_csv(paths[0], rows)
+    write_csv(paths[1], summary)
+    return paths
 
 
 def main(argv: list[str] | None = None) -> None:

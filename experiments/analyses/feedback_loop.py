@@ -35,14 +35,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 
+from experiments.results import analysis_runs, mean_se  # noqa: E402
 from experiments.segments import read_log  # noqa: E402
 from sim.bias import (catalog_coverage, effective_catalog_size, gini, homogenization,  # noqa: E402
                       logged_take_bias, popularity_amplification)
-from sim.config import experiment_config_from_dict  # noqa: E402
+from sim.ope.runs import run_config, run_world  # noqa: E402
+from sim.outputs import write_csv  # noqa: E402
 from sim.streams import generator  # noqa: E402
-from sim.world import build_world  # noqa: E402
 
 #: Members per cell in the homogenization sample (the Jaccard matrix is sample x sample).
 HOMOGENIZATION_SAMPLE = 300
@@ -62,15 +62,16 @@ METRICS = (("gini_impressions", "Gini of impressions", "Gini of impressions (0â€
            ("take_fraction", "take fraction", "take fraction (quality plays / impression)"))
 
 
-def _world(run_dir: Path):
-    cfg = experiment_config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    return cfg, build_world(cfg.world, cfg.seed, cfg.engine.days * 1440.0)
+def run_with_world(run_dir: Path):
+    """The run's validated config and its world, ground truth included."""
+    cfg = run_config(run_dir)
+    return cfg, run_world(cfg)
 
 
 def daily_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
     """Per (cell, day) feedback-loop metrics and per-cell logged-data bias of one run."""
     run_dir = Path(run_dir)
-    cfg, world = _world(run_dir)
+    cfg, world = run_with_world(run_dir)
     cat, resp = world.catalog, world.response
     T = cat.n_titles
     log = read_log(run_dir, ["cell", "time", "visit", "member", "title", "artwork", "row", "column",
@@ -158,10 +159,7 @@ def _bias_row(cell: str, log: dict, m: np.ndarray, cat, resp, seed: int) -> dict
 
 
 def _write_csv(path: Path, rows: list[dict]) -> Path:
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(path, rows)
     return path
 
 
@@ -175,10 +173,7 @@ def analyze(run_dir: Path) -> list[Path]:
     """One run: daily and bias tables and a chart. A sweep directory (no metrics.json, runs
     below it): every run's tables, then charts with bands over seeds."""
     run_dir = Path(run_dir)
-    runs = ([run_dir] if (run_dir / "metrics.json").exists()
-            else sorted(p.parent for p in run_dir.glob("*/metrics.json")))
-    if not runs:
-        raise SystemExit(f"error: no run (metrics.json) in or below {run_dir}")
+    runs = analysis_runs(run_dir)
     daily, bias, out = [], [], []
     for i, r in enumerate(runs):
         d_path, b_path = r / "feedback_loop_daily.csv", r / "feedback_loop_bias.csv"
@@ -193,14 +188,6 @@ def analyze(run_dir: Path) -> list[Path]:
     return out
 
 
-def _mean_se(x: list[float]) -> tuple[float, float]:
-    a = np.asarray(x, np.float64)
-    a = a[np.isfinite(a)]
-    if a.size == 0:
-        return float("nan"), float("nan")
-    return float(a.mean()), float(a.std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else float("nan")
-
-
 def _summary(daily: list[dict], bias: list[dict]) -> list[dict]:
     """Per cell: last-day value of each metric (drift: also its change from day 1), mean over
     seeds with standard error, and the logged-data bias."""
@@ -212,10 +199,10 @@ def _summary(daily: list[dict], bias: list[dict]) -> list[dict]:
         last = [r for r in daily if r["cell"] == c and r["day"] == last_day]
         first = {r["seed"]: r for r in daily if r["cell"] == c and r["day"] == 1}
         for key in [m[0] for m in METRICS] + ["quality_plays_per_visit"]:
-            row[key], row[key + "_se"] = _mean_se([r[key] for r in last])
-        row["drift_change"], row["drift_change_se"] = _mean_se([r["drift"] - first[r["seed"]]["drift"] for r in last])
+            row[key], row[key + "_se"] = mean_se([r[key] for r in last])
+        row["drift_change"], row["drift_change_se"] = mean_se([r["drift"] - first[r["seed"]]["drift"] for r in last])
         for key in ("naive_bias", "selection_bias", "ips_bias"):
-            row[key], _ = _mean_se([b[key] for b in bias if b["cell"] == c])
+            row[key], _ = mean_se([b[key] for b in bias if b["cell"] == c])
         out.append(row)
     return out
 
@@ -229,7 +216,7 @@ def _chart(daily: list[dict], n_seeds: int, path: Path) -> Path:
         for c in cells:
             arm, _, policy = c.partition(".")
             days = sorted({r["day"] for r in daily if r["cell"] == c})
-            stats = [_mean_se([r[key] for r in daily if r["cell"] == c and r["day"] == d]) for d in days]
+            stats = [mean_se([r[key] for r in daily if r["cell"] == c and r["day"] == d]) for d in days]
             mean = np.array([s[0] for s in stats])
             se = np.nan_to_num(np.array([s[1] for s in stats]))
             ls = "--" if policy == "lints" else "-"
