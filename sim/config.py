@@ -17,6 +17,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from sim.schema import (ConfigError, check_bool, check_choice, check_float, check_int,  # noqa: F401
+                        check_optional_str, range_text)
+
 #: UTC offsets (hours) of the countries members can live in. Members see a diurnal visit curve
 #: in their local time, so a world with several time zones has a flatter global load curve.
 COUNTRY_UTC_OFFSETS: dict[str, float] = {
@@ -44,71 +47,9 @@ ANALYSIS_NAMES = ("cold_start", "netflix_replay", "feedback_loop", "clickbait_lo
 REWARD_NAMES = ("click", "play", "quality_play")
 
 
-class ConfigError(ValueError):
-    """A configuration value that is refused before any simulation starts."""
-
-    def __init__(self, key: str, value: Any, allowed: str):
-        self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"{key} = {value!r} is not allowed: {allowed}")
-
-
-# --------------------------------------------------------------------------------------------
-# Small checkers. Each takes the dotted key so that the message can name it.
-# --------------------------------------------------------------------------------------------
-def _is_number(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
-
-
-def check_int(key: str, v: Any, lo: int | None = None, hi: int | None = None) -> int:
-    allowed = _range_text("an integer", lo, hi, True, True)
-    if isinstance(v, (bool, np.bool_)) or not (
-            isinstance(v, numbers.Integral) or (isinstance(v, numbers.Real) and float(v).is_integer())):
-        raise ConfigError(key, v, allowed)
-    v = int(v)
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise ConfigError(key, v, allowed)
-    return v
-
-
-def check_float(key: str, v: Any, lo: float | None = None, hi: float | None = None,
-                lo_open: bool = False, hi_open: bool = False) -> float:
-    allowed = _range_text("a number", lo, hi, not lo_open, not hi_open)
-    if not _is_number(v) or not math.isfinite(float(v)):
-        raise ConfigError(key, v, allowed)
-    v = float(v)
-    if lo is not None and (v < lo or (lo_open and v == lo)):
-        raise ConfigError(key, v, allowed)
-    if hi is not None and (v > hi or (hi_open and v == hi)):
-        raise ConfigError(key, v, allowed)
-    return v
-
-
-def check_bool(key: str, v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ConfigError(key, v, "true or false")
-    return v
-
-
-def _optional_str(key: str, v: Any) -> str | None:
-    if v is None or (isinstance(v, str) and v.strip()):
-        return v
-    raise ConfigError(key, v, "null or a non-empty string")
-
-
-def check_choice(key: str, v: Any, choices: tuple[str, ...] | list[str]) -> str:
-    if not isinstance(v, str) or v not in choices:
-        raise ConfigError(key, v, "one of " + ", ".join(choices))
-    return v
-
-
-def _range_text(kind: str, lo, hi, lo_closed: bool, hi_closed: bool) -> str:
-    if lo is not None and hi is not None:
-        return f"{kind} in {'[' if lo_closed else '('}{lo}, {hi}{']' if hi_closed else ')'}"
-    if lo is not None:
-        return f"{kind} {'>=' if lo_closed else '>'} {lo}"
-    if hi is not None:
-        return f"{kind} {'<=' if hi_closed else '<'} {hi}"
-    return kind
+# The checkers live with the field declarations (sim.schema); re-exported for callers.
+_range_text = range_text
+_optional_str = check_optional_str
 
 
 def _check_keys(prefix: str, given: Mapping[str, Any], cls) -> None:
