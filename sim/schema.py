@@ -373,3 +373,18 @@ def import_object(key: str, path: Any) -> Any:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as err:
         raise ConfigError(key, path, f"an importable class ({err})") from None
+
+
+def hyperparameters(cls: type) -> type:
+    """The dataclass that declares a component's hyperparameters (its :func:`param` fields).
+
+    A component class either *is* such a dataclass (its init fields are its hyperparameters) or
+    names one in a class attribute ``Params``. Config groups, ``--help`` and validation of every
+    extension point (policies, rankers, response models, metrics, estimators) read this."""
+    params = getattr(cls, "Params", None)
+    if params is not None and dataclasses.is_dataclass(params):
+        return params
+    if dataclasses.is_dataclass(cls):
+        return cls
+    raise TypeError(f"{cls.__qualname__} declares no hyperparameters: make it a dataclass of "
+                    "sim.schema.param fields or give it a Params dataclass")
