@@ -57,12 +57,11 @@ def run_closed_loop(members: int, titles: int, days: float, policy: str, progres
     ``progress(sim_minutes, impressions)`` is called after every serving step; ``engine``
     overrides engine keys (backend, shards, member_block)."""
     cfg = experiment_config_from_dict(bench_config(members, titles, days, policy, **engine))
-    t0 = time.perf_counter()
-    sim = Simulation(cfg)
-    build = time.perf_counter() - t0
-    build_mb = peak_rss_mb()    # the process's peak so far: the build's own only in a fresh process
     with tempfile.TemporaryDirectory() as tmp:
-        sim.log = ImpressionLog(tmp, cfg.engine.log_chunk_rows)
+        t0 = time.perf_counter()
+        sim = Simulation(cfg, ImpressionLog(tmp, cfg.engine.log_chunk_rows))
+        build = time.perf_counter() - t0
+        build_mb = peak_rss_mb()    # the process's peak so far: the build's own only in a fresh process
         t1 = time.perf_counter()
         summary = sim.run(progress)
         elapsed = time.perf_counter() - t1

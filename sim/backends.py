@@ -9,7 +9,8 @@ as a pickle that names, rather than copies, the world it refers to (:func:`sim.s
 
 * ``local``: shards in this process, sharing the driver's models (``shards > 1`` only tests
   shard-count invariance: they run one after the other).
-* ``processes``: one worker process per shard on this machine (``multiprocessing``).
+* ``processes``: one worker process per shard on this machine (``multiprocessing``, spawned:
+  never a fork of the driver, which may run threads by then).
 * ``ray``: one Ray actor per shard; ``engine.ray_address`` null starts a local Ray, ``auto``
   or ``ray://head:10001`` joins a cluster (every node needs this package installed).
 """
@@ -18,8 +19,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import traceback
+from typing import Callable
 
 from sim.shard import ShardServer, ShardTotals, StepResult, block_ranges
+
+#: Builds a shard from the config alone: ``build_shard(config, blocks, log_enabled)``. The driver
+#: passes it in (:func:`sim.engine.build_shard`), so this module never imports the engine; worker
+#: processes and Ray receive it by reference (module and name), so it must be a module-level function.
+ShardFactory = Callable[..., ShardServer]
 
 
 class LocalBackend:
@@ -40,15 +47,6 @@ class LocalBackend:
         pass
 
 
-def remote_shard(config, blocks: range, log_enabled: bool) -> ShardServer:
-    """A shard built from the config alone (worker processes, Ray actors)."""
-    from sim.engine import build_loop     # the engine imports this module
-
-    loop = build_loop(config)
-    return ShardServer(config, loop.world, loop.cells, loop.rankers, loop.member_cell, blocks,
-                       loop.drift_sample, log_enabled)
-
-
 def _run_message(shard: ShardServer, message):
     kind = message[0]
     if kind == "step":
@@ -61,15 +59,10 @@ def _run_message(shard: ShardServer, message):
     raise ValueError(f"unknown shard message {kind!r}")
 
 
-def _process_worker(conn, inherited: list, config, blocks: range, log_enabled: bool) -> None:
-    """Worker-process main loop: answer each message with ("ok", result) or ("error", text).
-
-    ``inherited``: the driver's ends of the pipes, copied into this process by fork. Closing them
-    lets a ``recv`` here end (EOFError) when the driver dies, instead of waiting forever."""
-    for c in inherited:
-        c.close()
+def _process_worker(conn, build_shard: ShardFactory, config, blocks: range, log_enabled: bool) -> None:
+    """Worker-process main loop: answer each message with ("ok", result) or ("error", text)."""
     try:
-        shard = remote_shard(config, blocks, log_enabled)
+        shard = build_shard(config, blocks, log_enabled)
         conn.send(("ok", None))
         while True:
             message = conn.recv()
@@ -82,25 +75,28 @@ def _process_worker(conn, inherited: list, config, blocks: range, log_enabled: b
         conn.send(("error", traceback.format_exc()))
 
 
+def process_context():
+    """Worker processes are spawned (a fresh interpreter each), never forked from the driver:
+    forking a process that runs threads (BLAS, Ray, a progress bar) can deadlock the child, and
+    Python 3.12+ warns about it. The worker builds its shard from the config, as a Ray actor
+    does; like any spawned process it imports the caller's main module, so a script that runs
+    this backend needs the usual ``if __name__ == "__main__":`` guard."""
+    return multiprocessing.get_context("spawn")
+
+
 class ProcessBackend:
     """One worker process per shard on this machine."""
 
     needs_models = True
 
-    def __init__(self, config, log_enabled: bool):
+    def __init__(self, config, log_enabled: bool, build_shard: ShardFactory):
         eng = config.engine
-        # fork where the platform has it: spawn would re-import the caller's main module, which
-        # breaks scripts without an ``if __name__ == "__main__"`` guard. Either way the worker
-        # builds its shard from the config, as a Ray actor does.
-        methods = multiprocessing.get_all_start_methods()
-        fork = "fork" in methods
-        ctx = multiprocessing.get_context("fork" if fork else "spawn")
+        ctx = process_context()
         self.conns, self.procs = [], []
         try:
             for blocks in block_ranges(config.world.n_members, eng.member_block, eng.shards):
                 parent, child = ctx.Pipe()
-                inherited = self.conns + [parent] if fork else []
-                p = ctx.Process(target=_process_worker, args=(child, inherited, config, blocks, log_enabled),
+                p = ctx.Process(target=_process_worker, args=(child, build_shard, config, blocks, log_enabled),
                                 daemon=True)
                 p.start()
                 child.close()
@@ -151,8 +147,8 @@ class ProcessBackend:
 class ShardActor:
     """A shard as a Ray actor (wrapped with ``ray.remote`` by :class:`RayBackend`)."""
 
-    def __init__(self, config, blocks: range, log_enabled: bool):
-        self.shard = remote_shard(config, blocks, log_enabled)
+    def __init__(self, config, blocks: range, log_enabled: bool, build_shard: ShardFactory):
+        self.shard = build_shard(config, blocks, log_enabled)
 
     def ready(self) -> bool:
         return True
@@ -174,19 +170,19 @@ class RayBackend:
     #: Seconds to wait for the actors to be placed and build their worlds.
     START_TIMEOUT = 600
 
-    def __init__(self, config, log_enabled: bool):
+    def __init__(self, config, log_enabled: bool, build_shard: ShardFactory):
         import ray
 
         self.ray = ray
         self.started = False
         self.actors = []
         try:
-            self._start(config, log_enabled)
+            self._start(config, log_enabled, build_shard)
         except BaseException:
             self.close()
             raise
 
-    def _start(self, config, log_enabled: bool) -> None:
+    def _start(self, config, log_enabled: bool, build_shard: ShardFactory) -> None:
         ray = self.ray
         eng = config.engine
         if not ray.is_initialized():
@@ -198,7 +194,7 @@ class RayBackend:
             ray.init(**kwargs)
             self.started = True
         actor = ray.remote(num_cpus=eng.ray_cpus_per_shard, max_restarts=0)(ShardActor)
-        self.actors = [actor.remote(config, blocks, log_enabled)
+        self.actors = [actor.remote(config, blocks, log_enabled, build_shard)
                        for blocks in block_ranges(config.world.n_members, eng.member_block, eng.shards)]
         try:
             ray.get([a.ready.remote() for a in self.actors], timeout=self.START_TIMEOUT)

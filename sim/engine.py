@@ -12,8 +12,11 @@ Actors (SimPy processes):
   statistics of the logs that have arrived and deploys a new version after ``deploy_delay``;
 * ``ranker_trainer`` -- every ``ranker_retrain_hours`` the rankers refit on the same logs.
 
-A model that changes at minute t serves every window that starts at or after t (the serving
-process wakes after every other event of the same minute). Titles launched by a window's start
+SimPy owns the schedule: only these processes know when models change. A trainer waits until
+serving has served every window that starts before its minute (it reads the logs those windows
+wrote), and a deploy or ranker retrain waits for the same before it changes a model, so a model
+that changes at minute t serves every window that starts at or after t and no earlier one. Same-
+instant changes keep their event order (each waits in turn). Titles launched by a window's start
 are on that window's pages.
 
 Delays: an impression's outcomes (click -> play -> quality) occur later than the impression, and
@@ -45,7 +48,10 @@ from sim.shard import Cell, ShardServer, StepResult, block_ranges, dump_models, 
 from sim.streams import generator, stable_unit_hash
 from sim.world import World, build_world
 
-__all__ = ["Cell", "Simulation", "allocate_cells", "build_loop"]
+__all__ = ["Cell", "Simulation", "allocate_cells", "build_loop", "build_shard"]
+
+#: Simulated time in minutes (the SimPy clock).
+SimTime = float
 
 
 @dataclass
@@ -86,18 +92,6 @@ def allocate_cells(n_members: int, shares: list[float], salt: str) -> np.ndarray
     return np.searchsorted(edges, u, side="right").astype(np.int64)
 
 
-#: The serving process starts the step of minute t at t + AFTER (minutes): after every event of
-#: minute t (a deploy or retrain), even one whose time float arithmetic put an ulp past t.
-AFTER = 1e-6
-
-
-def retrain_times(hours: float, horizon: float) -> np.ndarray:
-    """Minutes of the retrains every ``hours`` up to the horizon: ``k * (hours * 60)``, the same
-    arithmetic as the trainer processes."""
-    every = hours * 60.0
-    return np.arange(1, math.ceil(horizon / every) + 1) * every
-
-
 def build_loop(config: ExperimentConfig) -> SimpleNamespace:
     """World, cells (policies, rankers) and cell allocation: a pure function of the config.
 
@@ -123,16 +117,27 @@ def build_loop(config: ExperimentConfig) -> SimpleNamespace:
                            drift_sample=RankerDrift.sample(config.seed, world.members.n_members))
 
 
+def build_shard(config: ExperimentConfig, blocks: range, log_enabled: bool) -> ShardServer:
+    """A shard built from the config alone: what worker processes and Ray actors run (handed to
+    the backends, which do not import this module)."""
+    loop = build_loop(config)
+    return ShardServer(config, loop.world, loop.cells, loop.rankers, loop.member_cell, blocks,
+                       loop.drift_sample, log_enabled)
+
+
 class Simulation:
     """One experiment: the driver of the closed loop. ``run()`` returns the summary dict.
 
     The driver owns the models (it trains and deploys them), the log pipeline queues and the
     log writers; member shards (``engine.shards``, placed by ``engine.backend``) serve."""
 
-    def __init__(self, config: ExperimentConfig):
+    def __init__(self, config: ExperimentConfig, log: ImpressionLog | None = None,
+                 visit_log: VisitLog | None = None):
+        """``log`` / ``visit_log``: where impression and visit-context rows go (None: not logged).
+        The writers touch the disk only when they write (:mod:`sim.logs`)."""
         self.config = config
         eng = config.engine
-        self.horizon = eng.days * 1440.0
+        self.horizon: SimTime = eng.days * 1440.0
         if eng.backend == "ray":
             try:
                 import ray  # noqa: F401
@@ -149,8 +154,8 @@ class Simulation:
         n_members = w.members.n_members
         self.metrics: MetricsAccumulator | None = None       # the shards' accumulators, after run()
         self.exposure = TitleExposure(max(1, math.ceil(eng.days)), len(self.cells), w.catalog.n_titles)
-        self.log: ImpressionLog | None = None   # set by the runner when logging to disk
-        self.visit_log: VisitLog | None = None
+        self.log = log
+        self.visit_log = visit_log
         self.policy_queues = [_Queue(eng.retrain_hours * 60.0) for _ in self.cells]
         self.ranker_queues = [_Queue(eng.ranker_retrain_hours * 60.0) for _ in self.rankers]
         self.drift = RankerDrift(loop.drift_sample, w.response, [
@@ -159,27 +164,23 @@ class Simulation:
         self.shards: list[ShardServer] = []
         if eng.backend == "local":
             self.shards = [ShardServer(config, w, self.cells, self.rankers, self.member_cell, blocks,
-                                       loop.drift_sample, log_enabled=False)
+                                       loop.drift_sample, log_enabled=self.logging)
                            for blocks in block_ranges(n_members, eng.member_block, eng.shards)]
         self.impressions = 0
         self.visits = 0
         self.deploys = 0
         self._models_changed = True
-        self._drift_requests: list[tuple[int, float]] = []
+        self._drift_requests: list[tuple[int, SimTime]] = []
+        # Serving's progress: every window that starts before ``_served_to`` has been served.
+        # ``_catch_up`` wakes the serving process early; ``_waiting`` are the events of the
+        # processes waiting for it (fired in the order they asked).
+        self._served_to: SimTime = 0.0
+        self._catch_up: simpy.Event | None = None
+        self._waiting: list[simpy.Event] = []
 
-    # ------------------------------------------------------------------------------------
-    def step_bounds(self) -> np.ndarray:
-        """Start of every serving step, and the horizon: every ``sync_hours`` and every minute
-        at which a model changes (deploys, ranker retrains), so models are frozen within a step."""
-        eng = self.config.engine
-        H = self.horizon
-        times = [np.arange(0.0, H, eng.sync_hours * 60.0),
-                 retrain_times(eng.retrain_hours, H) + eng.deploy_delay_minutes,
-                 retrain_times(eng.ranker_retrain_hours, H)]
-        t = np.unique(np.concatenate(times))
-        # A change in the last instant before the end would leave the serving process no time
-        # to wake up for it (AFTER): it could serve nothing anyway.
-        return np.r_[t[t < H - 1e3 * AFTER], H]
+    @property
+    def logging(self) -> bool:
+        return self.log is not None or self.visit_log is not None
 
     # ---- reduction (driver) -------------------------------------------------------------------
     def _reduce(self, results: list[StepResult]) -> None:
@@ -198,7 +199,7 @@ class Simulation:
                     total = stats if total is None else total + stats
                     available = max(available, a)
                 queues[key[0]].put(available, total)
-        if self.log is not None or self.visit_log is not None:
+        if self.logging:
             for _, visit_cols, impression_cols in sorted((x for r in results for x in r.logs),
                                                          key=lambda x: x[0]):
                 if self.visit_log is not None:
@@ -229,20 +230,46 @@ class Simulation:
 
     # ---- SimPy processes --------------------------------------------------------------------
     def serving(self, env: simpy.Environment, backend, progress):
-        yield env.timeout(AFTER)
-        bounds = self.step_bounds()
-        for t0, t1 in zip(bounds[:-1], bounds[1:]):
+        """Serve step by step. A step ends after ``sync_hours``, or as soon as a trainer, a deploy
+        or a ranker retrain needs the windows before now served (:meth:`served`); its windows are
+        then served together, with the models frozen since the step began (nothing changes a
+        model before serving has caught up). The last step ends at the horizon (:meth:`run`)."""
+        sync = self.config.engine.sync_hours * 60.0
+        while True:
+            self._catch_up = env.event()
+            yield env.any_of([env.timeout(sync), self._catch_up])
+            self._serve_until(env.now, backend, progress)
+
+    def served(self, env: simpy.Environment) -> simpy.Event:
+        """An event that fires once every window starting before ``env.now`` has been served.
+
+        A trainer waits for it before it reads the logs; a deploy or a ranker retrain before it
+        changes a model, which then serves from the next step on."""
+        done = env.event()
+        if self._catch_up is None or self._served_to >= env.now:    # reference mode, or caught up
+            return done.succeed()
+        self._waiting.append(done)
+        if not self._catch_up.triggered:
+            self._catch_up.succeed()
+        return done
+
+    def _serve_until(self, t_end: SimTime, backend, progress) -> None:
+        """The shards serve every window starting in [served_to, t_end); the driver reduces."""
+        t_start = self._served_to
+        if t_end > t_start:
             requests, self._drift_requests = self._drift_requests, []
             models = None
             if backend.needs_models and self._models_changed:
                 models, self._models_changed = self._model_blob(), False
-            results = backend.step(float(t0), float(t1), requests, models)
+            results = backend.step(t_start, t_end, requests, models)
             self._reduce(results)
             self._record_drift(requests, [r.drift for r in results])
+            self._served_to = t_end
             if progress is not None:
-                progress(float(t1), self.impressions)
-            if t1 < self.horizon:
-                yield env.timeout(float(t1) + AFTER - env.now)
+                progress(t_end, self.impressions)
+        waiting, self._waiting = self._waiting, []
+        for done in waiting:
+            done.succeed()
 
     def member_visits(self, env: simpy.Environment, member: int):
         """Reference mode: one member's visits by thinning, each served as its own batch."""
@@ -260,8 +287,7 @@ class Simulation:
             yield env.timeout(gap)
             if rng.random() * peak > rate * self.diurnal_rate(env.now, np.array(offset)):
                 continue
-            shard.apply_history(env.now)
-            shard.launched = self.world.catalog.launched(env.now)
+            shard.advance_to(env.now)
             visits = Visits(np.array([member]), np.array([env.now]), shard.scroll_depth(rng, 1))
             # Keys (member, k-th visit, 2**20): never the (block, window) keys of batched mode.
             shard.serve(visits, (member, k, 1 << 20), block, np.array([self.visits]), (self.visits,))
@@ -279,12 +305,14 @@ class Simulation:
         while True:
             k += 1
             yield env.timeout(k * every - env.now)
+            yield self.served(env)          # the logs of every window before now are written
             stats = self.policy_queues[cell.index].take(env.now)
             if stats is not None:
                 env.process(self.deploy(env, cell, stats))
 
     def deploy(self, env: simpy.Environment, cell: Cell, stats):
         yield env.timeout(self.config.engine.deploy_delay_minutes)
+        yield self.served(env)              # windows before now keep the old model
         cell.policy.update(stats)
         self.deploys += 1
         self._models_changed = True
@@ -297,6 +325,7 @@ class Simulation:
         while True:
             k += 1
             yield env.timeout(k * every - env.now)
+            yield self.served(env)
             stats = self.ranker_queues[r_index].take(env.now)
             if stats is not None and not ranker.frozen:
                 ranker.fit(stats, env.now)
@@ -316,14 +345,11 @@ class Simulation:
     # ---- run --------------------------------------------------------------------------------
     def _backend(self):
         eng = self.config.engine
-        logging = self.log is not None or self.visit_log is not None
         if eng.backend == "local":
-            for shard in self.shards:
-                shard.log_enabled = logging
             return LocalBackend(self.shards)
         if eng.backend == "processes":
-            return ProcessBackend(self.config, logging)
-        return RayBackend(self.config, logging)
+            return ProcessBackend(self.config, self.logging, build_shard)
+        return RayBackend(self.config, self.logging, build_shard)
 
     def run(self, progress=None) -> dict:
         """Run to the horizon. ``progress(sim_minutes, impressions)`` is called per step."""
@@ -343,8 +369,10 @@ class Simulation:
             for r in range(len(self.rankers)):
                 env.process(self.ranker_trainer(env, r))
             # Events scheduled exactly at the horizon (a retrain at the last minute) do not run:
-            # a model deployed after the end could not serve anyone.
+            # a model deployed after the end could not serve anyone. The last step ends there.
             env.run(until=self.horizon)
+            if self.config.engine.mode == "batched":
+                self._serve_until(self.horizon, backend, progress)
             totals = backend.finish()
         finally:
             if backend is not None:

@@ -48,13 +48,18 @@ LABEL_COLUMNS = ("cell", "policy")
 
 class PartWriter:
     """Numbered Parquet part files in one directory, each written to ``*.tmp`` and renamed when
-    complete, so a killed run never leaves a truncated file that looks valid."""
+    complete, so a killed run never leaves a truncated file that looks valid.
+
+    A writer touches the disk only when it writes a part or closes (the directory then exists
+    even if nothing was logged), so it can be built, and handed to the simulation, before the
+    run directory is prepared."""
 
     directory: Path
     _part: int
     rows_written: int
 
     def _write_part(self, table: pa.Table) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / f"part-{self._part:05d}.parquet"
         tmp = final.with_suffix(".parquet.tmp")
         # Dictionary-encode only columns with few distinct values: trying it on continuous
@@ -76,7 +81,6 @@ class ImpressionLog(PartWriter):
 
     def __init__(self, directory: Path | str, chunk_rows: int = 500_000):
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.chunk_rows = int(chunk_rows)
         self._columns: dict[str, list[np.ndarray]] = {k: [] for k in NUMERIC_COLUMNS}
         self._labels: dict[str, list[tuple[str, int]]] = {k: [] for k in LABEL_COLUMNS}
@@ -104,7 +108,8 @@ class ImpressionLog(PartWriter):
         return pa.DictionaryArray.from_arrays(indices, values)
 
     def flush(self) -> None:
-        if self._buffered == 0:
+        if self._buffered == 0:     # (at close) an empty dataset is still a directory
+            self.directory.mkdir(parents=True, exist_ok=True)
             return
         names = list(NUMERIC_COLUMNS) + list(LABEL_COLUMNS)
         arrays = [pa.array(np.concatenate(self._columns[k])) for k in NUMERIC_COLUMNS]
@@ -125,7 +130,6 @@ class VisitLog(PartWriter):
 
     def __init__(self, directory: Path | str, context_names: list[str], chunk_rows: int = 200_000):
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.names = list(context_names)
         self.chunk_rows = int(chunk_rows)
         self._parts: list[tuple[np.ndarray, ...]] = []
@@ -145,7 +149,8 @@ class VisitLog(PartWriter):
             self.flush()
 
     def flush(self) -> None:
-        if self._buffered == 0:
+        if self._buffered == 0:     # (at close) an empty dataset is still a directory
+            self.directory.mkdir(parents=True, exist_ok=True)
             return
         visit, member, time, ctx = (np.concatenate(c) for c in zip(*self._parts))
         self._parts, self._buffered = [], 0

@@ -60,16 +60,15 @@ def run_experiment(config: Mapping[str, Any], out_dir: Path | str, progress: boo
     """
     cfg = experiment_config_from_dict(config)
     out = Path(out_dir)
-    sim = Simulation(cfg)  # validates policies and builds the world before touching disk
+    log = visit_log = None
+    if cfg.engine.log_impressions:      # the writers touch the disk only when they write
+        log = ImpressionLog(out / "logs", cfg.engine.log_chunk_rows)
+        visit_log = VisitLog(out / "visit_context", context_names(cfg.world.n_genres, cfg.world.countries))
+    sim = Simulation(cfg, log, visit_log)  # validates policies and builds the world before touching disk
     out.mkdir(parents=True, exist_ok=True)
     # A previous, interrupted or failed attempt: its Parquet parts, charts and temporary files
     # are not ours, and would mix with (or outnumber) this attempt's.
     clear_run_outputs(out)
-    if cfg.engine.log_impressions:
-        w = sim.world
-        sim.log = ImpressionLog(out / "logs", cfg.engine.log_chunk_rows)
-        sim.visit_log = VisitLog(out / "visit_context",
-                                 context_names(w.catalog.n_genres, w.members.countries))
     atomic_write_text(out / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False))
     show = cfg.engine.progress if progress is None else progress
     update, close = make_progress(sim.horizon, show)

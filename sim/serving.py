@@ -7,16 +7,41 @@ page rows. Models are frozen for the duration of a batch, as they are between de
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sim.config import DEVICE_VISIBLE_COLUMNS
 from sim.features import impression_context
-from sim.homepage import MAX_ROWS, N_AFFINITY_BINS, RankerStats, affinity_bin, layout_pages
+from sim.homepage import MAX_ROWS, N_AFFINITY_BINS, GenreIndex, RankerStats, affinity_bin, layout_pages
 from sim.policies.base import DecisionBatch, FeedbackBatch
 from sim.world.members import DEVICES
 
+if TYPE_CHECKING:
+    from sim.config import EngineConfig
+    from sim.world import World
+    from sim.world.shown import ShownArtworks
+
 VISIBLE_COLUMNS = np.array([DEVICE_VISIBLE_COLUMNS[d] for d in DEVICES], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class ServingContext:
+    """Everything serving reads besides the visits and the models (a shard builds it and
+    replaces ``launched`` at each window's start).
+
+    world : the ground truth: catalog, members (history, devices), response model
+    engine : delays, attribution window and ``track_regret``
+    genre_index : the catalog's titles grouped by genre, for the page layout
+    launched : ndarray, shape (n_titles,), bool   titles on the catalog at the window's start
+    shown : the image each member last saw of each title, or None when nothing reads it
+    """
+
+    world: World
+    engine: EngineConfig
+    genre_index: GenreIndex
+    launched: np.ndarray
+    shown: ShownArtworks | None
 
 
 @dataclass
@@ -52,7 +77,7 @@ class ServedImpressions:
     uniform_take: np.ndarray
 
 
-def render(sim, visits: Visits, ranker, rng: np.random.Generator, with_pscore: bool = False):
+def render(ctx: ServingContext, visits: Visits, ranker, rng: np.random.Generator, with_pscore: bool = False):
     """Lay out pages and keep the tiles the member actually rendered.
 
     Returns (visit_index, row, column, title), each (n,), for the rendered impressions, and with
@@ -64,10 +89,10 @@ def render(sim, visits: Visits, ranker, rng: np.random.Generator, with_pscore: b
     if not scores.flags.writeable:
         scores = scores.copy()
     affinity = ranker.genre_affinity(visits.member, rng)
-    titles, _ = layout_pages(scores, affinity, sim.launched, sim.genre_index, cfg.rows, cfg.columns)
-    pscore = explore_slots(titles, sim.launched, cfg.exploration_share, rng) if cfg.exploration_share > 0 else None
+    titles, _ = layout_pages(scores, affinity, ctx.launched, ctx.genre_index, cfg.rows, cfg.columns)
+    pscore = explore_slots(titles, ctx.launched, cfg.exploration_share, rng) if cfg.exploration_share > 0 else None
     # Only rendered tiles are impressions: rows the member scrolled to, columns the device shows.
-    cols = np.minimum(VISIBLE_COLUMNS[sim.world.members.device[visits.member]], cfg.columns)
+    cols = np.minimum(VISIBLE_COLUMNS[ctx.world.members.device[visits.member]], cfg.columns)
     shown = ((np.arange(cfg.rows)[None, :, None] < visits.rows_viewed[:, None, None])
              & (np.arange(cfg.columns)[None, None, :] < cols[:, None, None])
              & (titles >= 0))
@@ -122,21 +147,21 @@ def explore_slots(titles: np.ndarray, launched: np.ndarray, share: float,
     return pscore
 
 
-def serve_cell(sim, cell, visits: Visits, visit_ids: np.ndarray, visit_ctx: np.ndarray,
+def serve_cell(ctx: ServingContext, cell, visits: Visits, visit_ids: np.ndarray, visit_ctx: np.ndarray,
                v: np.ndarray, row: np.ndarray, column: np.ndarray, title: np.ndarray,
                rng_policy: np.random.Generator, rng_response: np.random.Generator) -> ServedImpressions:
     """Choose artworks for one cell's impressions and draw the members' responses.
 
     ``visit_ctx`` (v, d) is the observable context of each visit; ``v`` (n,) maps impressions
     to visits."""
-    world, eng = sim.world, sim.config.engine
+    world, eng = ctx.world, ctx.engine
     member = visits.member[v]
     candidates = world.catalog.pool[title]
     mask = candidates >= 0
     familiar = world.members.has_interacted(member, title)
     last_artwork = shown_since = None
-    if sim.shown is not None:
-        last_artwork, shown_since = sim.shown.lookup(member, title)
+    if ctx.shown is not None:
+        last_artwork, shown_since = ctx.shown.lookup(member, title)
     batch = DecisionBatch(member=member.astype(np.int32), title=title.astype(np.int32),
                           candidates=candidates, mask=mask, row=row.astype(np.int16),
                           column=column.astype(np.int16), time=visits.time[v], familiar=familiar,
@@ -156,8 +181,8 @@ def serve_cell(sim, cell, visits: Visits, visit_ids: np.ndarray, visit_ctx: np.n
             member, title, sel.artwork[:, None], row, column, batch.familiar, last_artwork)
         pc, pp, pq = p_click[:, 0], p_play[:, 0], p_quality[:, 0]
         oracle = uniform = np.zeros(member.size)
-    if sim.shown is not None:
-        sim.shown.record(member, title, sel.artwork, batch.time)
+    if ctx.shown is not None:
+        ctx.shown.record(member, title, sel.artwork, batch.time)
     out = world.response.draw(pc, pp, pq, rng_response, eng.click_delay_minutes, eng.play_delay_minutes)
     click_time = batch.time + out.click_delay
     play_time = click_time + out.play_delay
@@ -175,7 +200,7 @@ def serve_cell(sim, cell, visits: Visits, visit_ids: np.ndarray, visit_ctx: np.n
                              pq, oracle, uniform)
 
 
-def ranker_stats(sim, served: ServedImpressions, ranker=None,
+def ranker_stats(ctx: ServingContext, served: ServedImpressions, ranker=None,
                  ranker_pscore: np.ndarray | None = None) -> RankerStats:
     """Additive ranker statistics from the credited outcomes of served impressions.
 
@@ -183,7 +208,7 @@ def ranker_stats(sim, served: ServedImpressions, ranker=None,
     ``ranker``) or, with ``signal: click``, credited clicks, which clickbait artwork inflates.
     With a ``ranker`` whose ``correction`` is ``ipw`` (and the ranker propensity of each
     impression, 1 for slots it did not explore) the debiasing statistics are filled in too."""
-    cat = sim.world.catalog
+    cat = ctx.world.catalog
     fb = served.credited
     title = fb.decisions.title
     T = cat.n_titles

@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import math
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ from sim.bias import TitleExposure
 from sim.features import visit_context
 from sim.homepage import GenreIndex
 from sim.metrics import MetricsAccumulator
-from sim.serving import Visits, ranker_stats, render, serve_cell
+from sim.serving import ServingContext, Visits, ranker_stats, render, serve_cell
 from sim.streams import generator
 from sim.world.shown import ShownArtworks
 
@@ -149,16 +149,15 @@ class ShardServer:
         self.drift_sample = drift_sample
         self.log_enabled = log_enabled
         self.horizon = eng.days * 1440.0
-        self.genre_index = GenreIndex(world.catalog)
-        self.launched = world.catalog.launched(0.0)
         n = world.members.n_members
         B = eng.member_block
         self.n_blocks = math.ceil(n / B)
         tracks_shown = (config.world.response.artwork_change_penalty > 0
                         or any(c.policy.uses_shown_artworks for c in cells))
         lo, hi = blocks.start * B, min(blocks.stop * B, n)     # this shard's members
-        self.shown = (ShownArtworks(max(hi - lo, 0), config.world.shown_memory, offset=lo)
-                      if tracks_shown else None)
+        shown = (ShownArtworks(max(hi - lo, 0), config.world.shown_memory, offset=lo)
+                 if tracks_shown else None)
+        self.context = ServingContext(world, eng, GenreIndex(world.catalog), world.catalog.launched(0.0), shown)
         self.block_tables = {b: self._block_table(b) for b in blocks}
         names = [c.name for c in cells]
         self.metrics = {b: MetricsAccumulator(min(B, n - b * B), names, self.horizon,
@@ -246,8 +245,7 @@ class ShardServer:
         W = eng.window_minutes
         for w in range(math.ceil(t_start / W - 1e-9), math.ceil(min(t_end, self.horizon) / W - 1e-9)):
             t0, t1 = w * W, min((w + 1) * W, self.horizon)
-            self.launched = self.world.catalog.launched(t0)
-            self.apply_history(t0)
+            self.advance_to(t0)
             for b in self.blocks:
                 visits = self.window_arrivals(b, w, t0, t1)
                 ids = ((w * self.n_blocks + b) << VISIT_ID_BITS) + np.arange(len(visits))
@@ -319,7 +317,7 @@ class ShardServer:
                 continue
             sub = Visits(visits.member[in_group], visits.time[in_group], visits.rows_viewed[in_group])
             sub_ids, sub_ctx = ids[in_group], visit_ctx[in_group]
-            v, row, col, title, rpscore = render(self, sub, ranker, generator(seed, "ranker", *keys, r_index),
+            v, row, col, title, rpscore = render(self.context, sub, ranker, generator(seed, "ranker", *keys, r_index),
                                                  with_pscore=True)
             imp_cell = self.member_cell[sub.member[v]]
             rstats = None
@@ -327,11 +325,11 @@ class ShardServer:
                 mine = np.flatnonzero(imp_cell == cell.index)
                 if mine.size == 0:
                     continue
-                served = serve_cell(self, cell, sub, sub_ids, sub_ctx, v[mine], row[mine], col[mine], title[mine],
+                served = serve_cell(self.context, cell, sub, sub_ids, sub_ctx, v[mine], row[mine], col[mine], title[mine],
                                     generator(seed, "policy", *keys, cell.index),
                                     generator(seed, "response", *keys, cell.index))
                 self._record(cell, served, metrics, out, available_at, log)
-                rs = ranker_stats(self, served, ranker, rpscore[mine])
+                rs = ranker_stats(self.context, served, ranker, rpscore[mine])
                 rstats = rs if rstats is None else rstats + rs
             if rstats is not None:
                 _add_stats(out.ranker, (r_index, trainer_period(available_at, eng.ranker_retrain_hours * 60.0)),
@@ -368,6 +366,12 @@ class ShardServer:
         if clicked.size:
             self._history.append((np.where(s.play[clicked], s.play_time[clicked], s.click_time[clicked]),
                                   d.member[clicked], d.title[clicked], s.play[clicked]))
+
+    def advance_to(self, now: float) -> None:
+        """Bring the members' side to minute ``now`` before serving there: history events that
+        have happened, titles launched."""
+        self.apply_history(now)
+        self.context = replace(self.context, launched=self.world.catalog.launched(now))
 
     def apply_history(self, now: float) -> None:
         """Apply member-history events that have happened by ``now``."""

@@ -285,9 +285,9 @@ def test_credited_click_share_matches_the_delay_distribution():
         visits = sim.window_arrivals(0, w, w * 5.0, (w + 1) * 5.0)
         if len(visits) == 0:
             continue
-        v, row, col, title = render(sim, visits, sim.rankers[0], generator(0, "ranker", w))
+        v, row, col, title = render(sim.context, visits, sim.rankers[0], generator(0, "ranker", w))
         ctx = visit_context(sim.world.members, sim.world.catalog, visits.member, visits.time)
-        served = serve_cell(sim, sim.cells[0], visits, np.arange(len(visits)), ctx, v, row, col,
+        served = serve_cell(sim.context, sim.cells[0], visits, np.arange(len(visits)), ctx, v, row, col,
                             title, generator(0, "policy", w), generator(0, "response", w))
         clicks += served.click.sum()
         credited += served.credited.click.sum()
