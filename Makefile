@@ -1,15 +1,47 @@
-# Two entry points: `make run` and `make test`. Both create .venv if it is missing.
-PYTHON ?= python3.11
-VENV   := .venv
+# Entry points: `make run` and `make test` (and `make test-quick`, `make smoke`, `make bench`).
+# They create the virtual environment $(VENV) if it is missing, with the newest of python3.13,
+# python3.12 and python3.11 that runs on this machine, then python3 if it is 3.11 or newer;
+# `make PYTHON=/path/to/python3.x ...` wins. An existing $(VENV) is used as it is.
+PYTHON ?=
+VENV   ?= .venv
+EXTRAS ?= test,ray
+ARGS   ?=
+TESTS  ?=
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-run
 TSTAMP := $(VENV)/.installed-test
+IS_SUPPORTED := -c 'import sys; sys.exit(sys.version_info < (3, 11))'
 
-.PHONY: run test bench clean
+# `make smoke`: a second installed Python version (other than $(VENV)'s), in its own venv: a
+# tiny run and the quick tests of the engine, backends and imports.
+SMOKE_VENV  := .venv-smoke
+SMOKE_ARGS  := world=tiny engine.days=0.5 engine.progress=false hydra.run.dir=outputs/smoke
+SMOKE_TESTS := tests/test_imports.py tests/test_world.py tests/test_engine.py tests/test_scale.py
+
+.PHONY: run test test-quick smoke bench clean
 
 $(PY):
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	@py="$(PYTHON)"; \
+	if [ -z "$$py" ]; then \
+	  for p in python3.13 python3.12 python3.11 python3; do \
+	    if $$p $(IS_SUPPORTED) >/dev/null 2>&1; then py=$$p; break; fi; \
+	  done; \
+	fi; \
+	if [ -z "$$py" ]; then \
+	  echo "No Python 3.11, 3.12 or 3.13 found: python3.13, python3.12, python3.11 and python3 on the PATH"; \
+	  echo "are missing, older than 3.11, or (pyenv) installed but not enabled."; \
+	  echo "Install one, for example:"; \
+	  echo "  Debian/Ubuntu:  sudo apt install python3.12 python3.12-venv"; \
+	  echo "  macOS:          brew install python@3.13"; \
+	  echo "  pyenv:          pyenv install 3.13 && pyenv global 3.13"; \
+	  echo "or name one:      make PYTHON=/path/to/python3.12 $(MAKECMDGOALS)"; \
+	  exit 1; \
+	fi; \
+	if ! $$py $(IS_SUPPORTED) >/dev/null 2>&1; then \
+	  echo "PYTHON=$$py does not run Python 3.11 or newer ($$($$py -V 2>&1 | head -1))."; exit 1; \
+	fi; \
+	echo "Creating $(VENV) with $$py ($$($$py -V 2>&1))"; \
+	$$py -m venv $(VENV) && $(PY) -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e .
@@ -17,18 +49,39 @@ $(STAMP): pyproject.toml | $(PY)
 
 # Tests install the Ray extra too, so the Ray backend is tested on a local Ray instance.
 $(TSTAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[test,ray]"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@ $(STAMP)
 
+# `make run ARGS="world=tiny engine.days=1"`: Hydra overrides.
 run: $(STAMP)
-	$(PY) -m experiments.run
+	$(PY) -m experiments.run $(ARGS)
 
 # One BLAS thread: on a 2-core machine, threaded BLAS in small matrix products only adds stalls.
 test: $(TSTAMP)
-	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest $(TESTS)
+
+# Everything but the tests marked slow (a few minutes less); `TESTS=tests/test_x.py` narrows it.
+test-quick: $(TSTAMP)
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -m "not slow" $(TESTS)
+
+smoke:
+	@main=$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); \
+	py=""; \
+	for v in 3.13 3.12 3.11; do \
+	  [ "$$v" = "$$main" ] && continue; \
+	  for c in python$$v $$(pyenv root 2>/dev/null)/versions/$$v*/bin/python$$v; do \
+	    if $$c $(IS_SUPPORTED) >/dev/null 2>&1; then py=$$c; break 2; fi; \
+	  done; \
+	done; \
+	if [ -z "$$py" ]; then \
+	  echo "smoke: skipped, no Python 3.11-3.13 other than $(VENV)'s ($${main:-none}) on this machine"; exit 0; \
+	fi; \
+	echo "smoke: $$($$py -V 2>&1) ($$py) in $(SMOKE_VENV)"; \
+	$(MAKE) --no-print-directory VENV=$(SMOKE_VENV) PYTHON=$$py run ARGS="$(SMOKE_ARGS)" && \
+	$(MAKE) --no-print-directory VENV=$(SMOKE_VENV) PYTHON=$$py EXTRAS=test test-quick TESTS="$(SMOKE_TESTS)"
 
 bench: $(STAMP)
 	$(PY) -m experiments.bench
 
 clean:
-	rm -rf $(VENV) outputs multirun
+	rm -rf $(VENV) $(SMOKE_VENV) outputs multirun

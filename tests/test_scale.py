@@ -10,11 +10,17 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from sim.backends import process_context
 from sim.config import ConfigError, experiment_config_from_dict
-from sim.engine import Simulation
+from sim.engine import Simulation, build_shard
 from sim.runner import run_experiment
-from sim.shard import ShardServer, block_ranges, dump_models, load_models
+from sim.shard import block_ranges, dump_models, load_models
 from sim.world import build_world
+
+# Worker processes must not be forked from a driver that runs threads (Python 3.12+ warns, and
+# the child can deadlock): make that warning a failure here.
+pytestmark = pytest.mark.filterwarnings(
+    r"error:This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to deadlocks:DeprecationWarning")
 
 
 def scale_config(**engine) -> dict:
@@ -117,14 +123,35 @@ def test_model_statistics_are_bit_identical_across_shard_counts(monkeypatch):
     assert any(not np.array_equal(one[k], reordered[k]) for k in one)
 
 
-def test_a_failing_shard_raises_with_its_traceback(monkeypatch):
-    def boom(self, *args, **kwargs):
+def failing_shard(config, blocks, log_enabled):
+    """A shard whose steps raise (module level: worker processes import it by name)."""
+    shard = build_shard(config, blocks, log_enabled)
+
+    def boom(*args, **kwargs):
         raise ValueError("shard went wrong")
 
-    monkeypatch.setattr(ShardServer, "serve_step", boom)   # inherited by the forked workers
+    shard.serve_step = boom
+    return shard
+
+
+def dying_shard(config, blocks, log_enabled):
+    """A shard whose process exits in its first step."""
+    import os
+
+    shard = build_shard(config, blocks, log_enabled)
+    shard.serve_step = lambda *args, **kwargs: os._exit(3)
+    return shard
+
+
+def test_a_failing_shard_raises_with_its_traceback(monkeypatch):
+    monkeypatch.setattr("sim.engine.build_shard", failing_shard)    # what the workers build
     sim = Simulation(experiment_config_from_dict(scale_config(backend="processes", shards=2)))
     with pytest.raises(RuntimeError, match="(?s)shard 0 failed.*ValueError: shard went wrong"):
         sim.run()
+
+
+def test_worker_processes_are_not_forked_from_the_driver():
+    assert process_context().get_start_method() in ("spawn", "forkserver")
 
 
 def test_model_versions_name_the_world_instead_of_copying_it():
@@ -140,12 +167,7 @@ def test_model_versions_name_the_world_instead_of_copying_it():
 
 
 def test_a_worker_that_dies_is_reported(monkeypatch):
-    import os
-
-    def die(self, *args, **kwargs):
-        os._exit(3)
-
-    monkeypatch.setattr(ShardServer, "serve_step", die)
+    monkeypatch.setattr("sim.engine.build_shard", dying_shard)
     sim = Simulation(experiment_config_from_dict(scale_config(backend="processes", shards=2)))
     with pytest.raises(RuntimeError, match=r"shard 0: its worker process exited \(exit code 3\)"):
         sim.run()
@@ -182,16 +204,25 @@ def test_every_step_serves_with_every_model_change_before_it(monkeypatch):
     assert all(np.abs(starts - t).min() < 1e-6 for t in changes)
 
 
-def test_steps_break_at_every_model_change():
+def test_steps_break_at_every_model_change(monkeypatch):
+    """Steps are contiguous from 0 to the horizon, at most ``sync_hours`` long, and one starts at
+    every deploy and every ranker retrain (the minutes SimPy's processes run them at)."""
     sim = Simulation(experiment_config_from_dict(scale_config(sync_hours=5)))
-    bounds = sim.step_bounds()
+    steps = []
+    step = sim.shards[0].serve_step
+    monkeypatch.setattr(sim.shards[0], "serve_step",
+                        lambda t0, t1, drift=(): (steps.append((t0, t1)), step(t0, t1, drift))[1])
+    sim.run()
     eng = sim.config.engine
     deploys = np.arange(1, 10) * eng.retrain_hours * 60 + eng.deploy_delay_minutes
     fits = np.arange(1, 3) * eng.ranker_retrain_hours * 60
-    must = np.r_[deploys, fits, np.arange(0, sim.horizon, 300.0)]
-    assert np.isin(must[must < sim.horizon], bounds).all()
-    assert bounds[0] == 0 and bounds[-1] == sim.horizon and (np.diff(bounds) > 0).all()
-    assert np.diff(bounds).max() <= 300.0
+    assert sim.deploys == 4 * 8     # four learning cells, a retrain every 4 h with data
+    starts, ends = np.array(steps).T
+    must = np.r_[deploys, fits]
+    assert np.isin(must[must < sim.horizon], starts).all()
+    assert starts[0] == 0 and ends[-1] == sim.horizon and (ends > starts).all()
+    assert (starts[1:] == ends[:-1]).all()
+    assert (ends - starts).max() <= 300.0
 
 
 @pytest.mark.parametrize("engine, key", [
