@@ -3,10 +3,11 @@
 Actors (SimPy processes):
 
 * ``serving`` -- step by step (at most ``sync_hours`` long, and a new step wherever a model
-  changes), the member shards (:mod:`sim.shard`, placed by :mod:`sim.backends`) serve every
-  serving window of the step: the visits of each member block that fall in the window
-  (inhomogeneous Poisson, diurnal curve in the member's local time) are served together; the
-  driver then reduces what the shards return in block order. ``member_visits`` replaces it in
+  changes: it waits on ``any_of`` a timeout and a catch-up event), the member shards
+  (:mod:`sim.shard`, placed by :mod:`sim.backends`) serve every serving window of the step:
+  the visits of each member block that fall in the window (inhomogeneous Poisson, diurnal curve
+  in the member's local time) are served together; the driver then reduces what the shards
+  return in block order. ``member_visits`` replaces it in
   reference mode with one process per member and one batch per visit;
 * ``policy_trainer`` / ``deploy`` -- every ``retrain_hours``, each cell's policy takes the
   statistics of the logs that have arrived and deploys a new version after ``deploy_delay``;
@@ -246,8 +247,8 @@ class Simulation:
         A trainer waits for it before it reads the logs; a deploy or a ranker retrain before it
         changes a model, which then serves from the next step on."""
         done = env.event()
-        if self._catch_up is None or self._served_to >= env.now:    # reference mode, or caught up
-            return done.succeed()
+        if self.config.engine.mode == "reference" or self._served_to >= env.now:
+            return done.succeed()           # each visit is served when it happens / caught up
         self._waiting.append(done)
         if not self._catch_up.triggered:
             self._catch_up.succeed()

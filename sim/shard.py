@@ -317,15 +317,16 @@ class ShardServer:
                 continue
             sub = Visits(visits.member[in_group], visits.time[in_group], visits.rows_viewed[in_group])
             sub_ids, sub_ctx = ids[in_group], visit_ctx[in_group]
-            v, row, col, title, rpscore = render(self.context, sub, ranker, generator(seed, "ranker", *keys, r_index),
-                                                 with_pscore=True)
+            v, row, col, title, rpscore = render(self.context, sub, ranker,
+                                                 generator(seed, "ranker", *keys, r_index), with_pscore=True)
             imp_cell = self.member_cell[sub.member[v]]
             rstats = None
             for cell in cells:
                 mine = np.flatnonzero(imp_cell == cell.index)
                 if mine.size == 0:
                     continue
-                served = serve_cell(self.context, cell, sub, sub_ids, sub_ctx, v[mine], row[mine], col[mine], title[mine],
+                served = serve_cell(self.context, cell, sub, sub_ids, sub_ctx,
+                                    v[mine], row[mine], col[mine], title[mine],
                                     generator(seed, "policy", *keys, cell.index),
                                     generator(seed, "response", *keys, cell.index))
                 self._record(cell, served, metrics, out, available_at, log)
