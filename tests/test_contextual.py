@@ -535,8 +535,8 @@ def test_contextual_cells_run_in_the_engine(tmp_path, monkeypatch):
     runs = []
 
     class Recorded(Simulation):
-        def __init__(self, config):
-            super().__init__(config)
+        def __init__(self, config, *logs):
+            super().__init__(config, *logs)
             runs.append(self)
 
     monkeypatch.setattr(sim.runner, "Simulation", Recorded)
