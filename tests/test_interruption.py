@@ -85,6 +85,7 @@ def uninterrupted(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_a_killed_run_leaves_nothing_complete_and_a_rerun_matches(tmp_path, uninterrupted, sig):
     out = tmp_path / "run"
@@ -106,6 +107,7 @@ def test_a_killed_run_leaves_nothing_complete_and_a_rerun_matches(tmp_path, unin
     assert (out / "charts" / "DONE").is_file()
 
 
+@pytest.mark.slow
 def test_a_run_killed_while_drawing_charts_is_complete_and_the_rerun_draws_them(tmp_path, uninterrupted):
     out = tmp_path / "run"
     # Killed as soon as metrics.json is complete: usually while the charts are being drawn.
@@ -147,6 +149,7 @@ def sweep_jobs(sweep: Path) -> list[Path]:
     return sorted(p.parent for p in sweep.glob("*/.hydra"))
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_rerun_matches_an_uninterrupted_one(tmp_path):
     clean, broken = tmp_path / "clean", tmp_path / "broken"
     run_cli(SWEEP_ARGS + [f"hydra.sweep.dir={clean}"])

@@ -71,6 +71,7 @@ def test_block_ranges_cover_every_block_once():
         assert flat == list(range(math.ceil(n / B)))
 
 
+@pytest.mark.slow
 def test_four_local_shards_give_identical_results(single_shard, tmp_path):
     four = run_dir(tmp_path, "shards4", shards=4)
     assert_same_results(single_shard, four)
@@ -79,6 +80,7 @@ def test_four_local_shards_give_identical_results(single_shard, tmp_path):
     assert len(metrics["ranker_drift"]) >= 4 and metrics["impressions"] > 20_000
 
 
+@pytest.mark.slow
 def test_worker_processes_give_identical_results(single_shard, tmp_path):
     two = run_dir(tmp_path, "processes2", backend="processes", shards=2)
     assert_same_results(single_shard, two)
@@ -108,6 +110,7 @@ def trained(monkeypatch=None, reverse=False, **engine) -> dict:
     return model_arrays(sim)
 
 
+@pytest.mark.slow
 def test_model_statistics_are_bit_identical_across_shard_counts(monkeypatch):
     """Metrics can be equal while models differ in the last bits; the trained statistics must be
     bit-identical too. Adding the blocks in another order changes them (float addition is not
@@ -173,6 +176,7 @@ def test_a_worker_that_dies_is_reported(monkeypatch):
         sim.run()
 
 
+@pytest.mark.slow
 def test_every_step_serves_with_every_model_change_before_it(monkeypatch):
     """With cadences whose minutes are not exact in binary (0.35 h = 21 min, times k * 21.0 and
     + 7), every deploy and ranker retrain at or before a step's start happens before the shards
@@ -204,6 +208,7 @@ def test_every_step_serves_with_every_model_change_before_it(monkeypatch):
     assert all(np.abs(starts - t).min() < 1e-6 for t in changes)
 
 
+@pytest.mark.slow
 def test_steps_break_at_every_model_change(monkeypatch):
     """Steps are contiguous from 0 to the horizon, at most ``sync_hours`` long, and one starts at
     every policy retrain, deploy and ranker retrain (the minutes SimPy's processes run them at)."""
@@ -249,6 +254,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_shards_give_identical_results(local_ray, single_shard, tmp_path):
     for shards in (2, 4):
         out = run_dir(tmp_path, f"ray{shards}", backend="ray", shards=shards)
