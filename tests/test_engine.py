@@ -95,6 +95,7 @@ def mode_runs():
     return out
 
 
+@pytest.mark.slow
 def test_batched_and_reference_engines_agree(mode_runs):
     b, r = mode_runs["batched"], mode_runs["reference"]
     # Visits: the same worlds, so totals are Poisson around the same mean.
@@ -113,6 +114,7 @@ def test_batched_and_reference_engines_agree(mode_runs):
         assert abs(rb - rr) < 4 * math.hypot(se_b, se_r), f"{num}/{den}: {rb:.5f} vs {rr:.5f}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["batched", "reference"])
 def test_arrivals_follow_the_diurnal_curve_in_local_time(mode_runs, mode):
     """Visit density ~ 1 + a cos(2 pi (h - peak) / 24) in local hour h: its first Fourier
@@ -138,6 +140,7 @@ def _strip_wallclock(summary: dict) -> dict:
     return s
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["batched", "reference"])
 def test_same_seed_identical_outputs_different_seed_differs(mode):
     size = {"n_members": 500} if mode == "batched" else {"n_members": 200}
@@ -158,6 +161,7 @@ def test_same_seed_identical_outputs_different_seed_differs(mode):
     assert a["run"]["impressions"] != c["run"]["impressions"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ranker", ["popularity", "random"])
 def test_common_random_numbers_across_policies(ranker):
     """Different policies, same seed: identical visits per member. With a ranker that does not
@@ -175,6 +179,7 @@ def test_common_random_numbers_across_policies(ranker):
     assert not np.array_equal(u[:, COL["clicks"]], f[:, COL["clicks"]])
 
 
+@pytest.mark.slow
 def test_member_block_keys_arrivals_not_the_world():
     """member_block changes how arrival streams are keyed, not the world; arrivals of a block
     are a pure function of (seed, block, window) and only contain that block's members; the
@@ -232,6 +237,7 @@ def test_cells_get_their_share_of_members_by_a_stable_hash():
 
 
 # ---- learning -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_thompson_beats_uniform_when_artworks_matter():
     """Strong artwork effects (appeal spread, representativeness), few titles, many members:
     Thompson's take fraction is significantly above uniform's and its regret is lower."""
@@ -258,6 +264,7 @@ def test_thompson_beats_uniform_when_artworks_matter():
 
 
 # ---- delays and attribution -------------------------------------------------------------------
+@pytest.mark.slow
 def test_outcomes_after_the_attribution_window_are_not_credited():
     short = make_config(1, engine={"attribution_minutes": 1.0, "click_delay_minutes": 30.0},
                         policy={"name": "thompson"})
@@ -328,6 +335,7 @@ def test_retrain_interval_longer_than_the_run():
 
 
 # ---- catalog launches --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_titles_never_shown_before_launch(tmp_path):
     cfg = make_config(8, world={"n_members": 800, "launch_share": 0.4},
                       engine={"days": 2, "log_impressions": True})
@@ -348,6 +356,7 @@ def test_titles_never_shown_before_launch(tmp_path):
 
 
 # ---- bounded pending state ----------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["batched", "reference"])
 def test_pending_queues_hold_only_recent_items(mode):
     """Memory does not grow with simulated time: after the run, pending history events are
