@@ -50,6 +50,7 @@ REWARD_NAMES = ("click", "play", "quality_play")
 # module imports none of them (data flows one way: config -> world, homepage, policies).
 RANKERS: Registry = Registry("ranker", "sim.homepage.Ranker", ("sim.homepage",))
 RESPONSE_MODELS: Registry = Registry("response model", "sim.world.response.ResponseModel", ("sim.world",))
+POLICIES: Registry = Registry("policy", "sim.policies.ArtworkPolicy", ("sim.policies",))
 DEFAULT_RANKER = "learned"
 DEFAULT_RESPONSE = "independent"
 
