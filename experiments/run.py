@@ -33,6 +33,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+import experiments.config_store  # noqa: F401 -- registers the schema with Hydra before main() composes
 from experiments.analyses import run_analyses
 from sim.config import ConfigError
 from sim.outputs import atomic_write_text, charts_done, is_complete, mark_charts_done
