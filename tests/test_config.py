@@ -17,11 +17,16 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from experiments.run import CONFIG_DIR, config_to_dict
-from sim.config import RANKER_NAMES, ConfigError, experiment_config_from_dict
+from sim.config import ConfigError, experiment_config_from_dict
 from sim.engine import Simulation
 from sim.runner import run_experiment
 
-POLICY_FILES = sorted(p.stem for p in Path(CONFIG_DIR, "policy").glob("*.yaml"))
+#: Every option of the policy group: one per built-in policy (generated from the classes by
+#: experiments.config_store) plus any YAML file under configs/policy.
+POLICY_FILES = sorted({"uniform", "fixed", "oracle", "epsilon_greedy", "thompson", "ucb1", "softmax",
+                       "explore", "sticky", "lints", "logistic_ts", "linucb", "linear_epsilon_greedy",
+                       "linear_softmax"} | {p.stem for p in Path(CONFIG_DIR, "policy").glob("*.yaml")})
+RANKER_NAMES = ("popularity", "learned", "oracle", "random")
 #: Policies that are also fixed cells of configs/experiment/baselines.yaml.
 BASELINE_CELL_NAMES = ("uniform", "fixed", "oracle")
 
@@ -103,16 +108,16 @@ BAD_VALUES = [
     ({"seed": -1}, "seed", "-1", "an integer in [0, "),
     ({f"{C1}.share": 0}, f"{C1}.share", "0", "a number in (0, 1]"),
     # unknown names
-    ({"world.n_membres": 300}, "world.n_membres", "300", "unknown key; known keys of world: "),
-    ({"engine.dayz": 1}, "engine.dayz", "1", "unknown key; known keys of engine: "),
-    ({"ranker.name": "best"}, "ranker.name", "'best'", "one of popularity, learned, oracle, random"),
+    ({"world.n_membres": 300}, "world.n_membres", "300", "unknown key (did you mean 'n_members'?); known keys of world: "),
+    ({"engine.dayz": 1}, "engine.dayz", "1", "unknown key (did you mean 'days'?); known keys of engine: "),
+    ({"ranker.name": "best"}, "ranker.name", "'best'", "one of random, oracle, popularity, learned"),
     ({"engine.mode": "turbo"}, "engine.mode", "'turbo'", "one of batched, reference"),
     ({"world.countries": ["US", "XX"]}, "world.countries", "'XX'", "one of US, BR, GB"),
     ({"polcy": {"name": "thompson"}}, "polcy", "{'name': 'thompson'}",
-     "unknown top-level key; known: engine, experiment, policy, ranker, seed, world"),
-    ({"experiment.arms": []}, "experiment.arms", "[]", "unknown key; known: analyses, cells, control, name, ranker_scope"),
-    ({f"{C1}.weight": 2}, f"{C1}.weight", "2", "unknown key; known: name, policy, ranker, share"),
-    ({f"{C1}.ranker": {"name": "best"}}, f"{C1}.ranker.name", "'best'", "one of popularity"),
+     "unknown key (did you mean 'policy'?); known keys of the config: engine, experiment, policy, ranker, seed, world"),
+    ({"experiment.arms": []}, "experiment.arms", "[]", "unknown key; known keys of experiment: analyses, cells, control, name, ranker_scope"),
+    ({f"{C1}.weight": 2}, f"{C1}.weight", "2", "unknown key; known keys of a cell: name, policy, ranker, share"),
+    ({f"{C1}.ranker": {"name": "best"}}, f"{C1}.ranker.name", "'best'", "one of random, oracle"),
     # contradictory settings
     ({"engine.window_minutes": 360, "engine.retrain_hours": 6}, "engine.window_minutes", "360",
      "less than engine.retrain_hours (360 minutes)"),
@@ -124,39 +129,50 @@ BAD_VALUES = [
     ({"experiment.control": "missing"}, "experiment.control", "'missing'", "one of a, b"),
     ({"experiment.cells": []}, "experiment.cells", "[]", "a non-empty list of cells"),
     ({"experiment.name": ""}, "experiment.name", "''", "a non-empty string"),
-    # policy hyperparameters and names (refused when Simulation builds the policies)
+    # policy hyperparameters and names (refused when Simulation builds the policies); the
+    # messages are generated from each policy's declared Params, like every other key's
     ({f"{C1}.policy": {"name": "epsilon_greedy", "epsilon": 1.5}}, f"{C1}.policy.epsilon", "1.5",
-     "epsilon must be in [0, 1]"),
+     "a number in [0.0, 1.0]"),
     ({f"{C1}.policy": {"name": "epsilon_greedy", "epsilon": nan}}, f"{C1}.policy.epsilon", "nan",
-     "epsilon must be in [0, 1]"),
+     "a number in [0.0, 1.0]"),
     ({f"{C1}.policy": {"name": "thompson", "n_draws": 0}}, f"{C1}.policy.n_draws", "0",
-     "n_draws must be an integer >= 1"),
+     "an integer >= 1"),
     ({f"{C1}.policy": {"name": "softmax", "temperature": 0}}, f"{C1}.policy.temperature", "0",
-     "temperature must be in (0, inf)"),
+     "a number > 0.0"),
     ({f"{C1}.policy": {"name": "thompson", "reward": "views"}}, f"{C1}.policy.reward", "'views'",
-     "reward must be one of click, play, quality_play"),
-    ({f"{C1}.policy": {"name": "ucb1", "c": -1}}, f"{C1}.policy.c", "-1", "c must be in [0, inf)"),
+     "one of click, play, quality_play"),
+    ({f"{C1}.policy": {"name": "ucb1", "c": -1}}, f"{C1}.policy.c", "-1", "a number >= 0.0"),
     ({f"{C1}.policy": {"name": "thompson", "prior_beta": 0}}, f"{C1}.policy.prior_beta", "0",
-     "prior_beta must be in (0, inf)"),
+     "a number > 0.0"),
     ({f"{C1}.policy": {"name": "thompson", "epsilon": 0.1}}, f"{C1}.policy.epsilon", "0.1",
-     "unknown parameter of policy ThompsonPolicy; known: reward, prior_alpha"),
+     "unknown key; known keys of policy ThompsonPolicy: n_draws, prior_alpha, prior_beta, reward"),
+    ({f"{C1}.policy": {"name": "thompson", "n_draw": 3}}, f"{C1}.policy.n_draw", "3",
+     "unknown key (did you mean 'n_draws'?)"),
     ({f"{C1}.policy": {"name": "bandit9000"}}, f"{C1}.policy.name", "'bandit9000'",
-     "one of uniform, fixed, oracle, epsilon_greedy, thompson"),
+     "one of uniform, fixed, oracle, explore, sticky, epsilon_greedy, thompson"),
     ({f"{C1}.policy": {"reward": "click"}}, f"{C1}.policy.name", "None", "one of uniform"),
-    ({f"{C1}.policy": {"name": "explore", "epsilon": 0.1}}, f"{C1}.policy.base", "None",
+    ({f"{C1}.policy": {"name": "explore", "base": "thompson"}}, f"{C1}.policy.base", "'thompson'",
      "a policy mapping"),
     ({f"{C1}.policy": {"name": "explore", "epsilon": 1.5, "base": {"name": "thompson"}}},
-     f"{C1}.policy.epsilon", "1.5", "epsilon must be in [0, 1]"),
+     f"{C1}.policy.epsilon", "1.5", "a number in [0.0, 1.0]"),
     ({f"{C1}.policy": {"name": "explore", "base": {"name": "epsilon_greedy", "epsilon": 2}}},
-     f"{C1}.policy.base.epsilon", "2", "epsilon must be in [0, 1]"),
+     f"{C1}.policy.base.epsilon", "2", "a number in [0.0, 1.0]"),
     ({f"{C1}.policy": {"_target_": "no_such_module.Policy"}}, f"{C1}.policy._target_",
      "'no_such_module.Policy'", "an importable class"),
     ({f"{C1}.policy": {"_target_": "builtins.dict"}}, f"{C1}.policy._target_", "'builtins.dict'",
-     "a subclass of sim.policies.ArtworkPolicy"),
+     "a subclass of sim.policies.base.ArtworkPolicy"),
     ({f"{C1}.policy": {"_target_": 42}}, f"{C1}.policy._target_", "42", "a dotted import path"),
+    # rankers and response models: each class's own declared parameters
+    ({"ranker": {"name": "popularity", "l2": 2.0}}, "ranker.l2", "2.0",
+     "unknown key; known keys of ranker: columns, exploration_share, half_life_days"),
+    ({"ranker": {"name": "learned", "correction": "ipv"}}, "ranker.correction", "'ipv'",
+     "one of none, ipw (did you mean 'ipw'?)"),
+    ({"world.response": {"name": "sessions"}}, "world.response.name", "'sessions'", "one of independent"),
+    ({"world.response": {"theme_weight": 25}}, "world.response.theme_weight", "25",
+     "a number in [-20.0, 20.0]"),
     # a one-cell run of the top-level policy is cell 0
     ({"experiment": {}, "policy": {"name": "epsilon_greedy", "epsilon": 1.5}},
-     "experiment.cells[0].policy.epsilon", "1.5", "epsilon must be in [0, 1]"),
+     "experiment.cells[0].policy.epsilon", "1.5", "a number in [0.0, 1.0]"),
 ]
 
 
@@ -263,10 +279,11 @@ def test_hydra_every_policy_file_with_default_experiment(policy):
 
 
 @pytest.mark.parametrize("experiment", ["single", "baselines"])
-def test_hydra_target_policy_without_name_composes(experiment):
-    d = compose(["world=tiny", f"experiment={experiment}", "policy=uniform", "~policy.name",
+def test_hydra_target_policy_composes(experiment):
+    # With a _target_, ``name`` only names the cell.
+    d = compose(["world=tiny", f"experiment={experiment}", "policy=uniform", "policy.name=my_uniform",
                  "+policy._target_=sim.policies.baselines.UniformPolicy"])
-    validate(d)
+    assert validate(d).cells[-1].name == "my_uniform"
 
 
 # ---- refusal writes nothing -----------------------------------------------------------------
