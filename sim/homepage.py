@@ -73,8 +73,8 @@ class Ranker:
     A ranker declares its hyperparameters once, in a frozen ``Params`` dataclass of
     :func:`sim.schema.param` fields extending :class:`Ranker.Params` (the page layout and the
     feedback-loop variants every ranker has); ``self.cfg`` holds the validated values. A subclass
-    of this module (or any module of sim) that sets ``name`` is selectable as ``ranker.name``;
-    your own class is selected by ``ranker._target_``.
+    in this module that sets ``name`` is a built-in, selectable as ``ranker.name`` (and as the
+    option ``ranker=<name>``); your own class is selected by ``ranker._target_``.
     """
 
     name = "base"

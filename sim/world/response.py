@@ -53,7 +53,8 @@ class ResponseModel:
     looked at, clicked, played and watched independently of the other tiles on the page. Its
     parameters are declared once in :class:`ResponseModel.Params`; a response model of your own
     subclasses this class, declares its own ``Params`` and is selected by
-    ``world.response._target_`` (a subclass in sim/ that sets ``name`` is selectable by name).
+    ``world.response._target_`` (a subclass in a module of sim/world/ that sets ``name`` is a
+    built-in, selectable by name).
     """
 
     name = "independent"
