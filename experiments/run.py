@@ -33,8 +33,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from experiments import config_store  # noqa: F401 -- registers the schema with Hydra before main() composes
 from experiments.analyses import run_analyses
 from sim.config import ConfigError
+from sim.schema import closest_text
 from sim.outputs import atomic_write_text, charts_done, is_complete, mark_charts_done
 from sim.runner import run_experiment
 
@@ -210,5 +212,69 @@ def print_summary(summary: dict, out: Path, charts: list[Path]) -> None:
     print("charts:  " + ", ".join(str(c) for c in charts))
 
 
+# ---- misspelt keys ---------------------------------------------------------------------------
+_OWN_CONFIG_FLAGS = ("-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir")
+
+
+def unknown_override(argv: list[str]) -> str | None:
+    """One line refusing the first ``key=value`` override whose key is not in the composed config,
+    naming the closest valid key (Hydra's own message names none); ``None`` if all are known.
+
+    Group choices (``world=tiny``), appends (``+key``), deletions (``~key``) and ``hydra.*`` keys
+    are Hydra's to check. Runs before Hydra creates a run directory, so nothing is left behind."""
+    if any(a.split("=")[0] in _OWN_CONFIG_FLAGS for a in argv):
+        return None
+    groups = {p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()} | set(config_store.GROUPS)
+    choices, keys = [], []
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, _, value = arg.partition("=")
+        if key.split(".")[0].split("/")[0].lstrip("+~") == "hydra":
+            continue
+        if key.startswith(("+", "~")) or key in groups or "@" in key:
+            choices.append(f"{key}={value.split(',')[0]}")
+        else:
+            keys.append((key, value))
+    if not keys:
+        return None
+    try:
+        with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = hydra.compose("config", overrides=choices)
+    except Exception:  # noqa: BLE001 -- a bad group choice: Hydra's own message says which
+        return None
+    missing = object()
+    for key, value in keys:
+        if OmegaConf.select(cfg, key, default=missing, throw_on_resolution_failure=False) is not missing:
+            continue
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent, default=None, throw_on_resolution_failure=False) if parent else cfg
+        if isinstance(node, DictConfig):
+            known = [str(k) for k in node.keys() if str(k) != "hydra"]
+            hint = closest_text(leaf, known)
+            hint = hint.replace("'", f"'{parent}.", 1) if hint and parent else hint
+            allowed = f"unknown key{hint}; known keys of {parent or 'the config'}: {', '.join(known)}"
+        else:
+            allowed = f"unknown key{closest_text(key, _dotted_keys(cfg))}"
+        return f"config error: {ConfigError(key, value, allowed)}"
+    return None
+
+
+def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
+    if not isinstance(node, DictConfig):
+        return []
+    out = []
+    for k in node.keys():
+        path = f"{prefix}{k}"
+        out.append(path)
+        child = OmegaConf.select(node, str(k), throw_on_resolution_failure=False)
+        out += _dotted_keys(child, path + ".")
+    return out
+
+
 if __name__ == "__main__":
+    refused = unknown_override(sys.argv[1:])
+    if refused:
+        print(refused, file=sys.stderr)
+        sys.exit(2)
     main()

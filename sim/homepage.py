@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sim.config import RankerConfig
+from sim.config import RANKERS
 from sim.features import observed_affinity
+from sim.schema import param
 
 if TYPE_CHECKING:
     from sim.world import Catalog, Members, ResponseModel
@@ -67,12 +68,37 @@ def affinity_bin(x: np.ndarray) -> np.ndarray:
 
 
 class Ranker:
-    """Base ranker. ``scores`` (n, n_titles) and ``genre_affinity`` (n, n_genres) per visit."""
+    """Base ranker. ``scores`` (n, n_titles) and ``genre_affinity`` (n, n_genres) per visit.
+
+    A ranker declares its hyperparameters once, in a frozen ``Params`` dataclass of
+    :func:`sim.schema.param` fields extending :class:`Ranker.Params` (the page layout and the
+    feedback-loop variants every ranker has); ``self.cfg`` holds the validated values. A subclass
+    in this module that sets ``name`` is a built-in, selectable as ``ranker.name`` (and as the
+    option ``ranker=<name>``); your own class is selected by ``ranker._target_``.
+    """
 
     name = "base"
     reads_ground_truth = False
 
-    def __init__(self, cfg: RankerConfig, catalog: "Catalog", members: "Members"):
+    @dataclass(frozen=True)
+    class Params:
+        rows: int = param(10, ge=1, le=100, doc="rows on the page (top picks, then genre rows)")
+        columns: int = param(8, ge=1, le=100, doc="titles per row")
+        exploration_share: float = param(0.0, ge=0.0, lt=1.0,
+                                         doc="share of page slots filled with random launched titles")
+        position_exponent: float = param(0.8, ge=0.0, le=10.0,
+                                         doc="attention ~ ((row+1)(col+1))^-a until fitted from exploration")
+        retrain: str = param("repeated", choices=("repeated", "once"),
+                             doc="once: fitted on the first retrain's logs, then frozen")
+        signal: str = param("play", choices=("play", "click"),
+                            doc="attributed outcome counted as a title's success")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__ and cls.__module__.startswith("sim."):
+            RANKERS.add(cls)
+
+    def __init__(self, cfg: "Ranker.Params", catalog: "Catalog", members: "Members"):
         self.cfg, self.catalog, self.members = cfg, catalog, members
         self.stats_ = RankerStats.zeros(catalog.n_titles)
         self.version_ = 0
@@ -140,6 +166,11 @@ class PopularityRanker(Ranker):
 
     name = "popularity"
 
+    @dataclass(frozen=True)
+    class Params(Ranker.Params):
+        prior_plays: float = param(1.0, gt=0, le=1e6, doc="pseudo-plays per title (times its launch hype)")
+        half_life_days: float = param(7.0, gt=0, le=1e5, doc="decay of old plays")
+
     def __init__(self, cfg, catalog, members):
         super().__init__(cfg, catalog, members)
         self.decayed_plays_ = np.zeros(catalog.n_titles)
@@ -174,7 +205,7 @@ class LearnedRanker(Ranker):
     affinity bins. Both come from impressions the ranker itself chose: plays at the top of the
     page are inflated by attention, and titles never shown stay at their prior.
 
-    Variants (``RankerConfig``): ``exploration_share`` fills that share of slots with random
+    Variants (``Params``): ``exploration_share`` fills that share of slots with random
     launched titles (in :func:`sim.serving.explore_slots`, for any ranker); ``correction: ipw``
     weights each play by 1 / estimated attention (exponent refitted from the explored slots'
     play rate by row) and fits the slope on explored slots weighted by 1 / propensity;
@@ -182,6 +213,12 @@ class LearnedRanker(Ranker):
     """
 
     name = "learned"
+
+    @dataclass(frozen=True)
+    class Params(Ranker.Params):
+        l2: float = param(1.0, gt=0, le=1e9, doc="ridge / pseudo-impressions shrinking title biases to the prior")
+        correction: str = param("none", choices=("none", "ipw"),
+                                doc="ipw: weight plays by 1/attention and fit the slope on explored slots")
 
     def __init__(self, cfg, catalog, members):
         super().__init__(cfg, catalog, members)
@@ -247,12 +284,9 @@ class LearnedRanker(Ranker):
         return self.weight_ * self.affinity(member) + self.bias_[None, :]
 
 
-RANKERS: dict[str, type[Ranker]] = {c.name: c for c in (PopularityRanker, LearnedRanker,
-                                                        OracleRanker, RandomRanker)}
-
-
-def build_ranker(cfg: RankerConfig, catalog, members, response) -> Ranker:
-    ranker = RANKERS[cfg.name](cfg, catalog, members)
+def build_ranker(spec, catalog, members, response) -> Ranker:
+    """The ranker a spec selects (:func:`sim.config.ranker_spec`), built for this world."""
+    ranker = spec.cls(spec.params, catalog, members)
     if ranker.reads_ground_truth:
         ranker.attach_ground_truth(response)
     return ranker

@@ -193,7 +193,10 @@ def _check_value(key: str, f: dataclasses.Field, hint: Any, v: Any) -> Any:
     if hint is bool:
         return check_bool(key, v)
     if hint is int:
-        v = check_int(key, v)
+        try:
+            v = check_int(key, v)
+        except ConfigError:
+            raise ConfigError(key, v, allowed_text(f, hint)) from None
         if (lo is not None and (v < lo or lo_open and v == lo)) or (hi is not None and (v > hi or hi_open and v == hi)):
             raise ConfigError(key, v, allowed_text(f, hint))
         return v
@@ -216,6 +219,12 @@ def _check_value(key: str, f: dataclasses.Field, hint: Any, v: Any) -> Any:
                 check_choice(key, item, m["choices"])
         return tuple(items) if origin is tuple else items
     return v
+
+
+def check_field(cls: type, name: str, value: Any, key: str) -> Any:
+    """Validate (and normalise) one value against the declaration of field ``name`` of ``cls``."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return _check_value(key, f, _hints(cls)[name], value)
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -301,10 +310,18 @@ class Registry(Generic[T]):
         Dotted names of packages whose modules hold the built-ins.
     """
 
-    def __init__(self, kind: str, base: type, packages: tuple[str, ...] = ()):
-        self.kind, self.base, self.packages = kind, base, packages
+    def __init__(self, kind: str, base: type | str, packages: tuple[str, ...] = ()):
+        # ``base`` may be a dotted path, imported on first use: a registry declared upstream
+        # (in sim.config) then does not import the module that defines the base class.
+        self.kind, self._base, self.packages = kind, base, packages
         self._classes: dict[str, type] = {}
         self._discovered = False
+
+    @property
+    def base(self) -> type:
+        if isinstance(self._base, str):
+            self._base = import_object(f"{self.kind} registry", self._base)
+        return self._base
 
     def add(self, cls: type) -> type:
         name = cls.__dict__.get("name")
@@ -337,6 +354,12 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         return name in self.classes
 
+    def __iter__(self):
+        return iter(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
     def __getitem__(self, name: str) -> type:
         return self.classes[name]
 
@@ -362,6 +385,43 @@ class Registry(Generic[T]):
             raise ConfigError(f"{key}.name", name, f"one of {', '.join(self.classes)}{hint}, "
                               f"or a _target_ with the import path of your {self.kind} class")
         return self.classes[name], spec
+
+
+def class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """A selected implementation of an extension point with its validated hyperparameters.
+
+    ``params`` is an instance of ``hyperparameters(cls)``; its fields read through the spec
+    (``spec.rows`` is ``spec.params.rows``). :meth:`to_dict` gives the config mapping back
+    (``name`` for a built-in, ``_target_`` for a user class, then every parameter)."""
+
+    cls: type
+    params: Any
+    name: str | None = None       # the registry name; None for a class selected by _target_
+
+    def __getattr__(self, attr: str) -> Any:
+        # Only parameters read through; dunder/private lookups (pickle, copy) must fail normally.
+        if attr.startswith("_") or attr in ("cls", "params", "name"):
+            raise AttributeError(attr)
+        return getattr(self.params, attr)
+
+    def to_dict(self) -> dict[str, Any]:
+        head = {"name": self.name} if self.name is not None else {"_target_": class_path(self.cls)}
+        return {**head, **{f.name: getattr(self.params, f.name) for f in dataclasses.fields(self.params)}}
+
+
+def resolve_spec(registry: "Registry", given: Any, key: str, default: str | None = None) -> Spec:
+    """Validate a config mapping that selects an implementation from ``registry`` (by ``name``
+    or ``_target_``) and gives its hyperparameters; missing ones take their declared defaults.
+    Errors name ``key.<param>`` and what is allowed."""
+    cls, rest = registry.resolve(given if given is not None else {}, key, default)
+    params = from_mapping(hyperparameters(cls), rest, key)
+    target = isinstance(given, Mapping) and given.get("_target_") is not None
+    return Spec(cls, params, None if target else cls.__dict__.get("name"))
 
 
 def import_object(key: str, path: Any) -> Any:

@@ -220,7 +220,7 @@ def ranker_stats(ctx: ServingContext, served: ServedImpressions, ranker=None,
                         np.bincount(title, weights=plays, minlength=T),
                         np.bincount(b, minlength=N_AFFINITY_BINS).astype(np.float64),
                         np.bincount(b, weights=plays, minlength=N_AFFINITY_BINS))
-    if ranker is None or ranker.cfg.correction != "ipw":
+    if ranker is None or getattr(ranker.cfg, "correction", "none") != "ipw":
         return stats
     row, col = fb.decisions.row.astype(np.int64), fb.decisions.column.astype(np.int64)
     inv_att = 1.0 / ranker.attention_estimate(row, col)

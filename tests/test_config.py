@@ -17,11 +17,16 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from experiments.run import CONFIG_DIR, config_to_dict
-from sim.config import RANKER_NAMES, ConfigError, experiment_config_from_dict
+from sim.config import ConfigError, experiment_config_from_dict
 from sim.engine import Simulation
 from sim.runner import run_experiment
 
-POLICY_FILES = sorted(p.stem for p in Path(CONFIG_DIR, "policy").glob("*.yaml"))
+#: Every option of the policy group: one per built-in policy (generated from the classes by
+#: experiments.config_store) plus any YAML file under configs/policy.
+POLICY_FILES = sorted({"uniform", "fixed", "oracle", "epsilon_greedy", "thompson", "ucb1", "softmax",
+                       "explore", "sticky", "lints", "logistic_ts", "linucb", "linear_epsilon_greedy",
+                       "linear_softmax"} | {p.stem for p in Path(CONFIG_DIR, "policy").glob("*.yaml")})
+RANKER_NAMES = ("popularity", "learned", "oracle", "random")
 #: Policies that are also fixed cells of configs/experiment/baselines.yaml.
 BASELINE_CELL_NAMES = ("uniform", "fixed", "oracle")
 
@@ -103,16 +108,16 @@ BAD_VALUES = [
     ({"seed": -1}, "seed", "-1", "an integer in [0, "),
     ({f"{C1}.share": 0}, f"{C1}.share", "0", "a number in (0, 1]"),
     # unknown names
-    ({"world.n_membres": 300}, "world.n_membres", "300", "unknown key; known keys of world: "),
-    ({"engine.dayz": 1}, "engine.dayz", "1", "unknown key; known keys of engine: "),
-    ({"ranker.name": "best"}, "ranker.name", "'best'", "one of popularity, learned, oracle, random"),
+    ({"world.n_membres": 300}, "world.n_membres", "300", "unknown key (did you mean 'n_members'?); known keys of world: "),
+    ({"engine.dayz": 1}, "engine.dayz", "1", "unknown key (did you mean 'days'?); known keys of engine: "),
+    ({"ranker.name": "best"}, "ranker.name", "'best'", "one of random, oracle, popularity, learned"),
     ({"engine.mode": "turbo"}, "engine.mode", "'turbo'", "one of batched, reference"),
     ({"world.countries": ["US", "XX"]}, "world.countries", "'XX'", "one of US, BR, GB"),
     ({"polcy": {"name": "thompson"}}, "polcy", "{'name': 'thompson'}",
-     "unknown top-level key; known: engine, experiment, policy, ranker, seed, world"),
-    ({"experiment.arms": []}, "experiment.arms", "[]", "unknown key; known: analyses, cells, control, name, ranker_scope"),
-    ({f"{C1}.weight": 2}, f"{C1}.weight", "2", "unknown key; known: name, policy, ranker, share"),
-    ({f"{C1}.ranker": {"name": "best"}}, f"{C1}.ranker.name", "'best'", "one of popularity"),
+     "unknown key (did you mean 'policy'?); known keys of the config: engine, experiment, policy, ranker, seed, world"),
+    ({"experiment.arms": []}, "experiment.arms", "[]", "unknown key; known keys of experiment: analyses, cells, control, name, ranker_scope"),
+    ({f"{C1}.weight": 2}, f"{C1}.weight", "2", "unknown key; known keys of a cell: name, policy, ranker, share"),
+    ({f"{C1}.ranker": {"name": "best"}}, f"{C1}.ranker.name", "'best'", "one of random, oracle"),
     # contradictory settings
     ({"engine.window_minutes": 360, "engine.retrain_hours": 6}, "engine.window_minutes", "360",
      "less than engine.retrain_hours (360 minutes)"),
@@ -124,39 +129,50 @@ BAD_VALUES = [
     ({"experiment.control": "missing"}, "experiment.control", "'missing'", "one of a, b"),
     ({"experiment.cells": []}, "experiment.cells", "[]", "a non-empty list of cells"),
     ({"experiment.name": ""}, "experiment.name", "''", "a non-empty string"),
-    # policy hyperparameters and names (refused when Simulation builds the policies)
+    # policy hyperparameters and names (refused when Simulation builds the policies); the
+    # messages are generated from each policy's declared Params, like every other key's
     ({f"{C1}.policy": {"name": "epsilon_greedy", "epsilon": 1.5}}, f"{C1}.policy.epsilon", "1.5",
-     "epsilon must be in [0, 1]"),
+     "a number in [0.0, 1.0]"),
     ({f"{C1}.policy": {"name": "epsilon_greedy", "epsilon": nan}}, f"{C1}.policy.epsilon", "nan",
-     "epsilon must be in [0, 1]"),
+     "a number in [0.0, 1.0]"),
     ({f"{C1}.policy": {"name": "thompson", "n_draws": 0}}, f"{C1}.policy.n_draws", "0",
-     "n_draws must be an integer >= 1"),
+     "an integer >= 1"),
     ({f"{C1}.policy": {"name": "softmax", "temperature": 0}}, f"{C1}.policy.temperature", "0",
-     "temperature must be in (0, inf)"),
+     "a number > 0.0"),
     ({f"{C1}.policy": {"name": "thompson", "reward": "views"}}, f"{C1}.policy.reward", "'views'",
-     "reward must be one of click, play, quality_play"),
-    ({f"{C1}.policy": {"name": "ucb1", "c": -1}}, f"{C1}.policy.c", "-1", "c must be in [0, inf)"),
+     "one of click, play, quality_play"),
+    ({f"{C1}.policy": {"name": "ucb1", "c": -1}}, f"{C1}.policy.c", "-1", "a number >= 0.0"),
     ({f"{C1}.policy": {"name": "thompson", "prior_beta": 0}}, f"{C1}.policy.prior_beta", "0",
-     "prior_beta must be in (0, inf)"),
+     "a number > 0.0"),
     ({f"{C1}.policy": {"name": "thompson", "epsilon": 0.1}}, f"{C1}.policy.epsilon", "0.1",
-     "unknown parameter of policy ThompsonPolicy; known: reward, prior_alpha"),
+     "unknown key; known keys of policy ThompsonPolicy: n_draws, prior_alpha, prior_beta, reward"),
+    ({f"{C1}.policy": {"name": "thompson", "n_draw": 3}}, f"{C1}.policy.n_draw", "3",
+     "unknown key (did you mean 'n_draws'?)"),
     ({f"{C1}.policy": {"name": "bandit9000"}}, f"{C1}.policy.name", "'bandit9000'",
-     "one of uniform, fixed, oracle, epsilon_greedy, thompson"),
+     "one of uniform, fixed, oracle, explore, sticky, epsilon_greedy, thompson"),
     ({f"{C1}.policy": {"reward": "click"}}, f"{C1}.policy.name", "None", "one of uniform"),
-    ({f"{C1}.policy": {"name": "explore", "epsilon": 0.1}}, f"{C1}.policy.base", "None",
+    ({f"{C1}.policy": {"name": "explore", "base": "thompson"}}, f"{C1}.policy.base", "'thompson'",
      "a policy mapping"),
     ({f"{C1}.policy": {"name": "explore", "epsilon": 1.5, "base": {"name": "thompson"}}},
-     f"{C1}.policy.epsilon", "1.5", "epsilon must be in [0, 1]"),
+     f"{C1}.policy.epsilon", "1.5", "a number in [0.0, 1.0]"),
     ({f"{C1}.policy": {"name": "explore", "base": {"name": "epsilon_greedy", "epsilon": 2}}},
-     f"{C1}.policy.base.epsilon", "2", "epsilon must be in [0, 1]"),
+     f"{C1}.policy.base.epsilon", "2", "a number in [0.0, 1.0]"),
     ({f"{C1}.policy": {"_target_": "no_such_module.Policy"}}, f"{C1}.policy._target_",
      "'no_such_module.Policy'", "an importable class"),
     ({f"{C1}.policy": {"_target_": "builtins.dict"}}, f"{C1}.policy._target_", "'builtins.dict'",
-     "a subclass of sim.policies.ArtworkPolicy"),
+     "a subclass of sim.policies.base.ArtworkPolicy"),
     ({f"{C1}.policy": {"_target_": 42}}, f"{C1}.policy._target_", "42", "a dotted import path"),
+    # rankers and response models: each class's own declared parameters
+    ({"ranker": {"name": "popularity", "l2": 2.0}}, "ranker.l2", "2.0",
+     "unknown key; known keys of ranker: columns, exploration_share, half_life_days"),
+    ({"ranker": {"name": "learned", "correction": "ipv"}}, "ranker.correction", "'ipv'",
+     "one of none, ipw (did you mean 'ipw'?)"),
+    ({"world.response": {"name": "sessions"}}, "world.response.name", "'sessions'", "one of independent"),
+    ({"world.response": {"theme_weight": 25}}, "world.response.theme_weight", "25",
+     "a number in [-20.0, 20.0]"),
     # a one-cell run of the top-level policy is cell 0
     ({"experiment": {}, "policy": {"name": "epsilon_greedy", "epsilon": 1.5}},
-     "experiment.cells[0].policy.epsilon", "1.5", "epsilon must be in [0, 1]"),
+     "experiment.cells[0].policy.epsilon", "1.5", "a number in [0.0, 1.0]"),
 ]
 
 
@@ -263,10 +279,11 @@ def test_hydra_every_policy_file_with_default_experiment(policy):
 
 
 @pytest.mark.parametrize("experiment", ["single", "baselines"])
-def test_hydra_target_policy_without_name_composes(experiment):
-    d = compose(["world=tiny", f"experiment={experiment}", "policy=uniform", "~policy.name",
+def test_hydra_target_policy_composes(experiment):
+    # With a _target_, ``name`` only names the cell.
+    d = compose(["world=tiny", f"experiment={experiment}", "policy=uniform", "policy.name=my_uniform",
                  "+policy._target_=sim.policies.baselines.UniformPolicy"])
-    validate(d)
+    assert validate(d).cells[-1].name == "my_uniform"
 
 
 # ---- refusal writes nothing -----------------------------------------------------------------
@@ -393,3 +410,330 @@ def test_config_either_runs_or_is_refused_by_name(case):
         assert not bad, f"config with bad {sorted(bad)} was accepted"
         assert result["complete"] is True and (out / "metrics.json").is_file()
         assert math.isfinite(result["impressions"])
+
+
+# ---- one schema: Hydra sees every declared key -------------------------------------------------
+import dataclasses  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+
+from experiments.run import unknown_override  # noqa: E402
+from sim.config import (RANKERS, RESPONSE_MODELS, EngineConfig, ExperimentSection,  # noqa: E402
+                        WorldConfig)
+from sim.homepage import RandomRanker, Ranker  # noqa: E402
+from sim.policies import POLICIES, ArtworkPolicy, build_policy  # noqa: E402
+from sim.policies.baselines import UniformPolicy  # noqa: E402
+from sim.schema import field_default, hyperparameters, param  # noqa: E402
+from sim.world import ResponseModel  # noqa: E402
+
+REPO = Path(CONFIG_DIR).parent
+
+
+def declared(cls: type) -> dict:
+    """{field: default} of the fields a dataclass declares with sim.schema.param."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if "doc" in f.metadata:
+            d = field_default(f)
+            out[f.name] = list(d) if isinstance(d, tuple) else d
+    return out
+
+
+def test_keys_the_readme_types_override_without_plus():
+    d = compose(["world=tiny", "world.hype_spread=0", "engine.days=0.2", "world.visits_per_day=1.5",
+                 "ranker.columns=6", "ranker.exploration_share=0.1", "policy=epsilon_greedy",
+                 "policy.epsilon=0.3", "world.response.theme_weight=2.5"])
+    cfg = experiment_config_from_dict(d)
+    assert cfg.world.hype_spread == 0 and cfg.world.visits_per_day == 1.5 and cfg.engine.days == 0.2
+    assert cfg.ranker.columns == 6 and cfg.ranker.exploration_share == 0.1
+    assert cfg.world.response.theme_weight == 2.5
+    assert cfg.cells[-1].policy["epsilon"] == 0.3
+
+
+def test_every_response_key_overrides_without_plus():
+    fields = declared(hyperparameters(RESPONSE_MODELS["independent"]))
+    assert len(fields) >= 19
+    # Half the default, or 0.1 for a zero default: inside every declared range.
+    values = {k: (v / 2 if v else 0.1) for k, v in fields.items()}
+    d = compose(["world=tiny"] + [f"world.response.{k}={v}" for k, v in values.items()])
+    response = experiment_config_from_dict(d).world.response
+    for k, v in values.items():
+        assert getattr(response, k) == pytest.approx(v), k
+
+
+def test_every_key_is_in_the_composed_config_with_its_default():
+    d = compose(["policy=linucb", "ranker=popularity"])
+    # A few defaults written out (not read from the schema under test).
+    assert d["world"]["visits_per_day"] == 0.6 and d["world"]["hype_spread"] == 1.0
+    assert d["world"]["response"]["theme_weight"] == 3.0 and d["world"]["response"]["name"] == "independent"
+    assert d["engine"]["window_minutes"] == 5.0 and d["policy"]["alpha"] == 0.05
+    assert d["ranker"]["half_life_days"] == 7.0 and d["ranker"]["rows"] == 10
+    # Every declared key, at its default unless a YAML file of the composition changes it.
+    changed = {("world", "n_titles"), ("experiment", "name"), ("experiment", "control"),
+               ("experiment", "cells")}
+    for section, cls in (("world", WorldConfig), ("engine", EngineConfig), ("experiment", ExperimentSection),
+                         ("policy", POLICIES["linucb"]), ("ranker", RANKERS["popularity"])):
+        schema = cls if dataclasses.is_dataclass(cls) and section in ("world", "engine", "experiment") \
+            else hyperparameters(cls)
+        for k, v in declared(schema).items():
+            assert k in d[section], f"{section}.{k} missing"
+            if (section, k) not in changed:
+                assert d[section][k] == v, f"{section}.{k}: {d[section][k]!r} != {v!r}"
+    for k, v in declared(hyperparameters(RESPONSE_MODELS["independent"])).items():
+        assert d["world"]["response"][k] == v
+
+
+@pytest.mark.parametrize("group, registry", [("policy", POLICIES), ("ranker", RANKERS),
+                                             ("world/response", RESPONSE_MODELS)])
+def test_every_registered_class_is_a_group_option_with_all_its_keys(group, registry):
+    for name, cls in registry.classes.items():
+        d = compose(["world=tiny", f"{group}={name}"])
+        node = d
+        for part in group.split("/"):
+            node = node[part]
+        assert node["name"] == name
+        assert set(declared(hyperparameters(cls))) <= set(node), (group, name)
+
+
+def test_cfg_job_and_saved_config_show_every_key(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-m", "experiments.run", "world=tiny", "--cfg", "job"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    job = yaml.safe_load(out.stdout)
+    assert job["world"]["hype_spread"] == 1.0 and job["world"]["response"]["scroll_continue"] == 0.8
+    assert job["policy"]["n_draws"] == 256 and job["ranker"]["l2"] == 1.0
+    d = compose(["world=tiny", "engine.days=0.05", "engine.progress=false"])
+    run_experiment(d, tmp_path / "run")
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["world"]["response"]["theme_weight"] == 3.0 and saved["world"]["visits_per_day"] == 0.6
+
+
+def test_ucb1_keeps_the_width_its_config_file_gave():
+    # configs/policy/ucb1.yaml said c: 0.1 (and was what policy=ucb1 ran); the class now declares it.
+    assert compose(["policy=ucb1"])["policy"]["c"] == 0.1
+    assert build_policy({"name": "ucb1"}).c == 0.1
+
+
+# ---- misspelt keys -----------------------------------------------------------------------------
+@pytest.mark.parametrize("override, closest", [
+    ("world.hype_sprad=0", "world.hype_spread"), ("world.response.theme_weigth=1", "world.response.theme_weight"),
+    ("engine.dayz=1", "engine.days"), ("ranker.colums=4", "ranker.columns"), ("sed=3", "seed"),
+    ("world.respons.theme_weight=1", "world.response.theme_weight"),
+])
+def test_misspelt_override_names_the_closest_key(override, closest):
+    message = unknown_override(["world=tiny", override])
+    key = override.split("=")[0]
+    assert message.startswith(f"config error: {key} = ") and "\n" not in message
+    assert f"did you mean '{closest}'?" in message
+
+
+def test_known_overrides_pass_the_check():
+    assert unknown_override(["world=tiny", "world.hype_spread=0", "policy=ucb1", "policy.c=0.2",
+                             "+world.extra=1", "hydra.run.dir=x", "-m", "seed=1,2"]) is None
+    # A key only the selected option has: known after that choice, unknown without it.
+    assert unknown_override(["ranker=popularity", "ranker.half_life_days=2"]) is None
+    assert "ranker.half_life_days" in unknown_override(["ranker.half_life_days=2"])
+
+
+def test_misspelt_override_exits_nonzero_and_leaves_nothing(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-m", "experiments.run", "world=tiny", "world.hype_sprad=0",
+                          f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "did you mean 'world.hype_spread'?" in lines[0], out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- YAML files hold only differences ----------------------------------------------------------
+def _option_class(registry, spec: dict, defaults_list: list | None, group_dir: Path):
+    """The class a YAML option selects: its _target_, its name, or the option it extends."""
+    if "_target_" in spec:
+        return None   # a user class: its module may not be importable here
+    name = spec.get("name")
+    for entry in defaults_list or []:
+        if isinstance(entry, str) and entry != "_self_":
+            base = group_dir / f"{entry}.yaml"
+            name = name or (yaml.safe_load(base.read_text()).get("name") if base.is_file() else entry)
+    return registry[name] if name in registry else None
+
+
+def yaml_problems(data: dict, schema: dict, where: str) -> list[str]:
+    """Keys of ``data`` that restate their default or that ``schema`` lacks."""
+    problems = []
+    for k, v in data.items():
+        if k not in schema:
+            problems.append(f"{where}.{k}: not a key of the schema")
+        elif not (isinstance(v, str) and "${" in v) and v == schema[k]:
+            problems.append(f"{where}.{k}: restates the default {v!r}")
+    return problems
+
+
+def spec_problems(registry, spec: dict, where: str, cls=None) -> list[str]:
+    cls = cls or (registry[spec["name"]] if spec.get("name") in registry else None)
+    if cls is None:
+        return [] if "_target_" in spec else [f"{where}.name: {spec.get('name')!r} is not registered"]
+    params = {k: v for k, v in spec.items() if k not in ("name", "_target_", "defaults")}
+    return yaml_problems(params, declared(hyperparameters(cls)), where)
+
+
+def world_problems(world: dict, where: str) -> list[str]:
+    world = dict(world)
+    response = world.pop("response", None) or {}
+    out = yaml_problems(world, declared(WorldConfig), where)
+    return out + spec_problems(RESPONSE_MODELS, {"name": "independent", **response}, f"{where}.response")
+
+
+def config_file_problems(path: Path) -> list[str]:
+    data = yaml.safe_load(path.read_text()) or {}
+    group, where = path.parent.name, str(path.relative_to(CONFIG_DIR))
+    defaults_list = data.pop("defaults", None)
+    if group == "world":
+        return world_problems(data, where)
+    if group == "engine":
+        return yaml_problems(data, declared(EngineConfig), where)
+    if group in ("policy", "ranker"):
+        registry = POLICIES if group == "policy" else RANKERS
+        cls = _option_class(registry, data, defaults_list, path.parent)
+        return spec_problems(registry, data, where, cls)
+    assert group == "experiment", path
+    out = yaml_problems({k: None for k in data if k not in ("world", "engine", "experiment")}, {}, where)
+    out += world_problems(data.get("world") or {}, f"{where}:world")
+    out += yaml_problems(data.get("engine") or {}, declared(EngineConfig), f"{where}:engine")
+    exp = dict(data.get("experiment") or {})
+    cells = exp.pop("cells", None) or []
+    out += yaml_problems(exp, declared(ExperimentSection), f"{where}:experiment")
+    for i, cell in enumerate(cells):
+        for part, registry in (("policy", POLICIES), ("ranker", RANKERS)):
+            if isinstance(cell.get(part), dict):
+                out += spec_problems(registry, cell[part], f"{where}:experiment.cells[{i}].{part}")
+    return out
+
+
+CONFIG_FILES = sorted(p for group in ("world", "engine", "policy", "ranker", "experiment")
+                      for p in Path(CONFIG_DIR, group).glob("*.yaml"))
+
+
+def test_config_files_hold_only_differences_from_the_schema():
+    assert len(CONFIG_FILES) >= 15
+    problems = [p for path in CONFIG_FILES for p in config_file_problems(path)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_differences_check_can_fail(tmp_path):
+    (tmp_path / "world").mkdir()
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "world" / "bad.yaml").write_text("n_members: 20000\nhype_sprad: 0\nresponse: {theme_weight: 3.0}\n")
+    (tmp_path / "experiment" / "bad.yaml").write_text(
+        "engine: {days: 14}\nexperiment:\n  ranker_scope: shared\n  cells:\n"
+        "    - {name: a, policy: {name: thompson, reward: quality_play}, ranker: {name: learned, l2: 1.0}}\n")
+    import tests.test_config as me
+    old = me.CONFIG_DIR
+    me.CONFIG_DIR = str(tmp_path)
+    try:
+        world = config_file_problems(tmp_path / "world" / "bad.yaml")
+        exp = config_file_problems(tmp_path / "experiment" / "bad.yaml")
+    finally:
+        me.CONFIG_DIR = old
+    assert len(world) == 3 and any("hype_sprad: not a key" in p for p in world)
+    assert any("response.theme_weight: restates" in p for p in world)
+    assert len(exp) == 4 and any("policy.reward: restates" in p for p in exp)
+
+
+# ---- extension points: a class of your own, selected by _target_ ------------------------------
+class HalfUniformPolicy(UniformPolicy):
+    """A user policy with a declared hyperparameter: puts ``weight`` on the first candidate."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Params(ArtworkPolicy.Params):
+        weight: float = param(0.5, ge=0.0, le=1.0, doc="probability of the first candidate")
+
+    def probabilities(self, batch):
+        uniform = super().probabilities(batch)
+        first = np.zeros_like(uniform)
+        first[:, 0] = 1.0
+        return self.weight * first + (1 - self.weight) * uniform
+
+
+class ShuffledRanker(RandomRanker):
+    """A user ranker with its own declared parameter (and the page keys every ranker has)."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Params(Ranker.Params):
+        spread: float = param(1.0, gt=0.0, le=10.0, doc="scale of the random scores")
+
+    def scores(self, member, rng):
+        return self.cfg.spread * super().scores(member, rng)
+
+
+class DimmedResponse(ResponseModel):
+    """A user response model: the independent model with every click probability scaled."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Params(ResponseModel.Params):
+        click_scale: float = param(1.0, gt=0.0, le=1.0, doc="multiplies P(click)")
+
+
+HERE = "tests.test_config"
+
+
+def test_user_policy_with_declared_params_by_target():
+    policy = build_policy({"_target_": f"{HERE}.HalfUniformPolicy", "weight": 0.3, "reward": "click"})
+    assert type(policy) is HalfUniformPolicy and policy.weight == 0.3 and policy.reward == "click"
+    assert HalfUniformPolicy().weight == 0.5             # from Python, the declared default
+    with pytest.raises(ConfigError) as info:
+        build_policy({"_target_": f"{HERE}.HalfUniformPolicy", "weight": 2})
+    assert_names(info.value, "policy.weight", "2", "a number in [0.0, 1.0]")
+    with pytest.raises(ConfigError) as info:
+        build_policy({"_target_": f"{HERE}.HalfUniformPolicy", "wieght": 0.2})
+    assert_names(info.value, "policy.wieght", "0.2", "did you mean 'weight'?")
+
+
+def test_policy_from_python_validates_like_the_config():
+    from sim.policies.bandits import ThompsonPolicy
+    assert ThompsonPolicy(reward="click").reward == "click"
+    with pytest.raises(ValueError, match="reward = 'views' is not allowed: one of click, play, quality_play"):
+        ThompsonPolicy(reward="views")
+
+
+def test_user_ranker_and_response_model_by_target_run(tmp_path):
+    cfg = with_values({"ranker": {"_target_": f"{HERE}.ShuffledRanker", "spread": 2.0, "columns": 4},
+                       "world.response": {"_target_": f"{HERE}.DimmedResponse", "click_scale": 0.5}})
+    parsed = experiment_config_from_dict(cfg)
+    assert parsed.ranker.cls is ShuffledRanker and parsed.ranker.spread == 2.0 and parsed.ranker.columns == 4
+    assert parsed.world.response.cls is DimmedResponse and parsed.world.response.click_scale == 0.5
+    summary = run_experiment(cfg, tmp_path / "run")
+    assert summary["complete"] is True
+    saved = summary["config"]
+    assert saved["ranker"]["_target_"] == f"{HERE}.ShuffledRanker"
+    for changes, key, value, allowed in [
+            ({"ranker": {"_target_": f"{HERE}.ShuffledRanker", "spread": 0}}, "ranker.spread", "0", "a number in (0.0, 10.0]"),
+            ({"ranker": {"_target_": f"{HERE}.ShuffledRanker", "sprad": 1}}, "ranker.sprad", "1", "did you mean 'spread'?"),
+            ({"world.response": {"_target_": f"{HERE}.DimmedResponse", "click_scale": 3}},
+             "world.response.click_scale", "3", "a number in (0.0, 1.0]"),
+            ({"ranker": {"_target_": f"{HERE}.DimmedResponse"}}, "ranker._target_", f"'{HERE}.DimmedResponse'",
+             "a subclass of sim.homepage.Ranker")]:
+        with pytest.raises(ConfigError) as info:
+            experiment_config_from_dict(with_values(changes))
+        assert_names(info.value, key, value, allowed)
+
+
+def test_response_model_is_a_group_and_a_name():
+    d = compose(["world=tiny", "world/response=independent", "world.response.clickbait_appeal=1.5"])
+    assert experiment_config_from_dict(d).world.response.clickbait_appeal == 1.5
+    with pytest.raises(ConfigError) as info:
+        experiment_config_from_dict(with_values({"world.response": {"name": "indepndent"}}))
+    assert_names(info.value, "world.response.name", "'indepndent'", "did you mean 'independent'?")
+
+
+def test_partial_dicts_take_the_declared_defaults():
+    cfg = experiment_config_from_dict({"world": {"n_members": 50}})
+    assert cfg.world.n_members == 50 and cfg.world.n_titles == 1000 and cfg.engine.days == 14.0
+    assert cfg.ranker.name == "learned" and cfg.world.response.name == "independent"
+    assert [c.name for c in cfg.cells] == ["thompson"] and cfg.seed == 0

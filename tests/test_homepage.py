@@ -213,8 +213,8 @@ def test_ranker_stats_are_additive(hp_world):
         np.testing.assert_array_equal(getattr(a + RankerStats.zeros(T), f), getattr(a, f))
     # Fitting twice on the parts equals fitting once on the sum (same time, no decay).
     for cls in (PopularityRanker, LearnedRanker):
-        one = cls(RankerConfig(), hp_world.catalog, hp_world.members)
-        two = cls(RankerConfig(), hp_world.catalog, hp_world.members)
+        one = cls(RankerConfig(cls.name), hp_world.catalog, hp_world.members)
+        two = cls(RankerConfig(cls.name), hp_world.catalog, hp_world.members)
         one.fit(a + b, now=600.0)
         two.fit(a, now=600.0)
         two.fit(b, now=600.0)

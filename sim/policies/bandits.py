@@ -5,20 +5,22 @@ flat artwork id, so a model trained on two log shards is the model trained on th
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from sim.policies.base import (ArtworkCounts, ArtworkPolicy, DecisionBatch, FeedbackBatch,
-                               argmax_uniform_ties, check_count, check_range,
-                               uniform_probabilities)
+                               argmax_uniform_ties, uniform_probabilities)
+from sim.schema import param
 
 
 class CountingPolicy(ArtworkPolicy):
     """Shared machinery: per-artwork counts with a Beta(prior_alpha, prior_beta) prior."""
 
-    def __init__(self, reward: str = "quality_play", prior_alpha: float = 1.0, prior_beta: float = 50.0):
-        super().__init__(reward)
-        self.prior_alpha = check_range("prior_alpha", prior_alpha, 0.0, lo_open=True)
-        self.prior_beta = check_range("prior_beta", prior_beta, 0.0, lo_open=True)
+    @dataclass(frozen=True)
+    class Params(ArtworkPolicy.Params):
+        prior_alpha: float = param(1.0, gt=0.0, doc="Beta prior: pseudo-rewards per artwork")
+        prior_beta: float = param(50.0, gt=0.0, doc="Beta prior: pseudo-misses (weak prior near a 2 % take fraction)")
 
     def reset(self, catalog) -> None:
         super().reset(catalog)
@@ -53,10 +55,9 @@ class EpsilonGreedyPolicy(CountingPolicy):
 
     name = "epsilon_greedy"
 
-    def __init__(self, epsilon: float = 0.1, reward: str = "quality_play",
-                 prior_alpha: float = 1.0, prior_beta: float = 50.0):
-        super().__init__(reward, prior_alpha, prior_beta)
-        self.epsilon = check_range("epsilon", epsilon, 0.0, 1.0)
+    @dataclass(frozen=True)
+    class Params(CountingPolicy.Params):
+        epsilon: float = param(0.1, ge=0.0, le=1.0, doc="share of uniform random choices")
 
     def _deploy(self) -> None:
         self.mean_ = self.posterior_mean()
@@ -80,11 +81,13 @@ class ThompsonPolicy(CountingPolicy):
     name = "thompson"
     propensity_is_estimated = True
 
-    def __init__(self, reward: str = "quality_play", prior_alpha: float = 1.0,
-                 prior_beta: float = 50.0, n_draws: int = 256, seed: int = 0):
-        super().__init__(reward, prior_alpha, prior_beta)
-        self.n_draws = check_count("n_draws", n_draws)
-        self.seed = int(seed)
+    @dataclass(frozen=True)
+    class Params(CountingPolicy.Params):
+        n_draws: int = param(256, ge=1, doc="posterior draws per title per deploy for the choice distribution")
+
+    def __init__(self, *args, seed: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seed = int(seed)   # root of the deploy-time Monte Carlo stream (set by the engine)
 
     def _deploy(self) -> None:
         cat = self.catalog_
@@ -119,9 +122,12 @@ class UCB1Policy(CountingPolicy):
 
     name = "ucb1"
 
-    def __init__(self, c: float = 1.0, reward: str = "quality_play"):
-        super().__init__(reward)
-        self.c = check_range("c", c, 0.0)
+    # Not CountingPolicy.Params: UCB1 uses raw means, no prior.
+    @dataclass(frozen=True)
+    class Params(ArtworkPolicy.Params):
+        # 0.1, not the textbook 1: rewards are rare (take fraction ~2 %), and a bonus of order 1
+        # would swamp the means for the whole run.
+        c: float = param(0.1, ge=0.0, doc="width of the confidence bonus")
 
     def _deploy(self) -> None:
         c = self.counts_
@@ -141,10 +147,9 @@ class SoftmaxPolicy(CountingPolicy):
 
     name = "softmax"
 
-    def __init__(self, temperature: float = 0.005, reward: str = "quality_play",
-                 prior_alpha: float = 1.0, prior_beta: float = 50.0):
-        super().__init__(reward, prior_alpha, prior_beta)
-        self.temperature = check_range("temperature", temperature, 0.0, lo_open=True)
+    @dataclass(frozen=True)
+    class Params(CountingPolicy.Params):
+        temperature: float = param(0.005, gt=0.0, doc="Boltzmann temperature (reward units)")
 
     def _deploy(self) -> None:
         self.mean_ = self.posterior_mean()

@@ -10,8 +10,10 @@ sufficient statistics, and deploys a new model version from them::
     stats = policy.sufficient_stats(feedback)     # stats(a) + stats(b) == stats(a U b)
     policy.update(stats)                          # new model version
 
-Hyperparameters are plain attributes set in ``__init__`` and never changed afterwards; learned
-state ends in ``_`` and is (re)built by :meth:`ArtworkPolicy.reset`.
+Hyperparameters are declared once, in a frozen ``Params`` dataclass of :func:`sim.schema.param`
+fields on the policy class; the constructor validates them (errors name the parameter, the value
+and what is allowed) and sets them as plain attributes, never changed afterwards. Learned state
+ends in ``_`` and is (re)built by :meth:`ArtworkPolicy.reset`.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sim.config import REWARD_NAMES
+from sim.config import POLICIES, REWARD_NAMES
+from sim.schema import check_keys, from_mapping, hyperparameters, param
 
 if TYPE_CHECKING:
     from sim.world import Catalog, ResponseModel
@@ -120,25 +123,6 @@ class ArtworkCounts:
         return ArtworkCounts(np.zeros(n_artworks), np.zeros(n_artworks))
 
 
-def check_range(name: str, value, lo: float, hi: float | None = None, lo_open: bool = False) -> float:
-    """A finite number in [lo, hi] (or (lo, hi] with ``lo_open``), else ``ValueError`` naming it."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-    if ok:
-        ok = (value > lo if lo_open else value >= lo) and (hi is None or value <= hi)
-    if not ok:
-        bounds = (f"{'(' if lo_open else '['}{lo:g}, "
-                  f"{format(hi, 'g') if hi is not None else 'inf'}{']' if hi is not None else ')'}")
-        raise ValueError(f"{name} must be in {bounds}, got {value!r}")
-    return float(value)
-
-
-def check_count(name: str, value) -> int:
-    """An integer >= 1, else ``ValueError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
-
-
 def sample_rows(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Draw one column per row of ``probs`` (n, K) by inverse CDF; one uniform per row."""
     cdf = np.cumsum(probs, axis=1)
@@ -166,7 +150,9 @@ def uniform_probabilities(mask: np.ndarray) -> np.ndarray:
 
 class ArtworkPolicy:
     """Base class: subclasses implement :meth:`probabilities` and, if they learn,
-    :meth:`sufficient_stats` and :meth:`update`.
+    :meth:`sufficient_stats` and :meth:`update`. Hyperparameters: a ``Params`` dataclass
+    extending :class:`ArtworkPolicy.Params`, passed to the constructor by keyword (or in
+    declaration order); a subclass in sim/ that sets ``name`` is selectable as ``policy.name``.
 
     Class attributes
     ----------------
@@ -181,10 +167,32 @@ class ArtworkPolicy:
     propensity_is_estimated = False
     uses_shown_artworks = False
 
-    def __init__(self, reward: str = "quality_play"):
-        if reward not in REWARD_NAMES:
-            raise ValueError(f"reward must be one of {', '.join(REWARD_NAMES)}, got {reward!r}")
-        self.reward = reward
+    @dataclass(frozen=True)
+    class Params:
+        reward: str = param("quality_play", choices=REWARD_NAMES, doc="logged outcome the policy learns from")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__ and cls.__module__.startswith("sim."):
+            POLICIES.add(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        """Validate the hyperparameters declared in ``Params`` and set them as attributes;
+        missing ones take their declared defaults. Raises :class:`sim.config.ConfigError` (a
+        ``ValueError``) naming the parameter."""
+        declared = hyperparameters(type(self))
+        names = [f.name for f in dataclasses.fields(declared) if f.init]
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__} takes at most {len(names)} positional "
+                            f"hyperparameters ({', '.join(names)}), got {len(args)}")
+        for name, value in zip(names, args):
+            if name in kwargs:
+                raise TypeError(f"{type(self).__name__} got two values for {name!r}")
+            kwargs[name] = value
+        check_keys("", kwargs, names, what=f"policy {type(self).__name__}")
+        params = from_mapping(declared, kwargs, "")
+        for f in dataclasses.fields(params):
+            setattr(self, f.name, getattr(params, f.name))
         self.model_version_ = 0
 
     # ---- lifecycle ------------------------------------------------------------------------

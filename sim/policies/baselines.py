@@ -2,12 +2,14 @@
 exploration wrapper that mixes any policy with uniform choice."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sim.policies.base import (ArtworkPolicy, DecisionBatch, argmax_uniform_ties, check_range,
-                               uniform_probabilities)
+from sim.config import ConfigError
+from sim.policies.base import ArtworkPolicy, DecisionBatch, argmax_uniform_ties, uniform_probabilities
+from sim.schema import param
 
 if TYPE_CHECKING:
     from sim.world import ResponseModel
@@ -50,13 +52,25 @@ class OraclePolicy(ArtworkPolicy):
         return argmax_uniform_ties(target, batch.mask)
 
 
+def _base_policy(default: str) -> Any:
+    return param(default_factory=lambda: {"name": default},
+                 doc="the wrapped policy (a policy mapping; from Python: a policy object)")
+
+
 class PolicyWrapper(ArtworkPolicy):
     """A policy that changes how ``base`` chooses but learns exactly what ``base`` learns."""
 
-    def __init__(self, base: ArtworkPolicy):
-        # The wrapper learns whatever its base learns: set the reward on the base policy.
-        super().__init__(base.reward)
-        self.base = base
+    # No ``reward``: the wrapper learns whatever its base learns (set the reward on the base).
+    @dataclass(frozen=True)
+    class Params:
+        base: Any = _base_policy("thompson")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.base, ArtworkPolicy):
+            raise ConfigError("base", self.base, "a policy object (sim.policies.build_policy builds "
+                              "one from a policy mapping such as {name: thompson})")
+        self.reward = self.base.reward
 
     @property
     def reads_ground_truth(self) -> bool:  # type: ignore[override]
@@ -90,9 +104,9 @@ class ExplorationWrapper(PolicyWrapper):
 
     name = "explore"
 
-    def __init__(self, base: ArtworkPolicy, epsilon: float = 0.1):
-        super().__init__(base)
-        self.epsilon = check_range("epsilon", epsilon, 0.0, 1.0)
+    @dataclass(frozen=True)
+    class Params(PolicyWrapper.Params):
+        epsilon: float = param(0.1, ge=0.0, le=1.0, doc="share of uniform random choices")
 
     def probabilities(self, batch: DecisionBatch) -> np.ndarray:
         return (self.epsilon * uniform_probabilities(batch.mask)
@@ -111,9 +125,10 @@ class StickyWrapper(PolicyWrapper):
     name = "sticky"
     keeps_images = True
 
-    def __init__(self, base: ArtworkPolicy, min_hours: float = 24.0):
-        super().__init__(base)
-        self.min_hours = check_range("min_hours", min_hours, 0.0)
+    @dataclass(frozen=True)
+    class Params(PolicyWrapper.Params):
+        base: Any = _base_policy("lints")
+        min_hours: float = param(24.0, ge=0.0, doc="hours a member keeps a title's image")
 
     def kept(self, batch: DecisionBatch) -> np.ndarray:
         """One-hot (n, K) of the image to keep, all False where the base policy chooses."""

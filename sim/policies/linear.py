@@ -27,8 +27,8 @@ from sim.policies.linear_algebra import cholesky
 from sim.features import (candidate_feature_width, candidate_features, interaction_scores,
                           theme_scores)
 from sim.policies.base import (ArtworkPolicy, DecisionBatch, FeedbackBatch, Selection,
-                               argmax_uniform_ties, check_count, check_range,
-                               uniform_probabilities)
+                               argmax_uniform_ties, uniform_probabilities)
+from sim.schema import param
 
 
 LINTS_MODES = ("hybrid", "shared")
@@ -58,9 +58,9 @@ class LinearPolicy(ArtworkPolicy):
     """Shared machinery: features, ridge statistics, the posterior mean ``mu_``."""
 
 
-    def __init__(self, reward: str = "quality_play", l2: float = 1.0):
-        super().__init__(reward)
-        self.l2 = check_range("l2", l2, 0.0, lo_open=True)
+    @dataclass(frozen=True)
+    class Params(ArtworkPolicy.Params):
+        l2: float = param(1.0, gt=0.0, doc="ridge prior precision of the shared weights")
 
     def reset(self, catalog) -> None:
         super().reset(catalog)
@@ -121,9 +121,9 @@ class LinearEpsilonGreedy(LinearPolicy):
 
     name = "linear_epsilon_greedy"
 
-    def __init__(self, epsilon: float = 0.1, reward: str = "quality_play", l2: float = 1.0):
-        super().__init__(reward, l2)
-        self.epsilon = check_range("epsilon", epsilon, 0.0, 1.0)
+    @dataclass(frozen=True)
+    class Params(LinearPolicy.Params):
+        epsilon: float = param(0.1, ge=0.0, le=1.0, doc="share of uniform random choices")
 
     def probabilities(self, batch: DecisionBatch) -> np.ndarray:
         greedy = argmax_uniform_ties(self.mean_scores(batch), batch.mask, atol=1e-9)
@@ -135,9 +135,9 @@ class LinearSoftmax(LinearPolicy):
 
     name = "linear_softmax"
 
-    def __init__(self, temperature: float = 0.005, reward: str = "quality_play", l2: float = 1.0):
-        super().__init__(reward, l2)
-        self.temperature = check_range("temperature", temperature, 0.0, lo_open=True)
+    @dataclass(frozen=True)
+    class Params(LinearPolicy.Params):
+        temperature: float = param(0.005, gt=0.0, doc="Boltzmann temperature (reward units)")
 
     def probabilities(self, batch: DecisionBatch) -> np.ndarray:
         z = np.where(batch.mask, self.mean_scores(batch).astype(np.float64) / self.temperature, -np.inf)
@@ -151,11 +151,13 @@ class SampledPosteriorPolicy(LinearPolicy):
 
     propensity_is_estimated = True
 
-    def __init__(self, reward: str = "quality_play", l2: float = 1.0, n_draws: int = 16,
-                 seed: int = 0):
-        super().__init__(reward, l2)
-        self.n_draws = check_count("n_draws", n_draws)
-        self.seed = int(seed)
+    @dataclass(frozen=True)
+    class Params(LinearPolicy.Params):
+        n_draws: int = param(16, ge=1, doc="posterior models drawn per deploy; each page uses one of them")
+
+    def __init__(self, *args, seed: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seed = int(seed)   # root of the deploy-time posterior draws (set by the engine)
 
     def posterior_scale(self) -> float:
         """Multiplier of the posterior standard deviation (exploration)."""
@@ -235,14 +237,12 @@ class LinTSPolicy(SampledPosteriorPolicy):
 
     name = "lints"
 
-    def __init__(self, v: float = 0.1, mode: str = "hybrid", reward: str = "quality_play",
-                 l2: float = 1.0, l2_artwork: float = 100.0, n_draws: int = 16, seed: int = 0):
-        super().__init__(reward, l2, n_draws, seed)
-        self.v = check_range("v", v, 0.0)
-        self.l2_artwork = check_range("l2_artwork", l2_artwork, 0.0, lo_open=True)
-        if mode not in LINTS_MODES:
-            raise ValueError(f"mode must be one of {', '.join(LINTS_MODES)}, got {mode!r}")
-        self.mode = mode
+    @dataclass(frozen=True)
+    class Params(SampledPosteriorPolicy.Params):
+        v: float = param(0.1, ge=0.0, doc="posterior scale: N(mu, v^2 A^-1)")
+        mode: str = param("hybrid", choices=LINTS_MODES,
+                          doc="hybrid: shared model + per-image intercept; shared: shared model only")
+        l2_artwork: float = param(100.0, gt=0.0, doc="ridge precision of the per-image intercepts (in impressions)")
 
     def posterior_scale(self) -> float:
         return self.v
@@ -283,11 +283,10 @@ class LogisticTSPolicy(SampledPosteriorPolicy):
 
     name = "logistic_ts"
 
-    def __init__(self, reward: str = "quality_play", l2: float = 1.0, n_draws: int = 16,
-                 exploration: float = 1.0, max_step: float = 1.0, seed: int = 0):
-        super().__init__(reward, l2, n_draws, seed)
-        self.exploration = check_range("exploration", exploration, 0.0)
-        self.max_step = check_range("max_step", max_step, 0.0, lo_open=True)
+    @dataclass(frozen=True)
+    class Params(SampledPosteriorPolicy.Params):
+        exploration: float = param(1.0, ge=0.0, doc="multiplies the posterior standard deviation")
+        max_step: float = param(1.0, gt=0.0, doc="largest move of a coefficient per deploy (damped Newton step)")
 
     def reset(self, catalog) -> None:
         super().reset(catalog)

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.features import candidate_features
-from sim.policies.base import (ArtworkPolicy, DecisionBatch, FeedbackBatch, argmax_uniform_ties,
-                               check_range)
+from sim.policies.base import ArtworkPolicy, DecisionBatch, FeedbackBatch, argmax_uniform_ties
+from sim.schema import param
 from sim.policies.hybrid import HybridPosterior, HybridStats
 from sim.policies.linear_algebra import check_conditioning
 
@@ -53,15 +53,14 @@ class LinUCBPolicy(ArtworkPolicy):
 
     name = "linucb"
 
-    def __init__(self, alpha: float = 0.05, mode: str = "hybrid", reward: str = "quality_play",
-                 l2: float = 1.0, l2_artwork: float = 100.0):
-        super().__init__(reward)
-        self.alpha = check_range("alpha", alpha, 0.0)
-        if mode not in LINUCB_MODES:
-            raise ValueError(f"mode must be one of {', '.join(LINUCB_MODES)}, got {mode!r}")
-        self.mode = mode
-        self.l2 = check_range("l2", l2, 0.0, lo_open=True)
-        self.l2_artwork = check_range("l2_artwork", l2_artwork, 0.0, lo_open=True)
+    @dataclass(frozen=True)
+    class Params(ArtworkPolicy.Params):
+        alpha: float = param(0.05, ge=0.0, doc="width of the confidence bonus")
+        mode: str = param("hybrid", choices=LINUCB_MODES,
+                          doc="hybrid: shared model + per-image intercept; disjoint: one model per image")
+        l2: float = param(1.0, gt=0.0, doc="ridge prior precision")
+        l2_artwork: float = param(100.0, gt=0.0,
+                                  doc="hybrid only: ridge precision of the per-image intercepts (in impressions)")
 
     def reset(self, catalog) -> None:
         super().reset(catalog)

@@ -41,8 +41,8 @@ def build_world(cfg: WorldConfig, seed: int, horizon_minutes: float) -> World:
     st = rng.integers(0, catalog.n_titles, size=20_000)
     raw = np.einsum("ng,ng->n", tastes[sm], catalog.title_genres[st])
     fit_sd = float(raw.std()) or 1.0
-    response = ResponseModel(cfg.response, tastes, catalog.title_genres, catalog.artwork_theme,
-                             truth["quality"], truth["appeal"], truth["representativeness"],
-                             float(raw.mean()), fit_sd)
+    response = cfg.response.cls(cfg.response.params, tastes, catalog.title_genres, catalog.artwork_theme,
+                                truth["quality"], truth["appeal"], truth["representativeness"],
+                                float(raw.mean()), fit_sd)
     members = build_members(cfg, catalog, tastes, rng)
     return World(cfg, catalog, members, response)

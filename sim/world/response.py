@@ -15,10 +15,12 @@ So an unrepresentative, high-appeal image (clickbait) raises clicks but not qual
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from sim.config import ResponseConfig
+from sim.config import RESPONSE_MODELS
+from sim.schema import param
 
 #: Mean representativeness of artworks (Beta(3, 1.5)); the play terms are centred on it.
 REPRESENTATIVENESS_CENTER = 3.0 / 4.5
@@ -40,10 +42,60 @@ class Outcomes:
     play_delay: np.ndarray     # (n,) float32 minutes click -> play start
 
 
-class ResponseModel:
-    """Ground truth: hidden tastes, title quality, artwork appeal and representativeness."""
+def _logit_weight(default: float, doc: str) -> Any:
+    return param(default, ge=-20.0, le=20.0, doc=doc)
 
-    def __init__(self, cfg: ResponseConfig, tastes: np.ndarray, title_genres: np.ndarray,
+
+class ResponseModel:
+    """Ground truth: hidden tastes, title quality, artwork appeal and representativeness.
+
+    The built-in ``independent`` response model (``world.response.name``): every impression is
+    looked at, clicked, played and watched independently of the other tiles on the page. Its
+    parameters are declared once in :class:`ResponseModel.Params`; a response model of your own
+    subclasses this class, declares its own ``Params`` and is selected by
+    ``world.response._target_`` (a subclass in a module of sim/world/ that sets ``name`` is a
+    built-in, selectable by name).
+    """
+
+    name = "independent"
+
+    @dataclass(frozen=True)
+    class Params:
+        """Defaults calibrated so that CTR is ~1-5 % per impression, take fraction ~0.5-2 % and
+        the oracle artwork choice beats uniform by 10-40 % (README)."""
+
+        row_attention_exponent: float = param(0.8, ge=0.0, le=10.0,
+                                              doc="attention ~ (row+1)^-a (T-RECS / Chaney et al. use ~0.8)")
+        column_attention_exponent: float = param(0.8, ge=0.0, le=10.0, doc="attention ~ (column+1)^-a")
+        scroll_continue: float = param(0.8, ge=0.0, le=1.0, doc="P(member scrolls to the next row)")
+        click_intercept: float = _logit_weight(-5.0, "logit of click given the tile is looked at")
+        fit_weight: float = _logit_weight(1.0, "click-logit weight of standardised member-title fit")
+        title_quality_weight: float = _logit_weight(0.4, "click- and quality-logit weight of title quality")
+        theme_weight: float = _logit_weight(3.0, "click-logit weight of artwork theme x member taste")
+        appeal_sd: float = param(0.25, ge=0.0, le=10.0, doc="spread of artwork appeal (logit units)")
+        clickbait_appeal: float = param(0.8, ge=0.0, le=10.0, doc="extra appeal of an unrepresentative image")
+        familiar_artwork_scale: float = param(0.35, ge=0.0, le=1.0,
+                                              doc="artwork effect for titles the member interacted with")
+        play_intercept: float = _logit_weight(-0.6, "logit P(play | click)")
+        play_fit_weight: float = _logit_weight(0.5, "play-logit weight of fit")
+        play_representativeness_weight: float = _logit_weight(2.0, "play-logit weight of representativeness")
+        quality_intercept: float = _logit_weight(-1.4, "logit P(quality play | play)")
+        quality_fit_weight: float = _logit_weight(0.5, "quality-logit weight of fit")
+        quality_representativeness_weight: float = _logit_weight(
+            1.0, "quality-logit weight of representativeness")
+        artwork_change_penalty: float = param(0.0, ge=0.0, le=20.0,
+                                              doc="click-logit cost when a title's image changed since last shown")
+        quality_threshold_minutes: float = param(15.0, gt=0.0, le=10_000.0,
+                                                 doc="minutes watched that make a play a quality play")
+        mean_quality_minutes: float = param(55.0, gt=0.0, le=10_000.0,
+                                            doc="mean minutes beyond the threshold (exponential)")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__ and cls.__module__.startswith("sim."):
+            RESPONSE_MODELS.add(cls)
+
+    def __init__(self, cfg: "ResponseModel.Params", tastes: np.ndarray, title_genres: np.ndarray,
                  artwork_theme: np.ndarray, quality: np.ndarray, appeal: np.ndarray,
                  representativeness: np.ndarray, fit_mean: float, fit_sd: float):
         self.cfg = cfg
@@ -129,3 +181,6 @@ class ResponseModel:
         delays = rng.exponential(1.0, size=(n, 2)).astype(np.float32)
         return Outcomes(click, play, quality, minutes.astype(np.float32),
                         delays[:, 0] * click_delay_mean, delays[:, 1] * play_delay_mean)
+
+
+RESPONSE_MODELS.add(ResponseModel)
