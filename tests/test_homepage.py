@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,7 +18,7 @@ from scipy.stats import chisquare
 from sim.config import RankerConfig, WorldConfig, experiment_config_from_dict
 from sim.engine import Simulation
 from sim.homepage import (N_AFFINITY_BINS, RANKERS, GenreIndex, LearnedRanker, PopularityRanker,
-                          Ranker, RankerStats, affinity_bin, build_ranker, layout_pages,
+                          RandomRanker, Ranker, RankerStats, affinity_bin, build_ranker, layout_pages,
                           observed_affinity)
 from sim.streams import generator
 from sim.testing import check_ranker, make_ranker_feedback
@@ -418,3 +419,49 @@ def test_engine_trains_a_ranker_on_its_own_statistics(monkeypatch):
     ranker = built[0]
     assert ranker.version_ >= 1 and ranker.clicks_.shape == (40,) and ranker.clicks_.sum() > 0
     check_ranker(ranker, 300)
+
+
+# The README's "Writing your own ranker" class, exactly as printed.
+RANKER_EXAMPLE = '''\
+# my_rankers.py
+import numpy as np
+from sim.homepage import Ranker
+
+
+class PlayRateRanker(Ranker):
+    """Titles by smoothed plays per impression, the same for every member."""
+
+    def scores(self, member, rng):                  # (n, n_titles), higher is better
+        s = self.stats_                             # every retrain's statistics, summed
+        rate = (s.title_plays + 1.0) / (s.title_impressions + 50.0)
+        ties = rng.random((member.size, rate.size)) * 1e-6      # random order among equals
+        return rate[None, :] + ties
+'''
+
+
+def test_readme_ranker_example(tmp_path, monkeypatch, hp_world):
+    """The example conforms, and in a run it learns from the plays the engine credited: its best
+    title is the one with the highest smoothed play rate."""
+    (tmp_path / "my_rankers.py").write_text(RANKER_EXAMPLE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_rankers", raising=False)
+    from my_rankers import PlayRateRanker
+
+    check_ranker(_as(PlayRateRanker, make_ranker(hp_world, "random")), hp_world.members.n_members)
+    import sim.engine
+
+    built = []
+    monkeypatch.setattr(sim.engine, "build_ranker", lambda cfg, cat, mem, resp: built.append(
+        _as(PlayRateRanker, RandomRanker(cfg, cat, mem))) or built[-1])
+    cfg = experiment_config_from_dict({
+        "seed": 4, "world": {"n_members": 400, "n_titles": 40, "n_genres": 5},
+        "engine": {"days": 2, "log_impressions": False, "progress": False},
+        "policy": {"name": "uniform"}})
+    Simulation(cfg).run()
+    ranker = built[0]
+    assert ranker.version_ >= 1 and ranker.stats_.title_plays.sum() > 0
+    s = ranker.stats_
+    rate = (s.title_plays + 1.0) / (s.title_impressions + 50.0)
+    assert np.ptp(rate) > 1e-3, "the logged plays did not separate the titles"
+    top = ranker.scores(np.zeros(1, np.int64), generator(0, "t"))[0].argmax()
+    assert rate[top] >= rate.max() - 1e-6

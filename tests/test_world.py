@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 
 import numpy as np
 import pytest
@@ -452,3 +453,38 @@ def test_check_response_model_catches_broken_models(small_world, cls, message):
     model = _as(cls, small_world.response)
     with pytest.raises(AssertionError, match=message):
         check_response_model(model, small_world.catalog, small_world.members.n_members)
+
+
+# The README's "Writing your own response model" class, exactly as printed.
+RESPONSE_EXAMPLE = '''\
+# my_response.py
+import numpy as np
+from sim.world import ResponseModel
+
+
+class NoPositionBias(ResponseModel):
+    """Members look at every tile: clicks do not fall with row or column."""
+
+    position_bias = False
+
+    def attention(self, row, column):               # P(tile looked at), shape (n,)
+        return np.ones(np.shape(row), dtype=np.float32)
+'''
+
+
+def test_readme_response_example(tmp_path, monkeypatch, small_world):
+    """The example conforms, and its click probabilities no longer fall down the page."""
+    (tmp_path / "my_response.py").write_text(RESPONSE_EXAMPLE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_response", raising=False)
+    from my_response import NoPositionBias
+
+    model = _as(NoPositionBias, small_world.response)
+    check_response_model(model, small_world.catalog, small_world.members.n_members)
+    batch = make_decision_batch(small_world.catalog, 50, generator(5, "response", 13),
+                                n_members=small_world.members.n_members)
+    top, low = (dataclasses.replace(batch, row=np.full(50, r, np.int16), column=np.zeros(50, np.int16))
+                for r in (0, 9))
+    np.testing.assert_array_equal(model.probabilities(top).click, model.probabilities(low).click)
+    assert (small_world.response.probabilities(low).click[batch.mask]
+            < small_world.response.probabilities(top).click[batch.mask]).all()
