@@ -88,7 +88,8 @@ class Ranker:
     * ``frozen``: True once the ranker takes no more data (``retrain: once`` after its first
       fit); the engine then skips ``fit``. A fresh ranker is never frozen.
     * ``cfg``: the engine reads the page settings ``rows``, ``columns`` and
-      ``exploration_share`` from it.
+      ``exploration_share`` from it; ``catalog`` and ``members`` (observable: genres, launch
+      hype, play history) are set by the base constructor; ``name`` labels drift measures.
 
     Rankers learn only from logs: none reads the ground truth (tastes, quality, the response
     model) except reference rankers that say so in their name (``oracle``), set

@@ -89,6 +89,8 @@ class ResponseModel:
       :class:`Outcomes` of the shown images; every draw from ``rng``.
     * ``uses_last_artwork``: True when the probabilities depend on the image last shown (the
       engine must then track shown images).
+    * The hidden truth it was built with (``tastes`` (M, G), ``quality``, ``appeal``,
+      ``representativeness``) stays readable: the oracle ranker and analyses read ``tastes``.
     """
 
     def __init__(self, cfg: ResponseConfig, tastes: np.ndarray, title_genres: np.ndarray,
