@@ -19,6 +19,7 @@ from sim.features import observed_affinity
 from sim.schema import param
 
 if TYPE_CHECKING:
+    from sim.policies.base import FeedbackBatch
     from sim.world import Catalog, Members, ResponseModel
 
 N_AFFINITY_BINS = 20
@@ -75,6 +76,31 @@ class Ranker:
     feedback-loop variants every ranker has); ``self.cfg`` holds the validated values. A subclass
     in this module that sets ``name`` is a built-in, selectable as ``ranker.name`` (and as the
     option ``ranker=<name>``); your own class is selected by ``ranker._target_``.
+
+    The contract (what the engine calls; :func:`sim.testing.check_ranker` verifies it):
+
+    * ``scores(member, rng)`` -> ndarray, shape (n, n_titles), finite: higher is better. The
+      page is laid out from it (:func:`layout_pages`); unlaunched titles are masked by the
+      layout, not by the ranker. All randomness (ties, exploration) comes from ``rng``, and
+      scoring never changes the ranker.
+    * ``genre_affinity(member, rng)`` -> ndarray, shape (n, n_genres), finite: the genre rows
+      are the member's strongest genres by it. Default: the member's observed affinity.
+    * ``statistics(feedback, pscore)`` -> additive statistics of logged impressions this ranker
+      laid out: ``statistics(a) + statistics(b) == statistics(a U b)``, so shards and serving
+      windows are reduced by ``+``. Default: :class:`RankerStats` counts of the ranker's
+      ``signal`` (credited plays, or clicks). Override it to learn from something else.
+    * ``fit(stats, now)``: retrain on newly available statistics (the sum over every shard of
+      one retrain period) at simulated minute ``now``; adds them to ``stats_`` and bumps
+      ``version_``. Fitting ``a`` then ``b`` at the same ``now`` equals fitting ``a + b``.
+    * ``frozen``: True once the ranker takes no more data (``retrain: once`` after its first
+      fit); the engine then skips ``fit``. A fresh ranker is never frozen.
+    * ``cfg``: the engine reads the page settings ``rows``, ``columns`` and
+      ``exploration_share`` from it; ``catalog`` and ``members`` (observable: genres, launch
+      hype, play history) are set by the base constructor; ``name`` labels drift measures.
+
+    Rankers learn only from logs: none reads the ground truth (tastes, quality, the response
+    model) except reference rankers that say so in their name (``oracle``), set
+    ``reads_ground_truth`` and receive the response model through ``attach_ground_truth``.
     """
 
     name = "base"
@@ -113,10 +139,25 @@ class Ranker:
         return ((row + 1.0) * (column + 1.0)) ** -self.position_exponent_
 
     def scores(self, member: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Title scores per visit, shape (n, n_titles), for ``member`` of shape (n,)."""
         raise NotImplementedError
 
     def genre_affinity(self, member: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Genre-row order per visit, shape (n, n_genres): the strongest genres come first."""
         return observed_affinity(self.members, self.catalog, member)
+
+    def statistics(self, feedback: "FeedbackBatch", pscore: np.ndarray | None = None) -> RankerStats:
+        """Additive training statistics of logged impressions this ranker laid out.
+
+        Parameters
+        ----------
+        feedback : FeedbackBatch of n impressions with their credited outcomes; the ranker may
+            read ``decisions.title/row/column/context`` and the outcomes, nothing else.
+        pscore : ndarray, shape (n,), optional
+            The ranker's propensity of each title in its slot: ``< 1`` where an exploration
+            slot drew it at random, 1 elsewhere (None: no slot was explored).
+        """
+        return count_statistics(self.catalog, feedback, self.cfg.signal)
 
     @property
     def frozen(self) -> bool:
@@ -127,6 +168,26 @@ class Ranker:
         """Retrain on newly available logged statistics (additive)."""
         self.stats_ = self.stats_ + stats
         self.version_ += 1
+
+
+def _signal_by_bin(catalog: "Catalog", feedback: "FeedbackBatch", signal: str):
+    """Title (n,), affinity bin (n,) and the counted outcome (n,) float64 of each impression."""
+    title = feedback.decisions.title
+    aff = np.einsum("ng,ng->n", feedback.decisions.context[:, :catalog.n_genres],
+                    catalog.title_genres[title])
+    outcome = feedback.click if signal == "click" else feedback.play
+    return title, affinity_bin(aff), outcome.astype(np.float64)
+
+
+def count_statistics(catalog: "Catalog", feedback: "FeedbackBatch", signal: str = "play") -> RankerStats:
+    """Impressions and ``signal`` outcomes (credited plays or clicks) per title and per bin of
+    the observed member-title affinity (the context's genre affinity dot the title's genres)."""
+    title, b, plays = _signal_by_bin(catalog, feedback, signal)
+    T = catalog.n_titles
+    return RankerStats(np.bincount(title, minlength=T).astype(np.float64),
+                       np.bincount(title, weights=plays, minlength=T),
+                       np.bincount(b, minlength=N_AFFINITY_BINS).astype(np.float64),
+                       np.bincount(b, weights=plays, minlength=N_AFFINITY_BINS))
 
 
 class RandomRanker(Ranker):
@@ -245,6 +306,27 @@ class LearnedRanker(Ranker):
                 self.weight_ = float(max(np.average((x - xm) * (y - np.average(y, weights=wts)),
                                                     weights=wts) / var, 0.0))
         self._refresh()
+
+    def statistics(self, feedback, pscore=None):
+        """With ``correction: ipw`` also the debiasing statistics: plays weighted by 1 /
+        estimated attention, and over explored slots (``pscore < 1``) the affinity bins weighted
+        by 1 / propensity and impressions and plays per row (for the position-bias fit)."""
+        stats = super().statistics(feedback, pscore)
+        if self.cfg.correction != "ipw":
+            return stats
+        title, b, plays = _signal_by_bin(self.catalog, feedback, self.cfg.signal)
+        row = feedback.decisions.row.astype(np.int64)
+        col = feedback.decisions.column.astype(np.int64)
+        inv_att = 1.0 / self.attention_estimate(row, col)
+        stats.title_plays_debiased = np.bincount(title, weights=plays * inv_att, minlength=self.catalog.n_titles)
+        p = np.ones(title.size) if pscore is None else pscore
+        ex = p < 1.0
+        stats.explored_bin_impressions = np.bincount(b[ex], weights=1.0 / p[ex], minlength=N_AFFINITY_BINS)
+        stats.explored_bin_plays = np.bincount(b[ex], weights=plays[ex] * inv_att[ex] / p[ex],
+                                               minlength=N_AFFINITY_BINS)
+        stats.row_explored_impressions = np.bincount(row[ex], minlength=MAX_ROWS).astype(np.float64)
+        stats.row_explored_plays = np.bincount(row[ex], weights=plays[ex], minlength=MAX_ROWS)
+        return stats
 
     def _fit_position_exponent(self) -> None:
         """Least-squares slope of log play rate on log(row + 1) over explored slots.

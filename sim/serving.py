@@ -13,7 +13,7 @@ import numpy as np
 
 from sim.config import DEVICE_VISIBLE_COLUMNS
 from sim.features import impression_context
-from sim.homepage import MAX_ROWS, N_AFFINITY_BINS, GenreIndex, RankerStats, affinity_bin, layout_pages
+from sim.homepage import GenreIndex, count_statistics, layout_pages
 from sim.policies.base import DecisionBatch, FeedbackBatch
 from sim.world.members import DEVICES
 
@@ -170,15 +170,13 @@ def serve_cell(ctx: ServingContext, cell, visits: Visits, visit_ids: np.ndarray,
     sel = cell.policy.select(batch, rng_policy)
     idx = np.arange(member.size)
     if eng.track_regret:
-        p_click, p_play, p_quality = world.response.take_probabilities(
-            member, title, candidates, row, column, batch.familiar, last_artwork)
+        p_click, p_play, p_quality = world.response.probabilities(batch)
         pc, pp, pq = p_click[idx, sel.action], p_play[idx, sel.action], p_quality[idx, sel.action]
         oracle = np.where(mask, p_quality, -np.inf).max(axis=1)
         # Summed in float64: p is float32, and a float32 sum is off by ~1e-8 relative.
         uniform = np.where(mask, p_quality, 0.0).sum(axis=1, dtype=np.float64) / mask.sum(axis=1)
     else:
-        p_click, p_play, p_quality = world.response.take_probabilities(
-            member, title, sel.artwork[:, None], row, column, batch.familiar, last_artwork)
+        p_click, p_play, p_quality = world.response.probabilities(batch, sel.artwork[:, None])
         pc, pp, pq = p_click[:, 0], p_play[:, 0], p_quality[:, 0]
         oracle = uniform = np.zeros(member.size)
     if ctx.shown is not None:
@@ -201,35 +199,11 @@ def serve_cell(ctx: ServingContext, cell, visits: Visits, visit_ids: np.ndarray,
 
 
 def ranker_stats(ctx: ServingContext, served: ServedImpressions, ranker=None,
-                 ranker_pscore: np.ndarray | None = None) -> RankerStats:
-    """Additive ranker statistics from the credited outcomes of served impressions.
-
-    The ``plays`` fields count the ranker's ``signal``: credited plays (default, and without a
-    ``ranker``) or, with ``signal: click``, credited clicks, which clickbait artwork inflates.
-    With a ``ranker`` whose ``correction`` is ``ipw`` (and the ranker propensity of each
-    impression, 1 for slots it did not explore) the debiasing statistics are filled in too."""
-    cat = ctx.world.catalog
-    fb = served.credited
-    title = fb.decisions.title
-    T = cat.n_titles
-    aff = np.einsum("ng,ng->n", fb.decisions.context[:, :cat.n_genres], cat.title_genres[title])
-    b = affinity_bin(aff)
-    signal = fb.click if ranker is not None and ranker.cfg.signal == "click" else fb.play
-    plays = signal.astype(np.float64)
-    stats = RankerStats(np.bincount(title, minlength=T).astype(np.float64),
-                        np.bincount(title, weights=plays, minlength=T),
-                        np.bincount(b, minlength=N_AFFINITY_BINS).astype(np.float64),
-                        np.bincount(b, weights=plays, minlength=N_AFFINITY_BINS))
-    if ranker is None or getattr(ranker.cfg, "correction", "none") != "ipw":
-        return stats
-    row, col = fb.decisions.row.astype(np.int64), fb.decisions.column.astype(np.int64)
-    inv_att = 1.0 / ranker.attention_estimate(row, col)
-    stats.title_plays_debiased = np.bincount(title, weights=plays * inv_att, minlength=T)
-    p = np.ones(title.size) if ranker_pscore is None else ranker_pscore
-    ex = p < 1.0
-    stats.explored_bin_impressions = np.bincount(b[ex], weights=1.0 / p[ex], minlength=N_AFFINITY_BINS)
-    stats.explored_bin_plays = np.bincount(b[ex], weights=plays[ex] * inv_att[ex] / p[ex],
-                                           minlength=N_AFFINITY_BINS)
-    stats.row_explored_impressions = np.bincount(row[ex], minlength=MAX_ROWS).astype(np.float64)
-    stats.row_explored_plays = np.bincount(row[ex], weights=plays[ex], minlength=MAX_ROWS)
-    return stats
+                 ranker_pscore: np.ndarray | None = None):
+    """Additive ranker statistics of served impressions, computed by the ranker itself
+    (:meth:`sim.homepage.Ranker.statistics`) from their credited outcomes and the ranker
+    propensity of each impression (1 for slots it did not explore). Without a ``ranker``: the
+    base counts of credited plays."""
+    if ranker is None:
+        return count_statistics(ctx.world.catalog, served.credited)
+    return ranker.statistics(served.credited, ranker_pscore)

@@ -1,4 +1,6 @@
-"""Conformance checks every artwork policy must pass (like scikit-learn's ``check_estimator``).
+"""Conformance checks every artwork policy, ranker and response model must pass (like
+scikit-learn's ``check_estimator``). Rankers: :func:`check_ranker`; response models:
+:func:`check_response_model` (both below the policy checks).
 
 The engine trusts a policy's contract blindly: off-policy estimates divide by the logged
 propensity, and shards are reduced by adding sufficient statistics. These checks verify that
@@ -23,11 +25,13 @@ import numpy as np
 from sim.features import N_DEVICES, context_width, impression_context
 from sim.policies.base import ArtworkPolicy, DecisionBatch, FeedbackBatch, Selection
 from sim.streams import generator
-from sim.world import Catalog, ResponseModel
+from sim.world import Catalog, Members, ResponseModel
 
 __all__ = ["check_policy", "make_decision_batch", "make_feedback", "subset_feedback",
            "POLICY_CHECKS", "check_probabilities", "check_select", "check_deterministic",
-           "check_stats_additive", "check_update", "check_choice_frequencies"]
+           "check_stats_additive", "check_update", "check_choice_frequencies",
+           "check_ranker", "make_ranker_feedback", "RANKER_CHECKS", "check_response_model",
+           "RESPONSE_CHECKS"]
 
 
 # ---- small random inputs ------------------------------------------------------------------
@@ -264,7 +268,7 @@ def _stats_arrays(stats: Any) -> dict[str, np.ndarray]:
 
 def _copy(policy: ArtworkPolicy) -> ArtworkPolicy:
     # World objects a policy holds are read-only and can be large: share them, copy the rest.
-    memo = {id(v): v for v in vars(policy).values() if isinstance(v, (Catalog, ResponseModel))}
+    memo = {id(v): v for v in vars(policy).values() if isinstance(v, (Catalog, Members, ResponseModel))}
     return copy.deepcopy(policy, memo)
 
 
@@ -284,3 +288,264 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return np.array_equal(a, b)
     return a is b or bool(a == b)
+
+
+# ---- rankers ------------------------------------------------------------------------------
+def make_ranker_feedback(catalog: Catalog, n: int, rng: np.random.Generator, *,
+                         n_members: int = 1) -> tuple[FeedbackBatch, np.ndarray]:
+    """Logged impressions of random titles (uniform artwork) with outcomes, and a ranker
+    propensity per impression: about a fifth in explored slots (``pscore < 1``), 1 elsewhere."""
+    batch = make_decision_batch(catalog, n, rng, n_members=n_members)
+    k = batch.mask.sum(axis=1)
+    action = (rng.random(len(batch)) * k).astype(np.int64)
+    sel = Selection(action, batch.candidates[np.arange(len(batch)), action], 1.0 / k)
+    pscore = np.where(rng.random(len(batch)) < 0.2, rng.uniform(0.001, 0.05, len(batch)), 1.0)
+    return make_feedback(batch, sel, rng), pscore
+
+
+def check_ranker_scores(ranker, member: np.ndarray, feedback=None, pscore=None, rng_seed=0):
+    """``scores`` (n, n_titles) and ``genre_affinity`` (n, n_genres): floats, finite; n = 0 works."""
+    cat = ranker.catalog
+    for n_visits in (member.size, 0):
+        m = member[:n_visits]
+        for what, width in (("scores", cat.n_titles), ("genre_affinity", cat.n_genres)):
+            out = np.asarray(getattr(ranker, what)(m, generator(rng_seed, "ranker", 1)))
+            assert out.shape == (n_visits, width), \
+                f"{what}(member) has shape {out.shape}, expected (n, {width}) = {(n_visits, width)}"
+            assert np.issubdtype(out.dtype, np.floating), f"{what} has dtype {out.dtype}, not a float"
+            assert np.isfinite(out).all(), f"{what} contains NaN or inf"
+
+
+def check_ranker_deterministic(ranker, member: np.ndarray, feedback=None, pscore=None, rng_seed=0):
+    """The same generator state gives the same scores: all randomness comes from ``rng``, and
+    scoring does not change the ranker."""
+    for what in ("scores", "genre_affinity"):
+        a, b = (np.asarray(getattr(ranker, what)(member, generator(rng_seed, "ranker", 2))) for _ in "ab")
+        assert np.array_equal(a, b), f"{what}() with identically seeded generators gave different values"
+
+
+def check_ranker_ground_truth(ranker, member=None, feedback=None, pscore=None, rng_seed=0):
+    """Only ``oracle`` rankers read the ground truth, and they say so (``reads_ground_truth``)."""
+    holds = [k for k, v in vars(ranker).items() if isinstance(v, ResponseModel)]
+    name = str(getattr(ranker, "name", ""))
+    if ranker.reads_ground_truth:
+        assert "oracle" in name, f"ranker {name!r} reads the ground truth but 'oracle' is not in its name"
+    else:
+        assert not holds, (f"ranker {name!r} holds the response model ({', '.join(holds)}) but "
+                           "reads_ground_truth is False")
+
+
+def check_ranker_statistics(ranker, member: np.ndarray, feedback: FeedbackBatch, pscore: np.ndarray,
+                            rng_seed=0):
+    """statistics(a U b) == statistics(a) + statistics(b); zero on no impressions; computing
+    them does not change the scores."""
+    before = np.asarray(ranker.scores(member, generator(rng_seed, "ranker", 3)))
+    whole = ranker.statistics(feedback, pscore)
+    n = len(feedback)
+    assert n >= 2, "check_ranker_statistics needs a feedback batch of at least 2 rows"
+    in_a = generator(rng_seed, "ranker", 4).random(n) < 0.5
+    in_a[0], in_a[1] = True, False
+    parts = [ranker.statistics(subset_feedback(feedback, m), pscore[m]) for m in (in_a, ~in_a)]
+    summed = parts[0] + parts[1]
+    assert type(summed) is type(whole), \
+        f"stats(a) + stats(b) is a {type(summed).__name__}, stats(a U b) a {type(whole).__name__}"
+    summed_arrays = _stats_arrays(summed)
+    for name, arr in _stats_arrays(whole).items():
+        got = summed_arrays.get(name)
+        assert got is not None and got.shape == arr.shape and np.allclose(got, arr, rtol=1e-9, atol=1e-9), \
+            f"ranker statistics are not additive: {name!r} of stats(a) + stats(b) != stats(a U b)"
+    none = np.zeros(n, dtype=bool)
+    for name, arr in _stats_arrays(ranker.statistics(subset_feedback(feedback, none), pscore[none])).items():
+        assert not np.any(arr), f"statistics of no impressions must be zero; {name!r} is not"
+    assert np.array_equal(before, np.asarray(ranker.scores(member, generator(rng_seed, "ranker", 3)))), \
+        "statistics() changed the ranker's scores"
+
+
+def check_ranker_fit(ranker, member: np.ndarray, feedback: FeedbackBatch, pscore: np.ndarray, rng_seed=0):
+    """``fit`` on copies: a fresh ranker is not frozen; fit bumps ``version_``, keeps the
+    hyperparameters (attributes not ending in ``_``), leaves valid scores, also on zero
+    statistics; fitting ``a`` then ``b`` at the same minute equals fitting ``a + b``."""
+    assert isinstance(ranker.frozen, bool), f"frozen must be a bool, got {ranker.frozen!r}"
+    if ranker.version_ == 0:
+        assert not ranker.frozen, "a ranker that was never fitted is frozen: it could never learn"
+    zero = ranker.statistics(subset_feedback(feedback, np.zeros(len(feedback), dtype=bool)), pscore[:0])
+    for label, stats in (("zero statistics", zero), ("statistics", ranker.statistics(feedback, pscore))):
+        fitted = _copy(ranker)
+        params, version = _public_attributes(fitted), fitted.version_
+        fitted.fit(stats, 1440.0)
+        after = _public_attributes(fitted)
+        changed = sorted(k for k in params.keys() | after.keys()
+                         if k not in params or k not in after or not _same(params[k], after[k]))
+        assert not changed, f"fit({label}) changed hyperparameters {changed}"
+        assert fitted.version_ == version + 1, \
+            f"fit() must increment version_ by 1: {version} -> {fitted.version_}"
+        try:
+            check_ranker_scores(fitted, member, rng_seed=rng_seed)
+        except AssertionError as err:
+            raise AssertionError(f"after fit({label}): {err}") from None
+    in_a = generator(rng_seed, "ranker", 5).random(len(feedback)) < 0.5
+    a = ranker.statistics(subset_feedback(feedback, in_a), pscore[in_a])
+    b = ranker.statistics(subset_feedback(feedback, ~in_a), pscore[~in_a])
+    one, two = _copy(ranker), _copy(ranker)
+    one.fit(a + b, 1440.0)
+    two.fit(a, 1440.0)
+    if two.frozen:      # the engine would not fit it again
+        return
+    two.fit(b, 1440.0)
+    s1, s2 = (np.asarray(r.scores(member, generator(rng_seed, "ranker", 6))) for r in (one, two))
+    assert np.allclose(s1, s2, rtol=1e-5, atol=1e-6), \
+        "fit(a); fit(b) gives other scores than fit(a + b) at the same minute"
+
+
+#: Every ranker check, in the order :func:`check_ranker` runs them.
+RANKER_CHECKS = (check_ranker_scores, check_ranker_deterministic, check_ranker_ground_truth,
+                 check_ranker_statistics, check_ranker_fit)
+
+
+def check_ranker(ranker, n_members: int, feedback: FeedbackBatch | None = None,
+                 pscore: np.ndarray | None = None, rng_seed: int = 0) -> None:
+    """Run every check in :data:`RANKER_CHECKS`; raise ``AssertionError`` on the first failure.
+
+    Parameters
+    ----------
+    ranker : a built ranker (oracle rankers attached to the ground truth). Not modified:
+        ``fit`` is checked on copies.
+    n_members : members of the world the ranker was built on; 40 of them are scored.
+    feedback, pscore : logged impressions to compute statistics from and their ranker
+        propensities, shape (n,); :func:`make_ranker_feedback` (300 impressions) if None.
+    """
+    rng = generator(rng_seed, "ranker", 7)
+    member = rng.integers(0, n_members, size=40)
+    if feedback is None:
+        feedback, pscore = make_ranker_feedback(ranker.catalog, 300, rng, n_members=n_members)
+    elif pscore is None:
+        pscore = np.ones(len(feedback))
+    for check in RANKER_CHECKS:
+        try:
+            check(ranker, member, feedback, pscore, rng_seed)
+        except AssertionError as err:
+            raise AssertionError(f"{type(ranker).__name__} ({getattr(ranker, 'name', '?')}) "
+                                 f"failed {check.__name__}: {err}") from err
+
+
+# ---- response models ----------------------------------------------------------------------
+def check_response_probabilities(model: ResponseModel, batch: DecisionBatch, rng_seed=0):
+    """``probabilities(batch)``: three (n, K) arrays in [0, 1], 0 on padding, nested
+    ``quality <= play <= click <= attention``, repeatable, column k from candidate k alone,
+    and independent of ``last_artwork`` unless ``uses_last_artwork``."""
+    p = model.probabilities(batch)
+    assert len(p) == 3, f"probabilities returns {len(p)} arrays, expected (click, play, quality_play)"
+    p = [np.asarray(x) for x in p]
+    names = ("p_click", "p_play", "p_quality")
+    for name, x in zip(names, p):
+        assert x.shape == batch.mask.shape, f"{name} has shape {x.shape}, expected (n, K) = {batch.mask.shape}"
+        assert np.isfinite(x).all(), f"{name} contains NaN or inf"
+        assert ((x >= 0) & (x <= 1)).all(), f"{name} outside [0, 1] (min {x.min():g}, max {x.max():g})"
+        assert not np.any(np.where(batch.mask, 0, x)), f"{name} is not 0 on padded candidates"
+    # draw() nests the events (a play needs a click), so the probabilities must nest too.
+    for (lo_name, lo), (hi_name, hi) in ((("p_play", p[1]), ("p_click", p[0])),
+                                         (("p_quality", p[2]), ("p_play", p[1]))):
+        bad = lo > hi + 1e-9
+        assert not bad.any(), f"{lo_name} > {hi_name} in {int(bad.sum())} cells: outcomes must be nested"
+    att = np.asarray(model.attention(batch.row, batch.column))
+    bad = p[0] > att[:, None] * (1 + 1e-6) + 1e-12
+    assert not bad.any(), f"p_click > attention(row, column) in {int(bad.sum())} cells: a click needs a look"
+    again = model.probabilities(batch)
+    assert all(np.array_equal(x, np.asarray(y)) for x, y in zip(p, again)), \
+        "probabilities(batch) changed between two calls"
+    rows = np.arange(len(batch))
+    k = (generator(rng_seed, "response", 8).random(len(batch)) * batch.mask.sum(axis=1)).astype(np.int64)
+    one = model.probabilities(batch, batch.candidates[rows, k][:, None])
+    for name, x, y in zip(names, p, one):
+        y = np.asarray(y)
+        assert y.shape == (len(batch), 1) and np.allclose(y[:, 0], x[rows, k], rtol=1e-6, atol=1e-9), \
+            f"{name} of one candidate differs from its column among all candidates"
+    if not model.uses_last_artwork:
+        blind = model.probabilities(dataclasses.replace(batch, last_artwork=None))
+        assert all(np.array_equal(x, np.asarray(y)) for x, y in zip(p, blind)), \
+            "probabilities depend on last_artwork although uses_last_artwork is False"
+
+
+def check_response_attention(model: ResponseModel, batch: DecisionBatch, rng_seed=0):
+    """``attention`` on a 10 x 8 grid: (n,), in [0, 1], non-increasing in row and column;
+    falls from the first to the last tile if the model claims ``position_bias``."""
+    row, col = (x.ravel() for x in np.meshgrid(np.arange(10), np.arange(8), indexing="ij"))
+    a = np.asarray(model.attention(row.astype(np.int16), col.astype(np.int16)))
+    assert a.shape == row.shape, f"attention has shape {a.shape}, expected {row.shape}"
+    assert np.isfinite(a).all() and ((a >= 0) & (a <= 1)).all(), "attention outside [0, 1]"
+    a = a.reshape(10, 8)
+    assert (np.diff(a, axis=0) <= 1e-12).all(), "attention rises with the row (further down the page)"
+    assert (np.diff(a, axis=1) <= 1e-12).all(), "attention rises with the column"
+    if model.position_bias:
+        assert a[-1, -1] < a[0, 0], "position_bias is claimed but attention does not fall"
+
+
+def check_response_title_scores(model: ResponseModel, batch: DecisionBatch, rng_seed=0):
+    """``title_scores(member)``: (n, n_titles), finite, repeatable."""
+    member = np.unique(batch.member)
+    s = np.asarray(model.title_scores(member))
+    assert s.ndim == 2 and s.shape[0] == member.size, f"title_scores has shape {s.shape}, expected (n, n_titles)"
+    assert np.isfinite(s).all(), "title_scores contains NaN or inf"
+    assert np.array_equal(s, np.asarray(model.title_scores(member))), "title_scores changed between calls"
+
+
+def check_response_draw(model: ResponseModel, batch: DecisionBatch, rng_seed=0, n_repeats: int = 20_000,
+                        n_se: float = 5.0):
+    """``draw``: (n,) outcomes, nested, minutes only for plays, delays >= 0, the same for the
+    same generator state; frequencies within ``n_se`` standard errors of the probabilities
+    (the impression with the highest P(click) repeated ``n_repeats`` times)."""
+    pc, pp, pq = (np.asarray(x)[:, 0] for x in model.probabilities(batch, batch.candidates[:, :1]))
+    out, again = (model.draw(pc, pp, pq, generator(rng_seed, "response", 9), 3.0, 7.0) for _ in "ab")
+    n = pc.size
+    for f in dataclasses.fields(out):
+        x = np.asarray(getattr(out, f.name))
+        assert x.shape == (n,), f"draw().{f.name} has shape {x.shape}, expected ({n},)"
+        assert np.array_equal(x, np.asarray(getattr(again, f.name))), \
+            f"draw() with identically seeded generators gave different {f.name}"
+    click, play, quality = (np.asarray(x, dtype=bool) for x in (out.click, out.play, out.quality_play))
+    assert not (play & ~click).any() and not (quality & ~play).any(), \
+        "draw() outcomes are not nested (play without click or quality play without play)"
+    minutes = np.asarray(out.minutes)
+    assert np.isfinite(minutes).all() and (minutes >= 0).all() and not minutes[~play].any(), \
+        "draw().minutes must be >= 0 and 0 without a play"
+    for name in ("click_delay", "play_delay"):
+        d = np.asarray(getattr(out, name))
+        assert np.isfinite(d).all() and (d >= 0).all(), f"draw().{name} must be finite and >= 0"
+    i = int(pc.argmax())
+    rep = np.full(n_repeats, i)
+    out = model.draw(pc[rep], pp[rep], pq[rep], generator(rng_seed, "response", 10), 3.0, 7.0)
+    for name, p, got in (("click", pc[i], out.click), ("play", pp[i], out.play),
+                         ("quality_play", pq[i], out.quality_play)):
+        count, expected = int(np.sum(got)), n_repeats * float(p)
+        tol = n_se * np.sqrt(n_repeats * p * (1 - p)) + 1e-9
+        assert abs(count - expected) <= tol, (f"draw() frequency of {name} {count} vs expected "
+                                              f"{expected:.1f} (tolerance {n_se:g} standard errors)")
+
+
+#: Every response-model check, in the order :func:`check_response_model` runs them.
+RESPONSE_CHECKS = (check_response_probabilities, check_response_attention,
+                   check_response_title_scores, check_response_draw)
+
+
+def check_response_model(model: ResponseModel, catalog: Catalog, n_members: int,
+                         batch: DecisionBatch | None = None, rng_seed: int = 0) -> None:
+    """Run every check in :data:`RESPONSE_CHECKS`; raise ``AssertionError`` on the first failure.
+
+    Parameters
+    ----------
+    model : the response model of a world with ``catalog`` and ``n_members`` members.
+    batch : impressions to check on; 300 random ones (a third with a last-shown image) if None.
+    """
+    if batch is None:
+        batch = make_decision_batch(catalog, 300, generator(rng_seed, "response", 11), n_members=n_members)
+    for check in RESPONSE_CHECKS:
+        try:
+            check(model, batch, rng_seed)
+        except AssertionError as err:
+            raise AssertionError(f"{type(model).__name__} failed {check.__name__}: {err}") from err
+
+
+def _public_attributes(obj: Any) -> dict[str, Any]:
+    """Hyperparameters by convention: attributes not ending in ``_`` (world objects aside)."""
+    return {k: copy.deepcopy(v) for k, v in vars(obj).items()
+            if not k.endswith("_") and not isinstance(v, (Catalog, Members, ResponseModel))}

@@ -12,6 +12,7 @@ from sim.bias import (catalog_coverage, effective_catalog_size, gini, homogeniza
                       jaccard_matrix, logged_take_bias, popularity_amplification, rank_agreement)
 from sim.config import ConfigError, RankerConfig, WorldConfig, experiment_config_from_dict
 from sim.engine import Simulation
+from sim.homepage import LearnedRanker
 from sim.policies.base import Selection
 from sim.serving import explore_slots, ranker_stats
 from sim.streams import generator
@@ -115,8 +116,9 @@ def test_ranker_stats_count_the_ranker_signal(world, correction):
     sim, served = SimpleNamespace(world=world), SimpleNamespace(credited=fb)
     T = world.catalog.n_titles
     for signal, outcome in (("play", fb.play), ("click", fb.click)):
-        ranker = SimpleNamespace(cfg=RankerConfig(signal=signal, correction=correction),
-                                 attention_estimate=lambda r, c: np.ones(r.shape))
+        # position_exponent 0: attention estimate 1 everywhere.
+        ranker = LearnedRanker(RankerConfig(signal=signal, correction=correction, position_exponent=0.0),
+                               world.catalog, world.members)
         stats = ranker_stats(sim, served, ranker, np.ones(400))
         expected = np.bincount(batch.title, weights=outcome, minlength=T)
         np.testing.assert_array_equal(stats.title_plays, expected)

@@ -6,16 +6,22 @@ in top picks; a title at most once per page; ``-1`` where a row runs out of titl
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
+import sys
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from sim.config import RankerConfig, WorldConfig
-from sim.homepage import (N_AFFINITY_BINS, GenreIndex, LearnedRanker, PopularityRanker, RankerStats,
-                          affinity_bin, build_ranker, layout_pages, observed_affinity)
+from sim.config import RankerConfig, WorldConfig, experiment_config_from_dict
+from sim.engine import Simulation
+from sim.homepage import (N_AFFINITY_BINS, RANKERS, GenreIndex, LearnedRanker, PopularityRanker,
+                          RandomRanker, Ranker, RankerStats, affinity_bin, build_ranker, layout_pages,
+                          observed_affinity)
 from sim.streams import generator
+from sim.testing import check_ranker, make_ranker_feedback
 from sim.world import build_world
 
 
@@ -243,3 +249,219 @@ def test_popularity_ranker_breaks_ties_at_random():
     assert (scores.argmax(axis=1) == 7).all()
     second = np.argsort(-scores, axis=1)[:, 1]
     assert np.unique(second).size == 39
+
+
+# ---- the ranker contract: the conformance checker over every built-in ---------------------
+def _builtin(registry) -> dict:
+    """Name -> class of a registry (a plain dict or a sim.schema.Registry)."""
+    return dict(getattr(registry, "classes", registry))
+
+
+def make_ranker(world, name="learned", **settings):
+    """The one place these tests build a ranker from its name and settings."""
+    return build_ranker(RankerConfig(name=name, **settings), world.catalog, world.members, world.response)
+
+
+def _fitted(ranker, world, seed=0):
+    feedback, pscore = make_ranker_feedback(world.catalog, 500, generator(seed, "ranker", 8),
+                                            n_members=world.members.n_members)
+    ranker.fit(ranker.statistics(feedback, pscore), now=1440.0)
+    return ranker
+
+
+RANKER_SPECS = {name: {"name": name} for name in _builtin(RANKERS)}
+RANKER_SPECS["learned(ipw)"] = {"name": "learned", "correction": "ipw", "exploration_share": 0.1}
+RANKER_SPECS["learned(once)"] = {"name": "learned", "retrain": "once"}
+RANKER_SPECS["popularity(click)"] = {"name": "popularity", "signal": "click"}
+
+
+@pytest.mark.parametrize("state", ["fresh", "fitted"])
+@pytest.mark.parametrize("spec", RANKER_SPECS.values(), ids=RANKER_SPECS.keys())
+def test_ranker_conforms(hp_world, spec, state):
+    ranker = make_ranker(hp_world, **spec)
+    if state == "fitted":
+        _fitted(ranker, hp_world)
+    version = ranker.version_
+    check_ranker(ranker, hp_world.members.n_members, rng_seed=1)
+    assert ranker.version_ == version, "check_ranker must not modify the ranker"
+
+
+def test_ranker_statistics_count_impressions_and_the_signal(hp_world):
+    """Hand-checked against bincounts of the feedback; ``ipw`` adds the debiasing fields."""
+    feedback, pscore = make_ranker_feedback(hp_world.catalog, 400, generator(2, "ranker", 9),
+                                            n_members=hp_world.members.n_members)
+    title, T = feedback.decisions.title, hp_world.catalog.n_titles
+    assert feedback.click.sum() > feedback.play.sum() > 0 and (pscore < 1).sum() > 20
+    plain = make_ranker(hp_world, "popularity").statistics(feedback, pscore)
+    np.testing.assert_array_equal(plain.title_impressions, np.bincount(title, minlength=T))
+    np.testing.assert_array_equal(plain.title_plays, np.bincount(title, feedback.play, minlength=T))
+    assert plain.bin_impressions.sum() == 400 and plain.title_plays_debiased is None
+    ipw = make_ranker(hp_world, "learned", correction="ipw", position_exponent=1.0)
+    s = ipw.statistics(feedback, pscore)
+    row, col = feedback.decisions.row.astype(float), feedback.decisions.column.astype(float)
+    np.testing.assert_allclose(s.title_plays_debiased,
+                               np.bincount(title, feedback.play * (row + 1) * (col + 1), minlength=T))
+    ex = pscore < 1
+    assert s.explored_bin_impressions.sum() == pytest.approx((1 / pscore[ex]).sum())
+    assert s.row_explored_impressions.sum() == ex.sum()
+
+
+class WrongShapeRanker(LearnedRanker):
+    def scores(self, member, rng):
+        return super().scores(member, rng)[:, 1:]
+
+
+class NaNRanker(LearnedRanker):
+    def scores(self, member, rng):
+        s = super().scores(member, rng)
+        s[:, 0] = np.nan
+        return s
+
+
+class UnseededRanker(PopularityRanker):
+    def scores(self, member, rng):
+        return super().scores(member, np.random.default_rng())
+
+
+class MeanRateRanker(LearnedRanker):
+    """Ships play rates instead of counts: not additive across shards."""
+
+    def statistics(self, feedback, pscore=None):
+        s = super().statistics(feedback, pscore)
+        s.title_plays = s.title_plays / np.maximum(s.title_impressions, 1.0)
+        return s
+
+
+class PeekingRanker(LearnedRanker):
+    """Keeps the response model (set by the test) without saying it reads the ground truth."""
+
+
+class ForgetfulRanker(LearnedRanker):
+    """Each fit replaces the statistics instead of adding them."""
+
+    def fit(self, stats, now):
+        self.stats_ = RankerStats.zeros(self.catalog.n_titles)
+        super().fit(stats, now)
+
+
+class RetuningRanker(PopularityRanker):
+    def fit(self, stats, now):
+        super().fit(stats, now)
+        self.cfg = dataclasses.replace(self.cfg, half_life_days=self.cfg.half_life_days / 2)
+
+
+class AlwaysFrozenRanker(LearnedRanker):
+    @property
+    def frozen(self):
+        return True
+
+
+def _as(cls, ranker):
+    """``ranker`` turned into a ``cls`` (a subclass of its class) without calling a constructor."""
+    out = copy.copy(ranker)
+    out.__class__ = cls
+    return out
+
+
+@pytest.mark.parametrize("cls, message", [
+    (WrongShapeRanker, "shape"), (NaNRanker, "NaN"), (UnseededRanker, "identically seeded"),
+    (MeanRateRanker, "not additive"), (PeekingRanker, "holds the response model"),
+    (ForgetfulRanker, r"fit\(a\); fit\(b\)"), (RetuningRanker, r"hyperparameters \['cfg'\]"),
+    (AlwaysFrozenRanker, "never fitted is frozen"),
+])
+def test_check_ranker_catches_broken_rankers(hp_world, cls, message):
+    ranker = _as(cls, make_ranker(hp_world, cls.__mro__[1].name))
+    if cls is PeekingRanker:
+        ranker.response = hp_world.response
+    with pytest.raises(AssertionError, match=message):
+        check_ranker(ranker, hp_world.members.n_members)
+
+
+def test_check_ranker_wants_oracle_in_the_name_of_a_ground_truth_reader(hp_world):
+    ranker = make_ranker(hp_world, "oracle")
+    check_ranker(ranker, hp_world.members.n_members)
+    ranker.name = "best"
+    with pytest.raises(AssertionError, match="'oracle' is not in its name"):
+        check_ranker(ranker, hp_world.members.n_members)
+
+
+class ClicksPerTitleRanker(Ranker):
+    """A ranker with statistics of its own (an array of credited clicks per title)."""
+
+    def statistics(self, feedback, pscore=None):
+        return np.bincount(feedback.decisions.title, feedback.click, minlength=self.catalog.n_titles)
+
+    def fit(self, stats, now):
+        self.clicks_ = getattr(self, "clicks_", 0.0) + stats
+        self.version_ += 1
+
+    def scores(self, member, rng):
+        clicks = getattr(self, "clicks_", np.zeros(self.catalog.n_titles))
+        return np.tile(np.log1p(clicks).astype(np.float32), (member.size, 1))
+
+
+def test_engine_trains_a_ranker_on_its_own_statistics(monkeypatch):
+    """Serving asks the ranker for its statistics: a ranker with its own needs no engine edit."""
+    import sim.engine
+
+    built = []
+
+    def build(cfg, catalog, members, response):
+        built.append(_as(ClicksPerTitleRanker, LearnedRanker(cfg, catalog, members)))
+        return built[-1]
+
+    monkeypatch.setattr(sim.engine, "build_ranker", build)
+    cfg = experiment_config_from_dict({
+        "seed": 3, "world": {"n_members": 300, "n_titles": 40, "n_genres": 5},
+        "engine": {"days": 2, "log_impressions": False, "progress": False},
+        "policy": {"name": "uniform"}})
+    Simulation(cfg).run()
+    ranker = built[0]
+    assert ranker.version_ >= 1 and ranker.clicks_.shape == (40,) and ranker.clicks_.sum() > 0
+    check_ranker(ranker, 300)
+
+
+# The README's "Writing your own ranker" class, exactly as printed.
+RANKER_EXAMPLE = '''\
+# my_rankers.py
+import numpy as np
+from sim.homepage import Ranker
+
+
+class PlayRateRanker(Ranker):
+    """Titles by smoothed plays per impression, the same for every member."""
+
+    def scores(self, member, rng):                  # (n, n_titles), higher is better
+        s = self.stats_                             # every retrain's statistics, summed
+        rate = (s.title_plays + 1.0) / (s.title_impressions + 50.0)
+        ties = rng.random((member.size, rate.size)) * 1e-6      # random order among equals
+        return rate[None, :] + ties
+'''
+
+
+def test_readme_ranker_example(tmp_path, monkeypatch, hp_world):
+    """The example conforms, and in a run it learns from the plays the engine credited: its best
+    title is the one with the highest smoothed play rate."""
+    (tmp_path / "my_rankers.py").write_text(RANKER_EXAMPLE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_rankers", raising=False)
+    from my_rankers import PlayRateRanker
+
+    check_ranker(_as(PlayRateRanker, make_ranker(hp_world, "random")), hp_world.members.n_members)
+    import sim.engine
+
+    built = []
+    monkeypatch.setattr(sim.engine, "build_ranker", lambda cfg, cat, mem, resp: built.append(
+        _as(PlayRateRanker, RandomRanker(cfg, cat, mem))) or built[-1])
+    cfg = experiment_config_from_dict({
+        "seed": 4, "world": {"n_members": 400, "n_titles": 40, "n_genres": 5},
+        "engine": {"days": 2, "log_impressions": False, "progress": False},
+        "policy": {"name": "uniform"}})
+    Simulation(cfg).run()
+    ranker = built[0]
+    assert ranker.version_ >= 1 and ranker.stats_.title_plays.sum() > 0
+    s = ranker.stats_
+    rate = (s.title_plays + 1.0) / (s.title_impressions + 50.0)
+    assert np.ptp(rate) > 1e-3, "the logged plays did not separate the titles"
+    top = ranker.scores(np.zeros(1, np.int64), generator(0, "t"))[0].argmax()
+    assert rate[top] >= rate.max() - 1e-6

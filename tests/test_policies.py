@@ -53,9 +53,14 @@ class MyPolicy(ArtworkPolicy):
         return w / w.sum(axis=1, keepdims=True)
 
 
+def _builtin(registry) -> dict:
+    """Name -> class of a registry (a plain dict or a sim.schema.Registry)."""
+    return dict(getattr(registry, "classes", registry))
+
+
 # Every registered policy, plus wrappers around a learner and around the oracle. A new policy
 # that needs constructor arguments must be given a spec here, or this module fails loudly.
-SPECS = {name: {"name": name} for name in POLICIES}
+SPECS = {name: {"name": name} for name in _builtin(POLICIES)}
 SPECS["explore"] = {"name": "explore", "base": {"name": "thompson"}, "epsilon": 0.2}
 SPECS["explore(oracle)"] = {"name": "explore", "base": {"name": "oracle"}, "epsilon": 0.2}
 SPECS["sticky"] = {"name": "sticky", "base": {"name": "thompson"}, "min_hours": 24.0}
@@ -88,8 +93,31 @@ def random_counts(catalog, seed, max_shows=300, rate=0.04):
     return ArtworkCounts(shows.astype(np.float64), rng.binomial(shows, rate).astype(np.float64))
 
 
-def test_specs_cover_every_registered_policy():
-    assert {s.get("name") for s in SPECS.values()} >= set(POLICIES)
+def test_every_builtin_policy_is_built_by_its_name(world):
+    """Each registered name builds its class with the default hyperparameters (wrappers around a
+    base), and the policy reports that name."""
+    for name, cls in _builtin(POLICIES).items():
+        policy = make_policy(world, SPECS[name])
+        assert type(policy) is cls and policy.name == name, (name, type(policy).__name__, policy.name)
+
+
+def test_every_policy_class_in_sim_policies_is_registered():
+    """A policy class with a ``name`` in any module of sim.policies is selectable by it."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import sim.policies
+    registered = _builtin(POLICIES)
+    found = {}
+    for info in pkgutil.iter_modules(sim.policies.__path__, "sim.policies."):
+        for _, cls in inspect.getmembers(importlib.import_module(info.name), inspect.isclass):
+            if (issubclass(cls, ArtworkPolicy) and cls is not ArtworkPolicy and "name" in vars(cls)
+                    and cls.__module__ == info.name):
+                found[cls.name] = cls
+    assert len(found) >= 10
+    missing = sorted(n for n, c in found.items() if registered.get(n) is not c)
+    assert not missing, f"policy classes not registered under their name: {missing}"
 
 
 # ---- the conformance checker over every policy ----------------------------------------------

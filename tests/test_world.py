@@ -6,7 +6,9 @@ counts, so they fail when the effect they test is absent, not by chance.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ import pytest
 from sim.config import ResponseConfig, WorldConfig, experiment_config_from_dict
 from sim.engine import Simulation
 from sim.streams import generator
+from sim.testing import check_response_model, make_decision_batch
 from sim.world import ResponseModel, build_world
 from sim.world.response import REPRESENTATIVENESS_CENTER
 
@@ -327,3 +330,161 @@ def test_summary_take_fractions_are_true_probabilities_of_logged_impressions(tmp
     q = logs["quality_play"].to_numpy()
     p = p_quality[rows, action]
     assert abs(q.sum() - p.sum()) < 4 * np.sqrt((p * (1 - p)).sum())
+
+
+# ---- the response-model contract: the conformance checker -----------------------------------
+def _builtin(registry) -> dict:
+    """Name -> class of a registry (a plain dict or a sim.schema.Registry)."""
+    return dict(getattr(registry, "classes", registry))
+
+
+def _as(cls, model):
+    """``model`` turned into a ``cls`` (a subclass of its class) without calling a constructor."""
+    out = copy.copy(model)
+    out.__class__ = cls
+    return out
+
+
+def _response_classes() -> dict:
+    try:
+        from sim.world.response import RESPONSE_MODELS   # the registry, where it exists
+    except ImportError:
+        return {"default": ResponseModel}
+    return _builtin(RESPONSE_MODELS)
+
+
+@pytest.mark.parametrize("settings", [{}, {"artwork_change_penalty": 0.4}, {"clickbait_appeal": 1.5},
+                                      {"row_attention_exponent": 0.0, "column_attention_exponent": 0.0}],
+                         ids=["default", "penalty", "clickbait", "no-position-bias"])
+@pytest.mark.parametrize("name", list(_response_classes()))
+def test_response_model_conforms(name, settings):
+    world = build_world(WorldConfig.from_dict({"n_members": 300, "n_titles": 60, "n_genres": 8,
+                                               "response": settings}), seed=4, horizon_minutes=1440.0)
+    model = world.response
+    if type(model) is not _response_classes()[name]:
+        model = _as(_response_classes()[name], model)
+    assert model.position_bias == (settings.get("row_attention_exponent", 1) > 0)
+    assert model.uses_last_artwork == ("artwork_change_penalty" in settings)
+    check_response_model(model, world.catalog, world.members.n_members, rng_seed=2)
+
+
+def test_probabilities_assemble_take_probabilities(small_world):
+    """``probabilities(batch)`` = take_probabilities of the batch's fields (last image included),
+    padding set to 0; ``candidates`` replaces the batch's images."""
+    r = small_world.response
+    batch = make_decision_batch(small_world.catalog, 500, generator(3, "response", 12),
+                                n_members=small_world.members.n_members)
+    assert (~batch.mask).any() and (batch.last_artwork >= 0).any()
+    p = r.probabilities(batch)
+    raw = r.take_probabilities(batch.member, batch.title, batch.candidates, batch.row, batch.column,
+                               batch.familiar, batch.last_artwork)
+    for got, want in zip(p, raw):
+        np.testing.assert_array_equal(got, np.where(batch.mask, want, 0.0))
+    assert p.click is p[0] and p.quality_play is p[2]
+    chosen = batch.candidates[:, :1]
+    one = r.probabilities(batch, chosen)
+    np.testing.assert_array_equal(one.play, r.take_probabilities(
+        batch.member, batch.title, chosen, batch.row, batch.column, batch.familiar, batch.last_artwork)[1])
+
+
+class UnboundedClickModel(ResponseModel):
+    """Forgets attention: P(click) above P(looked at)."""
+
+    def take_probabilities(self, *args, **kwargs):
+        p_click, p_play, p_quality = super().take_probabilities(*args, **kwargs)
+        return p_click / self.attention(args[3], args[4])[:, None], p_play, p_quality
+
+
+class PlayWithoutClickModel(ResponseModel):
+    def take_probabilities(self, *args, **kwargs):
+        p_click, p_play, p_quality = super().take_probabilities(*args, **kwargs)
+        return p_click, np.minimum(2 * p_play + 0.01, 1.0), p_quality
+
+
+class CompetingImagesModel(ResponseModel):
+    """Normalises clicks over the candidates: an image's probability depends on the others."""
+
+    def take_probabilities(self, member, title, artworks, *args, **kwargs):
+        p_click, p_play, p_quality = super().take_probabilities(member, title, artworks, *args, **kwargs)
+        share = p_click / np.where(artworks >= 0, p_click, 0.0).sum(axis=1, keepdims=True)
+        return p_click * share, p_play * share, p_quality * share
+
+
+class HiddenPenaltyModel(ResponseModel):
+    """Uses the last image shown but does not say so (the engine would not track it)."""
+
+    def take_probabilities(self, member, title, artworks, row, column, familiar, last_artwork=None):
+        p = super().take_probabilities(member, title, artworks, row, column, familiar, last_artwork)
+        if last_artwork is None:
+            return p
+        keep = np.where((last_artwork[:, None] >= 0) & (artworks != last_artwork[:, None]), 0.5, 1.0)
+        return tuple(x * keep for x in p)
+
+
+class BottomFirstModel(ResponseModel):
+    def attention(self, row, column):
+        return super().attention(9 - np.asarray(row), column)
+
+
+class UnseededDrawModel(ResponseModel):
+    def draw(self, p_click, p_play, p_quality, rng, *args):
+        return super().draw(p_click, p_play, p_quality, np.random.default_rng(), *args)
+
+
+class UnnestedDrawModel(ResponseModel):
+    def draw(self, *args):
+        out = super().draw(*args)
+        out.quality_play = ~out.play
+        return out
+
+
+class BiasedDrawModel(ResponseModel):
+    def draw(self, p_click, p_play, p_quality, rng, *args):
+        return super().draw(np.minimum(1.3 * p_click, 1.0), p_play, p_quality, rng, *args)
+
+
+@pytest.mark.parametrize("cls, message", [
+    (UnboundedClickModel, "attention"), (PlayWithoutClickModel, "nested"),
+    (CompetingImagesModel, "one candidate differs"), (HiddenPenaltyModel, "uses_last_artwork is False"),
+    (BottomFirstModel, "rises with the row"), (UnseededDrawModel, "identically seeded"),
+    (UnnestedDrawModel, "not nested"), (BiasedDrawModel, "frequency of click"),
+])
+def test_check_response_model_catches_broken_models(small_world, cls, message):
+    model = _as(cls, small_world.response)
+    with pytest.raises(AssertionError, match=message):
+        check_response_model(model, small_world.catalog, small_world.members.n_members)
+
+
+# The README's "Writing your own response model" class, exactly as printed.
+RESPONSE_EXAMPLE = '''\
+# my_response.py
+import numpy as np
+from sim.world import ResponseModel
+
+
+class NoPositionBias(ResponseModel):
+    """Members look at every tile: clicks do not fall with row or column."""
+
+    position_bias = False
+
+    def attention(self, row, column):               # P(tile looked at), shape (n,)
+        return np.ones(np.shape(row), dtype=np.float32)
+'''
+
+
+def test_readme_response_example(tmp_path, monkeypatch, small_world):
+    """The example conforms, and its click probabilities no longer fall down the page."""
+    (tmp_path / "my_response.py").write_text(RESPONSE_EXAMPLE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_response", raising=False)
+    from my_response import NoPositionBias
+
+    model = _as(NoPositionBias, small_world.response)
+    check_response_model(model, small_world.catalog, small_world.members.n_members)
+    batch = make_decision_batch(small_world.catalog, 50, generator(5, "response", 13),
+                                n_members=small_world.members.n_members)
+    top, low = (dataclasses.replace(batch, row=np.full(50, r, np.int16), column=np.zeros(50, np.int16))
+                for r in (0, 9))
+    np.testing.assert_array_equal(model.probabilities(top).click, model.probabilities(low).click)
+    assert (small_world.response.probabilities(low).click[batch.mask]
+            < small_world.response.probabilities(top).click[batch.mask]).all()

@@ -42,6 +42,7 @@ from experiments.results import analysis_runs, mean_se
 from experiments.segments import read_log
 from sim.bias import rank_agreement
 from sim.outputs import write_csv
+from sim.policies import DecisionBatch
 from sim.streams import generator
 
 #: Members sampled for the population-average click and quality-play probability of each image.
@@ -68,8 +69,9 @@ def clickbait_potential(world, seed: int, sample: int = POTENTIAL_SAMPLE) -> np.
     member = np.repeat(members, T)
     title = np.tile(np.arange(T), S)
     zero = np.zeros(member.size, dtype=np.int64)
-    p_click, _, p_quality = resp.take_probabilities(member, title, cat.pool[title], zero, zero,
-                                                    np.zeros(member.size, dtype=bool))
+    p_click, _, p_quality = resp.probabilities(DecisionBatch(
+        member=member, title=title, candidates=cat.pool[title], mask=cat.pool[title] >= 0, row=zero,
+        column=zero, time=np.zeros(member.size), familiar=np.zeros(member.size, dtype=bool)))
     valid = cat.pool >= 0
     click = np.where(valid, np.asarray(p_click, np.float64).reshape(S, T, -1).mean(0), -np.inf)
     quality = np.where(valid, np.asarray(p_quality, np.float64).reshape(S, T, -1).mean(0), -np.inf)

@@ -42,6 +42,7 @@ from sim.bias import (catalog_coverage, effective_catalog_size, gini, homogeniza
                       logged_take_bias, popularity_amplification)
 from sim.ope.runs import run_config, run_world  # noqa: E402
 from sim.outputs import write_csv  # noqa: E402
+from sim.policies import DecisionBatch  # noqa: E402
 from sim.streams import generator  # noqa: E402
 
 #: Members per cell in the homogenization sample (the Jaccard matrix is sample x sample).
@@ -140,8 +141,9 @@ def _bias_row(cell: str, log: dict, m: np.ndarray, cat, resp, seed: int) -> dict
     sub = generator(seed, "bias-truth").choice(idx, size=min(BIAS_SAMPLE, idx.size), replace=False)
     title = log["title"][sub]
     cand = cat.pool[title]
-    _, _, p_quality = resp.take_probabilities(log["member"][sub], title, cand, log["row"][sub],
-                                              log["column"][sub], log["familiar"][sub])
+    _, _, p_quality = resp.probabilities(DecisionBatch(
+        member=log["member"][sub], title=title, candidates=cand, mask=cand >= 0, row=log["row"][sub],
+        column=log["column"][sub], time=log["time"][sub], familiar=log["familiar"][sub]))
     valid = cand >= 0
     truth_sum = np.bincount(cand[valid], weights=np.asarray(p_quality, np.float64)[valid], minlength=b["naive"].size)
     truth_n = np.bincount(cand[valid], minlength=b["naive"].size)

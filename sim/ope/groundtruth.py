@@ -38,20 +38,15 @@ def true_rewards(response: ResponseModel, decisions: DecisionBatch, reward: str 
     """
     if reward not in REWARD_NAMES:
         raise ValueError(f"reward must be one of {', '.join(REWARD_NAMES)}, got {reward!r}")
-    if getattr(response.cfg, "artwork_change_penalty", 0.0) > 0 and getattr(decisions, "last_artwork", None) is None:
+    if response.uses_last_artwork and getattr(decisions, "last_artwork", None) is None:
         raise ValueError("this world penalises changing a title's image, so the truth depends on the "
                          "image each member last saw (last_artwork), which the log does not hold")
-    which = REWARD_NAMES.index(reward)   # take_probabilities returns (click, play, quality)
     n, K = decisions.candidates.shape
     out = np.zeros((n, K))
     # Chunks bound the (chunk, K, n_genres) temporaries of the response model.
     for lo in range(0, n, chunk):
         d = decisions.subset(np.arange(lo, min(lo + chunk, n)))
-        # The image a member last saw matters when the world penalises changing it.
-        last = getattr(d, "last_artwork", None)
-        extra = {} if last is None else {"last_artwork": last}
-        p = response.take_probabilities(d.member, d.title, d.candidates, d.row, d.column, d.familiar,
-                                        **extra)[which]
+        p = getattr(response.probabilities(d), reward)   # with last_artwork where the log has it
         out[lo:lo + len(d)] = np.where(d.mask, p, 0.0)
     return out
 

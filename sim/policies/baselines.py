@@ -2,6 +2,7 @@
 exploration wrapper that mixes any policy with uniform choice."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +38,8 @@ class FixedPolicy(ArtworkPolicy):
 
 class OraclePolicy(ArtworkPolicy):
     """Knows the ground truth: picks the artwork with the highest true probability of the
-    reward for this member, title and position. Used for regret; never a realistic policy."""
+    reward for this member, title and position (not the image last shown: see
+    ``probabilities``). Used for regret; never a realistic policy."""
 
     name = "oracle"
     reads_ground_truth = True
@@ -46,10 +48,11 @@ class OraclePolicy(ArtworkPolicy):
         self.response_ = response
 
     def probabilities(self, batch: DecisionBatch) -> np.ndarray:
-        p_click, p_play, p_quality = self.response_.take_probabilities(
-            batch.member, batch.title, batch.candidates, batch.row, batch.column, batch.familiar)
-        target = {"click": p_click, "play": p_play, "quality_play": p_quality}[self.reward]
-        return argmax_uniform_ties(target, batch.mask)
+        # Without last_artwork: the oracle ranks images by the member's taste, the title and
+        # the position, ignoring the penalty for a changed image (it predates that penalty;
+        # kept so results do not move). The regret's oracle take in serving does include it.
+        truth = self.response_.probabilities(dataclasses.replace(batch, last_artwork=None))
+        return argmax_uniform_ties(getattr(truth, self.reward), batch.mask)
 
 
 def _base_policy(default: str) -> Any:

@@ -15,7 +15,7 @@ So an unrepresentative, high-appeal image (clickbait) raises clicks but not qual
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -28,6 +28,29 @@ REPRESENTATIVENESS_CENTER = 3.0 / 4.5
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
+
+
+class Impressions(Protocol):
+    """What a response model reads about n impressions (a :class:`sim.policies.DecisionBatch`
+    has all of it): ``member``, ``title``, ``row``, ``column``, ``familiar`` of shape (n,),
+    ``candidates`` (n, K) flat artwork ids padded with ``-1``, and ``last_artwork`` (n,) the
+    image the member last saw for the title (``-1``: none) or None when not tracked."""
+
+    member: np.ndarray
+    title: np.ndarray
+    candidates: np.ndarray
+    row: np.ndarray
+    column: np.ndarray
+    familiar: np.ndarray
+    last_artwork: np.ndarray | None
+
+
+class TakeProbabilities(NamedTuple):
+    """Unconditional P(click), P(play), P(quality play) per impression and candidate, (n, K)."""
+
+    click: np.ndarray
+    play: np.ndarray
+    quality_play: np.ndarray
 
 
 @dataclass
@@ -55,6 +78,30 @@ class ResponseModel:
     subclasses this class, declares its own ``Params`` and is selected by
     ``world.response._target_`` (a subclass in a module of sim/world/ that sets ``name`` is a
     built-in, selectable by name).
+
+    The contract (what the simulator calls; :func:`sim.testing.check_response_model` verifies
+    it). A new response model subclasses this class and overrides :meth:`take_probabilities`
+    (and, where its behaviour differs, :meth:`attention`, :meth:`title_scores`, :meth:`draw`):
+
+    * ``probabilities(impressions, candidates=None)`` -- the one entry point every caller uses
+      (serving, regret, the oracle policy, offline ground truth, analyses). It assembles the
+      arguments of ``take_probabilities`` from an :class:`Impressions` object and sets padded
+      candidates to 0. Not meant to be overridden.
+    * ``take_probabilities(member, title, artworks, row, column, familiar, last_artwork)``
+      -> ``(p_click, p_play, p_quality)``, each (n, K) in [0, 1] with
+      ``p_quality <= p_play <= p_click <= attention(row, column)``: outcomes are nested (a play
+      needs a click, a click needs a look). Column k depends only on candidate k (the other
+      candidates are images the member does not see), and nothing is random.
+    * ``attention(row, column)`` -> (n,) P(tile looked at), non-increasing in row and column;
+      ``position_bias`` says whether it actually falls.
+    * ``title_scores(member)`` -> (n, n_titles) true title ranking without the artwork term
+      (read by the ``oracle`` ranker and the ranker-drift measure only).
+    * ``draw(p_click, p_play, p_quality, rng, click_delay_mean, play_delay_mean)`` ->
+      :class:`Outcomes` of the shown images; every draw from ``rng``.
+    * ``uses_last_artwork``: True when the probabilities depend on the image last shown (the
+      engine must then track shown images).
+    * The hidden truth it was built with (``tastes`` (M, G), ``quality``, ``appeal``,
+      ``representativeness``) stays readable: the oracle ranker and analyses read ``tastes``.
     """
 
     name = "independent"
@@ -107,6 +154,42 @@ class ResponseModel:
         self.representativeness = representativeness  # (A,) float32
         self.fit_mean, self.fit_sd = float(fit_mean), float(fit_sd)
 
+    # ---- the entry point every caller uses ----------------------------------------------
+    def probabilities(self, impressions: Impressions,
+                      candidates: np.ndarray | None = None) -> TakeProbabilities:
+        """True P(click), P(play), P(quality play) of each impression for each candidate image.
+
+        Parameters
+        ----------
+        impressions : Impressions (e.g. a DecisionBatch) of n impressions
+        candidates : ndarray, shape (n, k), optional
+            Images to evaluate (``-1``: padding); default ``impressions.candidates``. Pass the
+            chosen images as ``chosen[:, None]`` to get only theirs (column k of the full call).
+
+        Returns
+        -------
+        TakeProbabilities of three ndarrays, shape (n, k), 0 where the candidate is ``-1``.
+        """
+        if candidates is None:
+            candidates = impressions.candidates
+        p = self.take_probabilities(impressions.member, impressions.title, candidates,
+                                    impressions.row, impressions.column, impressions.familiar,
+                                    getattr(impressions, "last_artwork", None))
+        padded = candidates < 0
+        if padded.any():
+            p = tuple(np.where(padded, 0.0, np.asarray(x)) for x in p)
+        return TakeProbabilities(*p)
+
+    @property
+    def uses_last_artwork(self) -> bool:
+        """The probabilities depend on ``last_artwork`` (a penalty for a changed image)."""
+        return self.cfg.artwork_change_penalty > 0
+
+    @property
+    def position_bias(self) -> bool:
+        """Attention falls with row (and column)."""
+        return self.cfg.row_attention_exponent > 0 or self.cfg.column_attention_exponent > 0
+
     # ---- pieces ---------------------------------------------------------------------------
     def attention(self, row: np.ndarray, column: np.ndarray) -> np.ndarray:
         """P(tile looked at), shape (n,)."""
@@ -130,15 +213,17 @@ class ResponseModel:
     def take_probabilities(self, member: np.ndarray, title: np.ndarray, artworks: np.ndarray,
                            row: np.ndarray, column: np.ndarray, familiar: np.ndarray,
                            last_artwork: np.ndarray | None = None):
-        """True per-impression probabilities for candidate artworks.
+        """True per-impression probabilities for candidate artworks (callers go through
+        :meth:`probabilities`).
 
         Parameters
         ----------
         member, title, row, column, familiar : ndarray, shape (n,)
-        artworks : ndarray, shape (n, k)   flat artwork ids (``-1`` entries give garbage; mask them)
+        artworks : ndarray, shape (n, k)   flat artwork ids; ``-1`` entries are padding (look
+            them up safely; :meth:`probabilities` replaces whatever is returned there by 0)
         last_artwork : ndarray, shape (n,), optional
-            Image the member last saw for the title (``-1``: never shown). A different image
-            costs ``artwork_change_penalty`` on the click logit (recognisability).
+            Image the member last saw for the title (``-1``: never shown; None: not tracked). A
+            different image costs ``artwork_change_penalty`` on the click logit (recognisability).
 
         Returns
         -------
