@@ -18,7 +18,8 @@ from sim.ope.bootstrap import Terms, percentile_intervals
 from sim.ope.groundtruth import expected_values, online_value, true_rewards
 from sim.ope.logged import build_target, from_log, target_probabilities
 from sim.ope.reward_model import RewardModel, cross_fitted_rewards
-from sim.ope.runs import read_impression_log, read_visit_contexts, run_config, run_world
+from sim.logs import read_impressions
+from sim.ope.runs import read_visit_contexts, run_config, run_world
 from sim.runner import run_experiment
 
 
@@ -259,7 +260,7 @@ def test_ground_truth_matches_the_run_metrics(run, cell):
     probability of the logged images averages to its expected_take_fraction."""
     out, metrics, cfg, world = run
     m = metrics["cells"][cell]
-    data = from_log(read_impression_log(out, cell), world.catalog, read_visit_contexts(out))
+    data = from_log(read_impressions(out, cell=cell, time_order=True), world.catalog, read_visit_contexts(out))
     p = true_rewards(world.response, data.decisions)
     assert len(data) == m["impressions"] > 1000
     uniform = build_target({"name": "uniform"}, world.catalog)
@@ -278,7 +279,7 @@ def test_ground_truth_matches_the_run_metrics(run, cell):
 
 def test_estimates_on_the_uniform_cell_cover_the_truth(run):
     out, _, _, world = run
-    data = from_log(read_impression_log(out, "uniform"), world.catalog, read_visit_contexts(out))
+    data = from_log(read_impressions(out, cell="uniform", time_order=True), world.catalog, read_visit_contexts(out))
     p = true_rewards(world.response, data.decisions)
     dists, truth = {}, {}
     for name in ("fixed", "oracle"):

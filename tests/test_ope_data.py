@@ -16,7 +16,8 @@ from experiments import evaluate, ope_accuracy
 from sim.ope import LogValidationError, export_bandit_feedback, load_bandit_feedback, save_bandit_feedback
 from sim.ope.data import OBP_KEYS
 from sim.ope.logged import build_target, from_log, target_probabilities
-from sim.ope.runs import read_impression_log, read_visit_contexts, run_catalog, run_config, run_world
+from sim.logs import read_impressions
+from sim.ope.runs import read_visit_contexts, run_catalog, run_config, run_world
 from sim.runner import run_experiment
 from sim.streams import generator
 from tests.test_ope import tiny_run_config
@@ -36,7 +37,7 @@ def run(tmp_path_factory):
 # ---- export -----------------------------------------------------------------------------------------
 def test_run_log_exports_to_bandit_feedback(run):
     bf = export_bandit_feedback(run, "uniform")
-    log = read_impression_log(run, "uniform")
+    log = read_impressions(run, cell="uniform", time_order=True)
     catalog = run_catalog(run_config(run))
     n, K = len(log), catalog.max_artworks
     assert set(OBP_KEYS) <= set(bf) and bf["n_rounds"] == n > 1000
@@ -71,7 +72,7 @@ def test_logged_decisions_reproduce_the_logged_propensities(run):
     world = run_world(cfg)
     contexts = read_visit_contexts(run)
     for i, cell in enumerate(c.name for c in cfg.cells):
-        log = read_impression_log(run, cell)
+        log = read_impressions(run, cell=cell, time_order=True)
         log = log[log["model_version"] == 0]
         assert len(log) > 100, cell
         data = from_log(log, world.catalog, contexts)
