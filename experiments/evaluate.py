@@ -11,6 +11,11 @@ Examples::
 overrides (``ucb1,c=0.5``; nested keys with dots: ``explore,base.name=ucb1``), or the path of a
 policy YAML file (``_target_`` classes work as in ``experiments.run``).
 
+Estimators: every built-in by default; ``--estimators ipw,dr,my_package.MyEstimator`` picks
+built-ins by name and your own :class:`~sim.ope.estimators.OffPolicyEstimator` subclasses by
+import path; ``--estimator my_package.MyEstimator,key=value`` (repeatable) also sets
+hyperparameters.
+
 The log: a run directory (the rows of one cell, by default the experiment's control cell --
 ``uniform`` in ``experiment=baselines``), a native or Open Bandit Dataset CSV/Parquet file (see
 :mod:`sim.ope.data`). Rows are in time order. Policies that learn (thompson, epsilon_greedy, ...)
@@ -202,15 +207,36 @@ def plot(rows: list[dict], path: Path, title: str, ylabel: str, scale: float) ->
     return path
 
 
-def _parse_estimators(ap: argparse.ArgumentParser, text: str, clip: float) -> list[OffPolicyEstimator]:
-    """``--estimators``: built-in names or import paths, built (and validated) up front."""
-    specs = [e.strip() for e in text.split(",") if e.strip()]
-    if not specs:
+def parse_estimator(text: str) -> dict:
+    """``name_or_import_path[,key=value...]`` -> an estimator config mapping."""
+    what, *overrides = text.split(",")
+    spec: dict = {"_target_" if "." in what else "name": what.strip()}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("--estimator", text, "name,key=value,... (e.g. ipw,lambda_=50)")
+        spec[key.strip()] = yaml.safe_load(value)
+    return spec
+
+
+def _build_estimators(ap: argparse.ArgumentParser, args: argparse.Namespace) -> list[OffPolicyEstimator]:
+    """``--estimators`` (names or import paths) then every ``--estimator``, built and validated
+    before the log is read; ``--clip`` goes to those that declare ``lambda_``."""
+    listed = args.estimators if args.estimators is not None or args.estimator else ",".join(ESTIMATOR_NAMES)
+    specs = [e.strip() for e in (listed or "").split(",") if e.strip()]
+    if not specs and not args.estimator:
         ap.error(f"--estimators: none given; known: {', '.join(ESTIMATOR_NAMES)}")
-    try:
-        return [build_estimator(e, key="--estimators", lambda_=clip) for e in specs]
-    except ConfigError as err:
-        ap.error(f"{err}")
+    built = []
+    for option, spec in [("--estimators", e) for e in specs] + [("--estimator", e) for e in args.estimator or []]:
+        try:
+            built.append(build_estimator(parse_estimator(spec) if option == "--estimator" else spec,
+                                         key=option, lambda_=args.clip))
+        except ConfigError as err:
+            ap.error(str(err) if option == "--estimators" else f"{option} {spec}: {err}")
+    names = [e.name for e in built]
+    if len(set(names)) < len(names):
+        ap.error(f"estimators must have distinct names, got {', '.join(names)}")
+    return built
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,9 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cell", help="run directory: the logging cell (default: the control cell)")
     ap.add_argument("--train-fraction", type=float, default=0.5,
                     help="share of the log (by time) that trains learning policies (default 0.5)")
-    ap.add_argument("--estimators", default=",".join(ESTIMATOR_NAMES),
-                    help="comma-separated built-in names or import paths of OffPolicyEstimator "
-                         "subclasses (default: every built-in)")
+    ap.add_argument("--estimators", help="comma-separated built-in names or import paths of "
+                    f"OffPolicyEstimator subclasses (default: {','.join(ESTIMATOR_NAMES)})")
+    ap.add_argument("--estimator", action="append",
+                    help="one estimator with hyperparameters: name_or_import_path[,key=value...], "
+                         "e.g. ipw,lambda_=50 or my_estimators.BaselineIPW,baseline=0.01 (repeatable; "
+                         "without --estimators only these are computed)")
     ap.add_argument("--clip", type=float, default=math.inf, help="clip importance weights of ipw and dr")
     ap.add_argument("--n-bootstrap", type=int, default=1000)
     ap.add_argument("--folds", type=int, default=2, help="cross-fitting folds of the reward model")
@@ -233,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--online", action="store_true", help="also run each policy in the closed loop")
     ap.add_argument("--out", type=Path, help="output directory")
     args = ap.parse_args(argv)
-    estimators = _parse_estimators(ap, args.estimators, args.clip)
+    estimators = _build_estimators(ap, args)
     if not args.source.exists():
         ap.error(f"{args.source} does not exist")
     try:

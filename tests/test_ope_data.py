@@ -238,3 +238,23 @@ def test_ope_accuracy_quick_run_writes_tables_and_charts(tmp_path, capsys):
     for name in ("relative_error_vs_log_size.png", "bias_at_full_log.png", "relative_error_vs_pool_size.png"):
         assert str(tmp_path / name) in printed
         assert mpimg.imread(tmp_path / name).shape[0] >= 400
+
+
+def test_evaluate_takes_user_estimators_by_import_path_with_hyperparameters(run, tmp_path, capsys):
+    out = tmp_path / "ope"
+    code = evaluate.main([str(run), "--policy", "fixed", "--estimators", "ipw,tests.test_ope.LoggedMean",
+                          "--estimator", "dr,lambda_=3", "--n-bootstrap", "50", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    table = pd.read_csv(out / "ope_estimates.csv").set_index("estimator")
+    assert list(table.index) == ["ipw", "LoggedMean", "dr"]
+    assert table.loc["dr", "weight_clip"] == 3 and table.loc["ipw", "weight_clip"] == np.inf
+    log = read_impressions(run, ["reward"], cell="uniform", time_order=True)
+    # LoggedMean ignores the target: the mean reward of the evaluated (second) half of the log.
+    assert table.loc["LoggedMean", "estimate"] == pytest.approx(log["reward"][len(log) // 2:].mean(), rel=1e-9)
+    with pytest.raises(SystemExit):
+        evaluate.main([str(run), "--policy", "fixed", "--estimators", "ipx"])
+    assert "did you mean 'ipw'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate.main([str(run), "--policy", "fixed", "--estimator", "ipw,lambda_=-1"])
+    assert "--estimator ipw,lambda_=-1: ipw.lambda_ = -1 is not allowed: a number > 0 or inf" \
+        in capsys.readouterr().err

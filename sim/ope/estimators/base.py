@@ -279,7 +279,8 @@ def build_estimator(spec: Any, key: str = "estimator", **shared: Any) -> OffPoli
         return cls()
     declared = {f.name for f in dataclasses.fields(cls) if f.init}
     given = {**{k: v for k, v in shared.items() if k in declared}, **params}
-    return from_mapping(cls, given, f"{key}.{cls.name}" if key == "estimator" else key)
+    # Keyed by the estimator's name, as its own validation keys it (``ipw.lambda_``).
+    return from_mapping(cls, given, cls.name)
 
 
 def estimate_all(reward, action, pscore, action_dists: Mapping[str, np.ndarray], position=None,
