@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.ope.estimators import ESTIMATOR_NAMES, estimate_all
+from sim.ope.estimators import estimate_all
 from sim.ope.groundtruth import expected_values, true_rewards
 from sim.ope.logged import LoggedData, build_target, from_log, target_probabilities, train_target
 from sim.logs import read_impressions
@@ -184,7 +184,7 @@ def print_tables(runs: pd.DataFrame, summary: pd.DataFrame) -> None:
         med = g.assign(a=g["relative_error"].abs()).groupby(["estimator", "size"])["a"].median()
         cov = g[g["size"] == sizes[-1]].groupby("estimator")["covered"].mean()
         print(f"{'estimator':<10}" + "".join(f"{s:>10,}" for s in sizes) + f"{'coverage':>10}")
-        for e in ESTIMATOR_NAMES:
+        for e in g["estimator"].unique():      # every estimator scored, in table order
             print(f"{e:<10}" + "".join(f"{med.get((e, s), math.nan):>10.1%}" for s in sizes)
                   + f"{cov.get(e, math.nan):>10.0%}")
 

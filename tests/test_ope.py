@@ -355,8 +355,9 @@ def test_the_conformance_checker_rejects_broken_estimators(estimator, message):
 
 
 def test_builtins_come_from_the_registry_with_their_needs_as_class_attributes():
-    assert ESTIMATOR_NAMES == ("replay", "ipw", "snipw", "dm", "dr", "sndr")   # order of tables
-    assert MODEL_BASED == ("dm", "dr", "sndr")
+    # The first six in the order of tables and charts; a new built-in module adds to the end.
+    assert ESTIMATOR_NAMES[:6] == ("replay", "ipw", "snipw", "dm", "dr", "sndr")
+    assert {"dm", "dr", "sndr"} <= set(MODEL_BASED) and not {"replay", "ipw", "snipw"} & set(MODEL_BASED)
     assert [ESTIMATORS[n].name for n in ESTIMATOR_NAMES] == list(ESTIMATOR_NAMES)
     # A class outside sim.ope.estimators is selected by import path, never registered by name.
     assert LoggedMean.name == "LoggedMean" and "LoggedMean" not in ESTIMATORS
