@@ -232,6 +232,8 @@ def _build_estimators(ap: argparse.ArgumentParser, args: argparse.Namespace) -> 
             built.append(build_estimator(parse_estimator(spec) if option == "--estimator" else spec,
                                          key=option, lambda_=args.clip))
         except ConfigError as err:
+            if err.key.endswith(".lambda_") and "lambda_=" not in spec:
+                ap.error(f"--clip {args.clip}: {err}")       # the clip came from --clip
             ap.error(str(err) if option == "--estimators" else f"{option} {spec}: {err}")
     names = [e.name for e in built]
     if len(set(names)) < len(names):

@@ -260,3 +260,9 @@ def test_evaluate_takes_user_estimators_by_import_path_with_hyperparameters(run,
         evaluate.main([str(run), "--policy", "fixed", "--estimator", "ipw,lambda_=-1"])
     assert "--estimator ipw,lambda_=-1: ipw.lambda_ = -1 is not allowed: a number > 0 or inf" \
         in capsys.readouterr().err
+
+
+def test_evaluate_names_the_clip_option_when_it_is_out_of_range(run, capsys):
+    with pytest.raises(SystemExit):
+        evaluate.main([str(run), "--policy", "fixed", "--clip", "0"])
+    assert "--clip 0.0: ipw.lambda_ = 0.0 is not allowed: a number > 0 or inf" in capsys.readouterr().err
