@@ -11,6 +11,11 @@ Examples::
 overrides (``ucb1,c=0.5``; nested keys with dots: ``explore,base.name=ucb1``), or the path of a
 policy YAML file (``_target_`` classes work as in ``experiments.run``).
 
+Estimators: every built-in by default; ``--estimators ipw,dr,my_package.MyEstimator`` picks
+built-ins by name and your own :class:`~sim.ope.estimators.OffPolicyEstimator` subclasses by
+import path; ``--estimator my_package.MyEstimator,key=value`` (repeatable) also sets
+hyperparameters.
+
 The log: a run directory (the rows of one cell, by default the experiment's control cell --
 ``uniform`` in ``experiment=baselines``), a native or Open Bandit Dataset CSV/Parquet file (see
 :mod:`sim.ope.data`). Rows are in time order. Policies that learn (thompson, epsilon_greedy, ...)
@@ -40,11 +45,12 @@ import yaml
 
 from sim.config import ConfigError
 from sim.ope.data import load_bandit_feedback
-from sim.ope.estimators import ESTIMATOR_NAMES, estimate_all
+from sim.ope.estimators import ESTIMATOR_NAMES, OffPolicyEstimator, build_estimator, estimate_all
 from sim.ope.groundtruth import expected_values, online_value, true_rewards
 from sim.ope.logged import (LoggedData, build_target, from_bandit_feedback, from_log,
                             target_probabilities, train_target)
-from sim.ope.runs import read_impression_log, read_visit_contexts, run_config, run_world
+from sim.logs import read_impressions
+from sim.ope.runs import read_visit_contexts, run_config, run_world
 from sim.ope.validate import LogValidationError
 from sim.outputs import write_csv
 
@@ -85,7 +91,7 @@ def load_source(source: Path, cell: str | None, n_actions: int | None):
             cell = (json.loads(metrics.read_text())["control"] if metrics.is_file()
                     else cfg.control)
         world = run_world(cfg)
-        log = read_impression_log(source, cell)
+        log = read_impressions(source, cell=cell, time_order=True)
         logger = ", ".join(sorted(map(str, log["policy"].unique()))) if len(log) else "?"
         lost = int((log["quality_play"] & ~log["reward"]).sum()) if len(log) else 0
         if lost:
@@ -98,9 +104,14 @@ def load_source(source: Path, cell: str | None, n_actions: int | None):
 
 
 def evaluate(data: LoggedData, policies: list[tuple[str, dict]], truth, *, train_fraction: float,
-             estimators: list[str], lambda_: float, n_bootstrap: int, seed: int, folds: int,
+             estimators: list, lambda_: float, n_bootstrap: int, seed: int, folds: int,
              online: bool) -> list[dict]:
-    """Rows of the result table: one per (policy, estimator)."""
+    """Rows of the result table: one per (policy, estimator).
+
+    ``estimators``: names, import paths or instances (:func:`sim.ope.estimators.build_estimator`);
+    ``lambda_`` goes to those that declare it (ipw, dr).
+    """
+    built = [build_estimator(e, lambda_=lambda_) for e in estimators]
     train, test = data.split(train_fraction) if train_fraction > 0 else (data.subset(np.arange(0)), data)
     if len(test) == 0:
         raise ValueError("no impressions left to evaluate on: lower --train-fraction")
@@ -121,9 +132,10 @@ def evaluate(data: LoggedData, policies: list[tuple[str, dict]], truth, *, train
             cell = online_value(cfg, spec, name=str(spec.get("name", "target")))
             info[label]["online_take_fraction"] = cell["take_fraction"]["estimate"]
     rng = np.random.default_rng(seed)
-    q_hat = test.estimated_rewards(rng, folds) if set(estimators) & {"dm", "dr", "sndr"} else None
+    q_hat = test.estimated_rewards(rng, folds) if any(e.needs_reward_model for e in built) else None
     results = estimate_all(test.reward, test.action, test.pscore, dists, None, q_hat,
-                           estimators=estimators, lambda_=lambda_, rng=rng, n_bootstrap=n_bootstrap)
+                           estimators=built, rng=rng, n_bootstrap=n_bootstrap)
+    clip = {e.name: getattr(e, "lambda_", math.inf) for e in built}
     rows = []
     for label, by_estimator in results.items():
         t = info[label]["truth"]
@@ -131,7 +143,7 @@ def evaluate(data: LoggedData, policies: list[tuple[str, dict]], truth, *, train
             rows.append({"policy": label, "estimator": name, "estimate": est.value,
                          "ci_low": est.ci_low, "ci_high": est.ci_high, "truth": t,
                          "relative_error": (est.value - t) / t if t and math.isfinite(t) else math.nan,
-                         "weight_clip": lambda_ if name in ("ipw", "dr") else math.inf,
+                         "weight_clip": clip[name],
                          **{k: v for k, v in info[label].items() if k != "truth"},
                          "n_impressions": len(test)})
     return rows
@@ -195,6 +207,40 @@ def plot(rows: list[dict], path: Path, title: str, ylabel: str, scale: float) ->
     return path
 
 
+def parse_estimator(text: str) -> dict:
+    """``name_or_import_path[,key=value...]`` -> an estimator config mapping."""
+    what, *overrides = text.split(",")
+    spec: dict = {"_target_" if "." in what else "name": what.strip()}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("--estimator", text, "name,key=value,... (e.g. ipw,lambda_=50)")
+        spec[key.strip()] = yaml.safe_load(value)
+    return spec
+
+
+def _build_estimators(ap: argparse.ArgumentParser, args: argparse.Namespace) -> list[OffPolicyEstimator]:
+    """``--estimators`` (names or import paths) then every ``--estimator``, built and validated
+    before the log is read; ``--clip`` goes to those that declare ``lambda_``."""
+    listed = args.estimators if args.estimators is not None or args.estimator else ",".join(ESTIMATOR_NAMES)
+    specs = [e.strip() for e in (listed or "").split(",") if e.strip()]
+    if not specs and not args.estimator:
+        ap.error(f"--estimators: none given; known: {', '.join(ESTIMATOR_NAMES)}")
+    built = []
+    for option, spec in [("--estimators", e) for e in specs] + [("--estimator", e) for e in args.estimator or []]:
+        try:
+            built.append(build_estimator(parse_estimator(spec) if option == "--estimator" else spec,
+                                         key=option, lambda_=args.clip))
+        except ConfigError as err:
+            if err.key.endswith(".lambda_") and "lambda_=" not in spec:
+                ap.error(f"--clip {args.clip}: {err}")       # the clip came from --clip
+            ap.error(str(err) if option == "--estimators" else f"{option} {spec}: {err}")
+    names = [e.name for e in built]
+    if len(set(names)) < len(names):
+        ap.error(f"estimators must have distinct names, got {', '.join(names)}")
+    return built
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments.evaluate",
                                  description="Evaluate policies offline on a log with every estimator.")
@@ -204,7 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cell", help="run directory: the logging cell (default: the control cell)")
     ap.add_argument("--train-fraction", type=float, default=0.5,
                     help="share of the log (by time) that trains learning policies (default 0.5)")
-    ap.add_argument("--estimators", default=",".join(ESTIMATOR_NAMES), help="comma-separated subset")
+    ap.add_argument("--estimators", help="comma-separated built-in names or import paths of "
+                    f"OffPolicyEstimator subclasses (default: {','.join(ESTIMATOR_NAMES)})")
+    ap.add_argument("--estimator", action="append",
+                    help="one estimator with hyperparameters: name_or_import_path[,key=value...], "
+                         "e.g. ipw,lambda_=50 or my_estimators.BaselineIPW,baseline=0.01 (repeatable; "
+                         "without --estimators only these are computed)")
     ap.add_argument("--clip", type=float, default=math.inf, help="clip importance weights of ipw and dr")
     ap.add_argument("--n-bootstrap", type=int, default=1000)
     ap.add_argument("--folds", type=int, default=2, help="cross-fitting folds of the reward model")
@@ -213,10 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--online", action="store_true", help="also run each policy in the closed loop")
     ap.add_argument("--out", type=Path, help="output directory")
     args = ap.parse_args(argv)
-    estimators = [e.strip() for e in args.estimators.split(",") if e.strip()]
-    bad = [e for e in estimators if e not in ESTIMATOR_NAMES]
-    if bad or not estimators:
-        ap.error(f"--estimators: unknown {', '.join(bad) or '(none given)'}; known: {', '.join(ESTIMATOR_NAMES)}")
+    estimators = _build_estimators(ap, args)
     if not args.source.exists():
         ap.error(f"{args.source} does not exist")
     try:

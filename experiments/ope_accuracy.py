@@ -40,10 +40,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.ope.estimators import ESTIMATOR_NAMES, estimate_all
+from sim.ope.estimators import estimate_all
 from sim.ope.groundtruth import expected_values, true_rewards
 from sim.ope.logged import LoggedData, build_target, from_log, target_probabilities, train_target
-from sim.ope.runs import read_impression_log, read_visit_contexts, run_config, run_world
+from sim.logs import read_impressions
+from sim.ope.runs import read_visit_contexts, run_config, run_world
 from sim.runner import run_experiment
 from sim.streams import generator
 
@@ -105,7 +106,7 @@ def evaluate_log(settings: Settings, run_dir: Path, seed: int,
     """(rows by log size, rows by pool size -- uniform logger only) for one logged run."""
     cfg = run_config(run_dir)
     world = run_world(cfg)
-    data = from_log(read_impression_log(run_dir), world.catalog, read_visit_contexts(run_dir))
+    data = from_log(read_impressions(run_dir, time_order=True), world.catalog, read_visit_contexts(run_dir))
     train, pool = data.split(settings.train_fraction)
     truth_p = true_rewards(world.response, pool.decisions)
     dists, values = {}, {}
@@ -183,7 +184,7 @@ def print_tables(runs: pd.DataFrame, summary: pd.DataFrame) -> None:
         med = g.assign(a=g["relative_error"].abs()).groupby(["estimator", "size"])["a"].median()
         cov = g[g["size"] == sizes[-1]].groupby("estimator")["covered"].mean()
         print(f"{'estimator':<10}" + "".join(f"{s:>10,}" for s in sizes) + f"{'coverage':>10}")
-        for e in ESTIMATOR_NAMES:
+        for e in g["estimator"].unique():      # every estimator scored, in table order
             print(f"{e:<10}" + "".join(f"{med.get((e, s), math.nan):>10.1%}" for s in sizes)
                   + f"{cov.get(e, math.nan):>10.0%}")
 

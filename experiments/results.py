@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 from scipy import stats as st
 
+from sim.logs import read_impressions
 from sim.outputs import is_complete
 
 Z95 = float(st.norm.ppf(0.975))
@@ -235,15 +236,12 @@ def _param_columns(rows: list[dict]) -> set[str]:
 
 
 def read_log(run_dir: Path | str, columns: list[str]) -> tuple[dict[str, np.ndarray], list[str]] | None:
-    """Columns of a run's impression log as NumPy arrays, with ``cell`` as integer codes into the
-    returned list of cell names; None when the run wrote no log."""
-    import pyarrow.parquet as pq
-
-    logs = Path(run_dir) / "logs"
-    if not sorted(logs.glob("part-*.parquet")):
+    """Columns of a run's impression log (:func:`sim.logs.read_impressions`) as NumPy arrays, with
+    ``cell`` as integer codes into the returned list of cell names; None when the run wrote no log."""
+    try:
+        log = read_impressions(run_dir, sorted(set(columns) | {"cell"}))
+    except FileNotFoundError:
         return None
-    table = pq.read_table(logs, columns=sorted(set(columns) | {"cell"})).unify_dictionaries()
-    cell = table.column("cell").combine_chunks()
-    out = {k: table.column(k).to_numpy() for k in columns if k != "cell"}
-    out["cell"] = cell.indices.to_numpy(zero_copy_only=False)
-    return out, cell.dictionary.to_pylist()
+    out = {k: log[k].to_numpy() for k in columns if k != "cell"}
+    out["cell"] = log["cell"].cat.codes.to_numpy().astype(np.int32)
+    return out, list(log["cell"].cat.categories)

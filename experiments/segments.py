@@ -18,20 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
+from sim.logs import read_impressions
 from sim.metrics import lift_interval, ratio_estimate
 
 
 def read_log(run_dir: Path | str, columns: list[str]) -> dict[str, np.ndarray]:
-    """Columns of a run's impression log as NumPy arrays (string columns as str arrays)."""
-    table = pq.read_table(Path(run_dir) / "logs", columns=columns)
-    out = {}
-    for name in columns:
-        col = table.column(name)
-        out[name] = (np.asarray(col.cast("string").to_pylist(), dtype=object)
-                     if str(col.type).startswith(("dictionary", "string")) else col.to_numpy())
-    return out
+    """Columns of a run's impression log (:func:`sim.logs.read_impressions`) as NumPy arrays,
+    ``cell`` and ``policy`` as arrays of names."""
+    return {name: values.to_numpy() for name, values in read_impressions(run_dir, columns).items()}
 
 
 @dataclass

@@ -163,3 +163,43 @@ class VisitLog(PartWriter):
 
     def close(self) -> None:
         self.flush()
+
+
+def read_impressions(source: Path | str, columns: list[str] | None = None, *, cell: str | None = None,
+                     time_order: bool = False):
+    """The impression log of a run as a pandas DataFrame: the one reader of it.
+
+    Parameters
+    ----------
+    source : a run directory, its ``logs`` directory, or one Parquet part file
+    columns : the columns to read (default: all, in the order of :data:`NUMERIC_COLUMNS` and
+        :data:`LABEL_COLUMNS`); the frame holds exactly these, in this order
+    cell : keep only the rows of this cell (a ValueError names the cells of the log otherwise)
+    time_order : sort the rows by ``time`` (stable, so file order breaks ties) and renumber them
+
+    Returns
+    -------
+    DataFrame, one row per impression. ``cell`` and ``policy`` are categoricals:
+    ``log["cell"].to_numpy()`` gives the names, ``.cat.codes`` / ``.cat.categories`` integer
+    codes and the names they index.
+
+    Raises FileNotFoundError when there is no log (e.g. the run had ``log_impressions`` off).
+    """
+    import pandas as pd   # only readers need pandas; the engine's writers do not
+
+    source = Path(source)
+    path = source / "logs" if (source / "logs").is_dir() else source
+    if not path.exists() or (path.is_dir() and not any(path.glob("part-*.parquet"))):
+        raise FileNotFoundError(f"no impression log at {path}")
+    wanted = None if columns is None else list(columns)
+    extra = [c for c in (["cell"] if cell is not None else []) + (["time"] if time_order else [])
+             if wanted is not None and c not in wanted]
+    log = pd.read_parquet(path, columns=None if wanted is None else wanted + extra)
+    if cell is not None:
+        cells = sorted(map(str, log["cell"].unique())) if "cell" in log else []
+        if cell not in cells:
+            raise ValueError(f"cell {cell!r} is not in the log; cells: {', '.join(cells) or '(none)'}")
+        log = log[log["cell"].astype(str) == cell]
+    if time_order:
+        log = log.sort_values("time", kind="stable").reset_index(drop=True)
+    return log.drop(columns=extra) if extra else log

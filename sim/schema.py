@@ -126,18 +126,21 @@ def check_keys(prefix: str, given: Mapping[str, Any], known: typing.Iterable[str
 def param(default: Any = dataclasses.MISSING, *, doc: str, ge: float | None = None,
           gt: float | None = None, le: float | None = None, lt: float | None = None,
           choices: typing.Sequence[str] | None = None, default_factory: Any = dataclasses.MISSING,
-          nonempty: bool = False) -> Any:
+          nonempty: bool = False, allow_inf: bool = False) -> Any:
     """A dataclass field with its allowed values and a one-line doc.
 
     ``ge``/``gt``/``le``/``lt`` bound numbers (closed/open); ``choices`` lists the allowed strings
     (for a ``tuple[str, ...]`` field: the allowed items); ``nonempty`` refuses an empty string or
-    sequence. Mutable defaults (tuples are fine) go through ``default_factory``.
+    sequence. Mutable defaults (tuples are fine) go through ``default_factory``. ``allow_inf``
+    also accepts ``+inf`` for a number with no upper bound (e.g. "no clipping").
     """
     if ge is not None and gt is not None or le is not None and lt is not None:
         raise TypeError("give at most one lower (ge/gt) and one upper (le/lt) bound")
     meta = {"doc": doc, "lo": ge if gt is None else gt, "lo_open": gt is not None,
             "hi": le if lt is None else lt, "hi_open": lt is not None,
             "choices": None if choices is None else tuple(choices), "nonempty": nonempty}
+    if allow_inf:
+        meta["allow_inf"] = True
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -171,6 +174,7 @@ def allowed_text(f: dataclasses.Field, hint: Any) -> str:
         text = range_text("an integer", m.get("lo"), m.get("hi"), not m.get("lo_open"), not m.get("hi_open"))
     elif hint is float:
         text = range_text("a number", m.get("lo"), m.get("hi"), not m.get("lo_open"), not m.get("hi_open"))
+        text += " or inf" if m.get("allow_inf") else ""
     elif hint is str:
         text = "a non-empty string" if m.get("nonempty") else "a string"
     elif origin in (tuple, list):
@@ -201,7 +205,14 @@ def _check_value(key: str, f: dataclasses.Field, hint: Any, v: Any) -> Any:
             raise ConfigError(key, v, allowed_text(f, hint))
         return v
     if hint is float:
-        return check_float(key, v, lo, hi, lo_open, hi_open)
+        if m.get("allow_inf") and _is_number(v) and float(v) == math.inf:
+            return math.inf
+        try:
+            return check_float(key, v, lo, hi, lo_open, hi_open)
+        except ConfigError:
+            if m.get("allow_inf"):
+                raise ConfigError(key, v, allowed_text(f, hint)) from None
+            raise
     if hint is str:
         if m.get("choices"):
             return check_choice(key, v, m["choices"])

@@ -549,3 +549,92 @@ def _public_attributes(obj: Any) -> dict[str, Any]:
     """Hyperparameters by convention: attributes not ending in ``_`` (world objects aside)."""
     return {k: copy.deepcopy(v) for k, v in vars(obj).items()
             if not k.endswith("_") and not isinstance(v, (Catalog, Members, ResponseModel))}
+
+
+# ---- off-policy estimators ------------------------------------------------------------------------
+def make_ope_problem(rng: np.random.Generator, n: int = 400, n_actions: int = 4) -> tuple[dict, float]:
+    """A tiny synthetic log under uniform logging, in OBP's names, and the target's true value.
+
+    True take probabilities ``q`` (n, n_actions) in [0.05, 0.6]; the logger picks uniformly
+    (``pscore = 1 / n_actions``); the target is softmax(8 q). Two positions: each impression's
+    own position holds the target and ``q`` as reward model (exact), the other one a different
+    distribution and a wrong model, so an estimator that reads the wrong position is biased.
+
+    Returns
+    -------
+    (dict with reward, action, pscore, position (n,), action_dist and
+    estimated_rewards_by_reg_model (n, n_actions, 2); the target's exact value on these contexts)
+    """
+    rows = np.arange(n)
+    q = rng.uniform(0.05, 0.6, (n, n_actions))
+    action = rng.integers(0, n_actions, n)
+    reward = (rng.random(n) < q[rows, action]).astype(np.float64)
+    z = np.exp(8.0 * q)
+    pi = z / z.sum(axis=1, keepdims=True)
+    position = rng.integers(0, 2, n)
+    dist = np.empty((n, n_actions, 2))
+    q_hat = np.empty((n, n_actions, 2))
+    dist[rows, :, position], dist[rows, :, 1 - position] = pi, pi[:, ::-1]
+    q_hat[rows, :, position], q_hat[rows, :, 1 - position] = q, 1.0 - q
+    log = dict(reward=reward, action=action, pscore=np.full(n, 1.0 / n_actions), position=position,
+               action_dist=dist, estimated_rewards_by_reg_model=q_hat)
+    return log, float((pi * q).sum(axis=1).mean())
+
+
+def check_estimator(estimator: Any, *, n_seeds: int = 200, n: int = 400, rng_seed: int = 0,
+                    tolerance_se: float = 4.0) -> None:
+    """Check an off-policy estimator (instance, class, built-in name or import path) against the
+    contract of :class:`sim.ope.estimators.OffPolicyEstimator`; raise AssertionError naming the
+    first violation.
+
+    * unbiased on :func:`make_ope_problem` (uniform logging, exact reward model): the mean error
+      over ``n_seeds`` independent logs is within ``tolerance_se`` standard errors of zero;
+    * the value is finite, its bootstrap interval contains it, the same rng gives the same
+      estimate, and ``estimate_policy_value`` / ``estimate_interval`` /
+      ``_estimate_round_rewards`` agree with it;
+    * an estimator that ``needs_reward_model`` refuses to run without one;
+    * hyperparameters are dataclass fields declared with :func:`sim.schema.param`.
+    """
+    import math
+
+    from sim.ope.estimators import OffPolicyEstimator, build_estimator
+
+    est = build_estimator(estimator)
+    label = f"{type(est).__qualname__} ({est.name})"
+    assert isinstance(est, OffPolicyEstimator), f"{label} is not an OffPolicyEstimator"
+    if dataclasses.is_dataclass(est):
+        undeclared = [f.name for f in dataclasses.fields(est) if "doc" not in f.metadata]
+        assert not undeclared, f"{label}: fields {undeclared} are not declared with sim.schema.param"
+
+    log, truth = make_ope_problem(np.random.default_rng([rng_seed, 0]), n)
+    one = est.estimate(**log, rng=np.random.default_rng(rng_seed), n_bootstrap=200)
+    again = est.estimate(**log, rng=np.random.default_rng(rng_seed), n_bootstrap=200)
+    assert math.isfinite(one.value), f"{label}: value {one.value} is not finite"
+    assert one == again, f"{label}: the same rng gave {one} and then {again}"
+    assert one.ci_low <= one.value <= one.ci_high, f"{label}: interval [{one.ci_low}, {one.ci_high}] " \
+                                                   f"does not contain the value {one.value}"
+    assert est.estimate_policy_value(**log) == one.value, \
+        f"{label}: estimate_policy_value differs from estimate().value"
+    interval = est.estimate_interval(**log, n_bootstrap_samples=200, random_state=rng_seed)
+    assert interval["mean"] == one.value and interval["95.0% CI (lower)"] == one.ci_low, \
+        f"{label}: estimate_interval {interval} differs from estimate() {one}"
+    rounds = np.asarray(est._estimate_round_rewards(est.prepare(**log)))
+    assert rounds.shape == (n,), f"{label}: _estimate_round_rewards has shape {rounds.shape}, not ({n},)"
+    assert math.isclose(rounds.mean(), one.value, rel_tol=1e-9, abs_tol=1e-12), \
+        f"{label}: the mean of _estimate_round_rewards {rounds.mean()} is not the value {one.value}"
+    if est.needs_reward_model:
+        try:
+            est.estimate(**{**log, "estimated_rewards_by_reg_model": None})
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(f"{label} needs_reward_model but ran without one")
+
+    errors = np.empty(n_seeds)
+    for s in range(n_seeds):
+        log, truth = make_ope_problem(np.random.default_rng([rng_seed, 1, s]), n)
+        errors[s] = est.estimate_policy_value(**log) - truth
+    bias, se = errors.mean(), errors.std(ddof=1) / math.sqrt(n_seeds)
+    assert abs(bias) <= tolerance_se * se + 1e-9, \
+        f"{label} is biased under uniform logging: mean error {bias:.5f} over {n_seeds} logs, " \
+        f"standard error {se:.5f} (tolerance {tolerance_se} standard errors)"

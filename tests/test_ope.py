@@ -7,6 +7,11 @@ each comes with a check that the effect it guards against would have been visibl
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,12 +19,17 @@ import pytest
 import scipy.stats
 
 from sim.ope import dm, dr, estimate_all, ipw, replay, sndr, snipw
+from sim.ope.estimators import (ESTIMATOR_NAMES, ESTIMATORS, IPW, MODEL_BASED, OffPolicyData,
+                                OffPolicyEstimator, build_estimator)
 from sim.ope.bootstrap import Terms, percentile_intervals
 from sim.ope.groundtruth import expected_values, online_value, true_rewards
 from sim.ope.logged import build_target, from_log, target_probabilities
 from sim.ope.reward_model import RewardModel, cross_fitted_rewards
-from sim.ope.runs import read_impression_log, read_visit_contexts, run_config, run_world
+from sim.logs import read_impressions
+from sim.ope.runs import read_visit_contexts, run_config, run_world
 from sim.runner import run_experiment
+from sim.schema import ConfigError
+from sim.testing import check_estimator
 
 
 # ---- a hand-computable case -------------------------------------------------------------------------
@@ -259,7 +269,7 @@ def test_ground_truth_matches_the_run_metrics(run, cell):
     probability of the logged images averages to its expected_take_fraction."""
     out, metrics, cfg, world = run
     m = metrics["cells"][cell]
-    data = from_log(read_impression_log(out, cell), world.catalog, read_visit_contexts(out))
+    data = from_log(read_impressions(out, cell=cell, time_order=True), world.catalog, read_visit_contexts(out))
     p = true_rewards(world.response, data.decisions)
     assert len(data) == m["impressions"] > 1000
     uniform = build_target({"name": "uniform"}, world.catalog)
@@ -278,7 +288,7 @@ def test_ground_truth_matches_the_run_metrics(run, cell):
 
 def test_estimates_on_the_uniform_cell_cover_the_truth(run):
     out, _, _, world = run
-    data = from_log(read_impression_log(out, "uniform"), world.catalog, read_visit_contexts(out))
+    data = from_log(read_impressions(out, cell="uniform", time_order=True), world.catalog, read_visit_contexts(out))
     p = true_rewards(world.response, data.decisions)
     dists, truth = {}, {}
     for name in ("fixed", "oracle"):
@@ -302,3 +312,130 @@ def test_online_value_reproduces_a_one_cell_run(tmp_path):
     cell = online_value(run_config(tmp_path / "one"), {"name": "uniform"}, name="uniform")
     assert cell["impressions"] == metrics["cells"]["uniform"]["impressions"]
     assert cell["take_fraction"]["estimate"] == metrics["cells"]["uniform"]["take_fraction"]["estimate"]
+
+
+# ---- the estimator contract ----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ESTIMATOR_NAMES)
+def test_every_builtin_estimator_passes_the_conformance_checker(name):
+    check_estimator(name)
+
+
+@dataclass(frozen=True)
+class LoggedMean(OffPolicyEstimator):
+    """Ignores the target: the logging policy's own mean reward."""
+
+    def _estimate_round_rewards(self, data: OffPolicyData):
+        return data.reward
+
+
+@dataclass(frozen=True)
+class FirstPositionIPW(OffPolicyEstimator):
+    """IPW that reads the target's probabilities at position 0 whatever the impression's position."""
+
+    def _estimate_round_rewards(self, data: OffPolicyData):
+        return data.action_dist[data.rows, data.action, 0] / data.pscore * data.reward
+
+
+@dataclass(frozen=True)
+class JitteredIPW(OffPolicyEstimator):
+    """Unbiased, but draws from the global numpy RNG instead of the one it is given."""
+
+    def _estimate_round_rewards(self, data: OffPolicyData):
+        return data.weight * data.reward + np.random.normal(0.0, 1e-3, len(data))
+
+
+@pytest.mark.parametrize("estimator, message", [
+    (LoggedMean, "is biased under uniform logging"),
+    (FirstPositionIPW, "is biased under uniform logging"),
+    (JitteredIPW, "the same rng gave"),
+])
+def test_the_conformance_checker_rejects_broken_estimators(estimator, message):
+    with pytest.raises(AssertionError, match=message):
+        check_estimator(estimator)
+
+
+def test_builtins_come_from_the_registry_with_their_needs_as_class_attributes():
+    # The first six in the order of tables and charts; a new built-in module adds to the end.
+    assert ESTIMATOR_NAMES[:6] == ("replay", "ipw", "snipw", "dm", "dr", "sndr")
+    assert {"dm", "dr", "sndr"} <= set(MODEL_BASED) and not {"replay", "ipw", "snipw"} & set(MODEL_BASED)
+    assert [ESTIMATORS[n].name for n in ESTIMATOR_NAMES] == list(ESTIMATOR_NAMES)
+    # A class outside sim.ope.estimators is selected by import path, never registered by name.
+    assert LoggedMean.name == "LoggedMean" and "LoggedMean" not in ESTIMATORS
+    assert set(ESTIMATORS.names()) == set(ESTIMATOR_NAMES)
+
+
+def test_estimator_hyperparameters_and_names_are_validated_with_the_key():
+    with pytest.raises(ConfigError, match=r"ipw\.lambda_ = 0 is not allowed: a number > 0 or inf"):
+        IPW(lambda_=0)
+    assert IPW().lambda_ == np.inf and build_estimator("dr", lambda_=3.0).lambda_ == 3.0
+    assert build_estimator("snipw", lambda_=3.0) == build_estimator("snipw")   # not its parameter
+    with pytest.raises(ConfigError, match="did you mean 'ipw'"):
+        build_estimator("ipx")
+    with pytest.raises(ConfigError, match="did you mean 'lambda_'"):
+        build_estimator({"name": "dr", "lambd": 2})
+    with pytest.raises(ConfigError, match=r"a subclass of sim\.ope\.estimators\.(base\.)?OffPolicyEstimator"):
+        build_estimator("tests.test_ope.hand_case")
+
+
+def test_obp_methods_agree_on_the_hand_case():
+    case = hand_case()
+    assert IPW().estimate_policy_value(**case) == pytest.approx(0.9, abs=1e-12)
+    interval = ESTIMATORS["snipw"]().estimate_interval(**case, n_bootstrap_samples=100, random_state=0)
+    assert interval["mean"] == pytest.approx(3.6 / 5.6, abs=1e-12)
+    assert interval["95.0% CI (lower)"] <= interval["mean"] <= interval["95.0% CI (upper)"]
+    # OBP's per-round rewards of a self-normalised estimator: w_i r_i / mean(w).
+    data = ESTIMATORS["snipw"]().prepare(**case)
+    assert ESTIMATORS["snipw"]()._estimate_round_rewards(data) == pytest.approx(
+        np.array([2.0, 0.0, 1.6, 0.0]) / (5.6 / 4), abs=1e-12)
+
+
+def test_a_user_estimator_runs_next_to_the_builtins_by_import_path():
+    case = hand_case()
+    kw = {k: case[k] for k in ("reward", "action", "pscore", "position")}
+    res = estimate_all(**kw, action_dists={"target": case["action_dist"]},
+                       estimators=["ipw", "tests.test_ope.LoggedMean", IPW(lambda_=1.8)],
+                       rng=np.random.default_rng(0), n_bootstrap=200)["target"]
+    assert res["LoggedMean"].value == pytest.approx(0.5, abs=1e-12)   # mean of the logged rewards
+    assert res["ipw"].value == pytest.approx(0.85, abs=1e-12)          # the instance given last wins
+    assert res["LoggedMean"].ci_low <= 0.5 <= res["LoggedMean"].ci_high
+
+
+# ---- the README's estimator example --------------------------------------------------------------------
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _readme_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_readme_estimator_example_works_as_printed(run, tmp_path, monkeypatch):
+    """The README's "Writing your own estimator" code, as printed: the class, its check, and the
+    evaluate command line with it (on this module's tiny run)."""
+    module = next((b for b in _readme_blocks("python") if "class BaselineIPW" in b), None)
+    if module is None:
+        pytest.skip("README.md has no 'Writing your own estimator' example (class BaselineIPW) yet")
+    (tmp_path / "my_estimators.py").write_text(module)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("my_estimators", None)
+    check = next(b for b in _readme_blocks("python") if "check_estimator(BaselineIPW" in b)
+    exec(compile(check, "README.md", "exec"), {})
+    from my_estimators import BaselineIPW
+
+    assert BaselineIPW().estimate_policy_value(**{k: v for k, v in hand_case().items()
+                                                  if k != "estimated_rewards_by_reg_model"}) \
+        == pytest.approx(0.9, abs=1e-12)                  # baseline 0: plain ipw
+    command = next(b for b in _readme_blocks("bash") if "my_estimators.BaselineIPW" in b)
+    argv = shlex.split(command.replace("\\\n", " ").replace("<run dir>", str(run[0])))
+    assert argv[:3] == ["python", "-m", "experiments.evaluate"]
+    from experiments import evaluate
+
+    assert evaluate.main(argv[3:] + ["--n-bootstrap", "100", "--out", str(tmp_path / "ope")]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "ope" / "ope_estimates.csv")
+    assert set(table["estimator"]) == {"ipw", "dr", "baseline_ipw"}
+    ours = table[table["estimator"] == "baseline_ipw"].set_index("policy")
+    plain = table[table["estimator"] == "ipw"].set_index("policy")
+    assert (ours["ci_low"] <= ours["estimate"]).all() and (ours["estimate"] <= ours["ci_high"]).all()
+    # baseline_ipw - ipw = b (1 - mean(w)), and the weights average to about 1: far below b = 0.01.
+    assert (abs(ours["estimate"] - plain["estimate"]) < 0.002).all()

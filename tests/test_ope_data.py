@@ -15,8 +15,10 @@ import pytest
 from experiments import evaluate, ope_accuracy
 from sim.ope import LogValidationError, export_bandit_feedback, load_bandit_feedback, save_bandit_feedback
 from sim.ope.data import OBP_KEYS
+from sim.ope.estimators import ESTIMATOR_NAMES
 from sim.ope.logged import build_target, from_log, target_probabilities
-from sim.ope.runs import read_impression_log, read_visit_contexts, run_catalog, run_config, run_world
+from sim.logs import read_impressions
+from sim.ope.runs import read_visit_contexts, run_catalog, run_config, run_world
 from sim.runner import run_experiment
 from sim.streams import generator
 from tests.test_ope import tiny_run_config
@@ -36,7 +38,7 @@ def run(tmp_path_factory):
 # ---- export -----------------------------------------------------------------------------------------
 def test_run_log_exports_to_bandit_feedback(run):
     bf = export_bandit_feedback(run, "uniform")
-    log = read_impression_log(run, "uniform")
+    log = read_impressions(run, cell="uniform", time_order=True)
     catalog = run_catalog(run_config(run))
     n, K = len(log), catalog.max_artworks
     assert set(OBP_KEYS) <= set(bf) and bf["n_rounds"] == n > 1000
@@ -71,7 +73,7 @@ def test_logged_decisions_reproduce_the_logged_propensities(run):
     world = run_world(cfg)
     contexts = read_visit_contexts(run)
     for i, cell in enumerate(c.name for c in cfg.cells):
-        log = read_impression_log(run, cell)
+        log = read_impressions(run, cell=cell, time_order=True)
         log = log[log["model_version"] == 0]
         assert len(log) > 100, cell
         data = from_log(log, world.catalog, contexts)
@@ -195,7 +197,8 @@ def test_evaluate_a_run_directory(run, tmp_path, capsys):
     assert code == 0
     assert f"table: {out / 'ope_estimates.csv'}" in printed and f"chart: {out / 'ope_estimates.png'}" in printed
     table = pd.read_csv(out / "ope_estimates.csv")
-    assert len(table) == 4 * 6 and set(table["estimator"]) == {"replay", "ipw", "snipw", "dm", "dr", "sndr"}
+    assert len(table) == 4 * len(ESTIMATOR_NAMES) and set(table["estimator"]) == set(ESTIMATOR_NAMES)
+    assert {"replay", "ipw", "snipw", "dm", "dr", "sndr"} <= set(ESTIMATOR_NAMES)
     assert table["truth"].notna().all() and table["relative_error"].notna().all()
     assert (table["ci_low"] <= table["estimate"]).all() and (table["estimate"] <= table["ci_high"]).all()
     assert (table["cell"] == "uniform").all()   # the control cell by default
@@ -232,8 +235,34 @@ def test_ope_accuracy_quick_run_writes_tables_and_charts(tmp_path, capsys):
     assert ope_accuracy.main(["--quick", "--n-bootstrap", "20", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     summary = pd.read_csv(tmp_path / "ope_accuracy_summary.csv")
-    assert set(summary["estimator"]) == {"replay", "ipw", "snipw", "dm", "dr", "sndr"}
+    assert set(summary["estimator"]) == set(ESTIMATOR_NAMES)
     assert set(summary["logger"]) == set(ope_accuracy.Settings().loggers)
     for name in ("relative_error_vs_log_size.png", "bias_at_full_log.png", "relative_error_vs_pool_size.png"):
         assert str(tmp_path / name) in printed
         assert mpimg.imread(tmp_path / name).shape[0] >= 400
+
+
+def test_evaluate_takes_user_estimators_by_import_path_with_hyperparameters(run, tmp_path, capsys):
+    out = tmp_path / "ope"
+    code = evaluate.main([str(run), "--policy", "fixed", "--estimators", "ipw,tests.test_ope.LoggedMean",
+                          "--estimator", "dr,lambda_=3", "--n-bootstrap", "50", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    table = pd.read_csv(out / "ope_estimates.csv").set_index("estimator")
+    assert list(table.index) == ["ipw", "LoggedMean", "dr"]
+    assert table.loc["dr", "weight_clip"] == 3 and table.loc["ipw", "weight_clip"] == np.inf
+    log = read_impressions(run, ["reward"], cell="uniform", time_order=True)
+    # LoggedMean ignores the target: the mean reward of the evaluated (second) half of the log.
+    assert table.loc["LoggedMean", "estimate"] == pytest.approx(log["reward"][len(log) // 2:].mean(), rel=1e-9)
+    with pytest.raises(SystemExit):
+        evaluate.main([str(run), "--policy", "fixed", "--estimators", "ipx"])
+    assert "did you mean 'ipw'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate.main([str(run), "--policy", "fixed", "--estimator", "ipw,lambda_=-1"])
+    assert "--estimator ipw,lambda_=-1: ipw.lambda_ = -1 is not allowed: a number > 0 or inf" \
+        in capsys.readouterr().err
+
+
+def test_evaluate_names_the_clip_option_when_it_is_out_of_range(run, capsys):
+    with pytest.raises(SystemExit):
+        evaluate.main([str(run), "--policy", "fixed", "--clip", "0"])
+    assert "--clip 0.0: ipw.lambda_ = 0.0 is not allowed: a number > 0 or inf" in capsys.readouterr().err

@@ -3,8 +3,9 @@ simulator's ground truth.
 
 Modules, one idea each:
 
-* :mod:`~sim.ope.estimators` -- replay, ipw, snipw, dm, dr, sndr in Open Bandit Pipeline's
-  calling convention, each with a bootstrap 95 % interval (:mod:`~sim.ope.bootstrap`);
+* :mod:`~sim.ope.estimators` -- one class per estimator (replay, ipw, snipw, dm, dr, sndr, or
+  your own subclass of :class:`~sim.ope.estimators.OffPolicyEstimator`) in Open Bandit
+  Pipeline's calling convention, each with a bootstrap 95 % interval (:mod:`~sim.ope.bootstrap`);
 * :mod:`~sim.ope.reward_model` -- the cross-fitted reward model behind dm, dr and sndr;
 * :mod:`~sim.ope.data` -- logs in and out as OBP's ``bandit_feedback`` dict (simulator runs,
   native CSV/Parquet, the Open Bandit Dataset layout), refusing malformed logs
@@ -27,10 +28,11 @@ or, on a simulator run, ``python -m experiments.evaluate <run dir> --policy fixe
 """
 from sim.ope.data import (bandit_feedback_from_log, export_bandit_feedback, load_bandit_feedback,
                           save_bandit_feedback)
-from sim.ope.estimators import (ESTIMATOR_NAMES, ESTIMATORS, Estimate, dm, dr, estimate_all,
-                                estimator_terms, ipw, replay, sndr, snipw)
+from sim.ope.estimators import (ESTIMATOR_NAMES, ESTIMATORS, Estimate, OffPolicyEstimator,
+                                build_estimator, dm, dr, estimate_all, ipw, replay, sndr, snipw)
 from sim.ope.validate import LogValidationError
 
-__all__ = ["ESTIMATOR_NAMES", "ESTIMATORS", "Estimate", "LogValidationError", "bandit_feedback_from_log",
-           "dm", "dr", "estimate_all", "estimator_terms", "export_bandit_feedback", "ipw",
+__all__ = ["ESTIMATOR_NAMES", "ESTIMATORS", "Estimate", "LogValidationError", "OffPolicyEstimator",
+           "bandit_feedback_from_log", "build_estimator", "dm", "dr", "estimate_all",
+           "export_bandit_feedback", "ipw",
            "load_bandit_feedback", "replay", "save_bandit_feedback", "sndr", "snipw"]

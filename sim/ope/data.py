@@ -70,7 +70,7 @@ def bandit_feedback_from_log(log: pd.DataFrame, catalog=None, visit_contexts=Non
 
     Parameters
     ----------
-    log : DataFrame with one row per impression (e.g. :func:`sim.ope.runs.read_impression_log`)
+    log : DataFrame with one row per impression (e.g. :func:`sim.logs.read_impressions`)
     catalog : the run's :class:`sim.world.Catalog` (optional): sets ``n_actions`` to the largest
         pool (else the largest logged ``n_candidates``) and adds ``artwork_theme``.
     visit_contexts : :class:`sim.ope.runs.VisitContexts` (optional, needs ``catalog``): the
@@ -106,10 +106,11 @@ def bandit_feedback_from_log(log: pd.DataFrame, catalog=None, visit_contexts=Non
 
 def export_bandit_feedback(run_dir: Path | str, cell: str | None = None) -> dict:
     """The impression log of a run directory (one ``cell``, or all) as a ``bandit_feedback`` dict."""
-    from sim.ope.runs import read_impression_log, read_visit_contexts, run_catalog, run_config
+    from sim.logs import read_impressions
+    from sim.ope.runs import read_visit_contexts, run_catalog, run_config
 
-    return bandit_feedback_from_log(read_impression_log(run_dir, cell), run_catalog(run_config(run_dir)),
-                                    read_visit_contexts(run_dir))
+    return bandit_feedback_from_log(read_impressions(run_dir, cell=cell, time_order=True),
+                                    run_catalog(run_config(run_dir)), read_visit_contexts(run_dir))
 
 
 # ---- files ----------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
-"""Opening a run directory for off-policy evaluation: its config, world and impression log.
+"""Opening a run directory for off-policy evaluation: its config, world and visit contexts.
 
 The world of a run is a deterministic function of its config and seed, so it is rebuilt rather
 than stored: the catalog (observable: artwork pools and themes) for exporting logs, and the whole
 world (with the hidden response model) for computing ground truth. The observable member context
-of each visit (what a contextual policy saw) is read back from the run's ``visit_context/`` log.
+of each visit (what a contextual policy saw) is read back from the run's ``visit_context/`` log;
+the impression log itself is read by :func:`sim.logs.read_impressions` (``time_order=True`` for
+OPE, which splits logs by time).
 """
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow.parquet as pq
 import yaml
 
@@ -38,25 +39,6 @@ def run_catalog(cfg: ExperimentConfig) -> Catalog:
 def run_world(cfg: ExperimentConfig) -> World:
     """The run's whole world, ground truth included (as it was before the first visit)."""
     return build_world(cfg.world, cfg.seed, cfg.engine.days * 1440.0)
-
-
-def read_impression_log(source: Path | str, cell: str | None = None) -> pd.DataFrame:
-    """Impression log of a run directory, a ``logs`` directory or one Parquet file.
-
-    Rows of ``cell`` only when given (all cells otherwise), in time order (stable).
-    Columns are those documented in :mod:`sim.logs`.
-    """
-    source = Path(source)
-    path = source / "logs" if (source / "logs").is_dir() else source
-    if not path.exists():
-        raise FileNotFoundError(f"no impression log at {path}")
-    log = pd.read_parquet(path)
-    if cell is not None:
-        cells = sorted(map(str, log["cell"].unique())) if "cell" in log else []
-        if cell not in cells:
-            raise ValueError(f"cell {cell!r} is not in the log; cells: {', '.join(cells) or '(none)'}")
-        log = log[log["cell"].astype(str) == cell]
-    return log.sort_values("time", kind="stable").reset_index(drop=True)
 
 
 @dataclass
