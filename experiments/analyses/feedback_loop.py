@@ -30,19 +30,16 @@ import csv
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments.results import analysis_runs, mean_se  # noqa: E402
-from experiments.segments import read_log  # noqa: E402
-from sim.bias import (catalog_coverage, effective_catalog_size, gini, homogenization,  # noqa: E402
-                      logged_take_bias, popularity_amplification)
-from sim.ope.runs import run_config, run_world  # noqa: E402
-from sim.outputs import write_csv  # noqa: E402
-from sim.streams import generator  # noqa: E402
+from experiments.plotting import band, plt, save
+from experiments.results import analysis_runs, mean_se
+from experiments.segments import read_log
+from sim.bias import (catalog_coverage, effective_catalog_size, gini, homogenization, logged_take_bias,
+                      popularity_amplification)
+from sim.ope.runs import run_config, run_world
+from sim.outputs import write_csv
+from sim.streams import generator
 
 #: Members per cell in the homogenization sample (the Jaccard matrix is sample x sample).
 HOMOGENIZATION_SAMPLE = 300
@@ -222,19 +219,17 @@ def _chart(daily: list[dict], n_seeds: int, path: Path) -> Path:
             ls = "--" if policy == "lints" else "-"
             ax.plot(days, mean, ls, color=colors[arm], label=c, lw=1.6)
             if n_seeds > 1:
-                ax.fill_between(days, mean - 1.96 * se, mean + 1.96 * se, color=colors[arm], alpha=0.12)
+                band(ax, days, mean, se, colors[arm], alpha=0.12)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("simulated time (days)")
         ax.set_ylabel(ylabel, fontsize=9)
         ax.tick_params(labelbottom=True)
-        ax.grid(alpha=0.3)
+        ax.grid()
     axes[0, 0].legend(fontsize=7, ncol=2, title="ranker.policy (dashed: lints)", title_fontsize=7)
     band = f"mean over {n_seeds} seeds, 95 % band" if n_seeds > 1 else "one seed"
     fig.suptitle(f"Feedback loop: exposure concentration, diversity and ranker drift per day ({band})")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> None:
