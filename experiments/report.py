@@ -114,7 +114,9 @@ def metric_interval(name: str, d: dict) -> str:
         return interval(d)
     if d.get("estimate") is None:
         return "n/a"
-    return f"{d['estimate']:.4g} [{d['ci_low']:.4g}, {d['ci_high']:.4g}]"
+    # One decimal for counts like minutes; three significant digits for small numbers.
+    fmt = ".1f" if abs(d["estimate"]) >= 10 else ".3g"
+    return f"{d['estimate']:{fmt}} [{d['ci_low']:{fmt}}, {d['ci_high']:{fmt}}]"
 
 
 def p_value(p: float | None) -> str:
