@@ -2,9 +2,11 @@
 
 A run directory gets ``<run>/charts/``:
 
-* ``take_fraction_over_time.png`` and ``ctr_over_time.png`` -- per cell, with 95 % bands (from
-  the impression log with members as clusters when the run logged impressions, else binomial);
-* ``lift.png`` -- lift of each cell over the control cell per metric, with 95 % intervals;
+* ``<metric>_over_time.png`` for every ratio metric of :mod:`sim.metrics` with ``chart = True``
+  (CTR, take fraction) -- per cell, with 95 % bands (from the impression log with members as
+  clusters when the run logged impressions, else binomial);
+* ``lift.png`` -- lift of each cell over the control cell for every metric of ``metrics.json``
+  with an interval, labelled from the metric table, with 95 % intervals;
 * ``cumulative_regret.png`` -- expected quality plays lost against the oracle artwork choice;
 * ``homepage.png`` -- the same titles on two members' homepages (see :mod:`experiments.page_picture`).
 

@@ -226,8 +226,8 @@ def _chart(daily: list[dict], n_seeds: int, path: Path) -> Path:
         ax.tick_params(labelbottom=True)
         ax.grid()
     axes[0, 0].legend(fontsize=7, ncol=2, title="ranker.policy (dashed: lints)", title_fontsize=7)
-    band = f"mean over {n_seeds} seeds, 95 % band" if n_seeds > 1 else "one seed"
-    fig.suptitle(f"Feedback loop: exposure concentration, diversity and ranker drift per day ({band})")
+    how = f"mean over {n_seeds} seeds, 95 % band" if n_seeds > 1 else "one seed"
+    fig.suptitle(f"Feedback loop: exposure concentration, diversity and ranker drift per day ({how})")
     fig.tight_layout()
     return save(fig, path, dpi=100)
 

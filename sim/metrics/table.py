@@ -16,6 +16,7 @@ import numpy as np
 from sim.metrics.intervals import ratio_estimate
 from sim.schema import Registry
 
+
 # --------------------------------------------------------------------------------------------
 # Accumulated columns
 # --------------------------------------------------------------------------------------------
@@ -61,8 +62,8 @@ class Metric:
     p-value on the log scale (:func:`lift_interval`). Metrics are computed once per run from the
     accumulated columns, in the driver (never in the shards), so any backend sees a new metric.
 
-    A subclass that sets ``name`` registers itself in :data:`METRICS` (in definition order, which
-    is the order of ``metrics.json``); :class:`RatioMetric`, :class:`MemberMean` and
+    A subclass that sets ``name`` registers itself in :data:`METRICS`, in definition order (the
+    order of ``metrics.json``: metrics with an interval first, then plain ones); :class:`RatioMetric`, :class:`MemberMean` and
     :class:`TotalMetric` cover the usual shapes with declarations only.
     """
 
