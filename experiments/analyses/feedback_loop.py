@@ -32,11 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.plotting import band, plt, save
-from experiments.results import analysis_runs, mean_se
+from experiments.plotting import band, percent_axis, plt, save
+from experiments.results import analysis_runs, mean_se, metric_is_percent
 from experiments.segments import read_log
 from sim.bias import (catalog_coverage, effective_catalog_size, gini, homogenization, logged_take_bias,
                       popularity_amplification)
+from sim.metrics import METRICS
 from sim.ope.runs import run_config, run_world
 from sim.outputs import write_csv
 from sim.streams import generator
@@ -56,7 +57,7 @@ METRICS = (("gini_impressions", "Gini of impressions", "Gini of impressions (0�
             "top-decile exposure share / appeal share (ratio)"),
            ("homogenization", "homogenization vs oracle", "Δ nearest-member Jaccard (0–1 scale)"),
            ("drift", "ranker drift", "Spearman ρ with true fit (−1 to 1)"),
-           ("take_fraction", "take fraction", "take fraction (quality plays / impression)"))
+           ("take_fraction", "take fraction", METRICS["take_fraction"].axis_label()))
 
 
 def run_with_world(run_dir: Path):
@@ -223,6 +224,8 @@ def _chart(daily: list[dict], n_seeds: int, path: Path) -> Path:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("simulated time (days)")
         ax.set_ylabel(ylabel, fontsize=9)
+        if metric_is_percent(key):          # metrics of the metric table keep its formatting
+            percent_axis(ax)
         ax.tick_params(labelbottom=True)
         ax.grid()
     axes[0, 0].legend(fontsize=7, ncol=2, title="ranker.policy (dashed: lints)", title_fontsize=7)
