@@ -167,10 +167,7 @@ def print_table(rows: list[dict], percent: bool) -> None:
 
 
 def plot(rows: list[dict], path: Path, title: str, ylabel: str, scale: float) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from experiments.plotting import plt
 
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     estimators = list(dict.fromkeys(r["estimator"] for r in rows))

@@ -3,18 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import NullFormatter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
-
-from sim.ope.estimators import ESTIMATOR_NAMES  # noqa: E402
+from experiments.plotting import Z95, percent_formatter, plt, save
+from sim.ope.estimators import ESTIMATOR_NAMES
 
 COLORS = dict(zip(ESTIMATOR_NAMES, plt.get_cmap("tab10").colors))
-PERCENT = FuncFormatter(lambda v, _: f"{100 * v:.3g}%")
+PERCENT = percent_formatter()
 
 
 def error_vs_size_chart(runs: pd.DataFrame, path: Path) -> Path:
@@ -67,7 +64,7 @@ def bias_chart(summary: pd.DataFrame, path: Path) -> Path:
         for k, e in enumerate(ESTIMATOR_NAMES):
             ge = g[g["estimator"] == e].set_index("target").reindex(targets)
             x = np.arange(len(targets)) + (k - (len(ESTIMATOR_NAMES) - 1) / 2) * width
-            ax.errorbar(x, ge["mean_relative_error"], yerr=1.96 * ge["se_mean_relative_error"].fillna(0),
+            ax.errorbar(x, ge["mean_relative_error"], yerr=Z95 * ge["se_mean_relative_error"].fillna(0),
                         fmt="o", color=COLORS[e], capsize=3, label=e)
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(range(len(targets)), targets)
@@ -86,9 +83,7 @@ def _finish(fig, axes, path: Path, legend_title: str, title: str, rect) -> Path:
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, title=legend_title)
     fig.suptitle(title, fontsize=12)
     fig.tight_layout(rect=rect)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=100)
 
 
 def error_vs_pool_size_chart(pool: pd.DataFrame, n: int, path: Path,
@@ -130,6 +125,4 @@ def error_vs_pool_size_chart(pool: pd.DataFrame, n: int, path: Path,
     ax2.legend(title="target policy", fontsize=8, title_fontsize=8)
     fig.suptitle(f"More artworks, fewer matches (logger: {g['logger'].iloc[0]})", fontsize=12)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=100)

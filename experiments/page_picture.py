@@ -16,17 +16,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.patches import Patch, Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Patch, Rectangle  # noqa: E402
-
-from experiments.results import read_log  # noqa: E402
-from sim.config import experiment_config_from_dict  # noqa: E402
-from sim.outputs import atomic_savefig  # noqa: E402
-from sim.world import World, build_world  # noqa: E402
+from experiments.plotting import plt, save
+from experiments.results import read_log
+from sim.config import experiment_config_from_dict
+from sim.world import World, build_world
 
 #: Display names for genre indices 0..15 (the simulator's genres are anonymous; these labels only
 #: make the picture readable and are ordered like the genres' Zipf popularity).
@@ -156,9 +152,7 @@ def draw_page_pair(pair: PagePair, world: World, path: Path) -> Path:
                  "each tile is the image the artwork policy chose for that member",
                  fontsize=12, y=0.995)
     fig.tight_layout(rect=(0, 0.06, 1, 0.97))
-    atomic_savefig(fig, path, dpi=110)   # no truncated PNG if the run is killed
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def plot_homepage_picture(run_dir: Path | str, path: Path | str, cell: str | None = None) -> Path | None:

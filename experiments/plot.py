@@ -2,9 +2,11 @@
 
 A run directory gets ``<run>/charts/``:
 
-* ``take_fraction_over_time.png`` and ``ctr_over_time.png`` -- per cell, with 95 % bands (from
-  the impression log with members as clusters when the run logged impressions, else binomial);
-* ``lift.png`` -- lift of each cell over the control cell per metric, with 95 % intervals;
+* ``<metric>_over_time.png`` for every ratio metric of :mod:`sim.metrics` with ``chart = True``
+  (CTR, take fraction) -- per cell, with 95 % bands (from the impression log with members as
+  clusters when the run logged impressions, else binomial);
+* ``lift.png`` -- lift of each cell over the control cell for every metric of ``metrics.json``
+  with an interval, labelled from the metric table, with 95 % intervals;
 * ``cumulative_regret.png`` -- expected quality plays lost against the oracle artwork choice;
 * ``homepage.png`` -- the same titles on two members' homepages (see :mod:`experiments.page_picture`).
 
@@ -22,20 +24,26 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments.results import (POLICY_KEY, REPLICATE_KEY, Z95, aggregate, find_runs,  # noqa: E402
-                                 is_run_dir, lift_se, paired_differences, read_log,
+from experiments.plotting import band, finish, percent_axis, plt, save
+from experiments.results import (POLICY_KEY, REPLICATE_KEY, aggregate, find_runs, interval_metrics,
+                                 is_run_dir, lift_se, metric_label, paired_differences, read_log,
                                  swept_parameters, sweep_table)
-from sim.outputs import atomic_savefig, write_csv  # noqa: E402
+from sim.metrics import COLUMNS, METRICS, RatioMetric
+from sim.outputs import write_csv
 
-METRIC_LABELS = {"ctr": "CTR", "play_rate": "play rate", "take_fraction": "take fraction",
-                 "minutes_per_member": "minutes per member"}
-LOG_OUTCOMES = {"ctr": "click", "take_fraction": "quality_play"}
+
+def charted_metrics() -> list[type[RatioMetric]]:
+    """Ratio metrics drawn over time (``chart = True``), in the metric table's order."""
+    return [m for m in METRICS.classes.values() if issubclass(m, RatioMetric) and m.chart]
+
+
+def log_outcomes() -> dict[str, str]:
+    """Charted per-impression metrics -> the impression-log column of their numerator."""
+    source = {c.name: c.source for c in COLUMNS}
+    return {m.name: source[m.numerator] for m in charted_metrics()
+            if m.denominator == "impressions" and source.get(m.numerator)}
 
 
 def read_series(run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -50,14 +58,15 @@ def read_series(run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
 
 
 def clustered_standard_errors(run_dir: Path, bucket_minutes: float, n_buckets: int):
-    """Per cell and time bucket, the standard error of CTR and take fraction with members as
-    clusters (delta method, as for the run's summary), from the impression log.
+    """Per cell and time bucket, the standard error of each charted per-impression metric (CTR,
+    take fraction) with members as clusters (delta method, as for the run's summary), from the impression log.
 
     A member's impressions within a bucket are correlated (one member, usually one visit), so
     the binomial error understates the spread (by a factor of about 1.4 on the default world).
     Returns {cell: {metric: se array (n_buckets,)}} or None when the run has no log.
     """
-    log = read_log(run_dir, ["time", "member", *LOG_OUTCOMES.values()])
+    outcomes = log_outcomes()
+    log = read_log(run_dir, ["time", "member", *outcomes.values()])
     if log is None:
         return None
     data, names = log
@@ -72,7 +81,7 @@ def clustered_standard_errors(run_dir: Path, bucket_minutes: float, n_buckets: i
         k = np.bincount(b, minlength=n_buckets).astype(float)          # members per bucket
         s_n = np.bincount(b, n_m, minlength=n_buckets)
         out[name] = {}
-        for metric, column in LOG_OUTCOMES.items():
+        for metric, column in outcomes.items():
             y_m = np.bincount(inv, data[column][sel].astype(float))
             with np.errstate(invalid="ignore", divide="ignore"):
                 rate = np.bincount(b, y_m, minlength=n_buckets) / s_n
@@ -81,52 +90,42 @@ def clustered_standard_errors(run_dir: Path, bucket_minutes: float, n_buckets: i
     return out
 
 
-def finish(fig, ax, path: Path, *, title: str, xlabel: str, ylabel: str, legend_title: str | None,
-           grid_axis: str = "both", **legend_kw) -> Path:
-    """Title, axis labels, grid and legend on ``ax``; save ``fig`` to ``path`` and close it."""
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(axis=grid_axis, alpha=0.3)
-    ax.legend(title=legend_title, **legend_kw)
-    fig.tight_layout()
-    atomic_savefig(fig, path, dpi=110)   # no truncated PNG if the run is killed
-    plt.close(fig)
-    return path
-
-
-def _rate_chart(series, metric: str, title: str, path: Path, clustered) -> Path:
+def _rate_chart(series, metric: type[RatioMetric], path: Path, clustered) -> Path:
     fig, ax = plt.subplots(figsize=(9, 5))
+    name = metric.name
     for cell, s in series.items():
         days = s["hour"] / 24.0
-        se = clustered[cell][metric] if clustered and cell in clustered else s[metric + "_se"]
-        p, se = s[metric] * 100, se * 100
-        line, = ax.plot(days, p, label=cell, lw=1.8)
-        ax.fill_between(days, p - Z95 * se, p + Z95 * se, color=line.get_color(), alpha=0.2, lw=0)
-    band = ("95 % band, members as clusters" if clustered
-            else "95 % band, binomial (no log: ignores within-member correlation)")
-    return finish(fig, ax, path, title=title, xlabel="simulated time (days)",
-                  ylabel=f"{METRIC_LABELS[metric]} per impression (%)",
-                  legend_title=f"cell ({band})", fontsize=9, title_fontsize=9)
+        se = clustered[cell][name] if clustered and name in clustered.get(cell, {}) else s.get(name + "_se")
+        line, = ax.plot(days, s[name], label=cell, lw=1.8)
+        if se is not None:
+            band(ax, days, s[name], se, line.get_color())
+    if metric.percent:
+        percent_axis(ax)
+    band_text = ("95 % band, members as clusters" if clustered
+                 else "95 % band, binomial (no log: ignores within-member correlation)")
+    return finish(fig, ax, path, title=f"{metric.label[0].upper() + metric.label[1:]} ({metric.unit}) over time",
+                  xlabel="simulated time (days)", ylabel=metric.axis_label(),
+                  legend_title=f"cell ({band_text})", fontsize=9, title_fontsize=9)
 
 
 def _lift_chart(metrics: dict, path: Path) -> Path:
     lifts = metrics["lift"]
     cells = list(lifts)
-    names = [m for m in METRIC_LABELS if cells and m in lifts[cells[0]]]
+    names = [m for m in interval_metrics(metrics) if cells and m in lifts[cells[0]]]
     fig, ax = plt.subplots(figsize=(9, 5))
     width = 0.8 / max(len(names), 1)
     x = np.arange(len(cells))
     for j, m in enumerate(names):
-        est = np.array([_num(lifts[c][m]["estimate"]) * 100 for c in cells])
-        lo = np.array([_num(lifts[c][m]["ci_low"]) * 100 for c in cells])
-        hi = np.array([_num(lifts[c][m]["ci_high"]) * 100 for c in cells])
-        ax.bar(x + (j - (len(names) - 1) / 2) * width, est, width, label=METRIC_LABELS[m],
+        est = np.array([_num(lifts[c][m]["estimate"]) for c in cells])
+        lo = np.array([_num(lifts[c][m]["ci_low"]) for c in cells])
+        hi = np.array([_num(lifts[c][m]["ci_high"]) for c in cells])
+        ax.bar(x + (j - (len(names) - 1) / 2) * width, est, width, label=metric_label(m),
                yerr=[est - lo, hi - est], capsize=3)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x, cells)
+    percent_axis(ax)
     return finish(fig, ax, path, title=f"Lift over control cell '{metrics['control']}' "
-                  "(95 % CI, per-member delta method)", xlabel="cell", ylabel="lift (%)",
+                  "(95 % CI, per-member delta method)", xlabel="cell", ylabel="lift over the control (relative, %)",
                   legend_title="metric", grid_axis="y")
 
 
@@ -153,11 +152,9 @@ def plot_run(run_dir: Path | str, picture: bool = True, picture_cell: str | None
     bucket_minutes = 60.0 * float(metrics.get("config", {}).get("engine", {}).get("snapshot_hours", 6.0))
     n_buckets = len(next(iter(series.values()))["hour"]) if series else 1
     clustered = clustered_standard_errors(run_dir, bucket_minutes, n_buckets)
-    out = [_rate_chart(series, "take_fraction", "Take fraction (quality plays per impression) over time",
-                       charts / "take_fraction_over_time.png", clustered),
-           _rate_chart(series, "ctr", "Click-through rate over time", charts / "ctr_over_time.png",
-                       clustered),
-           _regret_chart(series, charts / "cumulative_regret.png")]
+    out = [_rate_chart(series, m, charts / f"{m.name}_over_time.png", clustered)
+           for m in charted_metrics() if series and m.name in next(iter(series.values()))]
+    out.append(_regret_chart(series, charts / "cumulative_regret.png"))
     if metrics.get("lift"):
         out.append(_lift_chart(metrics, charts / "lift.png"))
     if picture:
@@ -228,9 +225,9 @@ def sweep_chart(rows: list[dict], key: str, path: Path) -> Path:
                     xs.append(pos[v] * 1.03 ** offset)
                 else:
                     xs.append(pos[v] + 0.01 * offset * (max(pos.values()) - min(pos.values())))
-                ys.append(100 * point.mean)
-                lo.append(100 * (point.mean - point.low))
-                hi.append(100 * (point.high - point.mean))
+                ys.append(point.mean)
+                lo.append(point.mean - point.low)
+                hi.append(point.high - point.mean)
             ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=4, lw=1.6, label=line,
                         color=colours[line], ls="none" if categorical else "-")
         if metric.startswith("lift"):
@@ -243,7 +240,8 @@ def sweep_chart(rows: list[dict], key: str, path: Path) -> Path:
             ax.set_xticks([pos[v] for v in values], values)
         ax.set_xlabel(axis_label(key))
         ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
+        percent_axis(ax)
+        ax.grid()
     if paired:
         ax = axes[0][-1]
         for li, (line, d) in enumerate(paired.items()):
@@ -260,7 +258,7 @@ def sweep_chart(rows: list[dict], key: str, path: Path) -> Path:
         ax.set_xlabel("policy under test (cell)")
         ax.set_ylabel(f"lift with {d0['to']} minus lift with {d0['from']} (percentage points)")
         ax.set_title("change in lift, paired by seed (95 % t interval)", fontsize=10)
-        ax.grid(alpha=0.3)
+        ax.grid()
     if methods == {"seeds"}:
         n = "-".join(str(s) for s in sorted(seeds_seen))
         how = f"mean over {n} seeds, 95 % t interval across seeds"
@@ -272,9 +270,7 @@ def sweep_chart(rows: list[dict], key: str, path: Path) -> Path:
                ncol=min(len(lines), 6), fontsize=9, title_fontsize=9, frameon=False)
     fig.suptitle(f"Sweep over {key}: {how}", fontsize=12)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
-    atomic_savefig(fig, path, dpi=110)   # no truncated PNG if the run is killed
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def _is_numeric(values: list[str]) -> bool:

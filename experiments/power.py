@@ -18,17 +18,24 @@ import argparse
 import json
 from pathlib import Path
 
+from sim.metrics import METRICS, RatioMetric
 from sim.power import PlannedTest, pilot_icc
 
-RATIO_METRICS = ("take_fraction", "ctr", "play_rate")
+
+def plannable_metrics() -> list[str]:
+    """Metrics a test can be planned on from a pilot: per-impression ratios of a 0/1 outcome
+    (``binomial``), whose variance model :mod:`sim.power` uses; in the metric table's order."""
+    return [m.name for m in METRICS.classes.values()
+            if issubclass(m, RatioMetric) and m.binomial and m.denominator == "impressions"]
 
 
 def planned_test_from_pilot(run_dir: Path, cell: str | None = None, metric: str = "take_fraction",
                             members: float | None = None, days: float | None = None,
                             **kwargs) -> tuple[PlannedTest, dict]:
     """A :class:`PlannedTest` whose baseline rate and icc come from a pilot run's cell."""
-    if metric not in RATIO_METRICS:
-        raise ValueError(f"metric must be one of {', '.join(RATIO_METRICS)}, got {metric!r}")
+    allowed = plannable_metrics()
+    if metric not in allowed:
+        raise ValueError(f"metric must be one of {', '.join(allowed)}, got {metric!r}")
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
     cell = cell or metrics["control"]
     if cell not in metrics["cells"]:
@@ -65,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pilot", type=Path, help="run directory of a pilot run")
     ap.add_argument("--cell", help="pilot cell giving the baseline (default: the control cell)")
-    ap.add_argument("--metric", default="take_fraction", choices=RATIO_METRICS)
+    ap.add_argument("--metric", default="take_fraction", choices=plannable_metrics())
     ap.add_argument("--days", type=float, help="planned duration; scales the pilot's impressions per member")
     ap.add_argument("--baseline-rate", type=float, help="control rate, e.g. 0.016 (without --pilot)")
     ap.add_argument("--members", type=float, help="members in the test, all cells")

@@ -20,15 +20,20 @@ from typing import Any
 
 import yaml
 
-from experiments.plot import METRIC_LABELS, plot_run, plot_sweep
-from experiments.results import (REPLICATE_KEY, find_runs, is_run_dir, paired_differences,
-                                 swept_parameters, sweep_table)
+from experiments.plot import charted_metrics, plot_run, plot_sweep
+from experiments.results import (REPLICATE_KEY, find_runs, interval_metrics, is_run_dir, metric_is_percent,
+                                 metric_label, paired_differences, swept_parameters, sweep_table)
+from sim.metrics import Z95, metric_class
 from sim.outputs import atomic_write_text
 from sim.power import mde_from_standard_errors, pilot_icc
 
 ALPHA, POWER = 0.05, 0.8
-CHART_ORDER = ("homepage.png", "lift.png", "take_fraction_over_time.png", "ctr_over_time.png",
-               "cumulative_regret.png")
+
+
+def chart_order() -> tuple[str, ...]:
+    """Charts shown first, in this order (then any other chart of the run, by name)."""
+    return ("homepage.png", "lift.png", *(f"{m.name}_over_time.png" for m in charted_metrics()),
+            "cumulative_regret.png")
 
 
 # ---- a tiny document model rendered to HTML or Markdown ----------------------------------------
@@ -103,6 +108,17 @@ def interval(d: dict, digits: int = 3, percent: bool = True, sign: bool = False)
     return f"{d['estimate']:.{digits}f} [{d['ci_low']:.{digits}f}, {d['ci_high']:.{digits}f}]"
 
 
+def metric_interval(name: str, d: dict) -> str:
+    """A metric's estimate and 95 % interval, formatted as the metric table says (percent or not)."""
+    if metric_is_percent(name):
+        return interval(d)
+    if d.get("estimate") is None:
+        return "n/a"
+    # One decimal for counts like minutes; three significant digits for small numbers.
+    fmt = ".1f" if abs(d["estimate"]) >= 10 else ".3g"
+    return f"{d['estimate']:{fmt}} [{d['ci_low']:{fmt}}, {d['ci_high']:{fmt}}]"
+
+
 def p_value(p: float | None) -> str:
     if p is None:
         return "p n/a"
@@ -122,26 +138,27 @@ def run_blocks(run_dir: Path) -> tuple[str, list[Block]]:
                        f"package {m.get('package_version')}, commit {m.get('git_commit') or 'unknown'}; "
                        f"run directory {run_dir}")]
     b.append(Block("heading", "Cells (95 % intervals, members as the randomisation unit)"))
+    names = interval_metrics(m)
+    plain = [k for k in ("regret_per_1k_impressions",) if k in next(iter(m["cells"].values()), {})]
     rows = []
     for name, c in m["cells"].items():
         rows.append([name + (" (control)" if name == control else ""), f"{c['members']:,}",
-                     f"{c['impressions']:,}", interval(c["ctr"]), interval(c["play_rate"]),
-                     interval(c["take_fraction"]), interval(c["minutes_per_member"], 1, percent=False),
-                     ("n/a" if c['regret_per_1k_impressions'] is None
-                      else f"{c['regret_per_1k_impressions']:.3f}")])
-    b.append(Block("table", (["cell", "members", "impressions", "CTR", "play rate", "take fraction",
-                              "minutes per member", "regret / 1k impressions"], rows)))
+                     f"{c['impressions']:,}", *(metric_interval(k, c[k]) for k in names),
+                     *("n/a" if c[k] is None else f"{c[k]:.3f}" for k in plain)])
+    b.append(Block("table", (["cell", "members", "impressions", *map(metric_label, names),
+                              *map(metric_label, plain)], rows)))
     if m.get("lift"):
         b.append(Block("heading", f"Lift over {control} (95 % CI and two-sided p-value, per-member delta method)"))
         rows = []
         for name, lifts in m["lift"].items():
             rows.append([name] + [f"{interval(lifts[k], 1, sign=True)}, {p_value(lifts[k].get('p_value'))}"
-                                  for k in METRIC_LABELS])
-        b.append(Block("table", (["cell"] + list(METRIC_LABELS.values()), rows)))
+                                  for k in names if k in lifts])
+        b.append(Block("table", (["cell"] + [metric_label(k) for k in names if k in lifts], rows)))
         b += power_blocks(m)
     b.append(Block("heading", "Charts"))
-    b += [Block("image", charts / n) for n in CHART_ORDER if (charts / n).is_file()]
-    b += [Block("image", p) for p in sorted(charts.glob("*.png")) if p.name not in CHART_ORDER]
+    order = chart_order()
+    b += [Block("image", charts / n) for n in order if (charts / n).is_file()]
+    b += [Block("image", p) for p in sorted(charts.glob("*.png")) if p.name not in order]
     b.append(Block("heading", "Resolved config"))
     b.append(Block("code", (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file()
                    else yaml.safe_dump(m.get("config", {}), sort_keys=False)))
@@ -157,13 +174,15 @@ def power_blocks(m: dict) -> list[Block]:
     rows = []
     for name in m["lift"]:
         cell = m["cells"][name]
-        for metric, label in METRIC_LABELS.items():
+        for metric in interval_metrics(m):
             r0, r1 = base[metric], cell[metric]
             if None in (r0["estimate"], r0["se"], r1["estimate"], r1["se"]):
                 continue
-            mdes = [mde_from_standard_errors(r0["estimate"], r0["se"], r1["estimate"], r1["se"],
-                                             ALPHA, POWER, s) for s in scales]
-            rows.append([name, label] + [pct(x, 1) for x in mdes])
+            # Lifts are taken on the metric's own scale (artwork gain: before its offset of -1).
+            offset = getattr(metric_class(metric), "offset", 0.0)
+            mdes = [mde_from_standard_errors(r0["estimate"] - offset, r0["se"], r1["estimate"] - offset,
+                                             r1["se"], ALPHA, POWER, s) for s in scales]
+            rows.append([name, metric_label(metric)] + [pct(x, 1) for x in mdes])
     b.append(Block("table", (["cell vs " + control, "metric"]
                              + [f"MDE, {s}x members" if s > 1 else "MDE, this test" for s in scales], rows)))
     tf = base["take_fraction"]
@@ -193,8 +212,8 @@ def sweep_blocks(sweep_dir: Path) -> tuple[str, list[Block]]:
     b.append(Block("heading", "Runs (95 % intervals, per-member delta method)"))
     table = []
     for r in rows:
-        tf = {"estimate": r["take_fraction"], "ci_low": r["take_fraction"] - 1.96 * r["take_fraction_se"],
-              "ci_high": r["take_fraction"] + 1.96 * r["take_fraction_se"]}
+        tf = {"estimate": r["take_fraction"], "ci_low": r["take_fraction"] - Z95 * r["take_fraction_se"],
+              "ci_high": r["take_fraction"] + Z95 * r["take_fraction_se"]}
         lift = {"estimate": r["lift_take_fraction"], "ci_low": r["lift_take_fraction_ci_low"],
                 "ci_high": r["lift_take_fraction_ci_high"]}
         table.append([*(r[k] for k in params), r["cell"], r["control"], interval(tf),

@@ -19,9 +19,9 @@ import yaml
 from scipy import stats as st
 
 from sim.logs import read_impressions
+from sim.metrics import Z95, metric_class
 from sim.outputs import is_complete
 
-Z95 = float(st.norm.ppf(0.975))
 REPLICATE_KEY = "seed"
 POLICY_KEY = "policy"
 
@@ -138,6 +138,25 @@ def _flat_config(config: dict) -> dict[str, Any]:
     return {k: v for k, v in out.items() if not k.startswith("experiment.cells")}
 
 
+def interval_metrics(metrics: dict) -> list[str]:
+    """Names of the metrics a ``metrics.json`` reports with a 95 % interval, in its order (every
+    registered :class:`sim.metrics.Metric` with ``interval``, also one this process cannot import)."""
+    cell = next(iter(metrics["cells"].values()), {})
+    return [k for k, v in cell.items() if isinstance(v, dict) and "se" in v]
+
+
+def metric_label(name: str) -> str:
+    """The metric table's label of ``name`` ("take fraction"); the name in words if unknown."""
+    cls = metric_class(name)
+    return cls.label if cls is not None else name.replace("_", " ")
+
+
+def metric_is_percent(name: str) -> bool:
+    """Whether the metric table shows ``name`` as a percentage (unknown metrics: plain numbers)."""
+    cls = metric_class(name)
+    return bool(cls is not None and cls.percent)
+
+
 def lift_se(lift: dict) -> float:
     """Standard error of log(1 + lift) recovered from a 95 % interval."""
     lo, hi = lift.get("ci_low"), lift.get("ci_high")
@@ -147,7 +166,8 @@ def lift_se(lift: dict) -> float:
 
 
 def sweep_table(runs: list[Run], params: list[str] | None = None) -> list[dict]:
-    """One row per run: swept parameters, the focal cell, its take fraction and lifts."""
+    """One row per run: swept parameters, the focal cell, its metrics (every metric with an
+    interval: estimate and standard error) and their lifts."""
     params = swept_parameters(runs) if params is None else params
     rows = []
     for r in runs:
@@ -156,11 +176,12 @@ def sweep_table(runs: list[Run], params: list[str] | None = None) -> list[dict]:
         row: dict[str, Any] = {"run": r.path.name, **{k: parameter_value(r, k) for k in params},
                                "cell": cell, "control": r.metrics["control"],
                                "impressions": c["impressions"], "members": c["members"]}
-        for metric in ("take_fraction", "ctr"):
+        names = interval_metrics(r.metrics)
+        for metric in names:
             row[metric] = c[metric]["estimate"]
             row[f"{metric}_se"] = c[metric]["se"]
         lift = r.metrics.get("lift", {}).get(cell)
-        for metric in ("take_fraction", "ctr", "play_rate", "minutes_per_member"):
+        for metric in names:
             m = (lift or {}).get(metric) or {}
             row[f"lift_{metric}"] = m.get("estimate")
             row[f"lift_{metric}_ci_low"] = m.get("ci_low")
@@ -231,8 +252,13 @@ def paired_differences(rows: list[dict], key: str, metric: str) -> dict | None:
 
 
 def _param_columns(rows: list[dict]) -> set[str]:
-    fixed = {"run", "cell", "control", "impressions", "members"}
-    return {k for k in rows[0] if k not in fixed and not k.startswith(("take_fraction", "ctr", "lift_"))}
+    """The swept-parameter columns of :func:`sweep_table` rows (they come first, after ``run``)."""
+    out, keys = set(), list(rows[0])
+    for k in keys[1:]:
+        if k == "cell":
+            break
+        out.add(k)
+    return out
 
 
 def read_log(run_dir: Path | str, columns: list[str]) -> tuple[dict[str, np.ndarray], list[str]] | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from sim.logs import read_impressions
-from sim.metrics import lift_interval, ratio_estimate
+from sim.metrics import METRICS, lift_interval
 
 
 def read_log(run_dir: Path | str, columns: list[str]) -> dict[str, np.ndarray]:
@@ -39,13 +39,15 @@ class SegmentEstimate:
 
 def estimate(member: np.ndarray, quality: np.ndarray, expected: np.ndarray,
              uniform: np.ndarray) -> SegmentEstimate:
-    """Member-clustered ratio estimates for one (cell, segment) subset; arrays of shape (n,)."""
+    """Member-clustered estimates of the run's take-fraction and artwork-gain metrics
+    (:mod:`sim.metrics`, the same definitions as ``metrics.json``) for one (cell, segment)
+    subset; arrays of shape (n,)."""
     ids, inverse = np.unique(member, return_inverse=True)
-    n = np.bincount(inverse).astype(np.float64)
-    q = np.bincount(inverse, weights=quality.astype(np.float64))
-    e = np.bincount(inverse, weights=expected.astype(np.float64))
-    u = np.bincount(inverse, weights=uniform.astype(np.float64))
-    return SegmentEstimate(int(member.size), int(ids.size), ratio_estimate(q, n), ratio_estimate(e, u))
+    members = {"impressions": np.bincount(inverse).astype(np.float64)}
+    for column, values in (("quality_plays", quality), ("expected_take", expected), ("uniform_take", uniform)):
+        members[column] = np.bincount(inverse, weights=values.astype(np.float64))
+    return SegmentEstimate(int(member.size), int(ids.size), METRICS["take_fraction"]().estimate(members),
+                           METRICS["artwork_gain"]().estimate(members))
 
 
 def segment_lifts(log: dict[str, np.ndarray], segments: dict[str, np.ndarray], cell: str,

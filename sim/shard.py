@@ -343,8 +343,7 @@ class ShardServer:
         d = s.decisions
         n = d.member.size
         self._impressions += n
-        metrics.add_impressions(d.member, cell.index, d.time, s.click, s.play, s.quality_play,
-                                s.minutes, s.expected_take, s.oracle_take, s.uniform_take)
+        metrics.add_impressions(d.member, cell.index, d.time, s)
         stats = cell.policy.sufficient_stats(s.credited)
         if stats is not None:       # None: a policy that does not learn
             period = trainer_period(available_at, self.config.engine.retrain_hours * 60.0)

@@ -60,7 +60,7 @@ def assert_readable_png(path, min_bytes: int = 10_000):
 # ---- a run --------------------------------------------------------------------------------------
 def test_plot_cli_on_a_run_writes_every_chart_and_the_homepage_picture(run_dir, capsys):
     plot_main([str(run_dir)])
-    names = ["take_fraction_over_time.png", "ctr_over_time.png", "cumulative_regret.png", "lift.png",
+    names = ["ctr_over_time.png", "take_fraction_over_time.png", "cumulative_regret.png", "lift.png",
              "homepage.png"]
     assert [p.rsplit("/", 1)[-1] for p in capsys.readouterr().out.split()] == names
     for name in names:

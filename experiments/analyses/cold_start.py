@@ -18,17 +18,13 @@ import csv
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import yaml
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import yaml  # noqa: E402
-
-from experiments.plot import finish  # noqa: E402
-from experiments.segments import read_log, segment_lifts  # noqa: E402
-from sim.config import experiment_config_from_dict  # noqa: E402
-from sim.world import build_world  # noqa: E402
+from experiments.plotting import finish, percent_axis, plt
+from experiments.segments import read_log, segment_lifts
+from sim.config import experiment_config_from_dict
+from sim.world import build_world
 
 CONTEXTUAL, REFERENCE = "lints", "thompson"
 #: Hours since launch for the new-title segments.
@@ -83,11 +79,12 @@ def _chart(result: dict, cell: str, reference: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(13, 5.5))
     for j, (kind, label) in enumerate((("gain_lift", "artwork gain over a random image (true probabilities)"),
                                        ("lift", "realised take fraction"))):
-        est = np.array([result[s][kind]["estimate"] for s in segs]) * 100
-        lo = np.array([result[s][kind]["ci_low"] for s in segs]) * 100
-        hi = np.array([result[s][kind]["ci_high"] for s in segs]) * 100
+        est = np.array([result[s][kind]["estimate"] for s in segs])
+        lo = np.array([result[s][kind]["ci_low"] for s in segs])
+        hi = np.array([result[s][kind]["ci_high"] for s in segs])
         ax.bar(x + (j - 0.5) * 0.38, est, 0.38, yerr=[est - lo, hi - est], capsize=4, label=label)
     ax.axhline(0, color="black", lw=0.8)
+    percent_axis(ax)
     ax.set_xticks(x, [f"{s.replace(', ', chr(10))}\n({result[s]['cell'].impressions:,} imp.)" for s in segs],
                   fontsize=8)
     return finish(fig, ax, path, title=f"Cold start: lift of '{cell}' over '{reference}' by segment (95 % CI)",

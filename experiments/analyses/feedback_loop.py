@@ -30,20 +30,18 @@ import csv
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments.results import analysis_runs, mean_se  # noqa: E402
-from experiments.segments import read_log  # noqa: E402
-from sim.bias import (catalog_coverage, effective_catalog_size, gini, homogenization,  # noqa: E402
-                      logged_take_bias, popularity_amplification)
-from sim.ope.runs import run_config, run_world  # noqa: E402
-from sim.outputs import write_csv  # noqa: E402
-from sim.policies import DecisionBatch  # noqa: E402
-from sim.streams import generator  # noqa: E402
+from experiments.plotting import band, percent_axis, plt, save
+from experiments.results import analysis_runs, mean_se, metric_is_percent
+from experiments.segments import read_log
+from sim.bias import (catalog_coverage, effective_catalog_size, gini, homogenization, logged_take_bias,
+                      popularity_amplification)
+from sim.metrics import METRICS
+from sim.ope.runs import run_config, run_world
+from sim.outputs import write_csv
+from sim.streams import generator
+from sim.policies import DecisionBatch
 
 #: Members per cell in the homogenization sample (the Jaccard matrix is sample x sample).
 HOMOGENIZATION_SAMPLE = 300
@@ -60,7 +58,7 @@ METRICS = (("gini_impressions", "Gini of impressions", "Gini of impressions (0�
             "top-decile exposure share / appeal share (ratio)"),
            ("homogenization", "homogenization vs oracle", "Δ nearest-member Jaccard (0–1 scale)"),
            ("drift", "ranker drift", "Spearman ρ with true fit (−1 to 1)"),
-           ("take_fraction", "take fraction", "take fraction (quality plays / impression)"))
+           ("take_fraction", "take fraction", METRICS["take_fraction"].axis_label()))
 
 
 def run_with_world(run_dir: Path):
@@ -224,19 +222,19 @@ def _chart(daily: list[dict], n_seeds: int, path: Path) -> Path:
             ls = "--" if policy == "lints" else "-"
             ax.plot(days, mean, ls, color=colors[arm], label=c, lw=1.6)
             if n_seeds > 1:
-                ax.fill_between(days, mean - 1.96 * se, mean + 1.96 * se, color=colors[arm], alpha=0.12)
+                band(ax, days, mean, se, colors[arm], alpha=0.12)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("simulated time (days)")
         ax.set_ylabel(ylabel, fontsize=9)
+        if metric_is_percent(key):          # metrics of the metric table keep its formatting
+            percent_axis(ax)
         ax.tick_params(labelbottom=True)
-        ax.grid(alpha=0.3)
+        ax.grid()
     axes[0, 0].legend(fontsize=7, ncol=2, title="ranker.policy (dashed: lints)", title_fontsize=7)
-    band = f"mean over {n_seeds} seeds, 95 % band" if n_seeds > 1 else "one seed"
-    fig.suptitle(f"Feedback loop: exposure concentration, diversity and ranker drift per day ({band})")
+    how = f"mean over {n_seeds} seeds, 95 % band" if n_seeds > 1 else "one seed"
+    fig.suptitle(f"Feedback loop: exposure concentration, diversity and ranker drift per day ({how})")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> None:

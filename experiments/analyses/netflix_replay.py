@@ -17,15 +17,11 @@ import argparse
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments.evaluate import evaluate, load_source  # noqa: E402
-from experiments.plot import finish  # noqa: E402
-from sim.outputs import write_csv  # noqa: E402
+from experiments.evaluate import evaluate, load_source
+from experiments.plotting import finish, percent_axis, plt
+from sim.outputs import write_csv
 
 LOGGER = "uniform"
 ESTIMATORS = ["replay", "ipw"]
@@ -56,7 +52,7 @@ def analyze(run_dir: Path, logger: str = LOGGER, n_bootstrap: int = 500) -> list
 def _chart(rows: list[dict], n_train: int, n_test: int, path: Path) -> Path:
     rows = sorted(rows, key=lambda r: r["estimate"])
     names = [r["policy"] for r in rows]
-    pct = lambda k: np.array([r[k] for r in rows]) * 100  # noqa: E731
+    pct = lambda k: np.array([r[k] for r in rows])  # noqa: E731  (fractions; percent axes)
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1.2, 1]})
     x = np.arange(len(rows))
     est, lo, hi = pct("estimate"), pct("ci_low"), pct("ci_high")
@@ -71,7 +67,8 @@ def _chart(rows: list[dict], n_train: int, n_test: int, path: Path) -> Path:
                    f"scored on {n_test:,} impressions)")
     left.set_xlabel("artwork policy")
     left.set_ylabel("take fraction (%)")
-    left.grid(axis="y", alpha=0.3)
+    percent_axis(left)
+    left.grid(axis="y")
     left.legend(loc="upper left")
     on, on_lo, on_hi = pct("online_take_fraction"), pct("online_ci_low"), pct("online_ci_high")
     for i, name in enumerate(names):
@@ -79,6 +76,7 @@ def _chart(rows: list[dict], n_train: int, n_test: int, path: Path) -> Path:
                        yerr=[[on[i] - on_lo[i]], [on_hi[i] - on[i]]], fmt="o", capsize=3, label=name)
     span = [min(lo.min(), on_lo.min()) * 0.95, max(hi.max(), on_hi.max()) * 1.05]
     right.plot(span, span, color="grey", lw=1, ls="--", label="replay = online")
+    percent_axis(right, "both")
     return finish(fig, right, path, title="Replay (offline) vs A/B test (online)",
                   xlabel="replay take fraction (%)", ylabel="online take fraction in the A/B test (%)",
                   legend_title="policy", fontsize=8)

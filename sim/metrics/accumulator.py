@@ -1,34 +1,23 @@
-"""Online metric accumulators, lifts with confidence intervals, and time series.
+"""Online accumulators of the metric table's columns, per member and per (time bucket, cell).
 
 Everything is accumulated as sums, so memory does not grow with simulated time: per-member totals
-(the randomisation unit, for confidence intervals), and per-cell totals per time bucket.
-
-Ratio metrics (CTR, play rate, take fraction) are sums over a cell's members of an outcome
-divided by the sum of impressions; their variance comes from the delta method over members
-(impressions of one member are correlated, members are independent)::
-
-    R = sum_m y_m / sum_m n_m,   Var(R) ~= Var_m(y_m - R n_m) / (N * mean(n)^2)
-
-Lift = R_cell / R_control - 1 with a 95 % interval from the log-ratio's standard error.
+(the randomisation unit, for confidence intervals), and per-cell totals per time bucket. The
+summary and the time series are computed from them by the registered metrics.
 """
 from __future__ import annotations
 
 import math
-import numpy as np
-from scipy import stats as st
+from typing import Any
 
-#: Per-member accumulated columns.
-MEMBER_COLUMNS = ("impressions", "clicks", "plays", "quality_plays", "minutes", "visits",
-                  "expected_take", "uniform_take")
-#: Per-cell, per-bucket accumulated columns.
-SERIES_COLUMNS = ("impressions", "clicks", "plays", "quality_plays", "minutes", "visits",
-                  "expected_take", "oracle_take", "uniform_take")
-#: Ratio metrics reported with intervals: name -> numerator column.
-RATIO_METRICS = {"ctr": "clicks", "play_rate": "plays", "take_fraction": "quality_plays"}
+import numpy as np
+
+from sim.metrics.intervals import interval, lift_interval
+from sim.metrics.table import (CELL_TOTALS, COLUMNS, MEMBER_COLUMNS, SERIES_COLUMNS, Metric, RatioMetric,
+                               all_metrics, metric_class)
 
 
 class MetricsAccumulator:
-    """Sums per member and per (time bucket, cell).
+    """Sums of :data:`COLUMNS` per member and per (time bucket, cell).
 
     ``member_offset``: the accumulator covers members ``member_offset .. + n_members`` (one
     member block of a shard); :meth:`combine` joins consecutive blocks."""
@@ -58,18 +47,19 @@ class MetricsAccumulator:
         return out
 
     def add_visits(self, member: np.ndarray, cell: np.ndarray, time: np.ndarray) -> None:
-        np.add.at(self.per_member[:, 5], member - self.member_offset, 1.0)
+        """Count visits: member (v,), cell index (v,), time (v,) minutes."""
+        np.add.at(self.per_member[:, _MEMBER_VISITS], member - self.member_offset, 1.0)
         b = self._bucket(time)
-        np.add.at(self.series[:, :, 5], (b, cell), 1.0)
+        np.add.at(self.series[:, :, _SERIES_VISITS], (b, cell), 1.0)
 
-    def add_impressions(self, member: np.ndarray, cell_index: int, time: np.ndarray,
-                        click, play, quality, minutes, expected_take, oracle_take, uniform_take) -> None:
-        """Accumulate n impressions of one cell; every array has shape (n,)."""
-        vals = np.column_stack([np.ones(member.size), click, play, quality, minutes])
-        scatter_add_rows(self.per_member, member - self.member_offset, np.column_stack(
-            [vals, np.zeros(member.size), expected_take, uniform_take]))
+    def add_impressions(self, member: np.ndarray, cell_index: int, time: np.ndarray, served: Any) -> None:
+        """Accumulate n impressions of one cell: member (n,), time (n,) minutes, and ``served``
+        with one (n,) array per :attr:`Column.source` (a :class:`sim.serving.ServedImpressions`)."""
+        n = member.size
+        full = np.column_stack([np.zeros(n) if c.per_visit else np.ones(n) if c.source is None
+                                else getattr(served, c.source) for c in COLUMNS])
+        scatter_add_rows(self.per_member, member - self.member_offset, full[:, _MEMBER_IN_SERIES])
         b = self._bucket(time)
-        full = np.column_stack([vals, np.zeros(member.size), expected_take, oracle_take, uniform_take])
         # Buckets inside one serving window are few: sum per bucket with bincount.
         for j in range(full.shape[1]):
             self.series[:, cell_index, j] += np.bincount(b, weights=full[:, j],
@@ -79,41 +69,29 @@ class MetricsAccumulator:
         return np.minimum((time // self.bucket_minutes).astype(np.int64), self.series.shape[0] - 1)
 
     # ---- summaries ------------------------------------------------------------------------
-    def summary(self, member_cell: np.ndarray, control: str) -> dict:
-        """Per-cell metrics with 95 % intervals and lifts against ``control``."""
+    def summary(self, member_cell: np.ndarray, control: str, metrics: list[Metric] | None = None) -> dict:
+        """Per-cell totals and metrics (default: every registered one) with 95 % intervals, and
+        lifts against ``control``."""
+        metrics = all_metrics() if metrics is None else metrics
+        with_interval = [m for m in metrics if m.interval]
         out: dict = {"cells": {}, "lift": {}}
         totals = self.series.sum(axis=0)
         estimates = {}
         for c, name in enumerate(self.cell_names):
             pm = self.per_member[member_cell == c]
+            members = {col: pm[:, j] for j, col in enumerate(MEMBER_COLUMNS)}
             t = dict(zip(SERIES_COLUMNS, totals[c]))
-            cell = {"members": int(pm.shape[0]), "impressions": int(t["impressions"]),
-                    "visits": int(t["visits"]), "clicks": int(t["clicks"]), "plays": int(t["plays"]),
-                    "quality_plays": int(t["quality_plays"]), "minutes": float(t["minutes"])}
+            cell = {"members": int(pm.shape[0]), **{k: kind(t[k]) for k, kind in CELL_TOTALS.items()}}
             estimates[name] = {}
-            for metric, col in RATIO_METRICS.items():
-                r, se = ratio_estimate(pm[:, MEMBER_COLUMNS.index(col)], pm[:, 0])
-                estimates[name][metric] = (r, se)
-                cell[metric] = _interval(r, se)
-            # Artwork gain: true take of the shown images over a random image's, on the same
-            # impressions (simulator ground truth). Member, title and position effects cancel in
-            # the ratio, so it isolates the artwork policy with little noise.
-            g, g_se = ratio_estimate(pm[:, MEMBER_COLUMNS.index("expected_take")],
-                                     pm[:, MEMBER_COLUMNS.index("uniform_take")])
-            estimates[name]["artwork_gain"] = (g, g_se)
-            cell["artwork_gain"] = _interval(g - 1.0, g_se)
-            mins = pm[:, MEMBER_COLUMNS.index("minutes")]
-            m_se = float(mins.std(ddof=1) / math.sqrt(mins.size)) if mins.size > 1 else float("nan")
-            estimates[name]["minutes_per_member"] = (float(mins.mean()) if mins.size else float("nan"), m_se)
-            cell["minutes_per_member"] = _interval(*estimates[name]["minutes_per_member"])
+            for m in with_interval:
+                r, se = m.estimate(members)
+                estimates[name][m.name] = (r, se)
+                cell[m.name] = interval(r + m.offset if m.offset else r, se)
             # Per-impression rates of a cell without impressions are undefined (NaN -> null in
             # metrics.json, with the reason under "undefined"), not 0.
-            n = t["impressions"] if t["impressions"] > 0 else float("nan")
-            cell["expected_take_fraction"] = t["expected_take"] / n
-            cell["oracle_take_fraction"] = t["oracle_take"] / n
-            cell["uniform_take_fraction"] = t["uniform_take"] / n
-            cell["expected_regret"] = t["oracle_take"] - t["expected_take"]
-            cell["regret_per_1k_impressions"] = 1000.0 * (t["oracle_take"] - t["expected_take"]) / n
+            for m in metrics:
+                if not m.interval:
+                    cell[m.name] = m.value(t)
             out["cells"][name] = cell
         base = estimates[control]
         for name in self.cell_names:
@@ -123,23 +101,33 @@ class MetricsAccumulator:
         out["undefined"] = undefined_reasons(out, control)
         return out
 
-    def time_series(self) -> list[dict]:
-        """Rows (bucket, cell) with counts, rates and cumulative expected regret."""
+    def time_series(self, metrics: list[Metric] | None = None) -> list[dict]:
+        """Rows (bucket, cell) with column sums, the rate of every time-series ratio metric (with
+        its binomial standard error when ``binomial``) and cumulative expected regret."""
+        metrics = all_metrics() if metrics is None else metrics
+        rates = [m for m in metrics if isinstance(m, RatioMetric) and m.time_series]
         rows = []
-        cum_regret = np.cumsum(self.series[:, :, 7] - self.series[:, :, 6], axis=0)
+        col = {name: j for j, name in enumerate(SERIES_COLUMNS)}
+        cum_regret = np.cumsum(self.series[:, :, col["oracle_take"]] - self.series[:, :, col["expected_take"]],
+                               axis=0)
         for b in range(self.series.shape[0]):
             for c, name in enumerate(self.cell_names):
                 s = dict(zip(SERIES_COLUMNS, self.series[b, c]))
-                n = s["impressions"]
                 row = {"hour": (b + 1) * self.bucket_minutes / 60.0, "cell": name, **s}
-                for metric, col in RATIO_METRICS.items():
-                    p = s[col] / n if n else float("nan")
-                    # Binomial standard error per bucket (ignores within-member correlation).
-                    row[metric] = p
-                    row[metric + "_se"] = math.sqrt(p * (1 - p) / n) if n else float("nan")
+                for m in rates:
+                    n = s[m.denominator]
+                    p = s[m.numerator] / n if n else float("nan")
+                    row[m.name] = p
+                    if m.binomial:   # ignores within-member correlation (experiments.plot has the clustered one)
+                        row[m.name + "_se"] = math.sqrt(p * (1 - p) / n) if n else float("nan")
                 row["cumulative_regret"] = float(cum_regret[b, c])
                 rows.append(row)
         return rows
+
+
+_MEMBER_VISITS = MEMBER_COLUMNS.index("visits")
+_SERIES_VISITS = SERIES_COLUMNS.index("visits")
+_MEMBER_IN_SERIES = [SERIES_COLUMNS.index(c) for c in MEMBER_COLUMNS]
 
 
 def undefined_reasons(summary: dict, control: str) -> dict[str, str]:
@@ -156,9 +144,10 @@ def undefined_reasons(summary: dict, control: str) -> dict[str, str]:
             fields = value if isinstance(value, dict) else {"value": value}
             if all(isinstance(v, (int, float)) and math.isfinite(v) for v in fields.values()):
                 continue
+            needs_impressions = getattr(metric_class(metric), "needs_impressions", True)
             if cell["members"] == 0:
                 why = "no members were allocated to this cell"
-            elif cell["impressions"] == 0 and metric != "minutes_per_member":
+            elif cell["impressions"] == 0 and needs_impressions:
                 why = "the cell had no impressions"
             elif isinstance(value, dict) and math.isfinite(value["estimate"]):
                 why = "fewer than 2 members with impressions: no standard error"
@@ -190,37 +179,3 @@ def scatter_add_rows(target: np.ndarray, rows: np.ndarray, values: np.ndarray) -
     width, k = target.shape[1], values.shape[1]
     flat = (rows.astype(np.int64)[:, None] * width + np.arange(k)).ravel()
     np.add.at(target.reshape(-1), flat, values.ravel())
-
-
-def ratio_estimate(numerator: np.ndarray, denominator: np.ndarray) -> tuple[float, float]:
-    """Ratio of sums over members and its delta-method standard error."""
-    keep = denominator > 0
-    y, n = numerator[keep], denominator[keep]
-    N = y.size
-    if N == 0:
-        return float("nan"), float("nan")
-    r = float(y.sum() / n.sum())
-    if N < 2:
-        return r, float("nan")
-    resid = y - r * n
-    se = float(math.sqrt(resid.var(ddof=1) / N) / n.mean())
-    return r, se
-
-
-def _interval(estimate: float, se: float) -> dict:
-    z = st.norm.ppf(0.975)
-    return {"estimate": estimate, "se": se, "ci_low": estimate - z * se, "ci_high": estimate + z * se}
-
-
-def lift_interval(r1: float, se1: float, r0: float, se0: float) -> dict:
-    """Lift r1 / r0 - 1 with a 95 % interval and two-sided p-value on the log scale."""
-    if not (r1 > 0 and r0 > 0) or not (math.isfinite(se1) and math.isfinite(se0)):
-        return {"estimate": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "p_value": float("nan")}
-    log_lift = math.log(r1 / r0)
-    se = math.sqrt((se1 / r1) ** 2 + (se0 / r0) ** 2)
-    z = st.norm.ppf(0.975)
-    p = float(2 * st.norm.sf(abs(log_lift) / se)) if se > 0 else float("nan")
-    return {"estimate": r1 / r0 - 1, "ci_low": math.exp(log_lift - z * se) - 1,
-            "ci_high": math.exp(log_lift + z * se) - 1, "p_value": p}
-
-
