@@ -178,6 +178,7 @@ FLAT = {"response": {"fit_weight": 0.0, "title_quality_weight": 0.0, "appeal_sd"
                      "theme_weight": 0.0, "clickbait_appeal": 0.0}}
 
 
+@pytest.mark.slow
 def test_exposure_concentrates_when_appeal_is_flat():
     """No title is truly better (fit and quality weights 0, near-identical images).
 
@@ -212,6 +213,7 @@ def _daily_gini(ranker: dict, seeds: range, days: float = 6) -> np.ndarray:
                      for seed in seeds])
 
 
+@pytest.mark.slow
 def test_popularity_ranker_gini_rises_when_appeal_is_flat():
     """Rich get richer: with flat appeal and flat hype the popularity ranker starts with every
     title tied (ties broken at random per visit, so day-1 exposure is spread), then ranks by the

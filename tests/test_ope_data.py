@@ -208,6 +208,7 @@ def test_evaluate_a_run_directory(run, tmp_path, capsys):
     assert img.shape[0] >= 400 and img.shape[1] >= 700 and np.ptp(img[..., :3]) > 0.5
 
 
+@pytest.mark.slow
 def test_evaluate_an_open_bandit_dataset_file_from_the_command_line(tmp_path):
     csv = write_obd(obd_frame(400, seed=3), tmp_path / "all.csv")
     done = subprocess.run([sys.executable, "-m", "experiments.evaluate", str(csv), "--policy", "uniform",
@@ -231,6 +232,7 @@ def test_evaluate_refuses_bad_input_clearly(run, tmp_path, capsys):
     assert "'propensity_score': 40 of 40 rows" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ope_accuracy_quick_run_writes_tables_and_charts(tmp_path, capsys):
     assert ope_accuracy.main(["--quick", "--n-bootstrap", "20", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out

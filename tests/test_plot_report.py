@@ -58,6 +58,7 @@ def assert_readable_png(path, min_bytes: int = 10_000):
 
 
 # ---- a run --------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_plot_cli_on_a_run_writes_every_chart_and_the_homepage_picture(run_dir, capsys):
     plot_main([str(run_dir)])
     names = ["ctr_over_time.png", "take_fraction_over_time.png", "cumulative_regret.png", "lift.png",
@@ -136,6 +137,7 @@ def test_report_and_plot_refuse_a_directory_without_runs(main, tmp_path):
 
 
 # ---- a sweep -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_plot_and_report_on_a_sweep(sweep):
     sweep_dir, first = sweep
     assert first.returncode == 0, first.stderr[-3000:]

@@ -213,6 +213,7 @@ def test_plot_cli(run, tmp_path):
 
 
 # ---- the run CLI ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_run_cli_runs_then_skips_a_completed_directory(tmp_path):
     out = tmp_path / "cli"
     args = ("experiments.run", "world=tiny", "engine.days=0.5", "engine.progress=false",
@@ -249,6 +250,7 @@ def test_run_cli_refusal_keeps_files_it_did_not_write(tmp_path):
     assert (out / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_run_cli_multirun_writes_one_complete_run_per_job(tmp_path):
     sweep = tmp_path / "sweep"
     done = cli("experiments.run", "-m", "world=tiny", "engine.days=0.25", "engine.progress=false",

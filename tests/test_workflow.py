@@ -101,6 +101,7 @@ def test_shared_ranker_experiment_composes(scope):
 
 
 # ---- A/A: the reported p-values have the nominal false-positive rate --------------------------------
+@pytest.mark.slow
 def test_aa_false_positive_rate_is_nominal():
     """40 tiny A/A runs (two identical uniform cells, different seeds): the number of p < 0.05
     per metric must be plausible under Binomial(40, 0.05) (P(more than 7) = 0.0007)."""
@@ -262,6 +263,7 @@ def test_sweep_runs_every_job_in_parallel_into_stable_self_contained_directories
     assert (sweep_dir / "sweep_summary.csv").is_file()
 
 
+@pytest.mark.slow
 def test_rerunning_a_sweep_skips_complete_runs_and_redoes_an_interrupted_one(sweep):
     sweep_dir, first = sweep
     assert first.returncode == 0, first.stderr[-3000:]
@@ -290,6 +292,7 @@ class Boom(ArtworkPolicy):
 '''
 
 
+@pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_sweep_and_fails_it_at_the_end(tmp_path):
     (tmp_path / "boom_policy.py").write_text(BOOM)
     sweep = tmp_path / "sweep"
