@@ -16,7 +16,7 @@ IS_SUPPORTED := -c 'import sys; sys.exit(sys.version_info < (3, 11))'
 # tiny run and the quick tests of the engine, backends and imports.
 SMOKE_VENV  := .venv-smoke
 SMOKE_ARGS  := world=tiny engine.days=0.5 engine.progress=false hydra.run.dir=outputs/smoke
-SMOKE_TESTS := tests/test_imports.py tests/test_world.py tests/test_engine.py tests/test_scale.py
+SMOKE_TESTS := tests/engine/test_imports.py tests/world/test_world.py tests/engine/test_engine.py tests/scale/test_scale.py
 
 .PHONY: run test test-quick smoke bench clean
 
@@ -60,7 +60,7 @@ run: $(STAMP)
 test: $(TSTAMP)
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest $(TESTS)
 
-# Everything but the tests marked slow (a few minutes less); `TESTS=tests/test_x.py` narrows it.
+# Everything but the tests marked slow (a few minutes less); `TESTS=tests/engine` narrows it.
 test-quick: $(TSTAMP)
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -m "not slow" $(TESTS)
 

@@ -1,5 +1,14 @@
-"""Small shared fixtures: one tiny world and a batch of random impressions on it."""
+"""Shared builders and fixtures: tiny worlds and configs, a command-line runner, one tiny world
+with a batch of random impressions, and one command-line sweep per test session.
+
+Test modules import the plain builders (``from tests.conftest import tiny_config``); fixtures
+reach them the usual way."""
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -8,7 +17,66 @@ from sim.streams import generator
 from sim.testing import make_decision_batch
 from sim.world import build_world
 
+REPO = Path(__file__).resolve().parent.parent
+#: Every policy that needs no extra settings, for runs that should exercise them all.
+POLICIES = ["uniform", "fixed", "thompson", "epsilon_greedy", "ucb1", "softmax", "lints",
+            "linucb", "logistic_ts", "oracle"]
 
+
+# ---- config builders ----------------------------------------------------------------------------------
+def tiny_world(**overrides) -> dict:
+    """A world section that builds in milliseconds: 60 members, 12 titles, 4 genres."""
+    return {"name": "tiny", "n_members": 60, "n_titles": 12, "n_genres": 4, "artworks_min": 2,
+            "artworks_max": 4, "history_length": 8, "visits_per_day": 3.0, **overrides}
+
+
+def cells_of(policies, params: dict | None = None) -> list[dict]:
+    """One equal-share cell per policy name; ``params[name]`` adds that policy's settings."""
+    params = params or {}
+    return [{"name": p, "share": 1 / len(policies), "policy": {"name": p, **params.get(p, {})}}
+            for p in policies]
+
+
+def tiny_config(policies=POLICIES, world=None, engine=None, params=None) -> dict:
+    """A one-day experiment with one cell per policy on :func:`tiny_world`."""
+    return {"seed": 1, "world": world or tiny_world(),
+            "engine": {"days": 1, "progress": False, "retrain_hours": 3, **(engine or {})},
+            "ranker": {"name": "learned", "rows": 3, "columns": 4},
+            "experiment": {"name": "edge", "control": policies[0], "cells": cells_of(policies, params)}}
+
+
+def tiny_run_config(cells=("uniform", "fixed", "oracle"), days: float = 1.0) -> dict:
+    """A run big enough for off-policy estimates: 400 members, 40 titles, the default homepage."""
+    return {"seed": 0, "world": tiny_world(n_members=400, n_titles=40, n_genres=8, artworks_max=6,
+                                           history_length=16),
+            "engine": {"days": days, "progress": False}, "ranker": {"name": "learned"},
+            "experiment": {"name": "ope-test", "control": cells[0], "cells": cells_of(cells)}}
+
+
+# ---- command lines ------------------------------------------------------------------------------------
+def cli(*args: str, timeout: float = 180, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m <args>`` from the repository root, as a user types it."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+SWEEP_ARGS = ("world=tiny", "engine.days=0.5", "policy=thompson,epsilon_greedy",
+              "engine.retrain_hours=3,6", "seed=0")
+SWEEP_RUNS = sorted(f"engine.days=0.5,engine.retrain_hours={h},policy={p},seed=0,world=tiny"
+                    for h in (3, 6) for p in ("epsilon_greedy", "thompson"))
+
+
+@pytest.fixture(scope="session")
+def sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A 2 x 2 sweep (policy x retrain cadence) on the tiny world with the default (joblib)
+    launcher, run once per test session (workflow and chart tests share it)."""
+    sweep_dir = tmp_path_factory.mktemp("tiny_sweep") / "sweep"
+    return sweep_dir, cli("experiments.run", "-m", *SWEEP_ARGS, f"hydra.sweep.dir={sweep_dir}")
+
+
+# ---- one tiny world -----------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def world():
     """300 members, 60 titles (3-12 artworks each), 8 genres, three days: builds in ~0.1 s."""

@@ -13,7 +13,7 @@ one ``(B, n) @ (n, 3m)`` product per chunk instead of ``m`` separate bootstraps,
 different estimators are computed on the very same resampled logs.
 
 The interval is the percentile interval, the same as ``scipy.stats.bootstrap(...,
-method="percentile")`` with the impressions resampled as pairs (``tests/test_ope.py`` checks the
+method="percentile")`` with the impressions resampled as pairs (``tests/ope/test_ope.py`` checks the
 two agree).
 """
 from __future__ import annotations

@@ -6,7 +6,6 @@ import csv
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +16,9 @@ import pytest
 
 from sim.metrics import METRICS, Z95, MetricsAccumulator, RatioMetric, build_metrics
 from sim.schema import ConfigError
+from tests.readme_examples import readme_block
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -91,16 +91,8 @@ def test_metrics_are_selected_by_name_or_target_and_a_typo_is_refused():
         build_metrics(["take_fractoin"])
 
 
-def _readme_metric_example() -> str | None:
-    readme = (REPO / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
-    return next((b for b in blocks if "class VisitSuccess" in b), None)
-
-
 def test_readme_metric_example_runs_and_reaches_metrics_timeseries_and_report(tmp_path):
-    source = _readme_metric_example()
-    if source is None:
-        pytest.skip("the README has no 'Writing your own metric' example yet")
+    source = readme_block("class VisitSuccess")
     (tmp_path / "my_metrics.py").write_text(source)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "my_metrics.py"], cwd=tmp_path, env=env, capture_output=True,

@@ -7,11 +7,9 @@ each comes with a check that the effect it guards against would have been visibl
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -30,6 +28,8 @@ from sim.ope.runs import read_visit_contexts, run_config, run_world
 from sim.runner import run_experiment
 from sim.schema import ConfigError
 from sim.testing import check_estimator
+from tests.readme_examples import readme_block
+from tests.conftest import tiny_run_config
 
 
 # ---- a hand-computable case -------------------------------------------------------------------------
@@ -244,16 +244,6 @@ def test_reward_model_recovers_multiplicative_effects_and_cross_fits():
 
 
 # ---- ground truth on a simulator run ------------------------------------------------------------------
-def tiny_run_config(cells=("uniform", "fixed", "oracle"), days: float = 1.0) -> dict:
-    return {"seed": 0, "world": {"name": "tiny", "n_members": 400, "n_titles": 40, "n_genres": 8,
-                                 "artworks_min": 2, "artworks_max": 6, "history_length": 16,
-                                 "visits_per_day": 3.0},
-            "engine": {"days": days, "progress": False}, "ranker": {"name": "learned"},
-            "experiment": {"name": "ope-test", "control": cells[0],
-                           "cells": [{"name": c, "share": 1 / len(cells), "policy": {"name": c}}
-                                     for c in cells]}}
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ope") / "run"
@@ -374,7 +364,7 @@ def test_estimator_hyperparameters_and_names_are_validated_with_the_key():
     with pytest.raises(ConfigError, match="did you mean 'lambda_'"):
         build_estimator({"name": "dr", "lambd": 2})
     with pytest.raises(ConfigError, match=r"a subclass of sim\.ope\.estimators\.(base\.)?OffPolicyEstimator"):
-        build_estimator("tests.test_ope.hand_case")
+        build_estimator("tests.ope.test_ope.hand_case")
 
 
 def test_obp_methods_agree_on_the_hand_case():
@@ -393,7 +383,7 @@ def test_a_user_estimator_runs_next_to_the_builtins_by_import_path():
     case = hand_case()
     kw = {k: case[k] for k in ("reward", "action", "pscore", "position")}
     res = estimate_all(**kw, action_dists={"target": case["action_dist"]},
-                       estimators=["ipw", "tests.test_ope.LoggedMean", IPW(lambda_=1.8)],
+                       estimators=["ipw", "tests.ope.test_ope.LoggedMean", IPW(lambda_=1.8)],
                        rng=np.random.default_rng(0), n_bootstrap=200)["target"]
     assert res["LoggedMean"].value == pytest.approx(0.5, abs=1e-12)   # mean of the logged rewards
     assert res["ipw"].value == pytest.approx(0.85, abs=1e-12)          # the instance given last wins
@@ -401,30 +391,23 @@ def test_a_user_estimator_runs_next_to_the_builtins_by_import_path():
 
 
 # ---- the README's estimator example --------------------------------------------------------------------
-README = Path(__file__).resolve().parent.parent / "README.md"
-
-
-def _readme_blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.S)
 
 
 def test_readme_estimator_example_works_as_printed(run, tmp_path, monkeypatch):
     """The README's "Writing your own estimator" code, as printed: the class, its check, and the
     evaluate command line with it (on this module's tiny run)."""
-    module = next((b for b in _readme_blocks("python") if "class BaselineIPW" in b), None)
-    if module is None:
-        pytest.skip("README.md has no 'Writing your own estimator' example (class BaselineIPW) yet")
+    module = readme_block("class BaselineIPW")
     (tmp_path / "my_estimators.py").write_text(module)
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("my_estimators", None)
-    check = next(b for b in _readme_blocks("python") if "check_estimator(BaselineIPW" in b)
+    check = readme_block("check_estimator(BaselineIPW")
     exec(compile(check, "README.md", "exec"), {})
     from my_estimators import BaselineIPW
 
     assert BaselineIPW().estimate_policy_value(**{k: v for k, v in hand_case().items()
                                                   if k != "estimated_rewards_by_reg_model"}) \
         == pytest.approx(0.9, abs=1e-12)                  # baseline 0: plain ipw
-    command = next(b for b in _readme_blocks("bash") if "my_estimators.BaselineIPW" in b)
+    command = readme_block("my_estimators.BaselineIPW", "bash")
     argv = shlex.split(command.replace("\\\n", " ").replace("<run dir>", str(run[0])))
     assert argv[:3] == ["python", "-m", "experiments.evaluate"]
     from experiments import evaluate

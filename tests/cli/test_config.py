@@ -20,6 +20,7 @@ from experiments.run import CONFIG_DIR, config_to_dict
 from sim.config import ConfigError, experiment_config_from_dict
 from sim.engine import Simulation
 from sim.runner import run_experiment
+from tests.conftest import tiny_world
 
 #: Every option of the policy group: one per built-in policy (generated from the classes by
 #: experiments.config_store) plus any YAML file under configs/policy.
@@ -35,8 +36,7 @@ def tiny_config() -> dict:
     """A valid two-cell config on a world that builds in milliseconds."""
     return {
         "seed": 0,
-        "world": {"name": "tiny", "n_members": 60, "n_titles": 12, "n_genres": 4,
-                  "artworks_min": 2, "artworks_max": 5, "history_length": 8},
+        "world": tiny_world(artworks_max=5),
         "engine": {"days": 0.25, "progress": False},
         "ranker": {"name": "popularity"},
         "policy": {"name": "thompson"},
@@ -633,7 +633,7 @@ def test_the_differences_check_can_fail(tmp_path):
     (tmp_path / "experiment" / "bad.yaml").write_text(
         "engine: {days: 14}\nexperiment:\n  ranker_scope: shared\n  cells:\n"
         "    - {name: a, policy: {name: thompson, reward: quality_play}, ranker: {name: learned, l2: 1.0}}\n")
-    import tests.test_config as me
+    me = sys.modules[__name__]
     old = me.CONFIG_DIR
     me.CONFIG_DIR = str(tmp_path)
     try:
@@ -680,7 +680,7 @@ class DimmedResponse(ResponseModel):
         click_scale: float = param(1.0, gt=0.0, le=1.0, doc="multiplies P(click)")
 
 
-HERE = "tests.test_config"
+HERE = __name__
 
 
 def test_user_policy_with_declared_params_by_target():

@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +17,9 @@ from sim.config import ConfigError, experiment_config_from_dict
 from sim.engine import Simulation, allocate_cells
 from sim.metrics import lift_interval, ratio_estimate
 from sim.power import PlannedTest, design_effect, mde_from_standard_errors, pilot_icc
+from tests.conftest import SWEEP_ARGS, SWEEP_RUNS, cli
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ---- allocation -----------------------------------------------------------------------------------
@@ -212,38 +210,6 @@ def test_power_cli(capsys):
 
 
 # ---- sweeps from the command line ----------------------------------------------------------------
-SWEEP_ARGS = ("world=tiny", "engine.days=0.5", "policy=thompson,epsilon_greedy",
-              "engine.retrain_hours=3,6", "seed=0")
-SWEEP_RUNS = sorted(f"engine.days=0.5,engine.retrain_hours={h},policy={p},seed=0,world=tiny"
-                    for h in (3, 6) for p in ("epsilon_greedy", "thompson"))
-
-
-def cli(*args: str, timeout: float = 180, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-@lru_cache(maxsize=1)
-def _sweep(root: str) -> tuple[Path, subprocess.CompletedProcess]:
-    sweep = Path(root) / "sweep"
-    return sweep, cli("experiments.run", "-m", *SWEEP_ARGS, f"hydra.sweep.dir={sweep}")
-
-
-def tiny_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """A 2 x 2 sweep (policy x retrain cadence) on the tiny world, run once per test session with
-    the default (joblib) launcher; shared with tests/test_plot_report.py."""
-    root = tmp_path_factory.getbasetemp() / "tiny_sweep"
-    root.mkdir(exist_ok=True)
-    return _sweep(str(root))
-
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    return tiny_sweep(tmp_path_factory)
-
-
 def test_sweep_runs_every_job_in_parallel_into_stable_self_contained_directories(sweep):
     sweep_dir, done = sweep
     assert done.returncode == 0, done.stderr[-3000:]

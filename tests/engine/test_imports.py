@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-SIM = Path(__file__).resolve().parent.parent / "sim"
+SIM = Path(__file__).resolve().parents[2] / "sim"
 #: Packages that belong to ``experiments/``: charts and configuration files.
 FORBIDDEN = ("matplotlib", "hydra", "omegaconf")
 

@@ -22,7 +22,7 @@ from sim.config import experiment_config_from_dict
 from sim.metrics import ratio_estimate
 from sim.runner import run_experiment
 from sim.world import build_world
-from tests.test_workflow import SWEEP_RUNS, cli, tiny_sweep
+from tests.conftest import SWEEP_RUNS, cli
 
 CELLS = ["uniform", "fixed", "oracle", "thompson"]
 
@@ -43,11 +43,6 @@ def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "run"
     run_experiment(baselines_config(), out)
     return out
-
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    return tiny_sweep(tmp_path_factory)
 
 
 def assert_readable_png(path, min_bytes: int = 10_000):

@@ -2,9 +2,7 @@
 runs in the simulator through ``_target_``."""
 from __future__ import annotations
 
-import re
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -12,14 +10,12 @@ from sim.config import experiment_config_from_dict
 from sim.engine import Simulation
 from sim.policies import build_policy
 from sim.testing import check_policy
+from tests.readme_examples import readme_block
 
-README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def _example_source() -> str:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    source = next(b for b in blocks if "class MostClickedImage" in b)
-    return source
+    return readme_block("class MostClickedImage")
 
 
 def test_readme_policy_example_runs(tmp_path, monkeypatch, world):

@@ -23,6 +23,7 @@ from sim.homepage import (N_AFFINITY_BINS, RANKERS, GenreIndex, LearnedRanker, P
 from sim.streams import generator
 from sim.testing import check_ranker, make_ranker_feedback
 from sim.world import build_world
+from tests.readme_examples import readme_block
 
 
 @pytest.fixture(scope="module")
@@ -422,21 +423,7 @@ def test_engine_trains_a_ranker_on_its_own_statistics(monkeypatch):
 
 
 # The README's "Writing your own ranker" class, exactly as printed.
-RANKER_EXAMPLE = '''\
-# my_rankers.py
-import numpy as np
-from sim.homepage import Ranker
-
-
-class PlayRateRanker(Ranker):
-    """Titles by smoothed plays per impression, the same for every member."""
-
-    def scores(self, member, rng):                  # (n, n_titles), higher is better
-        s = self.stats_                             # every retrain's statistics, summed
-        rate = (s.title_plays + 1.0) / (s.title_impressions + 50.0)
-        ties = rng.random((member.size, rate.size)) * 1e-6      # random order among equals
-        return rate[None, :] + ties
-'''
+RANKER_EXAMPLE = readme_block("# my_rankers.py")
 
 
 def test_readme_ranker_example(tmp_path, monkeypatch, hp_world):

@@ -15,8 +15,9 @@ import pytest
 import sim
 from sim.outputs import clear_run_outputs, is_complete
 from sim.runner import run_experiment
+from tests.conftest import tiny_config
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # A one-cell tiny run of about 2 s of simulation (plus ~1.5 s of start-up), with small log
 # chunks so that Parquet parts appear early.
 RUN_ARGS = ["world=tiny", "experiment=single", "policy=thompson", "engine.days=4",
@@ -122,8 +123,6 @@ def test_a_run_killed_while_drawing_charts_is_complete_and_the_rerun_draws_them(
 
 def test_stale_outputs_of_a_killed_attempt_are_removed_before_a_rerun(tmp_path):
     """A previous attempt's extra Parquet parts, charts and temporary files do not survive."""
-    from tests.test_edge_cases import tiny_config
-
     out = tmp_path / "run"
     (out / "logs").mkdir(parents=True)
     (out / "logs" / "part-09999.parquet").write_bytes(b"old")

@@ -23,7 +23,7 @@ from sim.world import build_world
 
 
 class MyPolicy(ArtworkPolicy):
-    """A user policy, built by ``_target_: tests.test_policies.MyPolicy``: favours the
+    """A user policy, built by ``_target_: tests.policies.test_policies.MyPolicy``: favours the
     artworks shown least so far, p proportional to 1 / (1 + shows / boost)."""
 
     name = "my_policy"
@@ -65,7 +65,7 @@ SPECS["explore"] = {"name": "explore", "base": {"name": "thompson"}, "epsilon": 
 SPECS["explore(oracle)"] = {"name": "explore", "base": {"name": "oracle"}, "epsilon": 0.2}
 SPECS["sticky"] = {"name": "sticky", "base": {"name": "thompson"}, "min_hours": 24.0}
 SPECS["sticky(lints)"] = {"name": "sticky", "base": {"name": "lints"}, "min_hours": 12.0}
-SPECS["my_policy (_target_)"] = {"_target_": "tests.test_policies.MyPolicy", "boost": 3.0}
+SPECS["my_policy (_target_)"] = {"_target_": "tests.policies.test_policies.MyPolicy", "boost": 3.0}
 
 
 def make_policy(world, spec, seed=0):
@@ -350,9 +350,9 @@ EXPLORE = {"name": "explore", "base": {"name": "thompson"}}
     ({"_target_": "nodots"}, "policy._target_", "nodots"),
     ({"_target_": 42}, "policy._target_", 42),
     ({"_target_": "no_such_module.MyPolicy"}, "policy._target_", "no_such_module.MyPolicy"),
-    ({"_target_": "tests.test_policies.Nope"}, "policy._target_", "tests.test_policies.Nope"),
+    ({"_target_": "tests.policies.test_policies.Nope"}, "policy._target_", "tests.policies.test_policies.Nope"),
     ({"_target_": "collections.OrderedDict"}, "policy._target_", "collections.OrderedDict"),
-    ({"_target_": "tests.test_policies.MyPolicy", "boost": -1}, "policy.boost", -1),
+    ({"_target_": "tests.policies.test_policies.MyPolicy", "boost": -1}, "policy.boost", -1),
     ({"_target_": "os.path.join"}, "policy._target_", "os.path.join"),
     ({"name": "explore", "reward": "click", "base": {"name": "thompson"}}, "policy.reward", "click"),
 ])

@@ -19,6 +19,7 @@ from sim.streams import generator
 from sim.testing import check_response_model, make_decision_batch
 from sim.world import ResponseModel, build_world
 from sim.world.response import REPRESENTATIVENESS_CENTER
+from tests.readme_examples import readme_block
 
 HORIZON = 1440.0 * 3
 
@@ -456,20 +457,7 @@ def test_check_response_model_catches_broken_models(small_world, cls, message):
 
 
 # The README's "Writing your own response model" class, exactly as printed.
-RESPONSE_EXAMPLE = '''\
-# my_response.py
-import numpy as np
-from sim.world import ResponseModel
-
-
-class NoPositionBias(ResponseModel):
-    """Members look at every tile: clicks do not fall with row or column."""
-
-    position_bias = False
-
-    def attention(self, row, column):               # P(tile looked at), shape (n,)
-        return np.ones(np.shape(row), dtype=np.float32)
-'''
+RESPONSE_EXAMPLE = readme_block("# my_response.py")
 
 
 def test_readme_response_example(tmp_path, monkeypatch, small_world):

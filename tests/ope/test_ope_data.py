@@ -21,9 +21,9 @@ from sim.logs import read_impressions
 from sim.ope.runs import read_visit_contexts, run_catalog, run_config, run_world
 from sim.runner import run_experiment
 from sim.streams import generator
-from tests.test_ope import tiny_run_config
+from tests.conftest import tiny_run_config
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 COLUMNS = 8   # ranker.columns of tiny_run_config (the default)
 
 
@@ -246,7 +246,7 @@ def test_ope_accuracy_quick_run_writes_tables_and_charts(tmp_path, capsys):
 
 def test_evaluate_takes_user_estimators_by_import_path_with_hyperparameters(run, tmp_path, capsys):
     out = tmp_path / "ope"
-    code = evaluate.main([str(run), "--policy", "fixed", "--estimators", "ipw,tests.test_ope.LoggedMean",
+    code = evaluate.main([str(run), "--policy", "fixed", "--estimators", "ipw,tests.ope.test_ope.LoggedMean",
                           "--estimator", "dr,lambda_=3", "--n-bootstrap", "50", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     table = pd.read_csv(out / "ope_estimates.csv").set_index("estimator")

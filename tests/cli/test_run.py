@@ -18,7 +18,7 @@ import sim
 import sim.logs
 from sim.runner import run_experiment
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CELLS = ["uniform", "fixed", "oracle", "thompson"]
 COLUMNS = 8
 

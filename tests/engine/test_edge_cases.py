@@ -19,24 +19,9 @@ from sim.runner import run_experiment
 from sim.streams import generator
 from sim.testing import make_decision_batch, make_feedback
 from sim.world import build_world
-
-POLICIES = ["uniform", "fixed", "thompson", "epsilon_greedy", "ucb1", "softmax", "lints",
-            "linucb", "logistic_ts", "oracle"]
+from tests.conftest import tiny_config, tiny_world
 
 
-def tiny_world(**overrides) -> dict:
-    return {"name": "tiny", "n_members": 60, "n_titles": 12, "n_genres": 4, "artworks_min": 2,
-            "artworks_max": 4, "history_length": 8, "visits_per_day": 3.0, **overrides}
-
-
-def tiny_config(policies=POLICIES, world=None, engine=None, params=None) -> dict:
-    params = params or {}
-    return {"seed": 1, "world": world or tiny_world(),
-            "engine": {"days": 1, "progress": False, "retrain_hours": 3, **(engine or {})},
-            "ranker": {"name": "learned", "rows": 3, "columns": 4},
-            "experiment": {"name": "edge", "control": policies[0],
-                           "cells": [{"name": p, "share": 1 / len(policies),
-                                      "policy": {"name": p, **params.get(p, {})}} for p in policies]}}
 
 
 def same_artworks() -> dict:
