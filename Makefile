@@ -7,6 +7,8 @@ VENV   ?= .venv
 EXTRAS ?= test,ray
 ARGS   ?=
 TESTS  ?=
+# Test workers (pytest-xdist): one per core; `make test JOBS=0` runs in this process.
+JOBS   ?= auto
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-run
 TSTAMP := $(VENV)/.installed-test
@@ -57,12 +59,14 @@ run: $(STAMP)
 	$(PY) -m experiments.run $(ARGS)
 
 # One BLAS thread: on a 2-core machine, threaded BLAS in small matrix products only adds stalls.
+# Test files are spread over $(JOBS) workers, whole files at a time (module fixtures built once).
+PYTEST := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadfile
 test: $(TSTAMP)
-	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest $(TESTS)
+	$(PYTEST) $(TESTS)
 
 # Everything but the tests marked slow (a few minutes less); `TESTS=tests/engine` narrows it.
 test-quick: $(TSTAMP)
-	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -m "not slow" $(TESTS)
+	$(PYTEST) -m "not slow" $(TESTS)
 
 smoke:
 	@main=$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); \

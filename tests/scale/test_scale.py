@@ -24,13 +24,13 @@ pytestmark = pytest.mark.filterwarnings(
 
 
 def scale_config(**engine) -> dict:
-    """A small world in 9 member blocks, with every model-update path exercised: per-image
+    """A small world in 5 member blocks, with every model-update path exercised: per-image
     Thompson and LinTS cells on a learned ranker retrained twice a day, a cell with its own
     exploring, position-corrected ranker, and a sticky cell (per-member shown images) with its own
     popularity ranker."""
     return {"seed": 11,
-            "world": {"name": "tiny", "n_members": 2200, "n_titles": 90},
-            "engine": {"days": 1.5, "member_block": 256, "retrain_hours": 4, "ranker_retrain_hours": 12,
+            "world": {"name": "tiny", "n_members": 1200, "n_titles": 90},
+            "engine": {"days": 1.0, "member_block": 256, "retrain_hours": 4, "ranker_retrain_hours": 12,
                        "progress": False, **engine},
             "ranker": {"name": "learned"},
             "experiment": {"name": "scale", "control": "thompson", "cells": [
@@ -77,7 +77,7 @@ def test_four_local_shards_give_identical_results(single_shard, tmp_path):
     assert_same_results(single_shard, four)
     metrics = json.loads((four / "metrics.json").read_text())
     # The run did learn and retrain (otherwise there would be nothing order-sensitive to compare).
-    assert len(metrics["ranker_drift"]) >= 4 and metrics["impressions"] > 20_000
+    assert len(metrics["ranker_drift"]) >= 4 and metrics["impressions"] > 10_000
 
 
 @pytest.mark.slow
