@@ -95,10 +95,51 @@ HYDRA_ENTRIES = (".hydra", "run.log")
 _PREEXISTING: dict[str, set[str]] = {}
 
 
+#: Environment variable holding the pid of the ``python -m experiments.run`` process; sweep
+#: workers (joblib/loky processes) exit when it is gone (see :func:`watch_parent`).
+PARENT_ENV = "SIM_RUN_PARENT_PID"
+_watching: list[int] = []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:   # a killed parent not yet reaped by its own parent is a zombie: dead for us
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def watch_parent(period: float = 0.5) -> None:
+    """In a sweep worker process: exit as soon as the launching process is gone (killed with
+    SIGKILL, it cannot stop its workers itself). The job's directory lock dies with the worker,
+    so a re-run of the sweep runs the job again -- and never while a worker still runs it."""
+    import threading
+    import time
+
+    parent = int(os.environ.get(PARENT_ENV, "0") or 0)
+    if not parent or parent == os.getpid() or _watching:
+        return
+    _watching.append(parent)
+
+    def loop() -> None:
+        while _alive(parent):
+            time.sleep(period)
+        os._exit(3)
+
+    threading.Thread(target=loop, name="watch-parent", daemon=True).start()
+
+
 def sweep_job(cfg: DictConfig, out: Path, adopt: tuple[str, ...] = (".hydra", "run.log")) -> dict | None:
     """One job of a sweep. Never raises (except on Ctrl-C): a failure is written to
     ``out/error.txt`` and reported by :class:`SweepSummary` once every job has returned, so one
     bad combination neither kills the parallel workers nor hides the other results."""
+    watch_parent()
     if is_complete(out):
         print(f"skipping {out}: already complete{config_drift(cfg, out)}")
         try:
@@ -358,6 +399,7 @@ def preflight(argv: list[str]) -> str | None:
 
 
 if __name__ == "__main__":
+    os.environ[PARENT_ENV] = str(os.getpid())    # inherited by sweep workers (watch_parent)
     refused = unknown_override(sys.argv[1:]) or preflight(sys.argv[1:])
     if refused:
         print(refused, file=sys.stderr)

@@ -161,6 +161,42 @@ class ShardActor:
         return self.shard.finish()
 
 
+#: Seconds to wait for a Ray cluster's port before refusing ``engine.ray_address``.
+RAY_CONNECT_TIMEOUT = 3.0
+
+
+def check_ray_address(address: str | None, timeout: float = RAY_CONNECT_TIMEOUT) -> None:
+    """Refuse an ``engine.ray_address`` that no Ray cluster answers at, within ``timeout`` seconds
+    (``ray.init`` would retry for half a minute and end in a traceback). Null starts a local Ray."""
+    import socket
+
+    from sim.schema import ConfigError
+
+    if address is None:
+        return
+    target = address
+    if address == "auto":
+        target = os.environ.get("RAY_ADDRESS", "")
+        if not target:
+            current = os.path.join(os.environ.get("RAY_TMPDIR", "/tmp"), "ray", "ray_current_cluster")
+            if not os.path.isfile(current):
+                raise ConfigError("engine.ray_address", address,
+                                  "null (start a local Ray), or the address of a running cluster: "
+                                  "auto found none on this machine (no RAY_ADDRESS, no ray start)")
+            return
+    hostport = target.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("engine.ray_address", address,
+                          "null, auto, or host:port / ray://host:port of a running Ray cluster")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConfigError("engine.ray_address", address,
+                          f"the address of a reachable Ray cluster: nothing answered at {host}:{port} "
+                          f"within {timeout:g} s ({err.strerror or type(err).__name__})") from None
+
+
 class RayBackend:
     """One Ray actor per shard. ``ray.init(address=engine.ray_address)``: a local Ray instance
     when the address is null, a running cluster otherwise; a Ray this process already started
