@@ -70,7 +70,7 @@ def estimate(cfg) -> dict[str, int]:
     return {k: int(v) for k, v in parts.items()}
 
 
-def check_memory(cfg, out=sys.stderr) -> int:
+def check_memory(cfg, out=None) -> int:
     """Refuse ``cfg`` if its estimate exceeds the limit; warn when shards exceed CPUs.
     Returns the estimate in bytes."""
     parts = estimate(cfg)
@@ -79,7 +79,7 @@ def check_memory(cfg, out=sys.stderr) -> int:
     cpus = os.cpu_count() or 1
     if e.shards > cpus and e.backend != "ray":
         print(f"warning: engine.shards = {e.shards} is more than this machine's {cpus} CPUs; "
-              f"shards beyond {cpus} add processes and memory, not speed", file=out)
+              f"shards beyond {cpus} add processes and memory, not speed", file=out or sys.stderr)
     limit = e.memory_limit_gb * GB if e.memory_limit_gb is not None else available_memory()
     if limit is None or total <= limit:
         return total
