@@ -279,7 +279,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--online", action="store_true", help="also run each policy in the closed loop")
     ap.add_argument("--out", type=Path, help="output directory")
     args = ap.parse_args(argv)
-    estimators = _build_estimators(ap, args)
     for flag, value, ok, allowed in (
             ("--train-fraction", args.train_fraction, 0 <= args.train_fraction < 1, "a number in [0, 1)"),
             ("--clip", args.clip, args.clip > 0, "a number > 0 (inf: no clipping)"),
@@ -288,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:   # NaN fails every comparison, so it is refused too
             print(f"error: {flag} = {value} is not allowed: {allowed}", file=sys.stderr)
             return 2
+    estimators = _build_estimators(ap, args)
     if not args.source.exists():
         ap.error(f"{args.source} does not exist")
     try:
