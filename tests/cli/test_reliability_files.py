@@ -463,3 +463,40 @@ def test_power_days_out_of_range_names_days(days, run_dir):
     assert code != 0
     assert_one_line(err, "--days", days)
     assert "impressions_per_member" not in err
+
+
+# ---- long analyses resume (defect 11) -------------------------------------------------------------------
+def test_ope_accuracy_keeps_finished_units_and_resumes(monkeypatch, tmp_path):
+    """Killed during its third (logger, seed) unit, a re-run with the same --out computes only the
+    units that had not finished."""
+    import experiments.ope_accuracy as oa
+
+    calls = []
+
+    class Killed(BaseException):
+        pass
+
+    def fake_log_run(s, logger, seed, out):
+        calls.append((str(logger), seed))
+        if len(calls) == kill_at[0]:
+            raise Killed
+        return (str(logger), seed)
+
+    monkeypatch.setattr(oa, "log_run", fake_log_run)
+    monkeypatch.setattr(oa, "evaluate_log", lambda s, run, seed, uniform_logger: (
+        [{"size": 1, "unit": str(run)}], []))
+    kill_at = [3]
+    with pytest.raises(Killed):
+        run_cli_main(oa.main, ["--seeds", "2", "--out", str(tmp_path / "acc")])
+    first = list(calls)
+    assert len(first) == 3 and len(list((tmp_path / "acc" / "units").glob("*.pkl"))) == 2
+    calls.clear()
+    kill_at = [2]
+    with pytest.raises(Killed):
+        run_cli_main(oa.main, ["--seeds", "2", "--out", str(tmp_path / "acc")])
+    assert calls[0] == first[2]            # the two finished units were not recomputed
+    calls.clear()
+    kill_at = [1]
+    with pytest.raises(Killed):            # other settings never reuse those units
+        run_cli_main(oa.main, ["--seeds", "2", "--days", "2", "--out", str(tmp_path / "acc")])
+    assert calls[0] == first[0]
