@@ -9,6 +9,9 @@ Examples::
 Writes a run directory (see :mod:`sim.outputs`) and its charts, and prints where they are.
 A run whose directory already holds a complete result is skipped (so an interrupted sweep can be
 re-run); a bad config value is refused before anything is simulated, and nothing is left behind.
+A directory holding files this project did not write is refused unless ``engine.overwrite=true``;
+a directory another live run is writing is refused (:mod:`sim.rundir`); names used in paths and
+an explicit ``hydra.run.dir`` are checked before Hydra creates anything (:func:`preflight`).
 
 Failures in a sweep (``-m``): a job that fails (a refused config value, or an exception while
 simulating) does not stop the other jobs. It writes ``error.txt`` into its job directory and
