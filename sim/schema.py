@@ -386,6 +386,10 @@ class Registry(Generic[T]):
         target = spec.pop("_target_", None)
         name = spec.pop("name", None)
         if target is not None:
+            if isinstance(target, str) and _stdlib_module(target.rpartition(".")[0]):
+                raise ConfigError(f"{key}._target_", target,
+                                  f"a subclass of {self.base.__module__}.{self.base.__qualname__} "
+                                  "(a standard-library module holds none; it is not imported)")
             cls = import_object(f"{key}._target_", target)
             if not (isinstance(cls, type) and issubclass(cls, self.base)):
                 raise ConfigError(f"{key}._target_", target,

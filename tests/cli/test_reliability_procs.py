@@ -242,3 +242,27 @@ def test_worker_exits_when_its_parent_is_gone(marker):
     worker = subprocess.Popen([sys.executable, "-c", code], env=env)
     parent.wait()
     assert worker.wait(timeout=20) == 3
+
+
+def test_ray_processes_of_a_killed_owner_are_reaped_on_the_next_start(marker):
+    """Ray's agents outlive a driver killed with SIGKILL; the next local Ray start reaps the
+    processes whose owner is dead and leaves those of a live owner alone."""
+    from sim.backends import RAY_OWNER_ENV, reap_orphaned_ray
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    env = {**os.environ, "RELIABILITY_MARKER": marker}
+    orphan = subprocess.Popen(["sleep", "60"], env={**env, RAY_OWNER_ENV: str(dead.pid)})
+    owned = subprocess.Popen(["sleep", "60"], env={**env, RAY_OWNER_ENV: str(os.getpid())})
+    try:
+        assert wait_for(lambda: all(RAY_OWNER_ENV.encode() in Path(f"/proc/{p.pid}/environ").read_bytes()
+                                    for p in (orphan, owned)), 5)     # both have exec'd
+        killed = reap_orphaned_ray()
+        assert orphan.pid in killed and owned.pid not in killed
+        assert orphan.wait(timeout=5) == -signal.SIGKILL
+        assert owned.poll() is None
+    finally:
+        owned.kill()
+        owned.wait()
+        orphan.kill()
+        orphan.wait()
