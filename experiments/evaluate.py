@@ -256,9 +256,17 @@ def _build_estimators(ap: argparse.ArgumentParser, args: argparse.Namespace) -> 
     return built
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors in one line (argparse prints the whole usage first)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m experiments.evaluate",
-                                 description="Evaluate policies offline on a log with every estimator.")
+    ap = OneLineParser(prog="python -m experiments.evaluate",
+                       description="Evaluate policies offline on a log with every estimator.")
     ap.add_argument("source", type=Path, help="run directory, or a CSV/Parquet log file")
     ap.add_argument("--policy", action="append", required=True,
                     help="target policy: name[,key=value...] or a policy YAML file (repeatable)")
@@ -281,7 +289,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     for flag, value, ok, allowed in (
             ("--train-fraction", args.train_fraction, 0 <= args.train_fraction < 1, "a number in [0, 1)"),
-            ("--clip", args.clip, args.clip > 0, "a number > 0 (inf: no clipping)"),
             ("--n-bootstrap", args.n_bootstrap, args.n_bootstrap >= 0, "an integer >= 0"),
             ("--n-actions", args.n_actions, args.n_actions is None or args.n_actions >= 1, "an integer >= 1")):
         if not ok:   # NaN fails every comparison, so it is refused too
