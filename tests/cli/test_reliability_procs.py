@@ -130,7 +130,7 @@ def test_two_runs_into_one_directory_never_mix_results(tmp_path, marker):
     """Started together: one writes, the other is refused while it does (or, if it arrives after
     the first finished, skips the complete directory). The run that says "results:" wrote them."""
     out = tmp_path / "run"
-    procs = {seed: spawn(RUN + ["engine.days=0.5", f"seed={seed}", f"hydra.run.dir={out}"], marker)
+    procs = {seed: spawn(RUN + ["engine.days=0.25", f"seed={seed}", f"hydra.run.dir={out}"], marker)
              for seed in (1, 2)}
     results = {seed: (p.wait(timeout=180), *p.communicate()) for seed, p in procs.items()}
     wrote = [s for s, r in results.items() if r[0] == 0 and f"results: {out}/metrics.json" in r[1]]
