@@ -41,6 +41,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import yaml
 
 from sim.config import ConfigError
@@ -64,7 +65,17 @@ def parse_policy(text: str) -> tuple[str, dict]:
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise ConfigError("--policy", text, "a policy name or an existing YAML file")
-        spec = yaml.safe_load(path.read_text()) or {}
+        try:
+            spec = yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            # safe_load: a !!python tag is refused, never executed.
+            where = getattr(err, "problem_mark", None)
+            at = f" at line {where.line + 1}" if where is not None else ""
+            raise ConfigError("--policy", text, f"a YAML mapping of policy keys (it does not parse{at}: "
+                              f"{getattr(err, 'problem', None) or type(err).__name__})") from None
+        if not isinstance(spec, dict):
+            raise ConfigError("--policy", text, f"a YAML mapping of policy keys, e.g. name: thompson "
+                              f"(the file holds a {type(spec).__name__})")
         return str(spec.get("name", path.stem)), spec
     name, *overrides = text.split(",")
     default = POLICY_DIR / f"{name}.yaml"
@@ -77,7 +88,10 @@ def parse_policy(text: str) -> tuple[str, dict]:
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--policy {key}", value, "a YAML value (number, string, list)") from None
     return text, spec
 
 
@@ -113,6 +127,10 @@ def evaluate(data: LoggedData, policies: list[tuple[str, dict]], truth, *, train
     """
     built = [build_estimator(e, lambda_=lambda_) for e in estimators]
     train, test = data.split(train_fraction) if train_fraction > 0 else (data.subset(np.arange(0)), data)
+    if not (isinstance(train_fraction, (int, float)) and 0 <= train_fraction < 1):
+        raise ConfigError("--train-fraction", float(train_fraction), "a number in [0, 1)")
+    if len(data) == 0:
+        raise ValueError("the log holds no impressions (a header without rows?)")
     if len(test) == 0:
         raise ValueError("no impressions left to evaluate on: lower --train-fraction")
     cfg, world = truth if truth else (None, None)
@@ -238,9 +256,17 @@ def _build_estimators(ap: argparse.ArgumentParser, args: argparse.Namespace) -> 
     return built
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors in one line (argparse prints the whole usage first)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m experiments.evaluate",
-                                 description="Evaluate policies offline on a log with every estimator.")
+    ap = OneLineParser(prog="python -m experiments.evaluate",
+                       description="Evaluate policies offline on a log with every estimator.")
     ap.add_argument("source", type=Path, help="run directory, or a CSV/Parquet log file")
     ap.add_argument("--policy", action="append", required=True,
                     help="target policy: name[,key=value...] or a policy YAML file (repeatable)")
@@ -261,6 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--online", action="store_true", help="also run each policy in the closed loop")
     ap.add_argument("--out", type=Path, help="output directory")
     args = ap.parse_args(argv)
+    for flag, value, ok, allowed in (
+            ("--train-fraction", args.train_fraction, 0 <= args.train_fraction < 1, "a number in [0, 1)"),
+            ("--n-bootstrap", args.n_bootstrap, args.n_bootstrap >= 0, "an integer >= 0"),
+            ("--n-actions", args.n_actions, args.n_actions is None or args.n_actions >= 1, "an integer >= 1")):
+        if not ok:   # NaN fails every comparison, so it is refused too
+            print(f"error: {flag} = {value} is not allowed: {allowed}", file=sys.stderr)
+            return 2
     estimators = _build_estimators(ap, args)
     if not args.source.exists():
         ap.error(f"{args.source} does not exist")
@@ -273,8 +306,11 @@ def main(argv: list[str] | None = None) -> int:
         rows = evaluate(data, policies, truth, train_fraction=args.train_fraction, estimators=estimators,
                         lambda_=args.clip, n_bootstrap=args.n_bootstrap, seed=args.seed,
                         folds=args.folds, online=args.online)
-    except (ConfigError, LogValidationError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ConfigError, LogValidationError, ValueError, OSError, KeyError, pa.ArrowException) as err:
+        # ValueError covers Arrow's ArrowInvalid; OSError a truncated Parquet part of a run.
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        plain = isinstance(err, ValueError) and not isinstance(err, pa.ArrowException)
+        print(f"error: {text}" if plain else f"error: {type(err).__name__}: {text}", file=sys.stderr)
         return 2
     out = args.out or (args.source / "ope" if args.source.is_dir()
                        else args.source.with_name(args.source.stem + "_ope"))

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from experiments.units import UnitStore
 from sim.ope.estimators import estimate_all
 from sim.ope.groundtruth import expected_values, true_rewards
 from sim.ope.logged import LoggedData, build_target, from_log, target_probabilities, train_target
@@ -207,12 +208,19 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     by_size, by_pool = [], []
+    # Finished (logger, seed) units are kept in out/units: a killed run resumes with --out <out>.
+    units = UnitStore(out / "units", s)
+    print(f"finished units are kept in {out / 'units'}; to resume, re-run with --out {out}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for logger_name, logger in s.loggers.items():
             for seed in s.seeds:
                 t0 = time.perf_counter()
-                run = log_run(s, logger, seed, Path(tmp) / f"{len(by_size)}")
-                rows, pool_rows = evaluate_log(s, run, seed, uniform_logger=logger == {"name": "uniform"})
+                unit = units.get(f"{logger_name}-seed{seed}")
+                if unit is None:
+                    run = log_run(s, logger, seed, Path(tmp) / f"{len(by_size)}")
+                    unit = evaluate_log(s, run, seed, uniform_logger=logger == {"name": "uniform"})
+                    units.put(f"{logger_name}-seed{seed}", unit)
+                rows, pool_rows = unit
                 by_size += [{"logger": logger_name, "seed": seed, **r} for r in rows]
                 by_pool += [{"logger": logger_name, "seed": seed, **r} for r in pool_rows]
                 print(f"logger {logger_name!r}, seed {seed}: evaluated up to {max(r['size'] for r in rows):,} impressions "

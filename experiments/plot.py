@@ -328,14 +328,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--picture-cell", help="cell whose pages the homepage picture shows "
                                            "(default: oracle if present, else the policy under test)")
     args = ap.parse_args(argv)
-    if is_run_dir(args.directory):
-        paths = plot_run(args.directory, not args.no_picture, args.picture_cell)
-    elif args.directory.is_dir() and find_runs(args.directory):
-        paths = plot_sweep(args.directory)
-        print(args.directory / "sweep_summary.csv")
-    else:
-        raise SystemExit(f"error: {args.directory} is not a run directory (no metrics.json) "
-                         "nor a sweep directory (no complete */metrics.json)")
+    import pyarrow as pa
+    import yaml
+
+    try:
+        if is_run_dir(args.directory):
+            paths = plot_run(args.directory, not args.no_picture, args.picture_cell)
+        elif args.directory.is_dir() and find_runs(args.directory):
+            paths = plot_sweep(args.directory)
+            print(args.directory / "sweep_summary.csv")
+        else:
+            raise SystemExit(f"error: {args.directory} is not a run directory (no metrics.json) "
+                             "nor a sweep directory (no complete */metrics.json)")
+    except (OSError, ValueError, KeyError, pa.ArrowException, yaml.YAMLError) as err:
+        # A corrupt or truncated file of the run (Parquet part, metrics.json, config.yaml).
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SystemExit(f"error: {args.directory} cannot be plotted: {type(err).__name__}: {text}") from None
     for p in paths:
         print(p)
 

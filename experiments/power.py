@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lift", type=float, help="a lift to plan for, e.g. 0.05")
     args = ap.parse_args(argv)
     common = dict(treatment_share=args.treatment_share, alpha=args.alpha, power=args.power)
+    if args.days is not None and not 0 < args.days <= 3650:   # NaN fails too
+        raise SystemExit(f"error: --days = {args.days} is not allowed: a number of days in (0, 3650]")
     try:
         if args.pilot is not None:
             if not (args.pilot / "metrics.json").is_file():

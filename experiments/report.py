@@ -267,6 +267,9 @@ def main(argv: list[str] | None = None) -> None:
         print(write_report(args.directory, args.format, args.output))
     except FileNotFoundError as err:
         raise SystemExit(f"error: {err}") from None
+    except (OSError, ValueError, KeyError) as err:   # a corrupt file of the run (UnicodeDecodeError, JSON)
+        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise SystemExit(f"error: {args.directory}: {type(err).__name__}: {text}") from None
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ Examples::
 Writes a run directory (see :mod:`sim.outputs`) and its charts, and prints where they are.
 A run whose directory already holds a complete result is skipped (so an interrupted sweep can be
 re-run); a bad config value is refused before anything is simulated, and nothing is left behind.
+A directory holding files this project did not write is refused unless ``engine.overwrite=true``;
+a directory another live run is writing is refused (:mod:`sim.rundir`); names used in paths and
+an explicit ``hydra.run.dir`` are checked before Hydra creates anything (:func:`preflight`).
 
 Failures in a sweep (``-m``): a job that fails (a refused config value, or an exception while
 simulating) does not stop the other jobs. It writes ``error.txt`` into its job directory and
@@ -19,6 +22,7 @@ jobs that are not complete. Ctrl-C stops the sweep; finished jobs stay finished.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import traceback
@@ -38,6 +42,8 @@ from experiments.analyses import run_analyses
 from sim.config import ConfigError
 from sim.schema import closest_text
 from sim.outputs import atomic_write_text, charts_done, is_complete, mark_charts_done
+from sim.rundir import (RunDirBusy, RunDirError, check_path_name, check_run_dir, claim,
+                        foreign_entries, lock_holder, remove_listed)
 from sim.runner import run_experiment
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
@@ -57,29 +63,86 @@ ERROR_FILE = "error.txt"
 def main(cfg: DictConfig) -> dict | None:
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
+    # What Hydra has just written into the run directory (not what was there before it ran).
+    adopt = tuple(n for n in (".hydra", f"{hc.job.name}.log") if n not in _PREEXISTING.get(str(out), ()))
     if hc.mode == RunMode.MULTIRUN:
-        return sweep_job(cfg, out)
+        return sweep_job(cfg, out, adopt)
     if is_complete(out):
         print(f"skipping {out}: already complete{config_drift(cfg, out)}")
         redraw_missing_charts(out)
         return None
     try:
-        summary = run_experiment(config_to_dict(cfg), out)
+        summary = run_experiment(config_to_dict(cfg), out, dir_key="hydra.run.dir", adopt=adopt)
+    except RunDirBusy as err:
+        print(f"config error: {err}", file=sys.stderr)   # the other writer's files stay
+        sys.exit(2)
     except (ConfigError, OmegaConfBaseException) as err:
         # Nothing was simulated: remove what Hydra put in the run directory (and the directory,
         # if that leaves it empty) so that no half result remains. Never touch other files.
-        remove_hydra_leftovers(out)
-        print(f"config error: {err}", file=sys.stderr)
+        remove_hydra_leftovers(out, adopt)
+        print(f"config error: {_one_line(err)}", file=sys.stderr)
         sys.exit(2)
     charts = draw_charts(out, summary)
     print_summary(summary, out, charts)
     return summary
 
 
-def sweep_job(cfg: DictConfig, out: Path) -> dict | None:
+def _one_line(err: Exception) -> str:
+    """OmegaConf's messages span lines (full key, object type): keep the first."""
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+#: What Hydra writes into a run directory (experiments.run's job is named ``run``).
+HYDRA_ENTRIES = (".hydra", "run.log")
+#: Entries of an explicit ``hydra.run.dir`` before Hydra ran (filled by :func:`preflight`).
+_PREEXISTING: dict[str, set[str]] = {}
+
+
+#: Environment variable holding the pid of the ``python -m experiments.run`` process; sweep
+#: workers (joblib/loky processes) exit when it is gone (see :func:`watch_parent`).
+PARENT_ENV = "SIM_RUN_PARENT_PID"
+_watching: list[int] = []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:   # a killed parent not yet reaped by its own parent is a zombie: dead for us
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def watch_parent(period: float = 0.5) -> None:
+    """In a sweep worker process: exit as soon as the launching process is gone (killed with
+    SIGKILL, it cannot stop its workers itself). The job's directory lock dies with the worker,
+    so a re-run of the sweep runs the job again -- and never while a worker still runs it."""
+    import threading
+    import time
+
+    parent = int(os.environ.get(PARENT_ENV, "0") or 0)
+    if not parent or parent == os.getpid() or _watching:
+        return
+    _watching.append(parent)
+
+    def loop() -> None:
+        while _alive(parent):
+            time.sleep(period)
+        os._exit(3)
+
+    threading.Thread(target=loop, name="watch-parent", daemon=True).start()
+
+
+def sweep_job(cfg: DictConfig, out: Path, adopt: tuple[str, ...] = (".hydra", "run.log")) -> dict | None:
     """One job of a sweep. Never raises (except on Ctrl-C): a failure is written to
     ``out/error.txt`` and reported by :class:`SweepSummary` once every job has returned, so one
     bad combination neither kills the parallel workers nor hides the other results."""
+    watch_parent()
     if is_complete(out):
         print(f"skipping {out}: already complete{config_drift(cfg, out)}")
         try:
@@ -87,12 +150,17 @@ def sweep_job(cfg: DictConfig, out: Path) -> dict | None:
         except Exception:  # noqa: BLE001 -- the results are complete; say why charts are missing
             print(f"charts of {out} failed:\n" + traceback.format_exc(), file=sys.stderr)
         return None
-    (out / ERROR_FILE).unlink(missing_ok=True)
+    if lock_holder(out):
+        # A live worker (e.g. of a killed sweep) is still running this job: never run it twice.
+        return _job_failed(out, f"config error: {out} is being written by {lock_holder(out)}; "
+                                "re-run the sweep when it has finished", write=False)
+    remove_listed(out, [ERROR_FILE])
     try:
         # Parallel jobs share the terminal: no progress bars.
-        summary = run_experiment(config_to_dict(cfg), out, progress=False)
+        summary = run_experiment(config_to_dict(cfg), out, progress=False, dir_key="hydra.sweep.dir",
+                                 adopt=(*adopt, ERROR_FILE))
     except (ConfigError, OmegaConfBaseException) as err:
-        return _job_failed(out, f"config error: {err}")
+        return _job_failed(out, f"config error: {_one_line(err)}", write=not isinstance(err, RunDirBusy))
     except Exception:  # noqa: BLE001 -- any failure of one job is recorded, the sweep goes on
         return _job_failed(out, traceback.format_exc())
     try:
@@ -120,8 +188,10 @@ def redraw_missing_charts(out: Path) -> None:
         draw_charts(out, json.loads((out / "metrics.json").read_text()))
 
 
-def _job_failed(out: Path, message: str) -> None:
-    atomic_write_text(out / ERROR_FILE, message.rstrip() + "\n")
+def _job_failed(out: Path, message: str, write: bool = True) -> None:
+    if write and ERROR_FILE not in foreign_entries(out):   # never replace a user's error.txt
+        claim(out, [ERROR_FILE])
+        atomic_write_text(out / ERROR_FILE, message.rstrip() + "\n")
     print(f"FAILED {out}: {message.strip().splitlines()[-1]}", file=sys.stderr)
     return None
 
@@ -176,11 +246,15 @@ class SweepSummary(Callback):
             sys.exit(1)
 
 
-def remove_hydra_leftovers(out: Path) -> None:
-    """Delete ``.hydra/`` and Hydra's job log from ``out``, then ``out`` itself if empty."""
-    shutil.rmtree(out / ".hydra", ignore_errors=True)
-    for log in out.glob("*.log"):
-        log.unlink(missing_ok=True)
+def remove_hydra_leftovers(out: Path, adopt: tuple[str, ...] = (".hydra", "run.log")) -> None:
+    """Delete what Hydra wrote into ``out`` for this launch (``adopt``: ``.hydra/`` and its job
+    log, unless they were there before), then ``out`` itself if empty. Nothing else."""
+    for name in adopt:
+        p = out / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.is_file():
+            p.unlink(missing_ok=True)
     try:
         out.rmdir()
     except OSError:
@@ -272,8 +346,64 @@ def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
     return out
 
 
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("true", "1", "yes", "on")
+
+
+def preflight(argv: list[str]) -> str | None:
+    """One line refusing what must be refused before Hydra creates any directory (``None`` if
+    nothing is): names used in paths that would leave the output root, an explicit
+    ``hydra.run.dir``/``hydra.sweep.dir`` that is a file, holds files this project did not write
+    (without ``engine.overwrite=true``) or is being written by a live process."""
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    overwrite = False
+    dirs = []
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, _, value = arg.partition("=")
+        key = key.lstrip("+")
+        values = value.split(",") if multirun else [value]
+        try:
+            if key == "experiment.name":
+                for v in values:
+                    check_path_name(key, v.strip("'\""))
+            elif multirun and not key.startswith("hydra."):
+                # A job's directory is named by its overrides: no value may climb out of it.
+                for v in values:
+                    if ".." in v.replace("\\", "/").split("/") or "\0" in v:
+                        raise ConfigError(key, v, "a value without '..' path components in a sweep "
+                                          "(job directories are named by their overrides)")
+        except ConfigError as err:
+            return f"config error: {err}"
+        if key == "engine.overwrite":
+            overwrite = _truthy(value)
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and (key == "hydra.run.dir") != multirun:
+            dirs.append((key, value))
+    for key, value in dirs:
+        out = Path(value)
+        try:
+            if out.exists() and not out.is_dir():
+                raise RunDirError(key, value, "a directory (this path is an existing file)")
+            if key == "hydra.run.dir":
+                holder = lock_holder(out)
+                if holder:
+                    raise RunDirBusy(key, value, f"a directory no other run is writing to: {holder} "
+                                     "holds its lock; wait for it to finish")
+                foreign = set(foreign_entries(out))
+                # Only Hydra's files (a launch killed before the run wrote anything): Hydra's again.
+                hydra_only = foreign <= set(HYDRA_ENTRIES)
+                if not is_complete(out) and not hydra_only:
+                    check_run_dir(out, overwrite, key)
+                _PREEXISTING[str(out)] = foreign - set(HYDRA_ENTRIES) if hydra_only else foreign
+        except ConfigError as err:
+            return f"config error: {err}"
+    return None
+
+
 if __name__ == "__main__":
-    refused = unknown_override(sys.argv[1:])
+    os.environ[PARENT_ENV] = str(os.getpid())    # inherited by sweep workers (watch_parent)
+    refused = unknown_override(sys.argv[1:]) or preflight(sys.argv[1:])
     if refused:
         print(refused, file=sys.stderr)
         sys.exit(2)

@@ -161,6 +161,120 @@ class ShardActor:
         return self.shard.finish()
 
 
+#: Seconds to wait for a Ray cluster's port before refusing ``engine.ray_address``.
+RAY_CONNECT_TIMEOUT = 3.0
+
+
+def check_ray_address(address: str | None, timeout: float = RAY_CONNECT_TIMEOUT) -> None:
+    """Refuse an ``engine.ray_address`` that no Ray cluster answers at, within ``timeout`` seconds
+    (``ray.init`` would retry for half a minute and end in a traceback). Null starts a local Ray."""
+    import socket
+
+    from sim.schema import ConfigError
+
+    if address is None:
+        return
+    target = address
+    if address == "auto":
+        target = os.environ.get("RAY_ADDRESS", "")
+        if not target:
+            current = os.path.join(os.environ.get("RAY_TMPDIR", "/tmp"), "ray", "ray_current_cluster")
+            if not os.path.isfile(current):
+                raise ConfigError("engine.ray_address", address,
+                                  "null (start a local Ray), or the address of a running cluster: "
+                                  "auto found none on this machine (no RAY_ADDRESS, no ray start)")
+            return
+    hostport = target.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("engine.ray_address", address,
+                          "null, auto, or host:port / ray://host:port of a running Ray cluster")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConfigError("engine.ray_address", address,
+                          f"the address of a reachable Ray cluster: nothing answered at {host}:{port} "
+                          f"within {timeout:g} s ({err.strerror or type(err).__name__})") from None
+
+
+#: Environment variable carrying the pid of the process that started a local Ray. Ray's
+#: processes (raylet, GCS, dashboard and runtime-env agents, actor workers) inherit it, so the
+#: next start finds and reaps those whose owner was killed before ``ray.shutdown``.
+RAY_OWNER_ENV = "SIM_RAY_OWNER"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _registry() -> str:
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), "sim-ray-owners")
+
+
+def record_raylet(ray) -> None:
+    """Note the raylet of the local Ray this process started: Ray's agents carry its pid
+    (``RAY_RAYLET_PID``) but not this process's environment."""
+    node = getattr(ray._private.worker, "_global_node", None) if hasattr(ray, "_private") else None
+    infos = (getattr(node, "all_processes", None) or {}).get("raylet", [])
+    pids = [str(getattr(i.process, "pid", "")) for i in infos if getattr(i, "process", None)]
+    if pids:
+        os.makedirs(_registry(), exist_ok=True)
+        with open(os.path.join(_registry(), str(os.getpid())), "w") as fh:
+            fh.write(" ".join(pids))
+
+
+def reap_orphaned_ray() -> list[int]:
+    """Kill the processes of local Rays whose owner (the run that started them) is dead: a run
+    killed with SIGKILL cannot shut its Ray down, and Ray's agents outlive it. Only processes
+    carrying :data:`RAY_OWNER_ENV` of a dead owner, or ``RAY_RAYLET_PID`` of a raylet such an
+    owner started (:func:`record_raylet`), are killed. Returns the pids killed."""
+    import signal
+
+    dead_raylets: set[bytes] = set()
+    root = _registry()
+    for name in os.listdir(root) if os.path.isdir(root) else []:
+        if name.isdigit() and not _pid_alive(int(name)):
+            try:
+                with open(os.path.join(root, name)) as fh:
+                    dead_raylets |= {p.encode() for p in fh.read().split()}
+                os.unlink(os.path.join(root, name))
+            except OSError:
+                pass
+    killed = []
+    owner_key, raylet_key = RAY_OWNER_ENV.encode() + b"=", b"RAY_RAYLET_PID="
+    for d in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{d}/environ", "rb") as fh:
+                env = fh.read().split(b"\0")
+        except OSError:
+            continue
+        owner = next((e[len(owner_key):] for e in env if e.startswith(owner_key)), None)
+        raylet = next((e[len(raylet_key):] for e in env if e.startswith(raylet_key)), None)
+        orphan = (owner is not None and owner.isdigit() and int(owner) != int(d)
+                  and not _pid_alive(int(owner))) or (raylet is not None and raylet in dead_raylets)
+        if orphan:
+            try:
+                os.kill(int(d), signal.SIGKILL)
+                killed.append(int(d))
+            except OSError:
+                pass
+    return killed
+
+
 class RayBackend:
     """One Ray actor per shard. ``ray.init(address=engine.ray_address)``: a local Ray instance
     when the address is null, a running cluster otherwise; a Ray this process already started
@@ -191,8 +305,12 @@ class RayBackend:
             if eng.ray_address is None:
                 # A local instance: enough CPUs that every shard's actor can be placed.
                 kwargs["num_cpus"] = max(os.cpu_count() or 1, int(eng.shards * eng.ray_cpus_per_shard + 0.999))
+                reap_orphaned_ray()        # a killed earlier run's Ray (raylet, GCS, agents)
+                os.environ[RAY_OWNER_ENV] = str(os.getpid())   # inherited by the Ray it starts
             ray.init(**kwargs)
             self.started = True
+            if eng.ray_address is None:
+                record_raylet(ray)
         actor = ray.remote(num_cpus=eng.ray_cpus_per_shard, max_restarts=0)(ShardActor)
         self.actors = [actor.remote(config, blocks, log_enabled, build_shard)
                        for blocks in block_ranges(config.world.n_members, eng.member_block, eng.shards)]
@@ -218,3 +336,7 @@ class RayBackend:
         if self.started:
             self.ray.shutdown()
             self.started = False
+            try:
+                os.unlink(os.path.join(_registry(), str(os.getpid())))
+            except OSError:
+                pass

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 from sim.schema import (ConfigError, Registry, Spec, check_choice, check_field, check_fields,  # noqa: F401
                         check_keys, from_mapping, param, resolve_spec)
+from sim.rundir import check_path_name
 
 #: UTC offsets (hours) of the countries members can live in. Members see a diurnal visit curve
 #: in their local time, so a world with several time zones has a flatter global load curve.
@@ -40,7 +41,8 @@ ENGINE_MODES = ("batched", "reference")
 #: Where member shards run (README, "Scale"): in this process, in worker processes, on Ray.
 ENGINE_BACKENDS = ("local", "processes", "ray")
 #: Engine keys that say how a run executes, not what it simulates: results do not depend on them.
-EXECUTION_KEYS = ("backend", "shards", "sync_hours", "ray_address", "ray_cpus_per_shard", "progress")
+EXECUTION_KEYS = ("backend", "shards", "sync_hours", "ray_address", "ray_cpus_per_shard", "progress",
+                  "overwrite", "memory_limit_gb")
 #: Analyses an experiment can request (modules of experiments.analyses).
 ANALYSIS_NAMES = ("cold_start", "netflix_replay", "feedback_loop", "clickbait_loop")
 REWARD_NAMES = ("click", "play", "quality_play")
@@ -106,6 +108,7 @@ class WorldConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, "")
+        check_path_name("name", self.name)
         if self.artworks_max < self.artworks_min:
             raise ConfigError("artworks_max", self.artworks_max,
                               f"an integer >= world.artworks_min ({self.artworks_min})")
@@ -148,6 +151,11 @@ class EngineConfig:
     ray_address: str | None = param(None, nonempty=True,
                                  doc="backend=ray: null starts a local Ray; auto or ray://head:10001 joins a cluster")
     ray_cpus_per_shard: float = param(1.0, ge=0, le=1024, doc="CPUs Ray reserves per shard")
+    overwrite: bool = param(False, doc="write into a run directory holding files this project did not write "
+                                       "(entries named like run outputs are replaced, others left alone)")
+    memory_limit_gb: float | None = param(None, gt=0, le=1e6,
+                                          doc="refuse runs whose memory estimate exceeds this; "
+                                              "null: the machine's available memory")
 
     def __post_init__(self) -> None:
         check_fields(self, "")
@@ -189,6 +197,10 @@ class ExperimentSection:
     ranker_scope: str = param("shared", choices=RANKER_SCOPES,
                            doc="shared: one ranker learns from every cell; per_cell: one per cell")
     analyses: tuple[str, ...] = param((), choices=ANALYSIS_NAMES, doc="analyses run after the simulation")
+
+    def __post_init__(self) -> None:
+        check_fields(self, "")
+        check_path_name("name", self.name)     # it names the run directory: never a path
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,9 @@ class Simulation:
             except ImportError:
                 raise ConfigError("engine.backend", "ray", "local or processes: Ray is not installed "
                                   "(pip install -e '.[ray]')") from None
+            from sim.backends import check_ray_address
+
+            check_ray_address(eng.ray_address)     # fail fast, before the world is built
         loop = build_loop(config)
         self.world: World = loop.world
         self.cells: list[Cell] = loop.cells

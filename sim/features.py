@@ -55,8 +55,10 @@ def visit_context(members: "Members", catalog: "Catalog", member: np.ndarray,
     ctx = np.zeros((v, context_width(G, nc)), dtype=np.float32)
     ctx[:, :G] = observed_affinity(members, catalog, member)
     rows = np.arange(v)
-    ctx[rows, G + 1 + members.country[member]] = 1.0
-    ctx[rows, G + 1 + nc + members.device[member]] = 1.0
+    # Column indices in the platform's index type: country and device are stored as int8, and
+    # ``G + 1 + int8`` stays int8 under NumPy's promotion rules (it wrapped for n_genres > 120).
+    ctx[rows, G + 1 + members.country[member].astype(np.intp)] = 1.0
+    ctx[rows, G + 1 + nc + members.device[member].astype(np.intp)] = 1.0
     local_hours = time / 60.0 + members.utc_offset_hours[member]
     hour = 2 * math.pi * (local_hours % 24.0) / 24.0
     # Day 0 of the simulation is a Monday; weekday as an angle on a 7-day circle.

@@ -14,7 +14,10 @@ Every file is written to a temporary name (``*.tmp``) and renamed, so a run kill
 leaves complete files or none; ``metrics.json`` is the last result written and is the completion
 marker: a directory whose ``metrics.json`` says ``"complete": true`` holds every result of the
 run, and no other directory has a ``metrics.json`` at all. A new attempt in a directory first
-removes a previous attempt's outputs (:func:`clear_run_outputs`).
+removes a previous attempt's outputs (:func:`clear_run_outputs`) -- only entries the directory's
+manifest lists as written by this project (:mod:`sim.rundir`); a directory holding anything else
+is refused unless ``engine.overwrite=true``. Temporary names carry the writer's process id and a
+random suffix, so two writers never share one.
 
 Numbers that are undefined (a cell without impressions, a lift over a rate of zero, a standard
 error from one member) are written as ``null`` -- never NaN or inf -- and ``metrics.json``'s
@@ -28,7 +31,6 @@ import io
 import json
 import math
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -40,10 +42,15 @@ import sim
 TMP_SUFFIX = ".tmp"
 
 
+def tmp_name(path: Path) -> Path:
+    """A temporary name next to ``path`` that no other writer uses: ``<name>.<pid>-<hex>.tmp``."""
+    return path.with_name(f"{path.name}.{os.getpid()}-{os.urandom(4).hex()}{TMP_SUFFIX}")
+
+
 def atomic_write_text(path: Path | str, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + TMP_SUFFIX)
+    tmp = tmp_name(path)
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
@@ -55,7 +62,7 @@ def atomic_savefig(fig: Any, path: Path | str, **kwargs: Any) -> Path:
     """``fig.savefig(path)`` through a temporary name, so a killed run never leaves a truncated
     PNG that looks like a chart. (Takes the figure, so ``sim`` never imports matplotlib.)"""
     path = Path(path)
-    tmp = path.with_name(path.name + TMP_SUFFIX)
+    tmp = tmp_name(path)
     fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **kwargs)
     os.replace(tmp, path)
     return path
@@ -83,17 +90,12 @@ RUN_OUTPUTS = ("metrics.json", "run_info.json", "timeseries.csv", "config.yaml",
 
 def clear_run_outputs(run_dir: Path | str) -> None:
     """Remove a previous (interrupted or failed) attempt's outputs and temporary files from
-    ``run_dir``. ``metrics.json`` goes first, so that the directory never looks complete while
-    the rest is being replaced. Hydra's ``.hydra/``, its job log and other files stay."""
-    run_dir = Path(run_dir)
-    for name in RUN_OUTPUTS:
-        p = run_dir / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink(missing_ok=True)
-    for tmp in run_dir.glob("*" + TMP_SUFFIX):
-        tmp.unlink(missing_ok=True)
+    ``run_dir``: only those its manifest lists (:mod:`sim.rundir`). ``metrics.json`` goes first,
+    so that the directory never looks complete while the rest is being replaced. Hydra's
+    ``.hydra/``, its job log and every unlisted file stay."""
+    from sim.rundir import remove_listed
+
+    remove_listed(run_dir, RUN_OUTPUTS)
 
 
 def _clean(obj: Any) -> Any:

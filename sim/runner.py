@@ -16,8 +16,9 @@ from sim.config import EXECUTION_KEYS, experiment_config_from_dict
 from sim.engine import Simulation
 from sim.features import context_names
 from sim.logs import ImpressionLog, VisitLog
-from sim.outputs import (atomic_write_text, clear_run_outputs, provenance, write_csv,
+from sim.outputs import (RUN_OUTPUTS, atomic_write_text, clear_run_outputs, provenance, write_csv,
                          write_json)
+from sim.rundir import RunLock, check_run_dir, claim
 
 
 def make_progress(total_minutes: float, enabled: bool):
@@ -52,23 +53,41 @@ def results_config(config: Mapping[str, Any]) -> dict:
     return out
 
 
-def run_experiment(config: Mapping[str, Any], out_dir: Path | str, progress: bool | None = None) -> dict:
+def run_experiment(config: Mapping[str, Any], out_dir: Path | str, progress: bool | None = None,
+                   dir_key: str = "out_dir", adopt: tuple[str, ...] = ()) -> dict:
     """Validate ``config``, simulate, and write the run directory. Returns metrics.json's dict.
 
     Raises :class:`sim.config.ConfigError` before anything is simulated or written if the
-    config is invalid.
+    config is invalid, if ``out_dir`` holds files this project did not write (unless
+    ``engine.overwrite``), if the memory estimate exceeds the limit, or if another live process
+    is writing ``out_dir`` (:mod:`sim.rundir`). ``dir_key`` names the directory in messages;
+    ``adopt`` lists entries the caller wrote there (Hydra's ``.hydra`` and job log).
     """
+    from sim.memory import check_memory
+
     cfg = experiment_config_from_dict(config)
     out = Path(out_dir)
+    check_run_dir(out, cfg.engine.overwrite, dir_key, adopt)
+    check_memory(cfg)
     log = visit_log = None
     if cfg.engine.log_impressions:      # the writers touch the disk only when they write
         log = ImpressionLog(out / "logs", cfg.engine.log_chunk_rows)
         visit_log = VisitLog(out / "visit_context", context_names(cfg.world.n_genres, cfg.world.countries))
     sim = Simulation(cfg, log, visit_log)  # validates policies and builds the world before touching disk
-    out.mkdir(parents=True, exist_ok=True)
-    # A previous, interrupted or failed attempt: its Parquet parts, charts and temporary files
-    # are not ours, and would mix with (or outnumber) this attempt's.
-    clear_run_outputs(out)
+    lock = RunLock(out, dir_key)           # a second writer is refused; released on any exit
+    try:
+        check_run_dir(out, cfg.engine.overwrite, dir_key, adopt)   # again, now that we hold the lock
+        claim(out, (*RUN_OUTPUTS, *adopt))
+        # A previous, interrupted or failed attempt: its Parquet parts, charts and temporary
+        # files would mix with (or outnumber) this attempt's.
+        clear_run_outputs(out)
+        return _simulate_and_write(cfg, config, sim, out, progress)
+    finally:
+        lock.release()
+
+
+def _simulate_and_write(cfg, config: Mapping[str, Any], sim: Simulation, out: Path,
+                        progress: bool | None) -> dict:
     atomic_write_text(out / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False))
     show = cfg.engine.progress if progress is None else progress
     update, close = make_progress(sim.horizon, show)

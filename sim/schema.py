@@ -39,6 +39,8 @@ class ConfigError(ValueError):
     """A configuration value that is refused before any simulation starts."""
 
     def __init__(self, key: str, value: Any, allowed: str):
+        if isinstance(value, np.generic):       # np.float64(0.0) -> 0.0 in the message
+            value = value.item()
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"{key} = {value!r} is not allowed: {allowed}")
 
@@ -384,6 +386,10 @@ class Registry(Generic[T]):
         target = spec.pop("_target_", None)
         name = spec.pop("name", None)
         if target is not None:
+            if isinstance(target, str) and _stdlib_module(target.rpartition(".")[0]):
+                raise ConfigError(f"{key}._target_", target,
+                                  f"a subclass of {self.base.__module__}.{self.base.__qualname__} "
+                                  "(a standard-library module holds none; it is not imported)")
             cls = import_object(f"{key}._target_", target)
             if not (isinstance(cls, type) and issubclass(cls, self.base)):
                 raise ConfigError(f"{key}._target_", target,
@@ -440,10 +446,24 @@ def import_object(key: str, path: Any) -> Any:
     if not isinstance(path, str) or "." not in path:
         raise ConfigError(key, path, "a dotted import path such as my_package.MyClass")
     module, _, attr = path.rpartition(".")
+    if not attr.isidentifier() or not all(p.isidentifier() for p in module.split(".")):
+        raise ConfigError(key, path, "a dotted import path such as my_package.MyClass")
+    if _stdlib_module(module):
+        # Importing runs the module: a standard-library module holds no extension class, and
+        # some print or start things when imported (``this``, ``antigravity``).
+        raise ConfigError(key, path, "the import path of your class (a standard-library module "
+                          "holds none; it is not imported)")
     try:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as err:
         raise ConfigError(key, path, f"an importable class ({err})") from None
+
+
+def _stdlib_module(module: str) -> bool:
+    import sys
+
+    top = module.split(".")[0]
+    return top in getattr(sys, "stdlib_module_names", ())
 
 
 def hyperparameters(cls: type) -> type:

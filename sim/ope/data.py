@@ -50,6 +50,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sim.schema import ConfigError
 from sim.ope.validate import (LogValidationError, check_no_missing, integer_column, numeric_column,
                               propensity_column, require_columns)
 
@@ -131,17 +132,65 @@ def load_bandit_feedback(path: Path | str, n_actions: int | None = None) -> dict
     if not path.exists():
         raise FileNotFoundError(f"no logged feedback at {path}")
     meta = {}
-    if path.suffix.lower() == ".csv":
-        df = pd.read_csv(path)
-    else:
-        df = pd.read_parquet(path)
-        if path.is_file():
-            raw = pq.read_schema(path).metadata or {}
-            meta = json.loads(raw[_METADATA_KEY]) if _METADATA_KEY in raw else {}
+    try:
+        if path.suffix.lower() == ".csv":
+            df = pd.read_csv(path)
+        else:
+            df = pd.read_parquet(path)
+            if path.is_file():
+                raw = pq.read_schema(path).metadata or {}
+                meta = json.loads(raw[_METADATA_KEY]) if _METADATA_KEY in raw else {}
+    except (OSError, ValueError, pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError) as err:
+        # Corrupt or truncated Parquet, a file that is not CSV: one line naming the file.
+        raise LogFileError(str(path), f"cannot be read as {'CSV' if path.suffix.lower() == '.csv' else 'Parquet'}"
+                                      f" ({_first_line(err)}); is it truncated or corrupt?") from None
+    if not isinstance(meta, dict):
+        raise LogFileError(str(path), f"its metadata {_METADATA_KEY.decode()} is a JSON "
+                                      f"{type(meta).__name__}, not an object with n_actions")
     if "item_id" in df.columns:
         item_context = path.with_name("item_context.csv") if path.is_file() else path / "item_context.csv"
         return _from_obd(df, item_context if item_context.is_file() else None, n_actions)
     return _from_native(df, meta, n_actions)
+
+
+class LogFileError(ValueError):
+    """A log file (or its metadata) that cannot be read at all: one line naming it."""
+
+    def __init__(self, what: str, problem: str):
+        super().__init__(f"{what}: {problem}")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+#: Largest ``n_actions`` whose default ``action_context`` is a dense identity (8 MB); above it
+#: a sparse identity (scipy.sparse), so memory never grows with the square of the largest action.
+DENSE_IDENTITY_MAX = 1024
+
+
+def identity_action_context(n_actions: int):
+    """OBP's featureless ``action_context``: the identity, sparse for many actions."""
+    if n_actions <= DENSE_IDENTITY_MAX:
+        return np.eye(n_actions)
+    import scipy.sparse
+
+    return scipy.sparse.identity(n_actions, format="csr", dtype=np.float64)
+
+
+def _n_actions(value, source: str) -> int | None:
+    """A given ``n_actions`` (argument or file metadata) as an int >= 1, else a one-line refusal."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float)) \
+            or not float(value).is_integer() or not 1 <= value <= MAX_ACTIONS:
+        raise ConfigError("n_actions", value, f"an integer in [1, {MAX_ACTIONS}] (given by {source})")
+    return int(value)
+
+
+#: Largest number of actions a log may declare (the simulator's flat artwork ids are int32).
+MAX_ACTIONS = 2 ** 31 - 1
 
 
 def _from_native(df: pd.DataFrame, meta: dict, n_actions: int | None) -> dict:
@@ -160,13 +209,14 @@ def _from_native(df: pd.DataFrame, meta: dict, n_actions: int | None) -> dict:
                      else np.zeros((len(df), 0)))
     bf["context_names"] = [str(c)[len("context_"):] for c in names]
     inferred = max(int(action.max(initial=-1)) + 1, int(bf.get("n_candidates", np.zeros(1, int)).max(initial=0)))
-    n = int(n_actions or meta.get("n_actions") or inferred)
+    n = _n_actions(n_actions, "n_actions=") or _n_actions(meta.get("n_actions"), "the Parquet metadata") \
+        or inferred
     _check_n_actions(df, action, n, "action")
     if "n_candidates" in bf:
         _check_n_actions(df, bf["n_candidates"] - 1, n, "n_candidates")
     bf["n_actions"] = n
-    bf["action_context"] = (np.asarray(meta["action_context"], dtype=np.float64)
-                            if "action_context" in meta else np.eye(n))
+    bf["action_context"] = (_meta_action_context(meta["action_context"], n)
+                            if "action_context" in meta else identity_action_context(n))
     bf["n_rounds"] = len(df)
     return bf
 
@@ -190,20 +240,36 @@ def _from_obd(df: pd.DataFrame, item_context: Path | None, n_actions: int | None
     onehot = pd.get_dummies(df[user_cols].astype(str), drop_first=True)
     affinity = [numeric_column(df, c) for c in affinity_cols]
     context = np.column_stack([onehot.to_numpy(np.float64)] + affinity) if affinity else onehot.to_numpy(np.float64)
-    n = int(n_actions or int(action.max(initial=-1)) + 1)
+    n = _n_actions(n_actions, "n_actions=") or int(action.max(initial=-1)) + 1
     _check_n_actions(df, action, n, "item_id")
     return {
         "n_rounds": len(df), "n_actions": n, "action": action, "position": position,
         "reward": numeric_column(df, "click"), "pscore": propensity_column(df, "propensity_score"),
         "context": context.reshape(len(df), -1),
-        "action_context": _obd_item_context(item_context, n) if item_context else np.eye(n),
+        "action_context": _obd_item_context(item_context, n) if item_context else identity_action_context(n),
         "context_names": list(onehot.columns) + affinity_cols,
     }
 
 
+def _meta_action_context(value, n_actions: int) -> np.ndarray:
+    try:
+        out = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        out = None
+    if out is None or out.ndim != 2 or out.shape[0] != n_actions:
+        raise LogFileError("action_context", "in the Parquet metadata is not a list of "
+                           f"n_actions = {n_actions} equal-length lists of numbers")
+    return out
+
+
 def _obd_item_context(path: Path, n_actions: int) -> np.ndarray:
     """OBP's item features: label-encoded categorical item features, then ``item_feature_0``."""
-    items = pd.read_csv(path, index_col=0).sort_values("item_id")
+    try:
+        items = pd.read_csv(path, index_col=0)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise LogFileError(str(path), f"cannot be read as CSV ({_first_line(err)})") from None
+    require_columns(items, ["item_id", "item_feature_0"], f"Open Bandit Dataset {path.name}")
+    items = items.sort_values("item_id")
     if len(items) != n_actions:
         raise LogValidationError("item_id", abs(len(items) - n_actions), n_actions,
                                  f"differ between the log and {path.name}")

@@ -132,13 +132,34 @@ def synthetic_catalog(n_actions: int) -> Catalog:
                    artwork_theme=np.ones((n_actions, 1), np.float32), genre_share=np.ones(1))
 
 
+#: Bytes per (row, candidate) cell while evaluating: candidates, mask, target probabilities and
+#: their copies in the estimators.
+BYTES_PER_CELL = 64
+
+
+def _check_memory(n: int, K: int, n_actions: int) -> None:
+    from sim.memory import GB, available_memory
+
+    need, avail = n * K * BYTES_PER_CELL, available_memory()
+    if avail is not None and need > avail:
+        raise ValueError(f"n_actions = {n_actions} is too large for this log: {n:,} rows x {K:,} "
+                         f"eligible actions need about {need / GB:.1f} GB, more than the "
+                         f"{avail / GB:.1f} GB available; give each row's n_candidates, or a smaller "
+                         "--n-actions")
+
+
 def from_bandit_feedback(bf: Mapping[str, Any]) -> LoggedData:
     """A ``bandit_feedback`` dict (e.g. from :func:`sim.ope.data.load_bandit_feedback`).
 
     Eligible actions are ``0 .. n_candidates-1`` when the dict has ``n_candidates``, all
     ``n_actions`` otherwise. Rows are taken in the dict's order (OBD files are sorted by time).
     """
-    n, K = int(bf["n_rounds"]), int(bf["n_actions"])
+    n, n_actions = int(bf["n_rounds"]), int(bf["n_actions"])
+    # Rows offer n_candidates actions when the log says so: memory is rows x candidates, never
+    # rows x (largest action id) or actions^2.
+    K = int(np.max(bf["n_candidates"], initial=1)) if "n_candidates" in bf else n_actions
+    K = max(K, int(np.max(bf["action"], initial=-1)) + 1)
+    _check_memory(n, K, n_actions)
     catalog = synthetic_catalog(K)
     n_cand = np.asarray(bf.get("n_candidates", np.full(n, K)), dtype=np.int64)
     mask = np.arange(K)[None, :] < n_cand[:, None]

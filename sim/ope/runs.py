@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import yaml
 
+from sim.schema import ConfigError
 from sim.config import ExperimentConfig, experiment_config_from_dict
 from sim.features import impression_context
 from sim.streams import generator
@@ -28,7 +29,18 @@ def run_config(run_dir: Path | str) -> ExperimentConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
-    return experiment_config_from_dict(yaml.safe_load(path.read_text()))
+    try:
+        d = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        mark = getattr(err, "problem_mark", None)
+        raise ValueError(f"{path} is not a valid config.yaml (it does not parse"
+                         f"{f' at line {mark.line + 1}' if mark is not None else ''})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path} is not a valid config.yaml (it holds a {type(d).__name__}, not a mapping)")
+    try:
+        return experiment_config_from_dict(d)
+    except ConfigError as err:
+        raise ConfigError(err.key, err.value, f"{err.allowed} (in {path})") from None
 
 
 def run_catalog(cfg: ExperimentConfig) -> Catalog:

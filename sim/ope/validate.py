@@ -41,7 +41,9 @@ def require_columns(df: pd.DataFrame, columns: list[str], layout: str) -> None:
 
 def _first(mask: np.ndarray, values) -> str:
     i = int(np.flatnonzero(mask)[0])
-    return f"first: row {i}, value {values[i]!r}"
+    value = values[i]
+    value = value.item() if isinstance(value, np.generic) else value   # 0.0, not np.float64(0.0)
+    return f"first: row {i}, value {value!r}"
 
 
 def numeric_column(df: pd.DataFrame, column: str) -> np.ndarray:

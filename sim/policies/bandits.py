@@ -113,7 +113,36 @@ class ThompsonPolicy(CountingPolicy):
         self.argmax_prob_ = probs
 
     def probabilities(self, batch: DecisionBatch) -> np.ndarray:
-        return np.where(batch.mask, self._gather(self.argmax_prob_, batch), 0.0)
+        probs = np.where(batch.mask, self._gather(self.argmax_prob_, batch), 0.0)
+        # Rows offering only part of the title's pool (e.g. logged feedback whose n_candidates
+        # varies by row): the argmax is taken over the offered images only.
+        partial = batch.mask.sum(axis=1) < self.catalog_.pool_size[batch.title]
+        if partial.any():
+            probs[partial] = self._subset_probabilities(batch.candidates[partial], batch.mask[partial])
+        return probs
+
+    def _subset_probabilities(self, candidates: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """P(argmax of one posterior draw) over each row's offered images, shape (n, K).
+        One Monte Carlo estimate per distinct offer (rows with the same offer share it)."""
+        offers, inverse = np.unique(np.where(mask, candidates, -1), axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        a = self.counts_.rewards + self.prior_alpha
+        b = self.counts_.shows - self.counts_.rewards + self.prior_beta
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
+            [self.seed, 0x7416, self.model_version_])))
+        U, K = offers.shape
+        out = np.zeros((U, K))
+        chunk = max(1, (1 << 22) // (K * self.n_draws))
+        for lo in range(0, U, chunk):
+            p = offers[lo:lo + chunk]
+            v = p >= 0
+            ids = p[v]
+            draws = np.full((*p.shape, self.n_draws), -np.inf)
+            draws[v] = rng.beta(a[ids][:, None], b[ids][:, None], size=(ids.size, self.n_draws))
+            winner = draws.argmax(axis=1)                                     # (chunk, n_draws)
+            flat = (np.arange(p.shape[0])[:, None] * K + winner).ravel()
+            out[lo:lo + chunk] = np.bincount(flat, minlength=p.size).reshape(p.shape) / self.n_draws
+        return out[inverse]
 
 
 class UCB1Policy(CountingPolicy):

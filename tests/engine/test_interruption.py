@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 import sim
-from sim.outputs import clear_run_outputs, is_complete
+from sim.config import ConfigError
+from sim.outputs import RUN_OUTPUTS, clear_run_outputs, is_complete
+from sim.rundir import claim
 from sim.runner import run_experiment
 from tests.conftest import tiny_config
 
@@ -125,13 +127,19 @@ def test_stale_outputs_of_a_killed_attempt_are_removed_before_a_rerun(tmp_path):
     """A previous attempt's extra Parquet parts, charts and temporary files do not survive."""
     out = tmp_path / "run"
     (out / "logs").mkdir(parents=True)
+    claim(out, RUN_OUTPUTS)        # what the killed attempt had listed as its own
     (out / "logs" / "part-09999.parquet").write_bytes(b"old")
     (out / "logs" / "part-00000.parquet.tmp").write_bytes(b"half")
     (out / "charts").mkdir()
     (out / "charts" / "stale.png").write_bytes(b"old")
     (out / "metrics.json.tmp").write_text("{")
     (out / "notes.txt").write_text("mine")
-    run_experiment(tiny_config(["thompson"]), out)
+    with pytest.raises(ConfigError, match="notes.txt"):       # a file this project did not write
+        run_experiment(tiny_config(["thompson"]), out)
+    assert (out / "logs" / "part-09999.parquet").exists()     # refused: nothing touched
+    config = tiny_config(["thompson"])
+    config["engine"]["overwrite"] = True
+    run_experiment(config, out)
     assert not (out / "logs" / "part-09999.parquet").exists()
     assert not list(out.rglob("*.tmp")) and not (out / "charts").exists()
     assert (out / "notes.txt").read_text() == "mine"          # not a run output: kept
