@@ -6,7 +6,7 @@ something or leaves. Here, per visit (``world.response.name=session``):
 
 1. **Scan.** The member looks at the rendered tiles in reading order: rows top-down, columns left
    to right. Rendering already keeps only the rows the member scrolls to (row continuation
-   probability ``scroll_continue``) and the columns their device shows, so the scan covers those
+   probability ``session_scroll_continue``) and the columns their device shows, so the scan covers those
    tiles until the session ends. Each look takes a dwell time (``dwell_seconds``).
 2. **Detail view.** A looked-at tile is opened (the *click*) with ``sigmoid(click logit)``: the
    independent model's logit (fit, title quality, theme match x taste + appeal, shrunk for
@@ -63,6 +63,7 @@ class SessionResponse(ResponseModel):
         super().__init__(cfg, *args, **kwargs)
         # The independent model's logits with this model's intercepts (per look, not per tile shown).
         self.logit_params = replace(cfg, click_intercept=cfg.session_click_intercept,
+                                    fit_weight=cfg.session_fit_weight,
                                     play_intercept=cfg.session_play_intercept,
                                     quality_intercept=cfg.session_quality_intercept)
 
@@ -70,6 +71,10 @@ class SessionResponse(ResponseModel):
     def attention(self, row: np.ndarray, column: np.ndarray) -> np.ndarray:
         """1 for every tile: the take probabilities are conditional on the tile being looked at."""
         return np.ones(np.shape(row), dtype=np.float32)
+
+    @property
+    def scroll_continue(self) -> float:
+        return self.cfg.session_scroll_continue
 
     @property
     def position_bias(self) -> bool:
