@@ -202,6 +202,7 @@ def _session_run(tmp_path, name: str, seed: int = 5, **engine):
     return out
 
 
+@pytest.mark.slow
 def test_sessions_are_identical_for_any_shard_count(tmp_path):
     import pyarrow.parquet as pq
 
