@@ -88,7 +88,9 @@ class ServedVisits:
 
 @dataclass
 class ServedImpressions:
-    """Everything the engine needs after serving one batch of one cell (arrays of shape (n,))."""
+    """Everything the engine needs after serving one batch of one cell (arrays of shape (n,)),
+    the response model's raw ``outcomes`` (session fields included) and their per-visit
+    aggregates ``visits``."""
 
     decisions: DecisionBatch
     visit: np.ndarray

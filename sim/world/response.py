@@ -11,6 +11,10 @@ An impression of title t with artwork a at (row, column) to member m:
   ``sigmoid(q0 + w*fit + w_r*(representativeness - r0) + w_q*quality)``.
 
 So an unrepresentative, high-appeal image (clickbait) raises clicks but not quality plays.
+
+This is the ``independent`` model (every tile on its own). The ``session`` model
+(:mod:`sim.world.session`, the default of ``configs/``) reuses these logit pieces per look and
+simulates one scan of the whole page per visit.
 """
 from __future__ import annotations
 
@@ -144,6 +148,10 @@ class ResponseModel:
       :class:`Outcomes`; with ``page=None`` each impression is a page of its own.
     * ``uses_last_artwork``: True when the probabilities depend on the image last shown (the
       engine must then track shown images).
+    * ``scroll_continue``: P(member scrolls to the next row), which sets how many rows are
+      rendered (the shard draws each visit's scroll depth from it).
+    * ``logit_params``: the parameters :meth:`take_probabilities` and :meth:`title_scores` read
+      (``cfg``; a subclass may swap intercepts, as ``session`` does).
     * The hidden truth it was built with (``tastes`` (M, G), ``quality``, ``appeal``,
       ``representativeness``) stays readable: the oracle ranker and analyses read ``tastes``.
     """
