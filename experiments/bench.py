@@ -421,6 +421,7 @@ def response_models(args: argparse.Namespace) -> list[dict]:
               f"{r['visits']:,} visits)", flush=True)
     for r in rows:      # a session page renders more tiles: visits/s is the fairer per-page figure
         r["visits_per_s_median"] = r["impressions_per_s_median"] * r["visits"] / max(r["impressions"], 1)
+    for r in rows:
         r["ratio_to_reference"] = r["impressions_per_s_median"] / rows[-1]["impressions_per_s_median"]
         r["visits_ratio_to_reference"] = r["visits_per_s_median"] / rows[-1]["visits_per_s_median"]
     ratio, per_visit = rows[0]["ratio_to_reference"], rows[0]["visits_ratio_to_reference"]
