@@ -13,7 +13,10 @@ Prints, on one core (BLAS/OpenMP threads pinned to 1 before NumPy loads):
    minimal pipeline on that world and batch size, and peak resident memory. Each size runs in a
    fresh subprocess, so its peak is its own. A verdict line says whether the cost per impression
    grows with members or days (it must not: no quadratic step in ranking, logging or metrics);
-4. the speed-up of ``--workers`` worker processes (``engine.backend=processes``) over one process
+4. impressions/s of the default experiment (default world, ``baselines`` cells, a few simulated
+   days) under the ``session`` and the ``independent`` response models and their ratio (the
+   session model must keep at least 80 %);
+5. the speed-up of ``--workers`` worker processes (``engine.backend=processes``) over one process
    on the same run, end to end and after the workers have built their worlds.
 
 ``--json PATH`` also writes every figure to a file, so they can be quoted.
@@ -238,7 +241,7 @@ def verdict_line(v: dict, rows: list[dict]) -> str:
 
 
 # Small sizes for development: the whole bench in well under a minute.
-QUICK = {"members": 20_000, "repeat": 1, "scales": "5000,20000", "scale_days": 0.25,
+QUICK = {"members": 20_000, "repeat": 1, "response_days": 0.5, "scales": "5000,20000", "scale_days": 0.25,
          "days_axis": "0.25,0.75", "days_axis_members": 20_000, "parallel_days": 0.25}
 
 
@@ -267,6 +270,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="worker processes for the speed-up figure (1: skip it)")
     ap.add_argument("--parallel-days", type=float, default=1.0)
     ap.add_argument("--parallel-policy", default="lints")
+    ap.add_argument("--response-models", default="session,independent",
+                    help="response models to compare (first under test, last the reference)")
+    ap.add_argument("--response-days", type=float, default=3.0,
+                    help="simulated days of the default experiment per response model")
+    ap.add_argument("--skip-response", action="store_true")
     ap.add_argument("--json", help="also write every figure to this JSON file")
     quick, _ = ap.parse_known_args(argv)
     if quick.quick:
@@ -366,6 +374,67 @@ def parallel(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def default_experiment(response: str, days: float) -> dict:
+    """The default experiment (``python -m experiments.run``: default world, the ``baselines``
+    cells) with response model ``response`` for ``days`` simulated days, composed by Hydra."""
+    import hydra
+
+    from experiments import config_store  # noqa: F401 -- registers the schema
+    from experiments.run import CONFIG_DIR, config_to_dict
+
+    with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = hydra.compose("config", overrides=[f"world.response.name={response}", f"engine.days={days}",
+                                                 "engine.progress=false"])
+    return config_to_dict(cfg)
+
+
+def run_config(config: dict) -> dict:
+    """Run a config with Parquet logging on; impressions, seconds and impressions/s."""
+    cfg = experiment_config_from_dict(config)
+    with tempfile.TemporaryDirectory() as tmp:
+        sim = Simulation(cfg, ImpressionLog(tmp, cfg.engine.log_chunk_rows))
+        t0 = time.perf_counter()
+        sim.run()
+        elapsed = time.perf_counter() - t0
+    return {"impressions": sim.impressions, "visits": sim.visits, "run_s": elapsed,
+            "impressions_per_s": sim.impressions / elapsed}
+
+
+def response_models(args: argparse.Namespace) -> list[dict]:
+    """End-to-end impressions/s of the default experiment under each response model
+    (``--response-models``: the first is the one under test, the last the reference); the
+    ``session`` model must keep at least :data:`SESSION_SPEED_FLOOR` of ``independent``'s."""
+    names = args.response_models.split(",")
+    print(f"\nresponse models: the default experiment (default world, baselines cells), "
+          f"{args.response_days:g} simulated day(s), Parquet logging on, 1 thread")
+    rows = []
+    for name in names:
+        config = default_experiment(name, args.response_days)
+        runs = [run_config(config) for _ in range(args.repeat)]
+        rates = [x["impressions_per_s"] for x in runs]
+        r = sorted(runs, key=lambda x: x["impressions_per_s"])[len(runs) // 2]
+        rows.append({"response": name, "impressions": int(r["impressions"]), "visits": int(r["visits"]),
+                     "impressions_per_s_median": float(np.median(rates)),
+                     "impressions_per_s_best": max(rates), "impressions_per_s_worst": min(rates)})
+        print(f"  {name:12s} {np.median(rates):>12,.0f} impressions/s median of {len(rates)} "
+              f"(best {max(rates):,.0f}, worst {min(rates):,.0f}; {r['impressions']:,} impressions, "
+              f"{r['visits']:,} visits)", flush=True)
+    for r in rows:      # a session page renders more tiles: visits/s is the fairer per-page figure
+        r["visits_per_s_median"] = r["impressions_per_s_median"] * r["visits"] / max(r["impressions"], 1)
+    for r in rows:
+        r["ratio_to_reference"] = r["impressions_per_s_median"] / rows[-1]["impressions_per_s_median"]
+        r["visits_ratio_to_reference"] = r["visits_per_s_median"] / rows[-1]["visits_per_s_median"]
+    ratio, per_visit = rows[0]["ratio_to_reference"], rows[0]["visits_ratio_to_reference"]
+    verdict = "ok" if ratio >= SESSION_SPEED_FLOOR else "TOO SLOW"
+    print(f"  {names[0]} / {names[-1]}: {ratio:.2f} of the impressions/s "
+          f"(floor {SESSION_SPEED_FLOOR:.0%}): {verdict}; {per_visit:.2f} of the visits/s")
+    return rows
+
+
+#: The session response model must keep this share of the independent model's impressions/s.
+SESSION_SPEED_FLOOR = 0.8
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     report = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
@@ -375,6 +444,8 @@ def main(argv: list[str] | None = None) -> None:
         report["headline"] = headline(args)
     if not args.skip_scaling:
         report["scaling"], report["verdicts"] = scaling(args)
+    if not args.skip_response:
+        report["response_models"] = response_models(args)
     if args.workers > 1:
         report["parallel"] = parallel(args)
     if args.json:

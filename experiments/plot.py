@@ -101,8 +101,10 @@ def _rate_chart(series, metric: type[RatioMetric], path: Path, clustered) -> Pat
             band(ax, days, s[name], se, line.get_color())
     if metric.percent:
         percent_axis(ax)
-    band_text = ("95 % band, members as clusters" if clustered
-                 else "95 % band, binomial (no log: ignores within-member correlation)")
+    # Per-visit metrics are not in the clustered errors (computed from the impression log).
+    by_member = bool(clustered) and all(name in clustered.get(c, {}) for c in series)
+    band_text = ("95 % band, members as clusters" if by_member
+                 else "95 % band, binomial (ignores within-member correlation)")
     return finish(fig, ax, path, title=f"{metric.label[0].upper() + metric.label[1:]} ({metric.unit}) over time",
                   xlabel="simulated time (days)", ylabel=metric.axis_label(),
                   legend_title=f"cell ({band_text})", fontsize=9, title_fontsize=9)

@@ -1,4 +1,5 @@
-"""The simulated world: catalog (what is watched), members (who watches), response (how they choose).
+"""The simulated world: catalog (what is watched), members (who watches), response (how they choose:
+``independent`` tiles, or ``session``: one scan of the page per visit).
 
 Each part is replaceable on its own; :func:`build_world` draws all three from the ``world`` stream.
 """
@@ -12,9 +13,11 @@ from sim.config import WorldConfig
 from sim.streams import generator
 from sim.world.catalog import Catalog, build_catalog
 from sim.world.members import Members, build_members
-from sim.world.response import Outcomes, ResponseModel
+from sim.world.response import SESSION_END_REASONS, Outcomes, Page, ResponseModel
+from sim.world.session import SessionResponse
 
-__all__ = ["Catalog", "Members", "ResponseModel", "Outcomes", "World", "build_world"]
+__all__ = ["Catalog", "Members", "ResponseModel", "SessionResponse", "Outcomes", "Page",
+           "SESSION_END_REASONS", "World", "build_world"]
 
 
 @dataclass

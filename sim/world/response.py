@@ -11,6 +11,10 @@ An impression of title t with artwork a at (row, column) to member m:
   ``sigmoid(q0 + w*fit + w_r*(representativeness - r0) + w_q*quality)``.
 
 So an unrepresentative, high-appeal image (clickbait) raises clicks but not quality plays.
+
+This is the ``independent`` model (every tile on its own). The ``session`` model
+(:mod:`sim.world.session`, the default of ``configs/``) reuses these logit pieces per look and
+simulates one scan of the whole page per visit.
 """
 from __future__ import annotations
 
@@ -45,6 +49,23 @@ class Impressions(Protocol):
     last_artwork: np.ndarray | None
 
 
+class Page(NamedTuple):
+    """Where each of n impressions sits on its page, for response models whose outcomes depend on
+    the rest of the page (the ``session`` model). All arrays have shape (n,).
+
+    visit : index of the impression's visit (page) in the batch; every impression of a visit is
+        in the same :meth:`ResponseModel.draw` call
+    row, column : the tile's position (the rendered tiles are those the member scrolled to and
+        the device shows)
+    member : the member of the visit
+    """
+
+    visit: np.ndarray
+    row: np.ndarray
+    column: np.ndarray
+    member: np.ndarray
+
+
 class TakeProbabilities(NamedTuple):
     """Unconditional P(click), P(play), P(quality play) per impression and candidate, (n, K)."""
 
@@ -55,7 +76,17 @@ class TakeProbabilities(NamedTuple):
 
 @dataclass
 class Outcomes:
-    """Drawn outcomes of n impressions (true, whether or not later attributed)."""
+    """Drawn outcomes of n impressions (true, whether or not later attributed).
+
+    The session fields are None for a model without sessions (``independent``); a model that
+    simulates the member's scan of the page (``session``) fills them, all of shape (n,), times in
+    seconds since the page was rendered (NaN where the event did not happen):
+
+    look : bool, the tile was looked at;  look_second : when the look began
+    click_second : when the detail view opened;  play_second : when the play started
+    session_seconds : float32, the length of the impression's session (same on every tile of a visit)
+    end_reason : int8, how the session ended (:data:`SESSION_END_REASONS`; same on every tile)
+    """
 
     click: np.ndarray          # (n,) bool
     play: np.ndarray           # (n,) bool
@@ -63,6 +94,20 @@ class Outcomes:
     minutes: np.ndarray        # (n,) float32 watch minutes
     click_delay: np.ndarray    # (n,) float32 minutes impression -> click
     play_delay: np.ndarray     # (n,) float32 minutes click -> play start
+    look: np.ndarray | None = None
+    look_second: np.ndarray | None = None
+    click_second: np.ndarray | None = None
+    play_second: np.ndarray | None = None
+    session_seconds: np.ndarray | None = None
+    end_reason: np.ndarray | None = None
+
+    @property
+    def has_sessions(self) -> bool:
+        return self.session_seconds is not None
+
+
+#: How a session ends (``Outcomes.end_reason``, the visit log's ``end_reason``).
+SESSION_END_REASONS = ("play", "leave", "patience", "page_end")
 
 
 def _logit_weight(default: float, doc: str) -> Any:
@@ -96,10 +141,17 @@ class ResponseModel:
       ``position_bias`` says whether it actually falls.
     * ``title_scores(member)`` -> (n, n_titles) true title ranking without the artwork term
       (read by the ``oracle`` ranker and the ranker-drift measure only).
-    * ``draw(p_click, p_play, p_quality, rng, click_delay_mean, play_delay_mean)`` ->
-      :class:`Outcomes` of the shown images; every draw from ``rng``.
+    * ``draw(p_click, p_play, p_quality, rng, click_delay_mean, play_delay_mean, page=None)`` ->
+      :class:`Outcomes` of the shown images; every draw from ``rng``. ``page`` (a :class:`Page`)
+      says where each impression sits; serving passes every impression of a visit in one call.
+      A model whose outcomes depend on the page (``session``) fills the session fields of
+      :class:`Outcomes`; with ``page=None`` each impression is a page of its own.
     * ``uses_last_artwork``: True when the probabilities depend on the image last shown (the
       engine must then track shown images).
+    * ``scroll_continue``: P(member scrolls to the next row), which sets how many rows are
+      rendered (the shard draws each visit's scroll depth from it).
+    * ``logit_params``: the parameters :meth:`take_probabilities` and :meth:`title_scores` read
+      (``cfg``; a subclass may swap intercepts, as ``session`` does).
     * The hidden truth it was built with (``tastes`` (M, G), ``quality``, ``appeal``,
       ``representativeness``) stays readable: the oracle ranker and analyses read ``tastes``.
     """
@@ -136,6 +188,32 @@ class ResponseModel:
                                                  doc="minutes watched that make a play a quality play")
         mean_quality_minutes: float = param(55.0, gt=0.0, le=10_000.0,
                                             doc="mean minutes beyond the threshold (exponential)")
+        # -- the session model's own parameters (sim/world/session.py; ignored by independent).
+        # Both built-ins share this one parameter set, so that ``world.response.name`` alone
+        # switches between them (a Hydra override keeps every other key of the node).
+        session_click_intercept: float = _logit_weight(
+            -4.3, "session: logit of a detail view given the tile is looked at")
+        session_fit_weight: float = _logit_weight(0.5, "session: detail-view-logit weight of member-title fit")
+        session_play_intercept: float = _logit_weight(-1.2, "session: logit P(play | detail view)")
+        session_quality_intercept: float = _logit_weight(
+            -0.3, "session: logit P(play not abandoned early | play)")
+        session_scroll_continue: float = param(0.93, ge=0.0, le=1.0,
+                                               doc="session: P(member scrolls to the next row)")
+        dwell_seconds: float = param(2.5, gt=0.0, le=600.0, doc="session: mean seconds looking at one tile")
+        dwell_min_seconds: float = param(0.5, ge=0.0, le=600.0,
+                                         doc="session: shortest look; dwell = min + exponential(mean - min)")
+        detail_seconds: float = param(12.0, ge=0.0, le=3600.0,
+                                      doc="session: mean seconds of a detail view (exponential)")
+        patience_seconds: float = param(100.0, gt=0.0, le=36_000.0,
+                                        doc="session: median browsing time budget (log-normal)")
+        patience_sigma: float = param(0.5, ge=0.0, le=5.0, doc="session: log-normal spread of the time budget")
+        leave_probability: float = param(0.005, ge=0.0, le=1.0, doc="session: P(member leaves after a look)")
+
+        def __post_init__(self) -> None:
+            if self.dwell_min_seconds > self.dwell_seconds:
+                from sim.schema import ConfigError
+                raise ConfigError("world.response.dwell_min_seconds", self.dwell_min_seconds,
+                                  f"a number <= world.response.dwell_seconds ({self.dwell_seconds})")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -153,6 +231,8 @@ class ResponseModel:
         self.appeal = appeal                       # (A,) float32
         self.representativeness = representativeness  # (A,) float32
         self.fit_mean, self.fit_sd = float(fit_mean), float(fit_sd)
+        #: The parameters the logits read (a subclass may swap intercepts, as ``session`` does).
+        self.logit_params = cfg
 
     # ---- the entry point every caller uses ----------------------------------------------
     def probabilities(self, impressions: Impressions,
@@ -186,6 +266,11 @@ class ResponseModel:
         return self.cfg.artwork_change_penalty > 0
 
     @property
+    def scroll_continue(self) -> float:
+        """P(member scrolls to the next row): how many rows are rendered (shard's scroll depth)."""
+        return self.cfg.scroll_continue
+
+    @property
     def position_bias(self) -> bool:
         """Attention falls with row (and column)."""
         return self.cfg.row_attention_exponent > 0 or self.cfg.column_attention_exponent > 0
@@ -207,8 +292,9 @@ class ResponseModel:
 
         Used by the oracle ranker."""
         raw = self.tastes[member] @ self.title_genres.T
-        return (self.cfg.fit_weight * (raw - self.fit_mean) / self.fit_sd
-                + self.cfg.title_quality_weight * self.quality[None, :])
+        c = self.logit_params
+        return (c.fit_weight * (raw - self.fit_mean) / self.fit_sd
+                + c.title_quality_weight * self.quality[None, :])
 
     def take_probabilities(self, member: np.ndarray, title: np.ndarray, artworks: np.ndarray,
                            row: np.ndarray, column: np.ndarray, familiar: np.ndarray,
@@ -230,7 +316,7 @@ class ResponseModel:
         p_click, p_play, p_quality : ndarray, shape (n, k)
             Unconditional P(click), P(play) and P(quality play) per impression.
         """
-        c = self.cfg
+        c = self.logit_params
         art = np.maximum(artworks, 0)
         fit = self.fit(member, title)                                        # (n,)
         match = np.einsum("nkg,ng->nk", self.artwork_theme[art], self.tastes[member])
@@ -251,8 +337,12 @@ class ResponseModel:
         return p_click, p_play, p_play * p_quality_given_play
 
     def draw(self, p_click: np.ndarray, p_play: np.ndarray, p_quality: np.ndarray,
-             rng: np.random.Generator, click_delay_mean: float, play_delay_mean: float) -> Outcomes:
-        """Draw outcomes for chosen artworks; probabilities have shape (n,)."""
+             rng: np.random.Generator, click_delay_mean: float, play_delay_mean: float,
+             page: Page | None = None) -> Outcomes:
+        """Draw outcomes for chosen artworks; probabilities have shape (n,).
+
+        ``page``: where the impressions sit (every impression of a visit is in one call); the
+        independent model ignores it, a session model scans each page in reading order."""
         n = p_click.shape[0]
         u = rng.random((n, 4), dtype=np.float32)
         click = u[:, 0] < p_click

@@ -469,7 +469,7 @@ def test_every_key_is_in_the_composed_config_with_its_default():
     d = compose(["policy=linucb", "ranker=popularity"])
     # A few defaults written out (not read from the schema under test).
     assert d["world"]["visits_per_day"] == 0.6 and d["world"]["hype_spread"] == 1.0
-    assert d["world"]["response"]["theme_weight"] == 3.0 and d["world"]["response"]["name"] == "independent"
+    assert d["world"]["response"]["theme_weight"] == 3.0 and d["world"]["response"]["name"] == "session"
     assert d["engine"]["window_minutes"] == 5.0 and d["policy"]["alpha"] == 0.05
     assert d["ranker"]["half_life_days"] == 7.0 and d["ranker"]["rows"] == 10
     # Every declared key, at its default unless a YAML file of the composition changes it.

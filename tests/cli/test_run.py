@@ -181,13 +181,14 @@ def test_small_log_chunks_write_several_parts_with_the_same_rows(log, tmp_path):
 
 
 # ---- charts ---------------------------------------------------------------------------------------
-def test_plot_run_writes_five_readable_charts(run):
+def test_plot_run_writes_six_readable_charts(run):
     from experiments.plot import plot_run
 
     charts = plot_run(run[0])
     assert sorted(p.name for p in charts) == ["ctr_over_time.png", "cumulative_regret.png",
                                               "homepage.png", "lift.png",
-                                              "take_fraction_over_time.png"]
+                                              "take_fraction_over_time.png",
+                                              "visit_success_rate_over_time.png"]
     for p in charts:
         assert p.parent == run[0] / "charts" and p.stat().st_size > 10_000, p
         img = mpimg.imread(p)

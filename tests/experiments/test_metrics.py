@@ -54,7 +54,9 @@ def test_builtin_metrics_give_metrics_json_its_keys_in_order():
     acc, member_cell = two_cell_accumulator()
     cell = acc.summary(member_cell, "a")["cells"]["a"]
     assert list(cell) == ["members", "impressions", "visits", "clicks", "plays", "quality_plays", "minutes",
-                          "ctr", "play_rate", "take_fraction", "artwork_gain", "minutes_per_member",
+                          "successful_visits", "ctr", "play_rate", "take_fraction", "artwork_gain",
+                          "minutes_per_member", "plays_per_visit", "quality_plays_per_visit",
+                          "visit_success_rate", "minutes_per_visit", "time_to_first_play",
                           "expected_take_fraction", "oracle_take_fraction", "uniform_take_fraction",
                           "expected_regret", "regret_per_1k_impressions"]
     assert cell["ctr"]["estimate"] == pytest.approx(2 / 3)
@@ -63,7 +65,8 @@ def test_builtin_metrics_give_metrics_json_its_keys_in_order():
     b = acc.summary(member_cell, "a")["cells"]["b"]
     assert b["artwork_gain"]["estimate"] == pytest.approx(2.0)                     # 0.9 / 0.3 - 1
     row = acc.time_series()[0]
-    assert [k for k in row if k.endswith("_se")] == ["ctr_se", "play_rate_se", "take_fraction_se"]
+    assert [k for k in row if k.endswith("_se")] == ["ctr_se", "play_rate_se", "take_fraction_se",
+                                                    "visit_success_rate_se"]
 
 
 def test_a_metric_declared_once_is_in_the_summary_lift_and_time_series(scratch_registry):

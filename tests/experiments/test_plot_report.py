@@ -107,7 +107,7 @@ def test_report_of_a_run_is_self_contained_html_with_table_power_and_charts(run_
                    "design effect"):
         assert needle in text, needle
     images = re.findall(r"<img [^>]*src='([^']*)'", text)
-    assert len(images) == 5 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert len(images) == 6 and all(src.startswith("data:image/png;base64,") for src in images)
     assert "src='charts/" not in text and "http" not in text.split("<body>")[1]
     for cell in CELLS:
         assert f"<td>{cell}" in text
@@ -117,7 +117,7 @@ def test_markdown_report_links_charts_that_exist(run_dir, tmp_path):
     path = write_report(run_dir, "md")
     text = path.read_text()
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
-    assert len(links) == 5 and all((path.parent / link).is_file() for link in links)
+    assert len(links) == 6 and all((path.parent / link).is_file() for link in links)
     elsewhere = write_report(run_dir, "md", tmp_path / "r.md")
     assert all((elsewhere.parent / link).is_file()
                for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", elsewhere.read_text()))
