@@ -189,3 +189,13 @@ def independent_page_values(p_quality: np.ndarray, probabilities: np.ndarray,
     ``p_quality`` (n, K) from :func:`sim.ope.groundtruth.true_rewards`; returns (n_pages,)."""
     per_tile = np.einsum("nk,nk->n", probabilities, p_quality)
     return np.bincount(slate_index, weights=per_tile, minlength=int(slate_index.max()) + 1)
+
+
+def reward_to_go(slate_id: np.ndarray, per_tile: np.ndarray) -> np.ndarray:
+    """Sum of ``per_tile`` over the *later* rows of each row's page (rows sorted by page and
+    reading order), shape (n,): with per-tile target values it turns a per-tile reward model into
+    the cascade Q-function ``q_hat(l, a) + sum_{l' > l} E_pi q_hat(l')`` that cascade-dr reads."""
+    if slate_id.size == 0:
+        return per_tile.copy()
+    total = np.cumsum(per_tile)
+    return page_last(slate_id, total) - total
