@@ -91,12 +91,15 @@ def evaluate_pages(s: PageSettings, run_dir: Path, response: str, seed: int) -> 
     logger = d.mask / d.mask.sum(axis=1, keepdims=True)
     rng = generator(seed, "ope_pages", 1)
     probs, truth, truths = {}, {}, []
+    logger_truth, logger_se = page_truth(world.response, d, page, logger, rng, s.truth_replications)
     for i, (name, spec) in enumerate(s.targets.items()):
         policy = build_target(spec, world.catalog, seed=seed * 100 + i, response=world.response)
         probs[name] = target_probabilities(policy, d)
         truth[name], se = page_truth(world.response, d, page, probs[name], rng, s.truth_replications)
         truths.append({"response": response, "seed": seed, "target": name, "pages": n_pages,
-                       "truth": truth[name].mean(), "truth_mc_se": se})
+                       "truth": truth[name].mean(), "truth_mc_se": se,
+                       "logger_truth": logger_truth.mean(), "logger_truth_mc_se": logger_se,
+                       "logged_page_reward": float(slate["reward"].sum() / n_pages)})
     rows = []
     for size in s.sizes:
         m = min(size, n_pages)
@@ -160,8 +163,10 @@ def print_page_tables(summary: pd.DataFrame, truths: pd.DataFrame) -> None:
         g = g[g["size"] == g["size"].max()]
         t = truths[(truths["response"] == response) & (truths["target"] == target)]
         se = math.sqrt((t["truth_mc_se"] ** 2).sum()) / len(t)
+        lift = t["truth"].mean() / t["logger_truth"].mean() - 1
         print(f"\npage level, response {response}, target {target}: true value {t['truth'].mean():.4f} "
-              f"quality plays per page (Monte Carlo se {se:.5f}); {int(g['size'].iloc[0]):,} pages per log, "
+              f"quality plays per page (Monte Carlo se {se:.5f}; uniform logger {t['logger_truth'].mean():.4f}, "
+              f"true page-level lift {lift:+.1%}); {int(g['size'].iloc[0]):,} pages per log, "
               f"{int(g['estimates'].iloc[0])} logs")
         print(f"{'estimator':<12}{'bias':>10}{'± se':>9}{'rel. bias':>11}{'RMSE':>9}{'rel. RMSE':>11}{'coverage':>10}")
         for e in SLATE_ESTIMATOR_NAMES:

@@ -15,8 +15,10 @@ from sim.ope.estimators.slate import (SLATE_ESTIMATOR_NAMES, SLATE_ESTIMATORS, S
                                       build_slate_estimator, estimate_slates)
 from sim.ope.groundtruth import true_rewards
 from sim.ope.logged import build_target, from_log, target_probabilities
-from sim.ope.pages import (cascade_products, independent_page_values, page_propensities, page_truth,
-                           slate_feedback_from_log, target_slate_pscores)
+from sim.config import RESPONSE_MODELS
+from sim.ope.pages import (cascade_products, draw_pages, independent_page_values, page_last,
+                           page_propensities, page_truth, sample_actions, slate_feedback_from_log,
+                           target_slate_pscores)
 from sim.ope.runs import read_visit_contexts, run_config, run_world
 from sim.ope.slate_testing import check_slate_estimator, make_slate_problem
 from sim.ope.validate import LogValidationError
@@ -189,15 +191,23 @@ def test_a_missing_input_is_named_with_the_estimator():
 
 
 # ---- page propensities and truth from a simulator run ------------------------------------------------
+def small_page_run(directory, cells, response: str):
+    """A one-day run of ``cells`` on pages of at most 2 x 3 tiles under ``response``."""
+    cfg = tiny_run_config(tuple(c if isinstance(c, str) else c["name"] for c in cells))
+    cfg["experiment"]["cells"] = [
+        {"name": c if isinstance(c, str) else c["name"], "share": 1 / len(cells),
+         "policy": {"name": c} if isinstance(c, str) else c["policy"]} for c in cells]
+    cfg["world"]["response"] = {"name": response}
+    cfg["ranker"] = {"name": "learned", "rows": 2, "columns": 3}
+    run_experiment(cfg, directory)
+    return directory
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """Uniform, epsilon-greedy-like and lints cells on pages of at most 2 x 3 tiles."""
-    cfg = tiny_run_config(("uniform", "explore", "lints"))
-    cfg["experiment"]["cells"][1]["policy"] = {"name": "explore", "epsilon": 0.5, "base": {"name": "thompson"}}
-    cfg["ranker"] = {"name": "learned", "rows": 2, "columns": 3}
-    out = tmp_path_factory.mktemp("slate") / "run"
-    run_experiment(cfg, out)
-    return out
+    """Uniform, epsilon-greedy-like and lints cells, independent response model."""
+    explore = {"name": "explore", "policy": {"name": "explore", "epsilon": 0.5, "base": {"name": "thompson"}}}
+    return small_page_run(tmp_path_factory.mktemp("slate") / "run", ["uniform", explore, "lints"], "independent")
 
 
 @pytest.mark.parametrize("cell", ["uniform", "explore"])
@@ -261,3 +271,46 @@ def test_page_truth_matches_the_closed_form_of_the_independent_model(run):
     assert abs(per_page.mean() - exact.mean()) < 4 * se
     tg = target_slate_pscores(slate["slate_id"], probs, slate["action"])
     assert np.all(tg["evaluation_policy_pscore_cascade"] <= tg["evaluation_policy_pscore_item_position"] + 1e-15)
+
+
+def logged_pages(run_dir, cell="uniform"):
+    """(world, decisions in reading order, page index (n,), slate arrays) of one cell."""
+    log = read_impressions(run_dir, cell=cell)
+    slate = slate_feedback_from_log(log)
+    world = run_world(run_config(run_dir))
+    data = from_log(log.iloc[slate["order"]].reset_index(drop=True), world.catalog, read_visit_contexts(run_dir))
+    return world, data.decisions, np.unique(slate["slate_id"], return_inverse=True)[1], slate
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("session" not in RESPONSE_MODELS, reason="no session response model")
+def test_under_sessions_per_tile_ips_is_biased_and_reward_interaction_ips_is_not(tmp_path):
+    """Members scan the page and stop at their first quality play: the cascade assumption holds
+    (a tile's outcome depends on the tiles read before it, never after), per-tile independence
+    does not. Logs redrawn on the same pages are independent; the truth is simulated."""
+    world, d, page, slate = logged_pages(small_page_run(tmp_path / "run", ["uniform"], "session"))
+    oracle = target_probabilities(build_target({"name": "oracle"}, world.catalog, response=world.response), d)
+    logger = d.mask / d.mask.sum(axis=1, keepdims=True)
+    target = 0.5 * oracle + 0.5 * logger
+    rng = np.random.default_rng(11)
+    per_page, truth_se = page_truth(world.response, d, page, target, rng, 400)
+    assert per_page.max() <= 1.0          # at most one quality play per session
+    truth = per_page.mean()
+    n_logs = 150
+    errors = {"iips": np.empty(n_logs), "rips": np.empty(n_logs), "sips": np.empty(n_logs)}
+    for i in range(n_logs):
+        action = sample_actions(logger, rng)
+        reward = draw_pages(world.response, d, page, action, rng)
+        tile = logger[np.arange(page.size), action]
+        cascade = cascade_products(page, tile)
+        logged = {"slate_id": page, "position": slate["position"], "reward": reward, "pscore": page_last(page, cascade),
+                  "pscore_item_position": tile, "pscore_cascade": cascade}
+        res = estimate_slates(logged, {"t": target_slate_pscores(page, target, action)}, estimators=list(errors))
+        for e in errors:
+            errors[e][i] = res["t"][e].value - truth
+    se = {e: math.hypot(err.std(ddof=1) / math.sqrt(n_logs), truth_se) for e, err in errors.items()}
+    assert abs(errors["rips"].mean()) < 4 * se["rips"], (errors["rips"].mean(), se["rips"])
+    assert abs(errors["sips"].mean()) < 4 * se["sips"], (errors["sips"].mean(), se["sips"])
+    # Per-tile IPS credits each tile as if the earlier tiles were the logger's: better images
+    # early end more sessions, which it does not see, so it overstates the target.
+    assert errors["iips"].mean() > 6 * se["iips"], (errors["iips"].mean(), se["iips"])
