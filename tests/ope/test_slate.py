@@ -314,3 +314,26 @@ def test_under_sessions_per_tile_ips_is_biased_and_reward_interaction_ips_is_not
     # Per-tile IPS credits each tile as if the earlier tiles were the logger's: better images
     # early end more sessions, which it does not see, so it overstates the target.
     assert errors["iips"].mean() > 6 * se["iips"], (errors["iips"].mean(), se["iips"])
+
+
+class ProductRIPS(SlateEstimator):
+    """The README's example: rips from per-tile probabilities only."""
+
+    name = "product_rips"
+    requires = ("pscore_item_position", "evaluation_policy_pscore_item_position")
+    assumption = "cascade"
+
+    def _estimate_round_rewards(self, data):
+        w = data.evaluation_policy_pscore_item_position / data.pscore_item_position
+        return cascade_products(data.slate, w) * data.reward
+
+
+def test_a_user_slate_estimator_passes_the_check_and_runs_by_import_path():
+    check_slate_estimator(ProductRIPS, n_seeds=100)
+    log = hand_made()
+    res = estimate_slates({k: log[k] for k in ("slate_id", "position", "reward", "pscore_item_position")},
+                          {"t": {"evaluation_policy_pscore_item_position": log["evaluation_policy_pscore_item_position"]}},
+                          estimators=["tests.ope.test_slate.ProductRIPS", "iips"])
+    # Independent logging in the hand-made pages: the product of tile weights is the cascade weight.
+    assert res["t"]["product_rips"].value == pytest.approx(HAND_VALUES["rips"])
+    assert res["t"]["iips"].value == pytest.approx(HAND_VALUES["iips"])
