@@ -240,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         s.world["n_members"], s.sizes, s.pool_size_n, s.pool_replicates = 1500, (1_000, 3_000, 10_000), 3_000, 1
     pages = PageSettings(n_bootstrap=args.n_bootstrap)
     if args.quick:
-        pages.seeds, pages.sizes, pages.replicates, pages.truth_replications = (0,), (200, 600), 3, 20
-        pages.world["n_members"] = 1000
+        pages.seeds, pages.sizes, pages.replicates, pages.truth_replications = (0,), (150, 400), 2, 10
+        pages.world["n_members"], pages.world["n_titles"] = 500, 60
     out = args.out or Path("outputs/ope_accuracy") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
