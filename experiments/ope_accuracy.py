@@ -242,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         pages.seeds, pages.sizes, pages.replicates, pages.truth_replications = (0,), (150, 400), 2, 10
         pages.world["n_members"], pages.world["n_titles"] = 500, 60
+        pages.default_pages_members = 0
     out = args.out or Path("outputs/ope_accuracy") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

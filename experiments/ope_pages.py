@@ -35,7 +35,8 @@ from sim.logs import read_impressions
 from sim.ope.estimators.slate import SLATE_ESTIMATOR_NAMES, estimate_slates
 from sim.ope.logged import build_target, from_log, target_probabilities
 from sim.ope.pages import (cascade_products, draw_pages, page_last, page_truth, reward_to_go,
-                           sample_actions, slate_feedback_from_log, target_slate_pscores)
+                           sample_actions, slate_feedback_from_log, target_slate_pscores,
+                           weight_second_moments)
 from sim.ope.reward_model import cross_fitted_rewards
 from sim.ope.runs import read_visit_contexts, run_config, run_world
 from sim.runner import run_experiment
@@ -57,6 +58,8 @@ class PageSettings:
         "oracle, 50% uniform": {"name": "explore", "epsilon": 0.5, "base": {"name": "oracle"}},
         "oracle, 20% uniform": {"name": "explore", "epsilon": 0.2, "base": {"name": "oracle"}}})
     sizes: tuple[int, ...] = (300, 1_000, 3_000)
+    #: Members of the default-homepage log whose page weights are measured (0: skip).
+    default_pages_members: int = 3000
     replicates: int = 20
     truth_replications: int = 200
     n_bootstrap: int = 200
@@ -177,6 +180,44 @@ def print_page_tables(summary: pd.DataFrame, truths: pd.DataFrame) -> None:
                       f"{r['rmse']:>9.4f}{r['relative_rmse']:>11.1%}{r['ci_coverage']:>10.0%}")
 
 
+def default_page_weights(s: PageSettings, tmp: Path) -> pd.DataFrame:
+    """The variance cost on the *default* homepage (~30 tiles per page, 3-12 artworks): the exact
+    effective sample size share ``1 / E_b[w^2]`` of each estimator's weights for each target,
+    on half a day of uniform logging under ``session`` (the weights do not depend on the
+    response model). One row per (target, estimator, slot)."""
+    run = tmp / "pages-default"
+    run_experiment({"seed": 0, "world": {"n_members": s.default_pages_members, "response": {"name": "session"}},
+                    "engine": {"days": 0.5, "progress": False}, "ranker": {"name": "learned"},
+                    "experiment": {"name": "ope_pages_default", "cells": [
+                        {"name": "logger", "share": 1.0, "policy": {"name": "uniform"}}]}}, run, progress=False)
+    world = run_world(run_config(run))
+    log = read_impressions(run)
+    slate = slate_feedback_from_log(log)
+    d = from_log(log.iloc[slate["order"]].reset_index(drop=True), world.catalog, read_visit_contexts(run)).decisions
+    sid = slate["slate_id"]
+    first = np.r_[True, sid[1:] != sid[:-1]]
+    rank = np.arange(sid.size) - np.maximum.accumulate(np.where(first, np.arange(sid.size), 0))
+    logger = d.mask / d.mask.sum(axis=1, keepdims=True)
+    rows = []
+    for i, (name, spec) in enumerate(s.targets.items()):
+        target = target_probabilities(build_target(spec, world.catalog, seed=i, response=world.response), d)
+        m2 = weight_second_moments(sid, logger, target)
+        base = {"target": name, "pages": int(first.sum()), "tiles_per_page": sid.size / first.sum()}
+        rows.append({**base, "estimator": "sips", "slot": "page", "ess_share": 1 / m2["sips"][first].mean()})
+        rows.append({**base, "estimator": "iips", "slot": "tile", "ess_share": 1 / m2["iips"].mean()})
+        for slot in (1, 5, 10, 20, 30):
+            at = rank == slot - 1
+            if at.sum() >= 10:
+                rows.append({**base, "estimator": "rips", "slot": str(slot), "ess_share": 1 / m2["rips"][at].mean()})
+    table = pd.DataFrame(rows)
+    print(f"\nvariance cost on the default homepage ({int(table['pages'].iloc[0]):,} pages, "
+          f"{table['tiles_per_page'].iloc[0]:.1f} tiles per page): effective sample size share 1 / E[w^2]")
+    for name, g in table.groupby("target", sort=False):
+        print(f"  {name}: " + "; ".join(f"{r.estimator}{'' if r.slot in ('page', 'tile') else ' slot ' + r.slot} "
+                                        f"{r.ess_share:.2g}" for r in g.itertuples()))
+    return table
+
+
 def run_page_section(s: PageSettings, tmp: Path, out: Path) -> list[Path]:
     """Log, evaluate, summarise, chart; returns the written files."""
     rows, truths = [], []
@@ -196,8 +237,12 @@ def run_page_section(s: PageSettings, tmp: Path, out: Path) -> list[Path]:
     summary.to_csv(out / "page_ope_summary.csv", index=False)
     truth.to_csv(out / "page_ope_truth.csv", index=False)
     print_page_tables(summary, truth)
+    extra = []
+    if s.default_pages_members:
+        extra.append(out / "page_weights_default_homepage.csv")
+        default_page_weights(s, tmp).to_csv(extra[0], index=False)
     from experiments.ope_plots import page_bias_chart, page_error_vs_size_chart
 
-    return [out / "page_ope_summary.csv", out / "page_ope_runs.csv", out / "page_ope_truth.csv",
+    return [out / "page_ope_summary.csv", out / "page_ope_runs.csv", out / "page_ope_truth.csv", *extra,
             page_error_vs_size_chart(summary, out / "page_error_vs_log_size.png"),
             page_bias_chart(summary, out / "page_bias.png")]

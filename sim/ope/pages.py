@@ -199,3 +199,17 @@ def reward_to_go(slate_id: np.ndarray, per_tile: np.ndarray) -> np.ndarray:
         return per_tile.copy()
     total = np.cumsum(per_tile)
     return page_last(slate_id, total) - total
+
+
+def weight_second_moments(slate_id: np.ndarray, logger: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+    """Exact second moments E_b[w^2 | page] of the slate estimators' importance weights, for
+    policies that pick each tile independently; rows sorted by page and reading order.
+
+    ``logger``, ``target`` : (n, K) choice probabilities (0 on padding). Returns (n,) arrays:
+    ``iips`` -- the tile's own weight, ``sum_a pi_e(a)^2 / pi_b(a)``; ``rips`` -- the weight of the
+    page up to the tile (the product of ``iips`` so far); ``sips`` -- the whole page's. Since
+    E_b[w] = 1, ``1 / mean(E[w^2])`` is the share of the log that an on-policy log of the same
+    precision would need (the effective sample size share, up to the rewards' spread)."""
+    tile = np.where(logger > 0, target ** 2 / np.where(logger > 0, logger, 1.0), 0.0).sum(axis=1)
+    cascade = cascade_products(slate_id, tile)
+    return {"iips": tile, "rips": cascade, "sips": page_last(slate_id, cascade)}

@@ -17,7 +17,7 @@ from sim.ope.logged import build_target, from_log, target_probabilities
 from sim.config import RESPONSE_MODELS
 from sim.ope.pages import (cascade_products, draw_pages, independent_page_values, page_last,
                            page_propensities, page_truth, sample_actions, slate_feedback_from_log,
-                           target_slate_pscores)
+                           target_slate_pscores, weight_second_moments)
 from sim.ope.runs import read_visit_contexts, run_config, run_world
 from sim.ope.slate_testing import check_slate_estimator, make_slate_problem
 from sim.ope.validate import LogValidationError
@@ -336,3 +336,20 @@ def test_a_user_slate_estimator_passes_the_check_and_runs_by_import_path():
     # Independent logging in the hand-made pages: the product of tile weights is the cascade weight.
     assert res["t"]["product_rips"].value == pytest.approx(HAND_VALUES["rips"])
     assert res["t"]["iips"].value == pytest.approx(HAND_VALUES["iips"])
+
+
+def test_weight_second_moments_in_closed_form_and_by_simulation():
+    # Page 0: two tiles of 2 images; logger uniform; target (1, 0) then (0.5, 0.5).
+    # Page 1: one tile of 3 images (the 4th column is padding); target (0.5, 0.5, 0).
+    sid = np.array([0, 0, 1])
+    logger = np.array([[0.5, 0.5, 0, 0], [0.5, 0.5, 0, 0], [1 / 3, 1 / 3, 1 / 3, 0]])
+    target = np.array([[1.0, 0, 0, 0], [0.5, 0.5, 0, 0], [0.5, 0.5, 0, 0]])
+    m2 = weight_second_moments(sid, logger, target)
+    np.testing.assert_allclose(m2["iips"], [2.0, 1.0, 1.5])
+    np.testing.assert_allclose(m2["rips"], [2.0, 2.0, 1.5])
+    np.testing.assert_allclose(m2["sips"], [2.0, 2.0, 1.5])
+    # By simulation: the mean squared page weight of page 0 under the logger.
+    rng = np.random.default_rng(0)
+    a = np.stack([sample_actions(np.repeat(logger[:2], 1, axis=0), rng) for _ in range(20_000)])
+    w = (target[[0, 1], a] / logger[[0, 1], a]).prod(axis=1)
+    assert abs((w ** 2).mean() - 2.0) < 4 * (w ** 2).std() / math.sqrt(w.size)
