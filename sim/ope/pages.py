@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from sim.ope.validate import LogValidationError, integer_column, numeric_column, propensity_column
+from sim.world.response import Page
 
 #: Policies whose tiles of one page share a random draw (so a page's probability is not the
 #: product of its tiles' pscore): the sampled-posterior family.
@@ -147,15 +148,8 @@ def draw_pages(response, decisions, slate_index: np.ndarray, action: np.ndarray,
     order, and the response model's page-aware draw sees where each tile sits."""
     chosen = decisions.candidates[np.arange(action.size), action]
     p = response.probabilities(decisions, chosen[:, None])
-    kwargs = {}
-    try:
-        from sim.world.response import Page
-    except ImportError:        # a response module without pages: tiles are independent
-        Page = None
-    if Page is not None:
-        kwargs["page"] = Page(visit=slate_index, row=decisions.row, column=decisions.column,
-                              member=decisions.member)
-    out = response.draw(p.click[:, 0], p.play[:, 0], p.quality_play[:, 0], rng, 0.0, 0.0, **kwargs)
+    page = Page(visit=slate_index, row=decisions.row, column=decisions.column, member=decisions.member)
+    out = response.draw(p.click[:, 0], p.play[:, 0], p.quality_play[:, 0], rng, 0.0, 0.0, page=page)
     return out.quality_play.astype(np.float64)
 
 
