@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from experiments.ope_pages import PageSettings, run_page_section
 from experiments.units import UnitStore
 from sim.ope.estimators import estimate_all
 from sim.ope.groundtruth import expected_values, true_rewards
@@ -190,6 +191,42 @@ def print_tables(runs: pd.DataFrame, summary: pd.DataFrame) -> None:
                   + f"{cov.get(e, math.nan):>10.0%}")
 
 
+def tile_section(s: Settings, tmp: Path, out: Path) -> list[Path]:
+    """The per-impression section: log, evaluate, summarise, chart; returns the written files."""
+    by_size, by_pool = [], []
+    # Finished (logger, seed) units are kept in out/units: a killed run resumes with --out <out>.
+    units = UnitStore(out / "units", s)
+    print(f"finished units are kept in {out / 'units'}; to resume, re-run with --out {out}", flush=True)
+    for logger_name, logger in s.loggers.items():
+        for seed in s.seeds:
+            t0 = time.perf_counter()
+            unit = units.get(f"{logger_name}-seed{seed}")
+            if unit is None:
+                run = log_run(s, logger, seed, tmp / f"{len(by_size)}")
+                unit = evaluate_log(s, run, seed, uniform_logger=logger == {"name": "uniform"})
+                units.put(f"{logger_name}-seed{seed}", unit)
+            rows, pool_rows = unit
+            by_size += [{"logger": logger_name, "seed": seed, **r} for r in rows]
+            by_pool += [{"logger": logger_name, "seed": seed, **r} for r in pool_rows]
+            print(f"logger {logger_name!r}, seed {seed}: evaluated up to {max(r['size'] for r in rows):,} impressions "
+                  f"({time.perf_counter() - t0:.1f} s)", flush=True)
+    runs = pd.DataFrame(by_size)
+    summary = summarise(runs)
+    files = [out / "ope_accuracy_summary.csv", out / "ope_accuracy_runs.csv", out / "ope_accuracy_by_pool_size.csv"]
+    runs.to_csv(files[1], index=False)
+    summary.to_csv(files[0], index=False)
+    pool = pd.DataFrame(by_pool)
+    pool.to_csv(files[2], index=False)
+    from experiments.ope_plots import bias_chart, error_vs_pool_size_chart, error_vs_size_chart
+
+    files += [error_vs_size_chart(runs, out / "relative_error_vs_log_size.png"),
+              bias_chart(summary, out / "bias_at_full_log.png")]
+    if len(pool):
+        files.append(error_vs_pool_size_chart(pool, s.pool_size_n, out / "relative_error_vs_pool_size.png"))
+    print_tables(runs, summary)
+    return files
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments.ope_accuracy", description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5, help="number of seeds (independent logs per logger)")
@@ -198,49 +235,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-bootstrap", type=int, default=200, help="resamples per estimate (0: no intervals)")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 seeds, 1 day, 1,500 members")
     ap.add_argument("--out", type=Path, help="output directory")
+    ap.add_argument("--sections", default="tiles,pages",
+                    help="comma-separated: tiles (per-impression estimators), pages (slate estimators)")
     args = ap.parse_args(argv)
+    sections = {x.strip() for x in args.sections.split(",") if x.strip()}
+    if not sections or sections - {"tiles", "pages"}:
+        ap.error(f"--sections must list tiles and/or pages, got {args.sections!r}")
     s = Settings(seeds=tuple(range(args.seeds)), days=args.days, n_bootstrap=args.n_bootstrap)
     s.world["n_members"] = args.members
     if args.quick:
         s.seeds, s.days, s.replicates = (0, 1), 1.0, 1
         s.world["n_members"], s.sizes, s.pool_size_n, s.pool_replicates = 1500, (1_000, 3_000, 10_000), 3_000, 1
+    pages = PageSettings(n_bootstrap=args.n_bootstrap)
+    if args.quick:
+        pages.seeds, pages.sizes, pages.replicates, pages.truth_replications = (0,), (150, 400), 2, 10
+        pages.world["n_members"], pages.world["n_titles"] = 500, 60
+        pages.default_pages_members = 0
     out = args.out or Path("outputs/ope_accuracy") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    by_size, by_pool = [], []
-    # Finished (logger, seed) units are kept in out/units: a killed run resumes with --out <out>.
-    units = UnitStore(out / "units", s)
-    print(f"finished units are kept in {out / 'units'}; to resume, re-run with --out {out}", flush=True)
+    files: list[Path] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for logger_name, logger in s.loggers.items():
-            for seed in s.seeds:
-                t0 = time.perf_counter()
-                unit = units.get(f"{logger_name}-seed{seed}")
-                if unit is None:
-                    run = log_run(s, logger, seed, Path(tmp) / f"{len(by_size)}")
-                    unit = evaluate_log(s, run, seed, uniform_logger=logger == {"name": "uniform"})
-                    units.put(f"{logger_name}-seed{seed}", unit)
-                rows, pool_rows = unit
-                by_size += [{"logger": logger_name, "seed": seed, **r} for r in rows]
-                by_pool += [{"logger": logger_name, "seed": seed, **r} for r in pool_rows]
-                print(f"logger {logger_name!r}, seed {seed}: evaluated up to {max(r['size'] for r in rows):,} impressions "
-                      f"({time.perf_counter() - t0:.1f} s)", flush=True)
-    runs = pd.DataFrame(by_size)
-    summary = summarise(runs)
-    runs.to_csv(out / "ope_accuracy_runs.csv", index=False)
-    summary.to_csv(out / "ope_accuracy_summary.csv", index=False)
-    pool = pd.DataFrame(by_pool)
-    pool.to_csv(out / "ope_accuracy_by_pool_size.csv", index=False)
-    from experiments.ope_plots import bias_chart, error_vs_pool_size_chart, error_vs_size_chart
-
-    charts = [error_vs_size_chart(runs, out / "relative_error_vs_log_size.png"),
-              bias_chart(summary, out / "bias_at_full_log.png")]
-    if len(pool):
-        charts.append(error_vs_pool_size_chart(pool, s.pool_size_n, out / "relative_error_vs_pool_size.png"))
-    print_tables(runs, summary)
-    print(f"\n{time.perf_counter() - start:.0f} s. tables: {out / 'ope_accuracy_summary.csv'}, "
-          f"{out / 'ope_accuracy_runs.csv'}, {out / 'ope_accuracy_by_pool_size.csv'}")
-    print("charts: " + ", ".join(str(c) for c in charts))
+        if "tiles" in sections:
+            files += tile_section(s, Path(tmp), out)
+        if "pages" in sections:
+            files += run_page_section(pages, Path(tmp), out)
+    print(f"\n{time.perf_counter() - start:.0f} s. tables: " + ", ".join(str(f) for f in files if f.suffix == ".csv"))
+    print("charts: " + ", ".join(str(f) for f in files if f.suffix == ".png"))
     return 0
 
 

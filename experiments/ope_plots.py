@@ -77,10 +77,10 @@ def bias_chart(summary: pd.DataFrame, path: Path) -> Path:
                    "Bias: signed relative error on the full evaluation log", rect=(0, 0.1, 1, 1))
 
 
-def _finish(fig, axes, path: Path, legend_title: str, title: str, rect) -> Path:
+def _finish(fig, axes, path: Path, legend_title: str, title: str, rect, ncol: int | None = None) -> Path:
     """One legend for the whole figure (the estimators of the first panel), title, save, close."""
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, title=legend_title)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol or len(labels), fontsize=9, title=legend_title)
     fig.suptitle(title, fontsize=12)
     fig.tight_layout(rect=rect)
     return save(fig, path, dpi=100)
@@ -126,3 +126,79 @@ def error_vs_pool_size_chart(pool: pd.DataFrame, n: int, path: Path,
     fig.suptitle(f"More artworks, fewer matches (logger: {g['logger'].iloc[0]})", fontsize=12)
     fig.tight_layout()
     return save(fig, path, dpi=100)
+
+
+# ---- page level (slate estimators) ------------------------------------------------------------------
+def _slate_colors():
+    from sim.ope.estimators.slate import SLATE_ESTIMATOR_NAMES
+
+    return dict(zip(SLATE_ESTIMATOR_NAMES, plt.get_cmap("Set1").colors))
+
+
+def page_error_vs_size_chart(summary: pd.DataFrame, path: Path) -> Path:
+    """Relative RMSE of each slate estimator vs the number of logged pages, log-log; rows =
+    response models, columns = targets; band = 95 % interval of the RMSE (delta method over
+    replicate logs); dotted = |bias|."""
+    colors = _slate_colors()
+    responses, targets = list(summary["response"].unique()), list(summary["target"].unique())
+    fig, axes = plt.subplots(len(responses), len(targets), figsize=(5.2 * len(targets), 3.9 * len(responses) + 1),
+                             sharex=True, sharey=True, squeeze=False)
+    for i, response in enumerate(responses):
+        for j, target in enumerate(targets):
+            ax = axes[i, j]
+            g = summary[(summary["response"] == response) & (summary["target"] == target)]
+            for e, color in colors.items():
+                ge = g[g["estimator"] == e].sort_values("size")
+                if ge.empty:
+                    continue
+                truth = ge["truth"].to_numpy()
+                rel = ge["rmse"].to_numpy() / truth
+                half = Z95 * ge["se_rmse"].to_numpy() / truth
+                ax.plot(ge["size"], rel, marker="o", ms=3, color=color, label=f"{e} RMSE")
+                ax.fill_between(ge["size"], np.maximum(rel - half, 1e-4), rel + half, color=color, alpha=0.15, lw=0)
+                ax.plot(ge["size"], np.maximum(ge["bias"].abs().to_numpy() / truth, 1e-4), ls=":", color=color,
+                        lw=1.2, label=f"{e} |bias|")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            sizes = sorted(g["size"].unique())
+            ax.set_xticks(sizes, [f"{int(x):,}" for x in sizes])
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.yaxis.set_major_formatter(PERCENT)
+            ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.grid(alpha=0.3, which="both", lw=0.5)
+            ax.set_title(f"response: {response}\ntarget: {target} (true ≈ {g['truth'].mean():.3f} quality plays/page)",
+                         fontsize=9)
+            if i == len(responses) - 1:
+                ax.set_xlabel("log size (pages)")
+            if j == 0:
+                ax.set_ylabel("error / true page value (%)")
+    return _finish(fig, axes, path, "slate estimator: relative RMSE (band: 95 % CI) and |bias| (dotted)",
+                   "Page-level off-policy estimates vs the simulator's page value", rect=(0, 0.12, 1, 0.97),
+                   ncol=5)
+
+
+def page_bias_chart(summary: pd.DataFrame, path: Path) -> Path:
+    """Signed relative bias on the largest logs with 95 % intervals (over replicate logs): one
+    panel per response model, estimators grouped by target."""
+    colors = _slate_colors()
+    responses = list(summary["response"].unique())
+    fig, axes = plt.subplots(1, len(responses), figsize=(6.5 * len(responses), 4.8), sharey=True, squeeze=False)
+    for ax, response in zip(axes[0], responses):
+        g = summary[summary["response"] == response]
+        g = g[g["size"] == g["size"].max()]
+        targets = list(g["target"].unique())
+        width = 0.8 / len(colors)
+        for k, (e, color) in enumerate(colors.items()):
+            ge = g[g["estimator"] == e].set_index("target").reindex(targets)
+            x = np.arange(len(targets)) + (k - (len(colors) - 1) / 2) * width
+            ax.errorbar(x, ge["bias"] / ge["truth"], yerr=Z95 * ge["se_bias"].fillna(0) / ge["truth"],
+                        fmt="o", color=color, capsize=3, label=e)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(range(len(targets)), targets)
+        ax.yaxis.set_major_formatter(PERCENT)
+        ax.set_xlabel("target policy")
+        ax.set_title(f"response: {response}, {int(g['size'].max()):,} pages per log", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].set_ylabel("bias / true page value (%)")
+    return _finish(fig, axes, path, "slate estimator: mean error over replicate logs, 95 % CI",
+                   "Page-level bias: which estimators survive competing tiles", rect=(0, 0.1, 1, 1))

@@ -16,6 +16,14 @@ what production logs);
 credited), ``quality_play`` the true outcome; ``cell`` and ``policy`` are dictionary-encoded.
 Read a run's log with one call: ``pandas.read_parquet(run_dir / "logs")``.
 
+**Page propensities** (page-level OPE) are not extra columns: they are derived exactly at read
+time by :func:`sim.ope.pages.slate_feedback_from_log`. A policy that draws each tile's image
+independently given the page (every built-in except ``lints`` / ``logistic_ts``, which share one
+posterior draw per page) gives its page the product of the tiles' ``pscore``; the page up to a
+tile (``pscore_cascade``) is the product over the tiles before it in reading order (``row``,
+then ``column``), all within one ``visit``. The log holds every factor, so storing the products
+would add bytes per row and work on the hot path for no information.
+
 Under a response model that simulates sessions (``world.response.name=session``) every
 impression also has the member's scan of the page, times in seconds since the page was rendered
 (null, NaN in pandas, where the event did not happen)::

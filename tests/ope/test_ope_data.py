@@ -16,6 +16,7 @@ from experiments import evaluate, ope_accuracy
 from sim.ope import LogValidationError, export_bandit_feedback, load_bandit_feedback, save_bandit_feedback
 from sim.ope.data import OBP_KEYS
 from sim.ope.estimators import ESTIMATOR_NAMES
+from sim.ope.estimators.slate import SLATE_ESTIMATOR_NAMES
 from sim.ope.logged import build_target, from_log, target_probabilities
 from sim.logs import read_impressions
 from sim.ope.runs import read_visit_contexts, run_catalog, run_config, run_world
@@ -239,9 +240,14 @@ def test_ope_accuracy_quick_run_writes_tables_and_charts(tmp_path, capsys):
     summary = pd.read_csv(tmp_path / "ope_accuracy_summary.csv")
     assert set(summary["estimator"]) == set(ESTIMATOR_NAMES)
     assert set(summary["logger"]) == set(ope_accuracy.Settings().loggers)
-    for name in ("relative_error_vs_log_size.png", "bias_at_full_log.png", "relative_error_vs_pool_size.png"):
+    for name in ("relative_error_vs_log_size.png", "bias_at_full_log.png", "relative_error_vs_pool_size.png",
+                 "page_error_vs_log_size.png", "page_bias.png"):
         assert str(tmp_path / name) in printed
         assert mpimg.imread(tmp_path / name).shape[0] >= 400
+    pages = pd.read_csv(tmp_path / "page_ope_summary.csv")
+    assert set(pages["estimator"]) == set(SLATE_ESTIMATOR_NAMES)
+    assert "independent" in set(pages["response"])
+    assert "page level, response independent" in printed
 
 
 def test_evaluate_takes_user_estimators_by_import_path_with_hyperparameters(run, tmp_path, capsys):
