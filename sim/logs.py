@@ -16,10 +16,24 @@ what production logs);
 credited), ``quality_play`` the true outcome; ``cell`` and ``policy`` are dictionary-encoded.
 Read a run's log with one call: ``pandas.read_parquet(run_dir / "logs")``.
 
+Under a response model that simulates sessions (``world.response.name=session``) every
+impression also has the member's scan of the page, times in seconds since the page was rendered
+(NaN where the event did not happen)::
+
+    looked, look_second, click_second, play_second
+
+``looked``: the tile was looked at before the session ended; ``click_second`` the detail view
+(the *click*), ``play_second`` the play start (a quality play starts then too; it is the play
+that ends the session). Models without sessions (``independent``) log none of these columns.
+
 The observable member context of every visit (the features a contextual policy saw, layout in
 :mod:`sim.features`) goes to a second dataset, ``visit_context/``, one row per visit: ``visit,
 member, time, context`` (a fixed-size list of float32; the impression's ``familiar`` column
 completes it). Per visit, not per impression, because a page's ~30 impressions share it.
+Under a session model each visit row also has the session: ``session_seconds`` (its length),
+``end_reason`` (0 play, 1 leave, 2 patience ran out, 3 end of the page: the member stopped
+scrolling; :data:`sim.world.response.SESSION_END_REASONS`), ``looks``, ``detail_views``,
+``plays`` and ``first_play_second`` (NaN without a play).
 """
 from __future__ import annotations
 
@@ -39,9 +53,16 @@ NUMERIC_COLUMNS = {
     "reward": np.bool_, "expected_take": np.float32, "uniform_take": np.float32,
     "oracle_take": np.float32,
 }
+#: Session columns, logged only by response models that simulate sessions (all or none per log).
+SESSION_COLUMNS = {"looked": np.bool_, "look_second": np.float32, "click_second": np.float32,
+                   "play_second": np.float32}
+#: Per-visit session columns of the visit log (same rule).
+VISIT_SESSION_COLUMNS = {"session_seconds": np.float32, "end_reason": np.int8, "looks": np.int16,
+                         "detail_views": np.int16, "plays": np.int16, "first_play_second": np.float32}
 #: Columns whose values rarely repeat (not dictionary-encoded in Parquet).
 CONTINUOUS_COLUMNS = frozenset({"time", "visit", "pscore", "minutes", "expected_take", "uniform_take",
-                                "oracle_take", "context"})
+                                "oracle_take", "context", "look_second", "click_second", "play_second",
+                                "session_seconds", "first_play_second"})
 #: String columns constant within one append (one cell, one policy), stored as dictionaries.
 LABEL_COLUMNS = ("cell", "policy")
 
@@ -82,7 +103,7 @@ class ImpressionLog(PartWriter):
     def __init__(self, directory: Path | str, chunk_rows: int = 500_000):
         self.directory = Path(directory)
         self.chunk_rows = int(chunk_rows)
-        self._columns: dict[str, list[np.ndarray]] = {k: [] for k in NUMERIC_COLUMNS}
+        self._columns: dict[str, list[np.ndarray]] = {k: [] for k in {**NUMERIC_COLUMNS, **SESSION_COLUMNS}}
         self._labels: dict[str, list[tuple[str, int]]] = {k: [] for k in LABEL_COLUMNS}
         self._buffered = 0
         self._part = 0
@@ -95,6 +116,9 @@ class ImpressionLog(PartWriter):
             return
         for k, dtype in NUMERIC_COLUMNS.items():
             self._columns[k].append(np.asarray(columns[k], dtype=dtype))
+        for k, dtype in SESSION_COLUMNS.items():
+            if k in columns:
+                self._columns[k].append(np.asarray(columns[k], dtype=dtype))
         for k in LABEL_COLUMNS:
             self._labels[k].append((str(columns[k]), n))
         self._buffered += n
@@ -111,11 +135,15 @@ class ImpressionLog(PartWriter):
         if self._buffered == 0:     # (at close) an empty dataset is still a directory
             self.directory.mkdir(parents=True, exist_ok=True)
             return
-        names = list(NUMERIC_COLUMNS) + list(LABEL_COLUMNS)
+        session = [k for k in SESSION_COLUMNS if self._columns[k]]
+        if any(sum(c.size for c in self._columns[k]) != self._buffered for k in session):
+            raise ValueError("session columns must be given with every batch of a log or with none")
+        names = list(NUMERIC_COLUMNS) + list(LABEL_COLUMNS) + session
         arrays = [pa.array(np.concatenate(self._columns[k])) for k in NUMERIC_COLUMNS]
         arrays += [self._label_array(self._labels[k]) for k in LABEL_COLUMNS]
+        arrays += [pa.array(np.concatenate(self._columns[k])) for k in session]
         table = pa.Table.from_arrays(arrays, names=names)
-        self._columns = {k: [] for k in NUMERIC_COLUMNS}
+        self._columns = {k: [] for k in {**NUMERIC_COLUMNS, **SESSION_COLUMNS}}
         self._labels = {k: [] for k in LABEL_COLUMNS}
         self._buffered = 0
         self._write_part(table)
@@ -138,12 +166,14 @@ class VisitLog(PartWriter):
         self.rows_written = 0
 
     def append(self, visit: np.ndarray, member: np.ndarray, time: np.ndarray,
-               context: np.ndarray) -> None:
-        """Append v visits; ``context`` has shape (v, len(context_names))."""
+               context: np.ndarray, session: dict | None = None) -> None:
+        """Append v visits; ``context`` has shape (v, len(context_names)); ``session``: the
+        :data:`VISIT_SESSION_COLUMNS` (v,) of a session model, or None / empty."""
         if visit.size == 0:
             return
+        extra = tuple(np.asarray(session[k], dtype=t) for k, t in VISIT_SESSION_COLUMNS.items()) if session else ()
         self._parts.append((visit.astype(np.int64), member.astype(np.int32), time.astype(np.float64),
-                            context.astype(np.float32)))
+                            context.astype(np.float32), *extra))
         self._buffered += visit.size
         if self._buffered >= self.chunk_rows:
             self.flush()
@@ -152,12 +182,16 @@ class VisitLog(PartWriter):
         if self._buffered == 0:     # (at close) an empty dataset is still a directory
             self.directory.mkdir(parents=True, exist_ok=True)
             return
-        visit, member, time, ctx = (np.concatenate(c) for c in zip(*self._parts))
+        if len({len(p) for p in self._parts}) != 1:
+            raise ValueError("session columns must be given with every batch of a visit log or with none")
+        visit, member, time, ctx, *extra = (np.concatenate(c) for c in zip(*self._parts))
         self._parts, self._buffered = [], 0
         d = ctx.shape[1]
         context = pa.FixedSizeListArray.from_arrays(pa.array(ctx.reshape(-1)), d)
-        table = pa.Table.from_arrays([pa.array(visit), pa.array(member), pa.array(time), context],
-                                     names=["visit", "member", "time", "context"])
+        table = pa.Table.from_arrays([pa.array(visit), pa.array(member), pa.array(time), context]
+                                     + [pa.array(x) for x in extra],
+                                     names=["visit", "member", "time", "context"]
+                                     + list(VISIT_SESSION_COLUMNS)[:len(extra)])
         table = table.replace_schema_metadata({"context_names": ",".join(self.names)})
         self._write_part(table)
 

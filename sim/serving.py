@@ -16,10 +16,12 @@ from sim.features import impression_context
 from sim.homepage import GenreIndex, count_statistics, layout_pages
 from sim.policies.base import DecisionBatch, FeedbackBatch
 from sim.world.members import DEVICES
+from sim.world.response import Page
 
 if TYPE_CHECKING:
     from sim.config import EngineConfig
     from sim.world import World
+    from sim.world.response import Outcomes
     from sim.world.shown import ShownArtworks
 
 VISIBLE_COLUMNS = np.array([DEVICE_VISIBLE_COLUMNS[d] for d in DEVICES], dtype=np.int64)
@@ -57,6 +59,34 @@ class Visits:
 
 
 @dataclass
+class ServedVisits:
+    """Per-visit outcomes of one cell's visits in a batch (arrays of shape (u,), one per visit
+    with at least one impression, in visit order).
+
+    index : the visits' indices in the batch (:class:`Visits`)
+    member, time : the visits' member and time (minutes)
+    successful : 1.0 where the visit had a quality play (visit success), else 0
+    with_play : 1.0 where the visit had a play
+    first_play_seconds : seconds from page render to the visit's first play start (0 without one)
+    session_seconds : session length in seconds (0 when the response model has no sessions)
+    end_reason : int8 code of :data:`sim.world.response.SESSION_END_REASONS`, or None (no sessions)
+    looks, detail_views, plays : counts per visit (looks: None without sessions)
+    """
+
+    index: np.ndarray
+    member: np.ndarray
+    time: np.ndarray
+    successful: np.ndarray
+    with_play: np.ndarray
+    first_play_seconds: np.ndarray
+    session_seconds: np.ndarray
+    end_reason: np.ndarray | None
+    looks: np.ndarray | None
+    detail_views: np.ndarray
+    plays: np.ndarray
+
+
+@dataclass
 class ServedImpressions:
     """Everything the engine needs after serving one batch of one cell (arrays of shape (n,))."""
 
@@ -75,6 +105,8 @@ class ServedImpressions:
     expected_take: np.ndarray
     oracle_take: np.ndarray
     uniform_take: np.ndarray
+    outcomes: Outcomes
+    visits: ServedVisits
 
 
 def render(ctx: ServingContext, visits: Visits, ranker, rng: np.random.Generator, with_pscore: bool = False):
@@ -181,7 +213,9 @@ def serve_cell(ctx: ServingContext, cell, visits: Visits, visit_ids: np.ndarray,
         oracle = uniform = np.zeros(member.size)
     if ctx.shown is not None:
         ctx.shown.record(member, title, sel.artwork, batch.time)
-    out = world.response.draw(pc, pp, pq, rng_response, eng.click_delay_minutes, eng.play_delay_minutes)
+    page = Page(v, batch.row, batch.column, batch.member)
+    out = world.response.draw(pc, pp, pq, rng_response, eng.click_delay_minutes, eng.play_delay_minutes,
+                              page=page)
     click_time = batch.time + out.click_delay
     play_time = click_time + out.play_delay
     # Attribution: an outcome is credited to the impression only if it happens inside the window
@@ -195,7 +229,37 @@ def serve_cell(ctx: ServingContext, cell, visits: Visits, visit_ids: np.ndarray,
         quality_play=out.quality_play & (out.click_delay + out.play_delay + thr <= win))
     return ServedImpressions(batch, v, sel.action, sel.artwork, sel.propensity, out.click, out.play,
                              out.quality_play, out.minutes, click_time, play_time, credited,
-                             pq, oracle, uniform)
+                             pq, oracle, uniform, out, visit_outcomes(visits, v, out))
+
+
+def visit_outcomes(visits: Visits, v: np.ndarray, out: Outcomes) -> ServedVisits:
+    """Aggregate the outcomes of n impressions to their visits (``v`` (n,) visit index, sorted:
+    impressions come out of :func:`render` in page order). Segment reductions, no loop."""
+    if v.size and (np.diff(v) < 0).any():
+        raise ValueError("visit_outcomes needs impressions grouped by visit (v sorted)")
+    starts = np.flatnonzero(np.r_[True, v[1:] != v[:-1]]) if v.size else np.zeros(0, np.int64)
+    index = v[starts]
+
+    def seg_sum(x):
+        return np.add.reduceat(np.asarray(x, dtype=np.float64), starts) if v.size else np.zeros(0)
+
+    plays = seg_sum(out.play)
+    if out.play_second is not None:
+        play_second = out.play_second
+    else:   # no session clock: the play starts click + play delay after the impression
+        play_second = (out.click_delay + out.play_delay) * 60.0
+    first = (np.fmin.reduceat(np.where(out.play, play_second, np.nan).astype(np.float64), starts)
+             if v.size else np.zeros(0))
+    sessions = out.has_sessions
+    return ServedVisits(
+        index=index, member=visits.member[index], time=visits.time[index],
+        successful=(seg_sum(out.quality_play) > 0).astype(np.float64),
+        with_play=(plays > 0).astype(np.float64),
+        first_play_seconds=np.nan_to_num(first, nan=0.0),
+        session_seconds=(out.session_seconds[starts].astype(np.float64) if sessions else np.zeros(index.size)),
+        end_reason=out.end_reason[starts] if sessions else None,
+        looks=seg_sum(out.look) if sessions else None,
+        detail_views=seg_sum(out.click), plays=plays)
 
 
 def ranker_stats(ctx: ServingContext, served: ServedImpressions, ranker=None,

@@ -303,7 +303,9 @@ class ShardServer:
         metrics = self.metrics[block]
         metrics.add_visits(visits.member, visit_cell, visits.time)
         visit_ctx = visit_context(self.world.members, self.world.catalog, visits.member, visits.time)
-        log = (log_key, (ids, visits.member, visits.time, visit_ctx), []) if self.log_enabled else None
+        session_cols: dict = {}      # per-visit session columns of the visit log (session models only)
+        log = ((log_key, (ids, visits.member, visits.time, visit_ctx, session_cols), [])
+               if self.log_enabled else None)
         available_at = float(visits.time.max()) + eng.attribution_minutes + eng.log_delay_minutes
         out = self._out.setdefault(block, BlockOutput())
         # Every ranker and cell draws from its own keyed stream, so one cell's impressions never
@@ -330,6 +332,8 @@ class ShardServer:
                                     generator(seed, "policy", *keys, cell.index),
                                     generator(seed, "response", *keys, cell.index))
                 self._record(cell, served, metrics, out, available_at, log)
+                if log is not None and served.visits.end_reason is not None:
+                    _session_columns(session_cols, len(visits), np.flatnonzero(in_group), served.visits)
                 rs = ranker_stats(self.context, served, ranker, rpscore[mine])
                 rstats = rs if rstats is None else rstats + rs
             if rstats is not None:
@@ -344,6 +348,7 @@ class ShardServer:
         n = d.member.size
         self._impressions += n
         metrics.add_impressions(d.member, cell.index, d.time, s)
+        metrics.add_visit_outcomes(cell.index, s.visits)
         stats = cell.policy.sufficient_stats(s.credited)
         if stats is not None:       # None: a policy that does not learn
             period = trainer_period(available_at, self.config.engine.retrain_hours * 60.0)
@@ -360,7 +365,10 @@ class ShardServer:
                 "click": s.click, "play": s.play, "quality_play": s.quality_play,
                 "minutes": s.minutes, "reward": s.credited.quality_play,
                 "expected_take": s.expected_take, "uniform_take": s.uniform_take,
-                "oracle_take": s.oracle_take})
+                "oracle_take": s.oracle_take,
+                **({"looked": s.outcomes.look, "look_second": s.outcomes.look_second,
+                    "click_second": s.outcomes.click_second, "play_second": s.outcomes.play_second}
+                   if s.outcomes.has_sessions else {})})
         # History changes when the click (interaction) or play happens, not at the impression.
         clicked = np.flatnonzero(s.click)
         if clicked.size:
@@ -383,6 +391,25 @@ class ShardServer:
             self.world.members.record_interactions(m[due], ti[due], self.world.catalog.title_genres, pl[due])
         keep = ~due
         self._history = [(t[keep], m[keep], ti[keep], pl[keep])] if keep.any() else []
+
+
+def _session_columns(cols: dict, n_visits: int, group_index: np.ndarray, served_visits) -> None:
+    """Fill the visit log's session columns (``session_seconds``, ``end_reason``, ``looks``,
+    ``detail_views``, ``plays``, ``first_play_second``) for one cell's visits; ``group_index``
+    maps the visits of the ranker group to the batch. Visits without impressions keep NaN / -1."""
+    if not cols:
+        cols.update(session_seconds=np.full(n_visits, np.nan, np.float32),
+                    end_reason=np.full(n_visits, -1, np.int8), looks=np.zeros(n_visits, np.int16),
+                    detail_views=np.zeros(n_visits, np.int16), plays=np.zeros(n_visits, np.int16),
+                    first_play_second=np.full(n_visits, np.nan, np.float32))
+    i = group_index[served_visits.index]
+    sv = served_visits
+    cols["session_seconds"][i] = sv.session_seconds
+    cols["end_reason"][i] = sv.end_reason
+    cols["looks"][i] = sv.looks
+    cols["detail_views"][i] = sv.detail_views
+    cols["plays"][i] = sv.plays
+    cols["first_play_second"][i] = np.where(sv.with_play > 0, sv.first_play_seconds, np.nan)
 
 
 def _add_stats(table: dict, key, available_at: float, stats) -> None:

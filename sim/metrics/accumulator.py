@@ -65,6 +65,21 @@ class MetricsAccumulator:
             self.series[:, cell_index, j] += np.bincount(b, weights=full[:, j],
                                                          minlength=self.series.shape[0])
 
+    def add_visit_outcomes(self, cell_index: int, visits: Any) -> None:
+        """Accumulate the per-visit columns of u visits of one cell: ``visits`` has ``member``
+        and ``time`` (u,) and one (u,) array per per-visit :attr:`Column.source` (a
+        :class:`sim.serving.ServedVisits`). Visits themselves are counted by :meth:`add_visits`."""
+        if visits.member.size == 0:
+            return
+        values = np.column_stack([np.asarray(getattr(visits, src), dtype=np.float64) for _, _, src in _VISIT_SOURCES])
+        rows = visits.member - self.member_offset
+        for k, (m, _, _) in enumerate(_VISIT_SOURCES):
+            if m is not None:
+                np.add.at(self.per_member[:, m], rows, values[:, k])
+        b = self._bucket(visits.time)
+        for k, (_, j, _) in enumerate(_VISIT_SOURCES):
+            self.series[:, cell_index, j] += np.bincount(b, weights=values[:, k], minlength=self.series.shape[0])
+
     def _bucket(self, time: np.ndarray) -> np.ndarray:
         return np.minimum((time // self.bucket_minutes).astype(np.int64), self.series.shape[0] - 1)
 
@@ -128,6 +143,9 @@ class MetricsAccumulator:
 _MEMBER_VISITS = MEMBER_COLUMNS.index("visits")
 _SERIES_VISITS = SERIES_COLUMNS.index("visits")
 _MEMBER_IN_SERIES = [SERIES_COLUMNS.index(c) for c in MEMBER_COLUMNS]
+#: (per-member index or None, series index, ServedVisits field) of every per-visit column with a source.
+_VISIT_SOURCES = [(MEMBER_COLUMNS.index(c.name) if c.per_member else None, SERIES_COLUMNS.index(c.name), c.source)
+                  for c in COLUMNS if c.per_visit and c.source is not None]
 
 
 def undefined_reasons(summary: dict, control: str) -> dict[str, str]:

@@ -32,6 +32,38 @@ class MinutesPerMember(MemberMean):
     name, label, unit, column = "minutes_per_member", "minutes per member", "minutes", "minutes"
 
 
+# ---- page level: per visit (one visit = one session = one page) ----------------------------
+class PlaysPerVisit(RatioMetric):
+    name, label, unit = "plays_per_visit", "plays per visit", "plays / visit"
+    numerator, denominator = "plays", "visits"
+
+
+class QualityPlaysPerVisit(RatioMetric):
+    """What a member gains from a page: under the session model at most one per visit, so a
+    compelling image that only moves the play from a neighbouring tile does not raise it."""
+
+    name, label, unit = "quality_plays_per_visit", "quality plays per visit", "quality plays / visit"
+    numerator, denominator = "quality_plays", "visits"
+
+
+class VisitSuccessRate(RatioMetric):
+    name, label, unit = "visit_success_rate", "visit success rate", "visits with a quality play / visit"
+    numerator, denominator, percent, binomial, chart = "successful_visits", "visits", True, True, True
+
+
+class MinutesPerVisit(RatioMetric):
+    name, label, unit = "minutes_per_visit", "watch minutes per visit", "minutes / visit"
+    numerator, denominator = "minutes", "visits"
+
+
+class TimeToFirstPlay(RatioMetric):
+    """Seconds from page render to the first play start, over visits with a play (session
+    model: the member's scan clock; independent model: click + play delay)."""
+
+    name, label, unit = "time_to_first_play", "time to first play", "seconds"
+    numerator, denominator = "first_play_seconds", "visits_with_play"
+
+
 class ExpectedTakeFraction(TotalRatio):
     name, label, unit, numerator, percent = ("expected_take_fraction", "expected take fraction",
                                              "true quality-play probability / impression", "expected_take", True)

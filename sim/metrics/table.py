@@ -25,7 +25,8 @@ class Column:
     """One accumulated sum, by name (what :class:`Metric` numerators and denominators name).
 
     ``source`` is the field of the served impressions it sums
-    (:class:`sim.serving.ServedImpressions`); ``None`` counts rows: 1 per impression, or per
+    (:class:`sim.serving.ServedImpressions`), or for ``per_visit`` columns the field of the served
+    visits (:class:`sim.serving.ServedVisits`); ``None`` counts rows: 1 per impression, or per
     visit for ``per_visit``. ``per_member``: also summed per member (what intervals need)."""
 
     name: str
@@ -38,14 +39,19 @@ class Column:
 COLUMNS = (Column("impressions"), Column("clicks", "click"), Column("plays", "play"),
            Column("quality_plays", "quality_play"), Column("minutes", "minutes"),
            Column("visits", per_visit=True), Column("expected_take", "expected_take"),
-           Column("oracle_take", "oracle_take", per_member=False), Column("uniform_take", "uniform_take"))
+           Column("oracle_take", "oracle_take", per_member=False), Column("uniform_take", "uniform_take"),
+           # Per-visit sums (sources are fields of sim.serving.ServedVisits): the page-level metrics.
+           Column("successful_visits", "successful", per_visit=True),
+           Column("visits_with_play", "with_play", per_visit=True),
+           Column("first_play_seconds", "first_play_seconds", per_visit=True),
+           Column("session_seconds", "session_seconds", per_visit=True))
 #: Per-cell, per-bucket accumulated columns.
 SERIES_COLUMNS = tuple(c.name for c in COLUMNS)
 #: Per-member accumulated columns.
 MEMBER_COLUMNS = tuple(c.name for c in COLUMNS if c.per_member)
 #: Column totals written per cell in ``metrics.json`` (before the metrics), with their type.
 CELL_TOTALS = {"impressions": int, "visits": int, "clicks": int, "plays": int, "quality_plays": int,
-               "minutes": float}
+               "minutes": float, "successful_visits": int}
 
 
 # --------------------------------------------------------------------------------------------

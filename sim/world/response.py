@@ -45,6 +45,23 @@ class Impressions(Protocol):
     last_artwork: np.ndarray | None
 
 
+class Page(NamedTuple):
+    """Where each of n impressions sits on its page, for response models whose outcomes depend on
+    the rest of the page (the ``session`` model). All arrays have shape (n,).
+
+    visit : index of the impression's visit (page) in the batch; every impression of a visit is
+        in the same :meth:`ResponseModel.draw` call
+    row, column : the tile's position (the rendered tiles are those the member scrolled to and
+        the device shows)
+    member : the member of the visit
+    """
+
+    visit: np.ndarray
+    row: np.ndarray
+    column: np.ndarray
+    member: np.ndarray
+
+
 class TakeProbabilities(NamedTuple):
     """Unconditional P(click), P(play), P(quality play) per impression and candidate, (n, K)."""
 
@@ -55,7 +72,17 @@ class TakeProbabilities(NamedTuple):
 
 @dataclass
 class Outcomes:
-    """Drawn outcomes of n impressions (true, whether or not later attributed)."""
+    """Drawn outcomes of n impressions (true, whether or not later attributed).
+
+    The session fields are None for a model without sessions (``independent``); a model that
+    simulates the member's scan of the page (``session``) fills them, all of shape (n,), times in
+    seconds since the page was rendered (NaN where the event did not happen):
+
+    look : bool, the tile was looked at;  look_second : when the look began
+    click_second : when the detail view opened;  play_second : when the play started
+    session_seconds : float32, the length of the impression's session (same on every tile of a visit)
+    end_reason : int8, how the session ended (:data:`SESSION_END_REASONS`; same on every tile)
+    """
 
     click: np.ndarray          # (n,) bool
     play: np.ndarray           # (n,) bool
@@ -63,6 +90,20 @@ class Outcomes:
     minutes: np.ndarray        # (n,) float32 watch minutes
     click_delay: np.ndarray    # (n,) float32 minutes impression -> click
     play_delay: np.ndarray     # (n,) float32 minutes click -> play start
+    look: np.ndarray | None = None
+    look_second: np.ndarray | None = None
+    click_second: np.ndarray | None = None
+    play_second: np.ndarray | None = None
+    session_seconds: np.ndarray | None = None
+    end_reason: np.ndarray | None = None
+
+    @property
+    def has_sessions(self) -> bool:
+        return self.session_seconds is not None
+
+
+#: How a session ends (``Outcomes.end_reason``, the visit log's ``end_reason``).
+SESSION_END_REASONS = ("play", "leave", "patience", "page_end")
 
 
 def _logit_weight(default: float, doc: str) -> Any:
@@ -96,8 +137,11 @@ class ResponseModel:
       ``position_bias`` says whether it actually falls.
     * ``title_scores(member)`` -> (n, n_titles) true title ranking without the artwork term
       (read by the ``oracle`` ranker and the ranker-drift measure only).
-    * ``draw(p_click, p_play, p_quality, rng, click_delay_mean, play_delay_mean)`` ->
-      :class:`Outcomes` of the shown images; every draw from ``rng``.
+    * ``draw(p_click, p_play, p_quality, rng, click_delay_mean, play_delay_mean, page=None)`` ->
+      :class:`Outcomes` of the shown images; every draw from ``rng``. ``page`` (a :class:`Page`)
+      says where each impression sits; serving passes every impression of a visit in one call.
+      A model whose outcomes depend on the page (``session``) fills the session fields of
+      :class:`Outcomes`; with ``page=None`` each impression is a page of its own.
     * ``uses_last_artwork``: True when the probabilities depend on the image last shown (the
       engine must then track shown images).
     * The hidden truth it was built with (``tastes`` (M, G), ``quality``, ``appeal``,
@@ -251,8 +295,12 @@ class ResponseModel:
         return p_click, p_play, p_play * p_quality_given_play
 
     def draw(self, p_click: np.ndarray, p_play: np.ndarray, p_quality: np.ndarray,
-             rng: np.random.Generator, click_delay_mean: float, play_delay_mean: float) -> Outcomes:
-        """Draw outcomes for chosen artworks; probabilities have shape (n,)."""
+             rng: np.random.Generator, click_delay_mean: float, play_delay_mean: float,
+             page: Page | None = None) -> Outcomes:
+        """Draw outcomes for chosen artworks; probabilities have shape (n,).
+
+        ``page``: where the impressions sit (every impression of a visit is in one call); the
+        independent model ignores it, a session model scans each page in reading order."""
         n = p_click.shape[0]
         u = rng.random((n, 4), dtype=np.float32)
         click = u[:, 0] < p_click
