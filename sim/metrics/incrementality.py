@@ -48,6 +48,7 @@ from typing import Mapping
 import numpy as np
 
 from sim.metrics.intervals import interval, lift_interval
+from sim.metrics.table import MEMBER_COLUMNS
 
 #: Per-member sums one arm needs, shape (N,) each (zeros for members without visits).
 MEMBER_SUMS = ("varied_impressions", "varied_quality_plays", "visits", "quality_plays")
@@ -191,3 +192,16 @@ def incrementality_section(log: Mapping[str, np.ndarray], control: str,
         sums[c] = member_sums(log["member"][rows], log["visit"][rows], log["quality_play"][rows],
                               log["n_candidates"][rows], members_per_cell.get(c))
     return {c: incrementality(sums[c], sums[control]) for c in cells if c != control}
+
+
+def incrementality_summary(accumulator, member_cell: np.ndarray, control: str) -> dict:
+    """The ``incrementality`` section of ``metrics.json``: :func:`incrementality` of every
+    non-control cell, from a :class:`sim.metrics.MetricsAccumulator`'s per-member sums
+    (``member_cell`` (M,): each member's cell index; every allocated member counts)."""
+    names = accumulator.cell_names
+    if control not in names:
+        return {}
+    cols = {k: MEMBER_COLUMNS.index(k) for k in MEMBER_SUMS}
+    sums = {name: {k: accumulator.per_member[member_cell == c, j] for k, j in cols.items()}
+            for c, name in enumerate(names)}
+    return {name: incrementality(sums[name], sums[control]) for name in names if name != control}
