@@ -42,7 +42,7 @@ ENGINE_BACKENDS = ("local", "processes", "ray")
 #: Engine keys that say how a run executes, not what it simulates: results do not depend on them.
 EXECUTION_KEYS = ("backend", "shards", "sync_hours", "ray_address", "ray_cpus_per_shard", "progress")
 #: Analyses an experiment can request (modules of experiments.analyses).
-ANALYSIS_NAMES = ("cold_start", "netflix_replay", "feedback_loop", "clickbait_loop")
+ANALYSIS_NAMES = ("cold_start", "netflix_replay", "feedback_loop", "clickbait_loop", "incrementality")
 REWARD_NAMES = ("click", "play", "quality_play")
 
 # Extension points selected by ``name`` or ``_target_``. Each base class adds its built-in

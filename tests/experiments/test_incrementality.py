@@ -168,3 +168,48 @@ def test_metrics_json_section_agrees_with_the_impression_log(tmp_path):
         for key in ("cannibalization_share", "cannibalization_share_member"):
             for f in ("estimate", "se"):
                 assert section[cell][key][f] == pytest.approx(from_log[cell][key][f], rel=1e-6), (cell, key, f)
+
+
+def test_experiment_config_composes_with_its_sweep_and_cells():
+    from hydra import compose, initialize_config_dir
+
+    from experiments import config_store  # noqa: F401
+    from experiments.run import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=incrementality"], return_hydra_config=True)
+    assert [c.name for c in cfg.experiment.cells] == ["uniform", "oracle", "thompson", "lints", "diverse_thompson"]
+    assert cfg.experiment.control == "uniform" and list(cfg.experiment.analyses) == ["incrementality"]
+    params = cfg.hydra.sweeper.params
+    assert str(params["seed"]) == "0,1,2" and "world.response.name" in params
+
+
+def test_analysis_table_and_chart_of_two_runs(tmp_path):
+    """Two tiny runs (two seeds) of the experiment's cells: the per-run rows are metrics.json's
+    numbers, the summary averages the seeds with the combined interval, the chart is written."""
+    import json
+
+    from experiments.analyses import incrementality as analysis
+    from sim.runner import run_experiment
+    from tests.conftest import tiny_config
+
+    for seed in (0, 1):
+        cfg = tiny_config(["uniform", "oracle", "diverse_thompson"])
+        cfg["seed"] = seed
+        run_experiment(cfg, tmp_path / f"seed={seed}")
+    paths = analysis.analyze(tmp_path)
+    assert all(p.exists() for p in paths) and paths[-1].suffix == ".png"
+    rows = analysis.run_rows(tmp_path / "seed=1")
+    m = json.loads((tmp_path / "seed=1" / "metrics.json").read_text())["incrementality"]
+    by = {r["cell"]: r for r in rows}
+    assert by["oracle"]["per_visit_lift"] == m["oracle"]["per_visit_lift"]["estimate"]
+    assert by["oracle"]["cannibalization_share_se"] == m["oracle"]["cannibalization_share"]["se"]
+    all_rows = [r for d in ("seed=0", "seed=1") for r in analysis.run_rows(tmp_path / d)]
+    summary = {s["cell"]: s for s in analysis.summarize(all_rows)}
+    two = [r for r in all_rows if r["cell"] == "oracle"]
+    assert summary["oracle"]["seeds"] == 2
+    assert summary["oracle"]["per_impression_lift"] == pytest.approx(np.mean([r["per_impression_lift"] for r in two]))
+    se = math.sqrt(sum(r["per_impression_lift_se"] ** 2 for r in two)) / 2
+    assert summary["oracle"]["per_impression_lift_high"] == pytest.approx(
+        summary["oracle"]["per_impression_lift"] + Z95 * se)
+    assert "| independent | oracle | 2 |" in (tmp_path / "incrementality.md").read_text()
