@@ -180,6 +180,29 @@ class ResponseModel:
                                                  doc="minutes watched that make a play a quality play")
         mean_quality_minutes: float = param(55.0, gt=0.0, le=10_000.0,
                                             doc="mean minutes beyond the threshold (exponential)")
+        # -- the session model's own parameters (sim/world/session.py; ignored by independent).
+        # Both built-ins share this one parameter set, so that ``world.response.name`` alone
+        # switches between them (a Hydra override keeps every other key of the node).
+        session_click_intercept: float = _logit_weight(
+            -3.3, "session: logit of a detail view given the tile is looked at")
+        session_play_intercept: float = _logit_weight(0.3, "session: logit P(play | detail view)")
+        session_quality_intercept: float = _logit_weight(
+            0.6, "session: logit P(play not abandoned early | play)")
+        dwell_seconds: float = param(4.5, gt=0.0, le=600.0, doc="session: mean seconds looking at one tile")
+        dwell_min_seconds: float = param(1.0, ge=0.0, le=600.0,
+                                         doc="session: shortest look; dwell = min + exponential(mean - min)")
+        detail_seconds: float = param(15.0, ge=0.0, le=3600.0,
+                                      doc="session: mean seconds of a detail view (exponential)")
+        patience_seconds: float = param(80.0, gt=0.0, le=36_000.0,
+                                        doc="session: median browsing time budget (log-normal)")
+        patience_sigma: float = param(0.5, ge=0.0, le=5.0, doc="session: log-normal spread of the time budget")
+        leave_probability: float = param(0.01, ge=0.0, le=1.0, doc="session: P(member leaves after a look)")
+
+        def __post_init__(self) -> None:
+            if self.dwell_min_seconds > self.dwell_seconds:
+                from sim.schema import ConfigError
+                raise ConfigError("world.response.dwell_min_seconds", self.dwell_min_seconds,
+                                  f"a number <= world.response.dwell_seconds ({self.dwell_seconds})")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -197,6 +220,8 @@ class ResponseModel:
         self.appeal = appeal                       # (A,) float32
         self.representativeness = representativeness  # (A,) float32
         self.fit_mean, self.fit_sd = float(fit_mean), float(fit_sd)
+        #: The parameters the logits read (a subclass may swap intercepts, as ``session`` does).
+        self.logit_params = cfg
 
     # ---- the entry point every caller uses ----------------------------------------------
     def probabilities(self, impressions: Impressions,
@@ -274,7 +299,7 @@ class ResponseModel:
         p_click, p_play, p_quality : ndarray, shape (n, k)
             Unconditional P(click), P(play) and P(quality play) per impression.
         """
-        c = self.cfg
+        c = self.logit_params
         art = np.maximum(artworks, 0)
         fit = self.fit(member, title)                                        # (n,)
         match = np.einsum("nkg,ng->nk", self.artwork_theme[art], self.tastes[member])

@@ -1,0 +1,174 @@
+"""The ``session`` response model: one member visit is one session over the whole page.
+
+Gomez-Uribe & Hunt ("The Netflix Recommender System", ACM TMIS 2015): a member reviews 10-20
+titles on one or two screens, perhaps 3 in detail, and within 60-90 seconds either picks
+something or leaves. Here, per visit (``world.response.name=session``):
+
+1. **Scan.** The member looks at the rendered tiles in reading order: rows top-down, columns left
+   to right. Rendering already keeps only the rows the member scrolls to (row continuation
+   probability ``scroll_continue``) and the columns their device shows, so the scan covers those
+   tiles until the session ends. Each look takes a dwell time (``dwell_seconds``).
+2. **Detail view.** A looked-at tile is opened (the *click*) with ``sigmoid(click logit)``: the
+   independent model's logit (fit, title quality, theme match x taste + appeal, shrunk for
+   familiar titles, minus the change penalty) without its position attention, with this
+   model's intercept. A detail view takes ``detail_seconds``.
+3. **Play.** A detail view leads to a play with ``sigmoid(play logit)`` (fit,
+   representativeness) or back to browsing. A play is a *quality play* (watched past the
+   threshold) with the independent model's quality logit; a play that is not abandoned early
+   (a quality play) ends the session, so there is at most one quality play per session. An
+   abandoned play lasts its watch minutes, then the member browses on.
+4. **Leave.** After each look the member leaves with ``leave_probability``; the session also ends
+   when the browsing time (looks and detail views, not watching) exceeds the member's patience,
+   a log-normal time budget per session (``patience_seconds`` median, ``patience_sigma``), or
+   when the rendered tiles run out (the member stopped scrolling).
+
+Tiles compete: a tile opened and played early ends the session, and every look spends patience,
+so an attractive image early in reading order lowers the chance that later tiles are reached.
+
+:meth:`SessionResponse.take_probabilities` (what regret, the ``oracle`` policy and off-policy
+ground truth read per impression) are per-tile probabilities **given the tile is looked at**:
+P(detail view | look), P(play | look), P(quality play | look). They do not depend on the other
+tiles, so the oracle picks, tile by tile, the image that is best once the member looks at it.
+The page-level value of an assignment comes from simulating sessions (:meth:`draw`).
+
+Vectorized over sessions: impressions sorted in reading order per visit, segment offsets from
+``np.cumsum``, the first stop per session from ``np.minimum.reduceat``; no loop per tile or session.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from sim.world.response import Outcomes, Page, ResponseModel
+
+#: ``end_reason`` codes (index into :data:`sim.world.response.SESSION_END_REASONS`).
+END_PLAY, END_LEAVE, END_PATIENCE, END_PAGE = 0, 1, 2, 3
+
+
+class SessionResponse(ResponseModel):
+    """Members scan the page in reading order and make at most one committed play per visit
+    (module docstring).
+
+    Parameters: :class:`ResponseModel.Params`, one set shared with the independent model (so
+    that ``world.response.name`` alone switches models): the logit weights are shared, the
+    ``session_*`` intercepts replace the click, play and quality intercepts, the ``dwell``,
+    ``detail``, ``patience`` and ``leave`` keys are this model's own, and the attention exponents
+    are not used (position acts through the scan). Defaults calibrated on the default world
+    (README "simulated vs published", ``python -m sim.sessions_report``)."""
+
+    name = "session"
+
+    def __init__(self, cfg, *args, **kwargs):
+        super().__init__(cfg, *args, **kwargs)
+        # The independent model's logits with this model's intercepts (per look, not per tile shown).
+        self.logit_params = replace(cfg, click_intercept=cfg.session_click_intercept,
+                                    play_intercept=cfg.session_play_intercept,
+                                    quality_intercept=cfg.session_quality_intercept)
+
+    # Position acts through the scan, not through a per-tile attention factor.
+    def attention(self, row: np.ndarray, column: np.ndarray) -> np.ndarray:
+        """1 for every tile: the take probabilities are conditional on the tile being looked at."""
+        return np.ones(np.shape(row), dtype=np.float32)
+
+    @property
+    def position_bias(self) -> bool:
+        return False
+
+    def draw(self, p_click: np.ndarray, p_play: np.ndarray, p_quality: np.ndarray,
+             rng: np.random.Generator, click_delay_mean: float, play_delay_mean: float,
+             page: Page | None = None) -> Outcomes:
+        """Simulate the sessions of the pages in ``page`` (module docstring).
+
+        Parameters
+        ----------
+        p_click, p_play, p_quality : ndarray, shape (n,)   per-look probabilities of the shown images
+        rng : every draw comes from it
+        click_delay_mean, play_delay_mean : unused (the session clock times every event)
+        page : where each impression sits; None: every impression is a page of its own
+
+        Returns
+        -------
+        Outcomes with the session fields filled; ``click_delay`` / ``play_delay`` (minutes) are
+        the session clock's look -> detail view and detail view -> play times.
+        """
+        c = self.cfg
+        n = p_click.shape[0]
+        if page is None:
+            page = Page(np.arange(n), np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64))
+        visit = np.asarray(page.visit, dtype=np.int64)
+        key = (visit * 65536 + np.asarray(page.row, np.int64)) * 65536 + np.asarray(page.column, np.int64)
+        order = None if n < 2 or (np.diff(key) > 0).all() else np.argsort(key, kind="stable")
+        if order is not None:
+            visit, p_click, p_play, p_quality = visit[order], p_click[order], p_play[order], p_quality[order]
+        starts = np.flatnonzero(np.r_[True, visit[1:] != visit[:-1]]) if n else np.zeros(0, np.int64)
+        n_sessions = starts.size
+        seg = np.cumsum(np.r_[False, visit[1:] != visit[:-1]]) if n else np.zeros(0, np.int64)
+
+        # -- every draw, in a fixed order: per tile, then per session -----------------------
+        u = rng.random((n, 5))
+        expo = rng.exponential(1.0, size=(n, 2))
+        patience = c.patience_seconds * np.exp(c.patience_sigma * rng.standard_normal(n_sessions))
+
+        # -- what each tile would do if the member looked at it -------------------------------
+        pc = np.asarray(p_click, np.float64)
+        opened = u[:, 0] < pc
+        played = opened & (u[:, 1] * pc < p_play)                 # nested, one uniform each
+        quality = played & (u[:, 2] * np.asarray(p_play, np.float64) < p_quality)
+        thr, mean_q = c.quality_threshold_minutes, c.mean_quality_minutes
+        minutes = np.where(quality, thr - mean_q * np.log1p(-u[:, 3] * 0.999999), u[:, 3] * thr) * played
+        leave = (u[:, 4] < c.leave_probability) & ~quality
+        dwell = c.dwell_min_seconds + (c.dwell_seconds - c.dwell_min_seconds) * expo[:, 0]
+        detail = c.detail_seconds * expo[:, 1] * opened
+        browse = dwell + detail                                   # spends patience
+        watch = np.where(played & ~quality, minutes * 60.0, 0.0)  # abandoned play: back to browsing
+
+        # -- the scan: exclusive segmented cumulative sums ------------------------------------
+        browse_before = _exclusive_segment_cumsum(browse, starts, seg)
+        clock_before = _exclusive_segment_cumsum(browse + watch, starts, seg)
+        in_patience = browse_before < patience[seg]               # a prefix of each session
+        stop = (quality | leave) & in_patience
+        idx = np.where(stop, np.arange(n), n)
+        first_stop = np.minimum.reduceat(idx, starts) if n else np.zeros(0, np.int64)
+        looked = in_patience & (np.arange(n) <= first_stop[seg])
+
+        last = np.maximum.reduceat(np.where(looked, np.arange(n), -1), starts) if n else np.zeros(0, np.int64)
+        ends = np.r_[starts[1:], n] - 1 if n else np.zeros(0, np.int64)
+        has_stop = first_stop < n
+        stop_tile = np.minimum(first_stop, max(n - 1, 0))
+        reason = np.where(has_stop, np.where(quality[stop_tile], END_PLAY, END_LEAVE),
+                          np.where(last < ends, END_PATIENCE, END_PAGE)).astype(np.int8)
+        click = opened & looked
+        play = played & looked
+        quality_play = quality & looked
+        look_second = np.where(looked, clock_before, np.nan)
+        click_second = np.where(click, clock_before + dwell, np.nan)
+        play_second = np.where(play, clock_before + dwell + detail, np.nan)
+        # A session lasts until its play starts, or to the end of its last look (and detail view).
+        tile_end = clock_before + browse + watch
+        session = np.where(reason == END_PLAY, (clock_before + dwell + detail)[stop_tile],
+                           tile_end[np.maximum(last, 0)]) if n else np.zeros(0)
+
+        out = Outcomes(
+            click=click, play=play, quality_play=quality_play,
+            minutes=(minutes * play).astype(np.float32),
+            click_delay=(np.where(click, dwell + clock_before, 0.0) / 60.0).astype(np.float32),
+            play_delay=(np.where(play, detail, 0.0) / 60.0).astype(np.float32),
+            look=looked, look_second=look_second.astype(np.float32),
+            click_second=click_second.astype(np.float32), play_second=play_second.astype(np.float32),
+            session_seconds=session[seg].astype(np.float32), end_reason=reason[seg])
+        if order is not None:       # back to the caller's order
+            inverse = np.empty(n, np.int64)
+            inverse[order] = np.arange(n)
+            out = Outcomes(**{k: v[inverse] for k, v in vars(out).items()})
+        return out
+
+
+def _exclusive_segment_cumsum(x: np.ndarray, starts: np.ndarray, seg: np.ndarray) -> np.ndarray:
+    """Per element, the sum of the earlier elements of its segment; x (n,), segments start at
+    ``starts`` (sorted), ``seg`` (n,) the segment of each element."""
+    if x.size == 0:
+        return np.zeros(0)
+    total = np.cumsum(x)
+    before = total - x
+    return before - before[starts][seg]
