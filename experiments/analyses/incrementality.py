@@ -7,10 +7,17 @@ the per-impression lift (take fraction on impressions of titles with 2+ images),
 and per-member lifts of quality plays and the cannibalization share ``1 - page lift / impression
 lift``, with per-member delta-method 95 % intervals.
 
-Over seeds (independent worlds and members) the estimates are averaged per (response model,
-cell); the interval of the mean combines the runs' delta-method standard errors,
-``se = sqrt(sum se_i^2) / k`` (a lift's ``se_i`` is its log-scale interval's half width / Z95,
-close to symmetric at these sizes). The spread between seeds is reported beside it.
+Over seeds (independent worlds and members, equal weight) the lifts are averaged per
+(response model, cell), ``Lbar = mean_s L_s`` with ``se = sqrt(sum_s Var(L_s)) / k`` from the runs'
+linear-scale delta-method variances, and the cannibalization share is that of the pooled lifts,
+``C = 1 - Lbar_page / Lbar_imp``, with::
+
+    Var(C) = Var(A) / B^2 + A^2 Var(B) / B^4 - 2 A Cov(A, B) / B^3,   A = Lbar_page, B = Lbar_imp
+
+where ``Var(A) = sum_s Var(L_page,s) / k^2`` and ``Cov(A, B) = sum_s Cov_s / k^2`` (each run's
+``lift_covariance`` in metrics.json). Averaging per-run shares instead would let a run whose
+per-impression lift is near 0 (a share with a huge standard error) dominate. The standard error
+between seeds of each run-level estimate (``<measure>_seed_se``) is reported beside it.
 
     python -m experiments.run -m experiment=incrementality          # runs this per run
     python -m experiments.analyses.incrementality multirun/incrementality/<stamp>   # the sweep
@@ -41,7 +48,9 @@ CHARTED = ("per_impression_lift", "per_visit_lift", "cannibalization_share")
 
 
 def run_rows(run_dir: Path) -> list[dict]:
-    """One row per non-control cell of one run: estimate, 95 % interval and se of each measure."""
+    """One row per non-control cell of one run: estimate, 95 % interval and se of each measure,
+    and the (co)variances of the page and impression lifts (``var_visit``, ``var_impression``,
+    ``cov_visit``, ``var_member``, ``cov_member``)."""
     m = json.loads((Path(run_dir) / "metrics.json").read_text())
     section = m.get("incrementality") or {}
     # The validated config names the response model even where the run's config left it default.
@@ -49,33 +58,59 @@ def run_rows(run_dir: Path) -> list[dict]:
     rows = []
     for cell, r in section.items():
         row = {"response_model": response, "seed": m.get("seed"), "cell": cell, "control": m["control"]}
+        cov = {level: {k: _num(x) for k, x in c.items()} for level, c in r["lift_covariance"].items()}
+        row.update({"var_impression": cov["visit"]["var_impression"], "var_visit": cov["visit"]["var_page"],
+                    "cov_visit": cov["visit"]["cov"], "var_member": cov["member"]["var_page"],
+                    "cov_member": cov["member"]["cov"]})
         for key in MEASURES:
             # Undefined numbers are null in metrics.json (sim.outputs): NaN here.
-            v = {k: float("nan") if x is None else float(x) for k, x in r[key].items()}
-            se = v.get("se", (v["ci_high"] - v["ci_low"]) / (2 * Z95))
+            v = {k: _num(x) for k, x in r[key].items()}
+            se = v["se"] if "se" in v else math.sqrt(row[LIFT_VARIANCE[key]])
             row.update({key: v["estimate"], f"{key}_low": v["ci_low"], f"{key}_high": v["ci_high"],
                         f"{key}_se": se})
         rows.append(row)
     return rows
 
 
+def _num(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
+#: Linear-scale delta-method variance of each lift (a column of :func:`run_rows`).
+LIFT_VARIANCE = {"per_impression_lift": "var_impression", "per_visit_lift": "var_visit",
+                 "per_member_lift": "var_member"}
+
+
+def pooled_share(a: np.ndarray, b: np.ndarray, var_a: np.ndarray, var_b: np.ndarray,
+                 cov: np.ndarray) -> tuple[float, float]:
+    """Cannibalization share of the mean page lift ``a`` (k,) over the mean impression lift ``b``
+    (k,) of k independent runs, and its delta-method standard error (module docstring)."""
+    k = a.size
+    A, B = a.mean(), b.mean()
+    va, vb, c = var_a.sum() / k ** 2, var_b.sum() / k ** 2, cov.sum() / k ** 2
+    var = va / B ** 2 + A ** 2 * vb / B ** 4 - 2 * A * c / B ** 3
+    return float(1 - A / B), float(math.sqrt(var)) if var >= 0 else float("nan")
+
+
 def summarize(rows: list[dict]) -> list[dict]:
-    """Per (response model, cell): mean over seeds, the combined delta-method interval, and the
-    standard error between seeds."""
+    """Per (response model, cell): lifts averaged over seeds and the cannibalization share of
+    the averaged lifts, each with a 95 % interval, and the standard error between seeds."""
     out = []
     for resp, cell in sorted({(r["response_model"], r["cell"]) for r in rows},
                              key=lambda k: (k[0], _cell_order(k[1]))):
         group = [r for r in rows if r["response_model"] == resp and r["cell"] == cell]
+        col = {k: np.array([g[k] for g in group], np.float64) for k in group[0] if k not in
+               ("response_model", "seed", "cell", "control")}
         row = {"response_model": resp, "cell": cell, "seeds": len(group)}
         for key in MEASURES:
-            est = np.array([g[key] for g in group], np.float64)
-            se = np.array([g[f"{key}_se"] for g in group], np.float64)
-            ok = np.isfinite(est) & np.isfinite(se)
-            k = int(ok.sum())
-            mean = float(est[ok].mean()) if k else float("nan")
-            pooled = float(math.sqrt((se[ok] ** 2).sum()) / k) if k else float("nan")
-            row.update({key: mean, f"{key}_low": mean - Z95 * pooled, f"{key}_high": mean + Z95 * pooled,
-                        f"{key}_se": pooled, f"{key}_seed_se": mean_se(list(est[ok]))[1]})
+            if key == "cannibalization_share":
+                est, se = pooled_share(col["per_visit_lift"], col["per_impression_lift"], col["var_visit"],
+                                       col["var_impression"], col["cov_visit"])
+            else:
+                est = float(col[key].mean())
+                se = float(math.sqrt(col[LIFT_VARIANCE[key]].sum()) / len(group))
+            row.update({key: est, f"{key}_low": est - Z95 * se, f"{key}_high": est + Z95 * se,
+                        f"{key}_se": se, f"{key}_seed_se": mean_se(list(col[key]))[1]})
         out.append(row)
     return out
 
@@ -98,7 +133,7 @@ def markdown(summary: list[dict]) -> str:
 
 def chart(rows: list[dict], summary: list[dict], control: str, path: Path) -> Path:
     """One panel per charted measure: cells on x, one marker per response model with its 95 %
-    interval (combined over seeds), the seeds' own estimates as small dots."""
+    interval (seeds pooled), the seeds' own estimates as small dots."""
     models = sorted({s["response_model"] for s in summary})
     cells = sorted({s["cell"] for s in summary}, key=_cell_order)
     x = np.arange(len(cells))
@@ -113,7 +148,7 @@ def chart(rows: list[dict], summary: list[dict], control: str, path: Path) -> Pa
             lo = np.array([s[c][f"{key}_low"] if c in s else np.nan for c in cells])
             hi = np.array([s[c][f"{key}_high"] if c in s else np.nan for c in cells])
             ax.errorbar(x + off, est, yerr=[est - lo, hi - est], fmt="o", color=colors[j % len(colors)],
-                        capsize=4, label=f"{model}: mean of seeds, 95 % interval")
+                        capsize=4, label=f"{model}: seeds pooled, 95 % interval")
             for r in rows:
                 if r["response_model"] == model and r["cell"] in cells:
                     ax.plot(x[cells.index(r["cell"])] + off + 0.08, r[key], ".", color=colors[j % len(colors)],

@@ -129,12 +129,13 @@ def incrementality(cell: Mapping[str, np.ndarray], control: Mapping[str, np.ndar
     -------
     dict with ``per_impression_lift``, ``per_visit_lift``, ``per_member_lift`` (as
     :func:`lift_interval`), ``cannibalization_share`` (per visit) and
-    ``cannibalization_share_member`` (``{estimate, se, ci_low, ci_high}``), and the rates of
-    both arms (``rates``: take fraction on varied impressions, quality plays per visit and per
+    ``cannibalization_share_member`` (``{estimate, se, ci_low, ci_high}``),
+    ``lift_covariance`` per page level (``visit``, ``member``: :func:`lift_covariance`), and the
+    rates of both arms (``rates``: take fraction on varied impressions, quality plays per visit and per
     member, with standard errors).
     """
     one, zero = _arm(cell), _arm(control)
-    out: dict = {"rates": {}}
+    out: dict = {"rates": {}, "lift_covariance": {}}
     for label, arm in (("cell", one), ("control", zero)):
         out["rates"][label] = {"members": arm["members"],
                                **{name: interval(arm[key][0], _se(arm[key][1]))
@@ -153,7 +154,24 @@ def incrementality(cell: Mapping[str, np.ndarray], control: Mapping[str, np.ndar
             covs.append(np.array([[_cov(pa, pa), _cov(pa, pb)], [_cov(pa, pb), _cov(pb, pb)]]))
         out[name] = cannibalization_share(one[level][0], one["b"][0], covs[0],
                                           zero[level][0], zero["b"][0], covs[1])
+        out["lift_covariance"][level] = lift_covariance(one[level][0], one["b"][0], covs[0],
+                                                        zero[level][0], zero["b"][0], covs[1])
     return out
+
+
+def lift_covariance(a1: float, b1: float, cov1: np.ndarray, a0: float, b0: float, cov0: np.ndarray) -> dict:
+    """Delta-method (co)variances of the page lift ``L_a = a1/a0 - 1`` and the impression lift
+    ``L_b = b1/b0 - 1`` (linear scale): what combining runs needs (``C`` of pooled lifts).
+
+    ``Var(L_a) = Var(a1)/a0^2 + a1^2 Var(a0)/a0^4``, likewise ``L_b``, and
+    ``Cov(L_a, L_b) = Cov(a1, b1)/(a0 b0) + a1 b1 Cov(a0, b0)/(a0^2 b0^2)``.
+    """
+    if not all(math.isfinite(x) for x in (a1, b1, a0, b0)) or a0 <= 0 or b0 <= 0:
+        return {"var_page": float("nan"), "var_impression": float("nan"), "cov": float("nan")}
+    ga, gb = (1 / a0, -a1 / a0 ** 2), (1 / b0, -b1 / b0 ** 2)
+    return {"var_page": float(ga[0] ** 2 * cov1[0, 0] + ga[1] ** 2 * cov0[0, 0]),
+            "var_impression": float(gb[0] ** 2 * cov1[1, 1] + gb[1] ** 2 * cov0[1, 1]),
+            "cov": float(ga[0] * gb[0] * cov1[0, 1] + ga[1] * gb[1] * cov0[0, 1])}
 
 
 def member_sums(member: np.ndarray, visit: np.ndarray, quality_play: np.ndarray,

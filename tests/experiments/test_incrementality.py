@@ -60,6 +60,7 @@ def test_estimates_and_intervals_against_many_simulated_experiments():
     R = 300
     est = {k: np.empty(R) for k in truth}
     se = np.empty(R)
+    lift_cov = np.empty((R, 3))
     covered = {k: np.empty(R, bool) for k in truth}
     for i in range(R):
         rng = np.random.default_rng([7, i])
@@ -68,6 +69,13 @@ def test_estimates_and_intervals_against_many_simulated_experiments():
             est[k][i] = out[k]["estimate"]
             covered[k][i] = out[k]["ci_low"] <= truth[k] <= out[k]["ci_high"]
         se[i] = out["cannibalization_share"]["se"]
+        c = out["lift_covariance"]["visit"]
+        lift_cov[i] = c["var_page"], c["var_impression"], c["cov"]
+    # The lifts' delta-method (co)variances against their spread over the R experiments.
+    empirical = np.cov(est["per_visit_lift"], est["per_impression_lift"])
+    rel = 3 / math.sqrt(2 * (R - 1))
+    for got, want in zip(lift_cov.mean(axis=0), (empirical[0, 0], empirical[1, 1], empirical[0, 1])):
+        assert abs(got / want - 1) <= 2 * rel, f"delta (co)variance {got:.3g} vs spread {want:.3g}"
     for k in truth:
         sd = est[k].std(ddof=1)
         assert abs(est[k].mean() - truth[k]) <= 4 * sd / math.sqrt(R), f"{k} biased"
@@ -210,7 +218,12 @@ def test_analysis_table_and_chart_of_two_runs(tmp_path):
     two = [r for r in all_rows if r["cell"] == "oracle"]
     assert summary["oracle"]["seeds"] == 2
     assert summary["oracle"]["per_impression_lift"] == pytest.approx(np.mean([r["per_impression_lift"] for r in two]))
-    se = math.sqrt(sum(r["per_impression_lift_se"] ** 2 for r in two)) / 2
+    se = math.sqrt(sum(r["var_impression"] for r in two)) / 2
     assert summary["oracle"]["per_impression_lift_high"] == pytest.approx(
         summary["oracle"]["per_impression_lift"] + Z95 * se)
+    # One run pooled is that run: the analysis's share formula (lifts and their covariance)
+    # gives the metrics module's (gradient of the four rates) estimate and standard error.
+    one = {s["cell"]: s for s in analysis.summarize(rows)}["oracle"]
+    assert one["cannibalization_share"] == pytest.approx(m["oracle"]["cannibalization_share"]["estimate"], rel=1e-9)
+    assert one["cannibalization_share_se"] == pytest.approx(m["oracle"]["cannibalization_share"]["se"], rel=1e-6)
     assert f"| {analysis.run_rows(tmp_path / 'seed=0')[0]['response_model']} | oracle | 2 |" in (tmp_path / "incrementality.md").read_text()
