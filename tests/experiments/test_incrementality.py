@@ -227,3 +227,18 @@ def test_analysis_table_and_chart_of_two_runs(tmp_path):
     assert one["cannibalization_share"] == pytest.approx(m["oracle"]["cannibalization_share"]["estimate"], rel=1e-9)
     assert one["cannibalization_share_se"] == pytest.approx(m["oracle"]["cannibalization_share"]["se"], rel=1e-6)
     assert f"| {analysis.run_rows(tmp_path / 'seed=0')[0]['response_model']} | oracle | 2 |" in (tmp_path / "incrementality.md").read_text()
+
+
+def test_run_report_has_the_incrementality_table():
+    from experiments.report import incrementality_blocks
+
+    lift = {"estimate": 0.1, "ci_low": 0.05, "ci_high": 0.15, "p_value": 0.01}
+    share = {"estimate": 0.25, "se": 0.1, "ci_low": 0.05, "ci_high": 0.45}
+    m = {"control": "uniform", "incrementality": {"oracle": {
+        "per_impression_lift": lift, "per_visit_lift": lift, "per_member_lift": lift, "cannibalization_share": share}}}
+    heading, table = incrementality_blocks(m)
+    assert "uniform" in heading.content
+    header, rows = table.content
+    assert rows == [["oracle", "+10.0% [+5.0%, +15.0%]", "+10.0% [+5.0%, +15.0%]", "+10.0% [+5.0%, +15.0%]",
+                     "+25.0% [+5.0%, +45.0%]"]]
+    assert incrementality_blocks({"control": "uniform"}) == []
