@@ -13,7 +13,9 @@ Prints, on one core (BLAS/OpenMP threads pinned to 1 before NumPy loads):
    minimal pipeline on that world and batch size, and peak resident memory. Each size runs in a
    fresh subprocess, so its peak is its own. A verdict line says whether the cost per impression
    grows with members or days (it must not: no quadratic step in ranking, logging or metrics);
-4. the speed-up of ``--workers`` worker processes (``engine.backend=processes``) over one process
+4. impressions/s of the same closed loop under the ``session`` and the ``independent`` response
+   models and their ratio (the session model must keep at least 80 %);
+5. the speed-up of ``--workers`` worker processes (``engine.backend=processes``) over one process
    on the same run, end to end and after the workers have built their worlds.
 
 ``--json PATH`` also writes every figure to a file, so they can be quoted.
@@ -42,21 +44,25 @@ from sim.engine import Simulation  # noqa: E402
 from sim.logs import ImpressionLog  # noqa: E402
 
 
-def bench_config(members: int, titles: int, days: float, policy: str, **engine) -> dict:
+def bench_config(members: int, titles: int, days: float, policy: str, response: str | None = None,
+                 **engine) -> dict:
     return {"seed": 0,
             "world": {"name": "bench", "n_members": members, "n_titles": titles,
-                      "artworks_min": 4, "artworks_max": 12},
+                      "artworks_min": 4, "artworks_max": 12,
+                      **({"response": {"name": response}} if response else {})},
             "engine": {"days": days, "progress": False, **engine},
             "ranker": {"name": "learned"},
             "policy": {"name": policy}}
 
 
-def run_closed_loop(members: int, titles: int, days: float, policy: str, progress=None, **engine) -> dict:
+def run_closed_loop(members: int, titles: int, days: float, policy: str, progress=None,
+                    response: str | None = None, **engine) -> dict:
     """Build and run the full simulator with logging; returns timings and counts.
 
-    ``progress(sim_minutes, impressions)`` is called after every serving step; ``engine``
-    overrides engine keys (backend, shards, member_block)."""
-    cfg = experiment_config_from_dict(bench_config(members, titles, days, policy, **engine))
+    ``progress(sim_minutes, impressions)`` is called after every serving step; ``response``
+    names the response model (default: the schema's); ``engine`` overrides engine keys
+    (backend, shards, member_block)."""
+    cfg = experiment_config_from_dict(bench_config(members, titles, days, policy, response, **engine))
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         sim = Simulation(cfg, ImpressionLog(tmp, cfg.engine.log_chunk_rows))
@@ -267,6 +273,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="worker processes for the speed-up figure (1: skip it)")
     ap.add_argument("--parallel-days", type=float, default=1.0)
     ap.add_argument("--parallel-policy", default="lints")
+    ap.add_argument("--response-models", default="session,independent",
+                    help="response models to compare (first under test, last the reference)")
+    ap.add_argument("--response-policy", default="thompson")
+    ap.add_argument("--skip-response", action="store_true")
     ap.add_argument("--json", help="also write every figure to this JSON file")
     quick, _ = ap.parse_known_args(argv)
     if quick.quick:
@@ -366,6 +376,39 @@ def parallel(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def response_models(args: argparse.Namespace) -> list[dict]:
+    """End-to-end impressions/s of the same closed loop under each response model
+    (``--response-models``, the first is the one under test, the last the reference): the
+    ``session`` model must keep at least ``SESSION_SPEED_FLOOR`` of ``independent``'s throughput."""
+    names = args.response_models.split(",")
+    print(f"\nresponse models: {args.members:,} members, {args.titles:,} titles, policy={args.response_policy}, "
+          f"{args.days:g} simulated day(s), Parquet logging on, 1 thread")
+    rows = []
+    for name in names:
+        runs = [run_closed_loop(args.members, args.titles, args.days, args.response_policy, response=name)
+                for _ in range(args.repeat)]
+        rates = [x["impressions_per_s"] for x in runs]
+        r = sorted(runs, key=lambda x: x["impressions_per_s"])[len(runs) // 2]
+        rows.append({"response": name, "impressions": int(r["impressions"]),
+                     "visits": int(r["sim"].visits),
+                     "impressions_per_s_median": float(np.median(rates)),
+                     "impressions_per_s_best": max(rates), "impressions_per_s_worst": min(rates)})
+        print(f"  {name:12s} {np.median(rates):>12,.0f} impressions/s median of {len(rates)} "
+              f"(best {max(rates):,.0f}, worst {min(rates):,.0f}; {r['impressions']:,} impressions)", flush=True)
+        del runs, r
+    ratio = rows[0]["impressions_per_s_median"] / rows[-1]["impressions_per_s_median"]
+    verdict = "ok" if ratio >= SESSION_SPEED_FLOOR else "TOO SLOW"
+    print(f"  {names[0]} / {names[-1]}: {ratio:.2f} of the throughput "
+          f"(floor {SESSION_SPEED_FLOOR:.0%}): {verdict}")
+    for r in rows:
+        r["ratio_to_reference"] = r["impressions_per_s_median"] / rows[-1]["impressions_per_s_median"]
+    return rows
+
+
+#: The session response model must keep this share of the independent model's impressions/s.
+SESSION_SPEED_FLOOR = 0.8
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     report = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
@@ -375,6 +418,8 @@ def main(argv: list[str] | None = None) -> None:
         report["headline"] = headline(args)
     if not args.skip_scaling:
         report["scaling"], report["verdicts"] = scaling(args)
+    if not args.skip_response:
+        report["response_models"] = response_models(args)
     if args.workers > 1:
         report["parallel"] = parallel(args)
     if args.json:

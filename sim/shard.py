@@ -226,7 +226,7 @@ class ShardServer:
     def scroll_depth(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """Rows a member would scroll through (not capped: each ranker's page has its own
         number of rows, and rendering keeps only the rows that exist)."""
-        cont = self.config.world.response.scroll_continue
+        cont = self.world.response.scroll_continue
         if cont >= 1.0:
             return np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
         return rng.geometric(1.0 - cont, size=n)

@@ -26,12 +26,13 @@ from sim.features import N_DEVICES, context_width, impression_context
 from sim.policies.base import ArtworkPolicy, DecisionBatch, FeedbackBatch, Selection
 from sim.streams import generator
 from sim.world import Catalog, Members, ResponseModel
+from sim.world.response import SESSION_END_REASONS, Page
 
 __all__ = ["check_policy", "make_decision_batch", "make_feedback", "subset_feedback",
            "POLICY_CHECKS", "check_probabilities", "check_select", "check_deterministic",
            "check_stats_additive", "check_update", "check_choice_frequencies",
            "check_ranker", "make_ranker_feedback", "RANKER_CHECKS", "check_response_model",
-           "RESPONSE_CHECKS"]
+           "RESPONSE_CHECKS", "check_response_page_draw", "make_pages"]
 
 
 # ---- small random inputs ------------------------------------------------------------------
@@ -507,7 +508,7 @@ def check_response_draw(model: ResponseModel, batch: DecisionBatch, rng_seed=0, 
             continue
         x = np.asarray(getattr(out, f.name))
         assert x.shape == (n,), f"draw().{f.name} has shape {x.shape}, expected ({n},)"
-        assert np.array_equal(x, np.asarray(getattr(again, f.name))), \
+        assert np.array_equal(x, np.asarray(getattr(again, f.name)), equal_nan=x.dtype.kind == "f"), \
             f"draw() with identically seeded generators gave different {f.name}"
     click, play, quality = (np.asarray(x, dtype=bool) for x in (out.click, out.play, out.quality_play))
     assert not (play & ~click).any() and not (quality & ~play).any(), \
@@ -529,9 +530,89 @@ def check_response_draw(model: ResponseModel, batch: DecisionBatch, rng_seed=0, 
                                               f"{expected:.1f} (tolerance {n_se:g} standard errors)")
 
 
+def make_pages(n: int, rng: np.random.Generator, tiles_per_page: int = 12, columns: int = 4) -> Page:
+    """Pages of ``tiles_per_page`` impressions (the last may be shorter), laid out row by row in
+    ``columns`` columns, in a random input order: a :class:`sim.world.response.Page` of (n,)."""
+    k = np.arange(n)
+    order = rng.permutation(n)
+    visit, slot = k // tiles_per_page, k % tiles_per_page
+    member = rng.integers(0, 1000, size=visit.max() + 1 if n else 0)
+    return Page(visit[order], (slot // columns)[order], (slot % columns)[order],
+                member[visit[order]] if n else visit)
+
+
+def check_response_page_draw(model: ResponseModel, batch: DecisionBatch, rng_seed=0):
+    """``draw(..., page=)``: deterministic; a model that leaves the session fields of
+    :class:`Outcomes` None must ignore ``page``. A session model: outcomes do not depend on the
+    input order of the impressions; per page, the looked-at tiles are a prefix of reading order,
+    a detail view needs a look, at most one quality play, which is the last tile looked at (nothing
+    happens after the session ended), event times in order and within the session's length,
+    ``session_seconds`` and ``end_reason`` constant on a page, end reason ``play`` exactly when
+    the page has a quality play."""
+    pc, pp, pq = (np.asarray(x)[:, 0] for x in model.probabilities(batch, batch.candidates[:, :1]))
+    # Raise P(click) so that sessions see several detail views and plays.
+    scale = np.maximum(1.0, 0.3 / np.maximum(pc, 1e-9))
+    pc = np.minimum(pc * scale, 1.0)
+    pp = np.minimum(pp * scale, pc)
+    pq = np.minimum(pq * scale, pp)
+    n = pc.size
+    page = make_pages(n, generator(rng_seed, "response", 12))
+    a, b = (model.draw(pc, pp, pq, generator(rng_seed, "response", 13), 3.0, 7.0, page=page) for _ in "ab")
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        assert (x is None) == (y is None) and (x is None or np.array_equal(x, y, equal_nan=x.dtype.kind == "f")), \
+            f"draw(page=) with identically seeded generators gave different {f.name}"
+    if not a.has_sessions:
+        plain = model.draw(pc, pp, pq, generator(rng_seed, "response", 13), 3.0, 7.0)
+        assert all(np.array_equal(getattr(a, f.name), getattr(plain, f.name)) for f in dataclasses.fields(a)
+                   if getattr(a, f.name) is not None), \
+            "draw() depends on page but fills no session fields (set them, or ignore page)"
+        return
+    for name in ("look", "look_second", "click_second", "play_second", "session_seconds", "end_reason"):
+        x = getattr(a, name)
+        assert x is not None and np.shape(x) == (n,), f"draw().{name} must be an array of shape ({n},)"
+    # Same pages given in another order: the same outcome per impression.
+    perm = generator(rng_seed, "response", 14).permutation(n)
+    c = model.draw(pc[perm], pp[perm], pq[perm], generator(rng_seed, "response", 13), 3.0, 7.0,
+                   page=Page(*(np.asarray(x)[perm] for x in page)))
+    for f in dataclasses.fields(a):
+        x = getattr(a, f.name)
+        assert np.array_equal(x[perm], getattr(c, f.name), equal_nan=x.dtype.kind == "f"), \
+            f"draw().{f.name} depends on the input order of the impressions"
+    order = np.lexsort((page.column, page.row, page.visit))
+    v = np.asarray(page.visit)[order]
+    look, click, play, quality = (np.asarray(getattr(a, k), bool)[order]
+                                  for k in ("look", "click", "play", "quality_play"))
+    ls, cs, ps, ss = (np.asarray(getattr(a, k), np.float64)[order]
+                      for k in ("look_second", "click_second", "play_second", "session_seconds"))
+    reason = np.asarray(a.end_reason)[order]
+    new = np.r_[True, v[1:] != v[:-1]]
+    starts = np.flatnonzero(new)
+    assert not (click & ~look).any() and not (play & ~click).any() and not (quality & ~play).any(), \
+        "session outcomes are not nested (detail view without a look, play without a detail view, ...)"
+    # Looked-at tiles: a prefix of each page (a tile not looked at is never followed by one that is).
+    after_gap = look & ~new & ~np.r_[True, look[:-1]]
+    assert not after_gap.any(), "a tile is looked at after a tile of the same page that was not"
+    n_quality = np.add.reduceat(quality.astype(int), starts)
+    assert (n_quality <= 1).all(), f"a session has {int(n_quality.max())} quality plays (at most one)"
+    nxt_look = np.r_[look[1:], False] & np.r_[~new[1:], False]
+    assert not (quality & nxt_look).any(), "a tile is looked at after the session's quality play"
+    assert np.isnan(ls[~look]).all() and np.isnan(cs[~click]).all() and np.isnan(ps[~play]).all(), \
+        "event times must be NaN where the event did not happen"
+    same = ~new
+    assert (np.diff(ls)[same[1:] & look[1:]] >= 0).all(), "looks are not in reading order in time"
+    assert (cs[click] >= ls[click]).all() and (ps[play] >= cs[play]).all(), "events out of order in time"
+    for name, t in (("look_second", ls), ("click_second", cs), ("play_second", ps)):
+        assert (np.nan_to_num(t, nan=0.0) <= ss + 1e-3).all(), f"{name} after the session ended"
+    assert (ss[same] == ss[:-1][same[1:]]).all() and (reason[same] == reason[:-1][same[1:]]).all(), \
+        "session_seconds / end_reason differ between tiles of one page"
+    assert np.array_equal(reason[starts] == 0, n_quality == 1), "end reason 'play' exactly when a quality play"
+    assert ((reason >= 0) & (reason < len(SESSION_END_REASONS))).all(), "end_reason outside SESSION_END_REASONS"
+
+
 #: Every response-model check, in the order :func:`check_response_model` runs them.
 RESPONSE_CHECKS = (check_response_probabilities, check_response_attention,
-                   check_response_title_scores, check_response_draw)
+                   check_response_title_scores, check_response_draw, check_response_page_draw)
 
 
 def check_response_model(model: ResponseModel, catalog: Catalog, n_members: int,

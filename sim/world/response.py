@@ -184,19 +184,22 @@ class ResponseModel:
         # Both built-ins share this one parameter set, so that ``world.response.name`` alone
         # switches between them (a Hydra override keeps every other key of the node).
         session_click_intercept: float = _logit_weight(
-            -3.3, "session: logit of a detail view given the tile is looked at")
-        session_play_intercept: float = _logit_weight(0.3, "session: logit P(play | detail view)")
+            -4.3, "session: logit of a detail view given the tile is looked at")
+        session_fit_weight: float = _logit_weight(0.5, "session: detail-view-logit weight of member-title fit")
+        session_play_intercept: float = _logit_weight(-1.2, "session: logit P(play | detail view)")
         session_quality_intercept: float = _logit_weight(
-            0.6, "session: logit P(play not abandoned early | play)")
-        dwell_seconds: float = param(4.5, gt=0.0, le=600.0, doc="session: mean seconds looking at one tile")
-        dwell_min_seconds: float = param(1.0, ge=0.0, le=600.0,
+            -0.3, "session: logit P(play not abandoned early | play)")
+        session_scroll_continue: float = param(0.93, ge=0.0, le=1.0,
+                                               doc="session: P(member scrolls to the next row)")
+        dwell_seconds: float = param(2.5, gt=0.0, le=600.0, doc="session: mean seconds looking at one tile")
+        dwell_min_seconds: float = param(0.5, ge=0.0, le=600.0,
                                          doc="session: shortest look; dwell = min + exponential(mean - min)")
-        detail_seconds: float = param(15.0, ge=0.0, le=3600.0,
+        detail_seconds: float = param(12.0, ge=0.0, le=3600.0,
                                       doc="session: mean seconds of a detail view (exponential)")
-        patience_seconds: float = param(80.0, gt=0.0, le=36_000.0,
+        patience_seconds: float = param(100.0, gt=0.0, le=36_000.0,
                                         doc="session: median browsing time budget (log-normal)")
         patience_sigma: float = param(0.5, ge=0.0, le=5.0, doc="session: log-normal spread of the time budget")
-        leave_probability: float = param(0.01, ge=0.0, le=1.0, doc="session: P(member leaves after a look)")
+        leave_probability: float = param(0.005, ge=0.0, le=1.0, doc="session: P(member leaves after a look)")
 
         def __post_init__(self) -> None:
             if self.dwell_min_seconds > self.dwell_seconds:
@@ -255,6 +258,11 @@ class ResponseModel:
         return self.cfg.artwork_change_penalty > 0
 
     @property
+    def scroll_continue(self) -> float:
+        """P(member scrolls to the next row): how many rows are rendered (shard's scroll depth)."""
+        return self.cfg.scroll_continue
+
+    @property
     def position_bias(self) -> bool:
         """Attention falls with row (and column)."""
         return self.cfg.row_attention_exponent > 0 or self.cfg.column_attention_exponent > 0
@@ -276,8 +284,9 @@ class ResponseModel:
 
         Used by the oracle ranker."""
         raw = self.tastes[member] @ self.title_genres.T
-        return (self.cfg.fit_weight * (raw - self.fit_mean) / self.fit_sd
-                + self.cfg.title_quality_weight * self.quality[None, :])
+        c = self.logit_params
+        return (c.fit_weight * (raw - self.fit_mean) / self.fit_sd
+                + c.title_quality_weight * self.quality[None, :])
 
     def take_probabilities(self, member: np.ndarray, title: np.ndarray, artworks: np.ndarray,
                            row: np.ndarray, column: np.ndarray, familiar: np.ndarray,

@@ -6,7 +6,7 @@ something or leaves. Here, per visit (``world.response.name=session``):
 
 1. **Scan.** The member looks at the rendered tiles in reading order: rows top-down, columns left
    to right. Rendering already keeps only the rows the member scrolls to (row continuation
-   probability ``scroll_continue``) and the columns their device shows, so the scan covers those
+   probability ``session_scroll_continue``) and the columns their device shows, so the scan covers those
    tiles until the session ends. Each look takes a dwell time (``dwell_seconds``).
 2. **Detail view.** A looked-at tile is opened (the *click*) with ``sigmoid(click logit)``: the
    independent model's logit (fit, title quality, theme match x taste + appeal, shrunk for
@@ -63,6 +63,7 @@ class SessionResponse(ResponseModel):
         super().__init__(cfg, *args, **kwargs)
         # The independent model's logits with this model's intercepts (per look, not per tile shown).
         self.logit_params = replace(cfg, click_intercept=cfg.session_click_intercept,
+                                    fit_weight=cfg.session_fit_weight,
                                     play_intercept=cfg.session_play_intercept,
                                     quality_intercept=cfg.session_quality_intercept)
 
@@ -70,6 +71,10 @@ class SessionResponse(ResponseModel):
     def attention(self, row: np.ndarray, column: np.ndarray) -> np.ndarray:
         """1 for every tile: the take probabilities are conditional on the tile being looked at."""
         return np.ones(np.shape(row), dtype=np.float32)
+
+    @property
+    def scroll_continue(self) -> float:
+        return self.cfg.session_scroll_continue
 
     @property
     def position_bias(self) -> bool:
@@ -99,6 +104,7 @@ class SessionResponse(ResponseModel):
         visit = np.asarray(page.visit, dtype=np.int64)
         key = (visit * 65536 + np.asarray(page.row, np.int64)) * 65536 + np.asarray(page.column, np.int64)
         order = None if n < 2 or (np.diff(key) > 0).all() else np.argsort(key, kind="stable")
+        p_click, p_play, p_quality = (np.asarray(x, np.float32) for x in (p_click, p_play, p_quality))
         if order is not None:
             visit, p_click, p_play, p_quality = visit[order], p_click[order], p_play[order], p_quality[order]
         starts = np.flatnonzero(np.r_[True, visit[1:] != visit[:-1]]) if n else np.zeros(0, np.int64)
@@ -106,33 +112,36 @@ class SessionResponse(ResponseModel):
         seg = np.cumsum(np.r_[False, visit[1:] != visit[:-1]]) if n else np.zeros(0, np.int64)
 
         # -- every draw, in a fixed order: per tile, then per session -----------------------
-        u = rng.random((n, 5))
-        expo = rng.exponential(1.0, size=(n, 2))
+        u = rng.random((n, 5), dtype=np.float32)
+        expo = rng.standard_exponential((n, 2), dtype=np.float32)
         patience = c.patience_seconds * np.exp(c.patience_sigma * rng.standard_normal(n_sessions))
 
         # -- what each tile would do if the member looked at it -------------------------------
-        pc = np.asarray(p_click, np.float64)
-        opened = u[:, 0] < pc
-        played = opened & (u[:, 1] * pc < p_play)                 # nested, one uniform each
-        quality = played & (u[:, 2] * np.asarray(p_play, np.float64) < p_quality)
+        opened = u[:, 0] < p_click
+        played = opened & (u[:, 1] * p_click < p_play)            # nested, one uniform each
+        quality = played & (u[:, 2] * p_play < p_quality)
         thr, mean_q = c.quality_threshold_minutes, c.mean_quality_minutes
-        minutes = np.where(quality, thr - mean_q * np.log1p(-u[:, 3] * 0.999999), u[:, 3] * thr) * played
+        minutes = np.zeros(n, np.float32)
+        pl = np.flatnonzero(played)                               # few: compute their minutes only
+        minutes[pl] = np.where(quality[pl], thr - mean_q * np.log1p(-u[pl, 3] * 0.999999), u[pl, 3] * thr)
         leave = (u[:, 4] < c.leave_probability) & ~quality
         dwell = c.dwell_min_seconds + (c.dwell_seconds - c.dwell_min_seconds) * expo[:, 0]
         detail = c.detail_seconds * expo[:, 1] * opened
-        browse = dwell + detail                                   # spends patience
-        watch = np.where(played & ~quality, minutes * 60.0, 0.0)  # abandoned play: back to browsing
+        browse = (dwell + detail).astype(np.float64)              # spends patience
+        watch = np.zeros(n)                                       # abandoned play: back to browsing
+        ab = pl[~quality[pl]]
+        watch[ab] = minutes[ab] * 60.0
 
         # -- the scan: exclusive segmented cumulative sums ------------------------------------
         browse_before = _exclusive_segment_cumsum(browse, starts, seg)
-        clock_before = _exclusive_segment_cumsum(browse + watch, starts, seg)
+        clock_before = browse_before + _exclusive_segment_cumsum(watch, starts, seg) if ab.size else browse_before
         in_patience = browse_before < patience[seg]               # a prefix of each session
         stop = (quality | leave) & in_patience
-        idx = np.where(stop, np.arange(n), n)
-        first_stop = np.minimum.reduceat(idx, starts) if n else np.zeros(0, np.int64)
-        looked = in_patience & (np.arange(n) <= first_stop[seg])
+        pos = np.arange(n)
+        first_stop = np.minimum.reduceat(np.where(stop, pos, n), starts) if n else np.zeros(0, np.int64)
+        looked = in_patience & (pos <= first_stop[seg])
 
-        last = np.maximum.reduceat(np.where(looked, np.arange(n), -1), starts) if n else np.zeros(0, np.int64)
+        last = np.maximum.reduceat(np.where(looked, pos, -1), starts) if n else np.zeros(0, np.int64)
         ends = np.r_[starts[1:], n] - 1 if n else np.zeros(0, np.int64)
         has_stop = first_stop < n
         stop_tile = np.minimum(first_stop, max(n - 1, 0))
@@ -141,22 +150,24 @@ class SessionResponse(ResponseModel):
         click = opened & looked
         play = played & looked
         quality_play = quality & looked
-        look_second = np.where(looked, clock_before, np.nan)
-        click_second = np.where(click, clock_before + dwell, np.nan)
-        play_second = np.where(play, clock_before + dwell + detail, np.nan)
+        opened_at = clock_before + dwell                          # when the detail view opens
+        look_second = np.where(looked, clock_before, np.nan).astype(np.float32)
+        click_second = np.where(click, opened_at, np.nan).astype(np.float32)
+        play_second = np.where(play, opened_at + detail, np.nan).astype(np.float32)
         # A session lasts until its play starts, or to the end of its last look (and detail view).
-        tile_end = clock_before + browse + watch
-        session = np.where(reason == END_PLAY, (clock_before + dwell + detail)[stop_tile],
-                           tile_end[np.maximum(last, 0)]) if n else np.zeros(0)
+        if n:
+            lt = np.maximum(last, 0)
+            session = np.where(reason == END_PLAY, (opened_at + detail)[stop_tile],
+                               clock_before[lt] + browse[lt] + watch[lt])
+        else:
+            session = np.zeros(0)
 
         out = Outcomes(
-            click=click, play=play, quality_play=quality_play,
-            minutes=(minutes * play).astype(np.float32),
-            click_delay=(np.where(click, dwell + clock_before, 0.0) / 60.0).astype(np.float32),
+            click=click, play=play, quality_play=quality_play, minutes=minutes * play,
+            click_delay=(np.where(click, opened_at, 0.0) / 60.0).astype(np.float32),
             play_delay=(np.where(play, detail, 0.0) / 60.0).astype(np.float32),
-            look=looked, look_second=look_second.astype(np.float32),
-            click_second=click_second.astype(np.float32), play_second=play_second.astype(np.float32),
-            session_seconds=session[seg].astype(np.float32), end_reason=reason[seg])
+            look=looked, look_second=look_second, click_second=click_second, play_second=play_second,
+            session_seconds=session.astype(np.float32)[seg], end_reason=reason[seg])
         if order is not None:       # back to the caller's order
             inverse = np.empty(n, np.int64)
             inverse[order] = np.arange(n)
