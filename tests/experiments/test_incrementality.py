@@ -226,7 +226,8 @@ def test_analysis_table_and_chart_of_two_runs(tmp_path):
     one = {s["cell"]: s for s in analysis.summarize(rows)}["oracle"]
     assert one["cannibalization_share"] == pytest.approx(m["oracle"]["cannibalization_share"]["estimate"], rel=1e-9)
     assert one["cannibalization_share_se"] == pytest.approx(m["oracle"]["cannibalization_share"]["se"], rel=1e-6)
-    assert f"| {analysis.run_rows(tmp_path / 'seed=0')[0]['response_model']} | oracle | 2 |" in (tmp_path / "incrementality.md").read_text()
+    model = analysis.run_rows(tmp_path / "seed=0")[0]["response_model"]
+    assert f"| {model} | oracle | 2 |" in (tmp_path / "incrementality.md").read_text()
 
 
 def test_run_report_has_the_incrementality_table():
