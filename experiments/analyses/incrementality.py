@@ -43,6 +43,8 @@ from sim.outputs import atomic_write_text, write_csv
 #: The quantities reported, in table order: key in metrics.json -> column label.
 MEASURES = {"per_impression_lift": "per-impression lift", "per_visit_lift": "per-visit lift",
             "per_member_lift": "per-member lift", "cannibalization_share": "cannibalization share"}
+#: Differences of lifts reported after the cells: (cell, reference cell).
+CONTRASTS = (("diverse_thompson", "thompson"),)
 #: Drawn in the chart, one panel each.
 CHARTED = ("per_impression_lift", "per_visit_lift", "cannibalization_share")
 
@@ -112,6 +114,33 @@ def summarize(rows: list[dict]) -> list[dict]:
             row.update({key: est, f"{key}_low": est - Z95 * se, f"{key}_high": est + Z95 * se,
                         f"{key}_se": se, f"{key}_seed_se": mean_se(list(col[key]))[1]})
         out.append(row)
+    return out + contrasts(rows)
+
+
+def contrasts(rows: list[dict]) -> list[dict]:
+    """Does page awareness change the lifts? Per response model, :data:`CONTRASTS` differences
+    of the seed-averaged lifts (percentage points). The two cells share the control, which
+    correlates their lifts positively; its covariance is left out, so the interval is
+    conservative (too wide, never too narrow)."""
+    out = []
+    for resp in sorted({r["response_model"] for r in rows}):
+        for a, b in CONTRASTS:
+            ra = [r for r in rows if r["response_model"] == resp and r["cell"] == a]
+            rb = [r for r in rows if r["response_model"] == resp and r["cell"] == b]
+            if not ra or not rb:
+                continue
+            row = {"response_model": resp, "cell": f"{a} - {b}", "seeds": min(len(ra), len(rb))}
+            for key in MEASURES:
+                if key not in LIFT_VARIANCE:
+                    row.update({key: float("nan"), f"{key}_low": float("nan"), f"{key}_high": float("nan"),
+                                f"{key}_se": float("nan"), f"{key}_seed_se": float("nan")})
+                    continue
+                est = np.mean([r[key] for r in ra]) - np.mean([r[key] for r in rb])
+                se = math.sqrt(sum(r[LIFT_VARIANCE[key]] for r in ra) / len(ra) ** 2
+                               + sum(r[LIFT_VARIANCE[key]] for r in rb) / len(rb) ** 2)
+                row.update({key: float(est), f"{key}_low": est - Z95 * se, f"{key}_high": est + Z95 * se,
+                            f"{key}_se": se, f"{key}_seed_se": float("nan")})
+            out.append(row)
     return out
 
 
@@ -134,6 +163,7 @@ def markdown(summary: list[dict]) -> str:
 def chart(rows: list[dict], summary: list[dict], control: str, path: Path) -> Path:
     """One panel per charted measure: cells on x, one marker per response model with its 95 %
     interval (seeds pooled), the seeds' own estimates as small dots."""
+    summary = [s for s in summary if " - " not in s["cell"]]
     models = sorted({s["response_model"] for s in summary})
     cells = sorted({s["cell"] for s in summary}, key=_cell_order)
     x = np.arange(len(cells))

@@ -243,3 +243,21 @@ def test_run_report_has_the_incrementality_table():
     assert rows == [["oracle", "+10.0% [+5.0%, +15.0%]", "+10.0% [+5.0%, +15.0%]", "+10.0% [+5.0%, +15.0%]",
                      "+25.0% [+5.0%, +45.0%]"]]
     assert incrementality_blocks({"control": "uniform"}) == []
+
+
+def test_contrast_of_page_aware_and_plain_thompson_lifts():
+    from experiments.analyses.incrementality import MEASURES, contrasts
+
+    def row(cell, seed, lift, var):
+        r = {"response_model": "session", "seed": seed, "cell": cell, "var_impression": var, "var_visit": var,
+             "var_member": var, "cov_visit": 0.0, "cov_member": 0.0}
+        r.update({k: lift for k in MEASURES})
+        return r
+
+    rows = [row("diverse_thompson", 0, 0.05, 1e-4), row("diverse_thompson", 1, 0.07, 1e-4),
+            row("thompson", 0, 0.02, 4e-4), row("thompson", 1, 0.02, 4e-4), row("oracle", 0, 0.3, 1e-4)]
+    (c,) = contrasts(rows)
+    assert c["cell"] == "diverse_thompson - thompson" and c["seeds"] == 2
+    assert c["per_visit_lift"] == pytest.approx(0.04)
+    assert c["per_visit_lift_se"] == pytest.approx(math.sqrt(2e-4 / 4 + 8e-4 / 4))
+    assert math.isnan(c["cannibalization_share"])
