@@ -18,7 +18,7 @@ Read a run's log with one call: ``pandas.read_parquet(run_dir / "logs")``.
 
 Under a response model that simulates sessions (``world.response.name=session``) every
 impression also has the member's scan of the page, times in seconds since the page was rendered
-(NaN where the event did not happen)::
+(null, NaN in pandas, where the event did not happen)::
 
     looked, look_second, click_second, play_second
 
@@ -141,7 +141,8 @@ class ImpressionLog(PartWriter):
         names = list(NUMERIC_COLUMNS) + list(LABEL_COLUMNS) + session
         arrays = [pa.array(np.concatenate(self._columns[k])) for k in NUMERIC_COLUMNS]
         arrays += [self._label_array(self._labels[k]) for k in LABEL_COLUMNS]
-        arrays += [pa.array(np.concatenate(self._columns[k])) for k in session]
+        # NaN ("did not happen") is written as null: equal to itself, and NaN again in pandas.
+        arrays += [pa.array(np.concatenate(self._columns[k]), from_pandas=True) for k in session]
         table = pa.Table.from_arrays(arrays, names=names)
         self._columns = {k: [] for k in {**NUMERIC_COLUMNS, **SESSION_COLUMNS}}
         self._labels = {k: [] for k in LABEL_COLUMNS}
@@ -189,7 +190,7 @@ class VisitLog(PartWriter):
         d = ctx.shape[1]
         context = pa.FixedSizeListArray.from_arrays(pa.array(ctx.reshape(-1)), d)
         table = pa.Table.from_arrays([pa.array(visit), pa.array(member), pa.array(time), context]
-                                     + [pa.array(x) for x in extra],
+                                     + [pa.array(x, from_pandas=True) for x in extra],
                                      names=["visit", "member", "time", "context"]
                                      + list(VISIT_SESSION_COLUMNS)[:len(extra)])
         table = table.replace_schema_metadata({"context_names": ",".join(self.names)})

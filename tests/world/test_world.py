@@ -364,7 +364,10 @@ def test_response_model_conforms(name, settings):
     model = world.response
     if type(model) is not _response_classes()[name]:
         model = _as(_response_classes()[name], model)
-    assert model.position_bias == (settings.get("row_attention_exponent", 1) > 0)
+    # The session model has no per-tile attention factor (position acts through its scan of the
+    # page, tests/world/test_session.py), so it never claims one.
+    per_tile_attention = name != "session"
+    assert model.position_bias == (per_tile_attention and settings.get("row_attention_exponent", 1) > 0)
     assert model.uses_last_artwork == ("artwork_change_penalty" in settings)
     check_response_model(model, world.catalog, world.members.n_members, rng_seed=2)
 
