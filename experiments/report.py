@@ -155,6 +155,7 @@ def run_blocks(run_dir: Path) -> tuple[str, list[Block]]:
                                   for k in names if k in lifts])
         b.append(Block("table", (["cell"] + [metric_label(k) for k in names if k in lifts], rows)))
         b += power_blocks(m)
+    b += incrementality_blocks(m)
     b.append(Block("heading", "Charts"))
     order = chart_order()
     b += [Block("image", charts / n) for n in order if (charts / n).is_file()]
@@ -163,6 +164,19 @@ def run_blocks(run_dir: Path) -> tuple[str, list[Block]]:
     b.append(Block("code", (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file()
                    else yaml.safe_dump(m.get("config", {}), sort_keys=False)))
     return title, b
+
+
+def incrementality_blocks(m: dict) -> list[Block]:
+    """metrics.json's ``incrementality`` section (:mod:`sim.metrics.incrementality`) as a table."""
+    section = m.get("incrementality") or {}
+    if not section:
+        return []
+    keys = {"per_impression_lift": "per-impression lift (titles with 2+ images)",
+            "per_visit_lift": "per-visit lift (quality plays)", "per_member_lift": "per-member lift",
+            "cannibalization_share": "cannibalization share (1 - per-visit / per-impression lift)"}
+    rows = [[name] + [interval(r[k], 1, sign=True) for k in keys] for name, r in section.items()]
+    return [Block("heading", f"Incrementality vs {m['control']}: created or moved? (95 % CI, per-member delta method)"),
+            Block("table", (["cell", *keys.values()], rows))]
 
 
 def power_blocks(m: dict) -> list[Block]:

@@ -110,6 +110,16 @@ class ServedImpressions:
     outcomes: Outcomes
     visits: ServedVisits
 
+    @property
+    def varied(self) -> np.ndarray:
+        """(n,) bool: the title has two or more images (the policy's choice can matter)."""
+        return self.decisions.mask.sum(axis=1) >= 2
+
+    @property
+    def varied_quality_play(self) -> np.ndarray:
+        """(n,) bool: a quality play of a :attr:`varied` impression."""
+        return self.quality_play & self.varied
+
 
 def render(ctx: ServingContext, visits: Visits, ranker, rng: np.random.Generator, with_pscore: bool = False):
     """Lay out pages and keep the tiles the member actually rendered.

@@ -200,20 +200,25 @@ def check_update(policy: ArtworkPolicy, batch: DecisionBatch, feedback: Feedback
 
 def check_choice_frequencies(policy: ArtworkPolicy, batch: DecisionBatch, feedback=None,
                              rng_seed=0, n_repeats: int = 20_000, n_se: float = 5.0):
-    """Choices of ``select`` follow ``probabilities``: one impression repeated ``n_repeats``
-    times, per-candidate counts within ``n_se`` binomial standard errors of n * p.
+    """Choices of ``select`` follow ``probabilities``: one impression (with the rest of its page)
+    repeated ``n_repeats`` times, per-candidate counts within ``n_se`` binomial standard errors
+    of n * p.
 
     The row with the most spread-out probabilities is used: it has the most to get wrong."""
     probs = np.asarray(policy.probabilities(batch))
     plogp = np.where(probs > 0, probs * np.log(np.where(probs > 0, probs, 1.0)), 0.0)
     row = int(plogp.sum(axis=1).argmin())  # maximum entropy
     p = probs[row]
-    repeated = batch.subset(np.full(n_repeats, row))
-    # Each copy on its own page: a propensity is the marginal over pages, and page-level policies
-    # (one posterior draw per page) correlate the choices within a page.
-    repeated.visit = np.arange(n_repeats)
+    # The row's whole page, repeated: a page-aware policy's probabilities depend on the other
+    # tiles of the page. Each copy is its own page: a propensity is the marginal over pages, and
+    # page-level policies (one posterior draw per page) correlate the choices within a page.
+    page = batch.page_index()
+    tiles = np.flatnonzero(page == page[row])
+    at = int(np.flatnonzero(tiles == row)[0])
+    repeated = batch.subset(np.tile(tiles, n_repeats))
+    repeated.visit = np.repeat(np.arange(n_repeats, dtype=np.int64), tiles.size)
     sel = policy.select(repeated, generator(rng_seed, "policy", 4))
-    counts = np.bincount(np.asarray(sel.action), minlength=p.size)
+    counts = np.bincount(np.asarray(sel.action)[at::tiles.size], minlength=p.size)
     expected = n_repeats * p
     # A candidate with p = 0 or 1 has zero standard error: its count must then be exact.
     tol = n_se * np.sqrt(n_repeats * p * (1.0 - p)) + 1e-9

@@ -44,7 +44,10 @@ COLUMNS = (Column("impressions"), Column("clicks", "click"), Column("plays", "pl
            Column("successful_visits", "successful", per_visit=True),
            Column("visits_with_play", "with_play", per_visit=True),
            Column("first_play_seconds", "first_play_seconds", per_visit=True),
-           Column("session_seconds", "session_seconds", per_visit=True))
+           Column("session_seconds", "session_seconds", per_visit=True),
+           # Impressions of titles with two or more images (only there can two arms differ) and
+           # their quality plays: the per-impression side of sim.metrics.incrementality.
+           Column("varied_impressions", "varied"), Column("varied_quality_plays", "varied_quality_play"))
 #: Per-cell, per-bucket accumulated columns.
 SERIES_COLUMNS = tuple(c.name for c in COLUMNS)
 #: Per-member accumulated columns.

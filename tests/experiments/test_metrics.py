@@ -36,12 +36,14 @@ def two_cell_accumulator() -> tuple[MetricsAccumulator, np.ndarray]:
     served_a = SimpleNamespace(click=np.array([1, 0, 1]), play=np.array([1, 0, 0]),
                                quality_play=np.array([1, 0, 0]), minutes=np.array([30.0, 0, 0]),
                                expected_take=np.full(3, 0.1), oracle_take=np.full(3, 0.2),
-                               uniform_take=np.full(3, 0.1))
+                               uniform_take=np.full(3, 0.1), varied=np.ones(3, bool),
+                               varied_quality_play=np.array([1, 0, 0]))
     acc.add_impressions(np.array([0, 0, 1]), 0, np.array([10.0, 20, 30]), served_a)
     served_b = SimpleNamespace(click=np.array([1, 1, 0]), play=np.array([1, 1, 0]),
                                quality_play=np.array([1, 1, 0]), minutes=np.array([40.0, 50, 0]),
                                expected_take=np.full(3, 0.3), oracle_take=np.full(3, 0.3),
-                               uniform_take=np.full(3, 0.1))
+                               uniform_take=np.full(3, 0.1), varied=np.ones(3, bool),
+                               varied_quality_play=np.array([1, 1, 0]))
     acc.add_impressions(np.array([2, 2, 3]), 1, np.array([40.0, 50, 55]), served_b)
     return acc, np.array([0, 0, 1, 1])
 
