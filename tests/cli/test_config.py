@@ -603,7 +603,8 @@ def config_file_problems(path: Path) -> list[str]:
         cls = _option_class(registry, data, defaults_list, path.parent)
         return spec_problems(registry, data, where, cls)
     assert group == "experiment", path
-    out = yaml_problems({k: None for k in data if k not in ("world", "engine", "experiment")}, {}, where)
+    # A `hydra:` node (e.g. the sweeper's params) is Hydra's own config: Hydra checks its keys.
+    out = yaml_problems({k: None for k in data if k not in ("world", "engine", "experiment", "hydra")}, {}, where)
     out += world_problems(data.get("world") or {}, f"{where}:world")
     out += yaml_problems(data.get("engine") or {}, declared(EngineConfig), f"{where}:engine")
     exp = dict(data.get("experiment") or {})
