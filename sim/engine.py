@@ -43,7 +43,7 @@ from sim.config import ConfigError, ExperimentConfig
 from sim.homepage import Ranker, build_ranker
 from sim.logs import ImpressionLog, VisitLog
 from sim.metrics import MetricsAccumulator
-from sim.metrics.incrementality import incrementality_summary
+from sim.metrics.incrementality import incrementality_summary, incrementality_undefined
 from sim.policies import build_policy
 from sim.serving import Visits
 from sim.shard import Cell, ShardServer, StepResult, block_ranges, dump_models, ranker_of, trainer_period
@@ -393,6 +393,7 @@ class Simulation:
             self.exposure.plays += t.exposure.plays
         summary = self.metrics.summary(self.member_cell, self.config.control)
         summary["incrementality"] = incrementality_summary(self.metrics, self.member_cell, self.config.control)
+        summary["undefined"].update(incrementality_undefined(summary["incrementality"]))
         summary["run"] = {
             "impressions": int(self.impressions), "visits": int(self.visits),
             "wall_seconds": elapsed, "impressions_per_second": self.impressions / max(elapsed, 1e-9),

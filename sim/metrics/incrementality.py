@@ -223,3 +223,22 @@ def incrementality_summary(accumulator, member_cell: np.ndarray, control: str) -
     sums = {name: {k: accumulator.per_member[member_cell == c, j] for k, j in cols.items()}
             for c, name in enumerate(names)}
     return {name: incrementality(sums[name], sums[control]) for name in names if name != control}
+
+
+def incrementality_undefined(section: dict) -> dict[str, str]:
+    """Why each undefined (NaN, written as null) number of the ``incrementality`` section is
+    undefined, keyed ``incrementality.<cell>.<key>`` (one entry per top-level key of a cell),
+    for ``metrics.json``'s ``undefined`` map.
+
+    A lift needs a positive rate in the cell and the control, a standard error needs two members
+    with impressions, and the cannibalization share needs a nonzero per-impression lift; tiny
+    worlds, cells without visits and titles with a single image produce these."""
+    def has_nan(value) -> bool:
+        if isinstance(value, dict):
+            return any(has_nan(v) for v in value.values())
+        return isinstance(value, float) and not math.isfinite(value)
+
+    return {f"incrementality.{cell}.{key}":
+            f"{key} is undefined: a rate is 0 or undefined in cell {cell!r} or the control (too few "
+            "impressions of multi-image titles, visits or quality plays), or a lift it divides by is 0"
+            for cell, parts in section.items() for key, value in parts.items() if has_nan(value)}

@@ -224,7 +224,7 @@ def test_run_cli_runs_then_skips_a_completed_directory(tmp_path):
     assert f"results: {out}/metrics.json" in done.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["complete"] is True and sorted(metrics["cells"]) == sorted(CELLS)
-    assert len(list((out / "charts").glob("*.png"))) == 5   # four charts and the homepage picture
+    assert len(list((out / "charts").glob("*.png"))) == 6   # five charts and the homepage picture
     before = (out / "metrics.json").read_bytes()
     again = cli(*args)
     assert again.returncode == 0, again.stderr

@@ -56,8 +56,8 @@ def assert_readable_png(path, min_bytes: int = 10_000):
 @pytest.mark.slow
 def test_plot_cli_on_a_run_writes_every_chart_and_the_homepage_picture(run_dir, capsys):
     plot_main([str(run_dir)])
-    names = ["ctr_over_time.png", "take_fraction_over_time.png", "cumulative_regret.png", "lift.png",
-             "homepage.png"]
+    names = ["ctr_over_time.png", "take_fraction_over_time.png", "visit_success_rate_over_time.png",
+             "cumulative_regret.png", "lift.png", "homepage.png"]
     assert [p.rsplit("/", 1)[-1] for p in capsys.readouterr().out.split()] == names
     for name in names:
         assert_readable_png(run_dir / "charts" / name)
