@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats as st
+# scipy.special, not scipy.stats: the same normal quantile and tail (scipy.stats.norm calls
+# these), at a third of the import time every run and worker process pays.
+from scipy.special import ndtr, ndtri
 
 #: The two-sided 95 % normal quantile z_{0.975} = 1.95996...: every 95 % interval uses it.
-Z95 = float(st.norm.ppf(0.975))
+Z95 = float(ndtri(0.975))
 
 
 def ratio_estimate(numerator: np.ndarray, denominator: np.ndarray) -> tuple[float, float]:
@@ -47,6 +49,6 @@ def lift_interval(r1: float, se1: float, r0: float, se0: float) -> dict:
     log_lift = math.log(r1 / r0)
     se = math.sqrt((se1 / r1) ** 2 + (se0 / r0) ** 2)
     z = Z95
-    p = float(2 * st.norm.sf(abs(log_lift) / se)) if se > 0 else float("nan")
+    p = float(2 * ndtr(-abs(log_lift) / se)) if se > 0 else float("nan")
     return {"estimate": r1 / r0 - 1, "ci_low": math.exp(log_lift - z * se) - 1,
             "ci_high": math.exp(log_lift + z * se) - 1, "p_value": p}
