@@ -147,7 +147,7 @@ def test_stale_outputs_of_a_killed_attempt_are_removed_before_a_rerun(tmp_path):
     assert not (out / "metrics.json").exists() and (out / "notes.txt").exists()
 
 
-SWEEP_ARGS = ["-m", "world=tiny", "experiment=single", "engine.days=1", "engine.progress=false",
+SWEEP_ARGS = ["-m", "world=tiny", "experiment=single", "engine.days=0.5", "engine.progress=false",
               "engine.log_chunk_rows=2000", "policy=thompson,uniform", "seed=0,1",
               "hydra.launcher.n_jobs=2"]
 
