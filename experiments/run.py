@@ -43,7 +43,7 @@ from sim.config import ConfigError
 from sim.schema import closest_text
 from sim.outputs import atomic_write_text, charts_done, is_complete, mark_charts_done
 from sim.rundir import (RunDirBusy, RunDirError, check_path_name, check_run_dir, claim,
-                        foreign_entries, lock_holder, remove_listed)
+                        foreign_entries, lock_holder, pid_alive, remove_listed)
 from sim.runner import run_experiment
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
@@ -104,20 +104,6 @@ PARENT_ENV = "SIM_RUN_PARENT_PID"
 _watching: list[int] = []
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:   # a killed parent not yet reaped by its own parent is a zombie: dead for us
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def watch_parent(period: float = 0.5) -> None:
     """In a sweep worker process: exit as soon as the launching process is gone (killed with
     SIGKILL, it cannot stop its workers itself). The job's directory lock dies with the worker,
@@ -131,7 +117,7 @@ def watch_parent(period: float = 0.5) -> None:
     _watching.append(parent)
 
     def loop() -> None:
-        while _alive(parent):
+        while pid_alive(parent):
             time.sleep(period)
         os._exit(3)
 

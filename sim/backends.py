@@ -21,6 +21,7 @@ import os
 import traceback
 from typing import Callable
 
+from sim.rundir import pid_alive
 from sim.shard import ShardServer, ShardTotals, StepResult, block_ranges
 
 #: Builds a shard from the config alone: ``build_shard(config, blocks, log_enabled)``. The driver
@@ -203,20 +204,6 @@ def check_ray_address(address: str | None, timeout: float = RAY_CONNECT_TIMEOUT)
 RAY_OWNER_ENV = "SIM_RAY_OWNER"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def _registry() -> str:
     import tempfile
 
@@ -245,7 +232,7 @@ def reap_orphaned_ray() -> list[int]:
     dead_raylets: set[bytes] = set()
     root = _registry()
     for name in os.listdir(root) if os.path.isdir(root) else []:
-        if name.isdigit() and not _pid_alive(int(name)):
+        if name.isdigit() and not pid_alive(int(name)):
             try:
                 with open(os.path.join(root, name)) as fh:
                     dead_raylets |= {p.encode() for p in fh.read().split()}
@@ -265,7 +252,7 @@ def reap_orphaned_ray() -> list[int]:
         owner = next((e[len(owner_key):] for e in env if e.startswith(owner_key)), None)
         raylet = next((e[len(raylet_key):] for e in env if e.startswith(raylet_key)), None)
         orphan = (owner is not None and owner.isdigit() and int(owner) != int(d)
-                  and not _pid_alive(int(owner))) or (raylet is not None and raylet in dead_raylets)
+                  and not pid_alive(int(owner))) or (raylet is not None and raylet in dead_raylets)
         if orphan:
             try:
                 os.kill(int(d), signal.SIGKILL)

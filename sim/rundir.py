@@ -184,3 +184,19 @@ def lock_holder(run_dir: Path | str) -> str | None:
         except OSError:
             return fh.read().strip() or "another process"
     return None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running: it exists and is not a zombie (a killed process not
+    yet reaped by its own parent is dead for us). Unknown states count as alive."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
