@@ -249,17 +249,3 @@ def test_run_cli_refusal_keeps_files_it_did_not_write(tmp_path):
     done = cli("experiments.run", "world=tiny", "world.n_members=-1", f"hydra.run.dir={out}")
     assert done.returncode != 0
     assert (out / "notes.txt").read_text() == "keep me"
-
-
-@pytest.mark.slow
-def test_run_cli_multirun_writes_one_complete_run_per_job(tmp_path):
-    sweep = tmp_path / "sweep"
-    done = cli("experiments.run", "-m", "world=tiny", "engine.days=0.25", "engine.progress=false",
-               "seed=0,1", f"hydra.sweep.dir={sweep}", timeout=120)
-    assert done.returncode == 0, done.stderr
-    runs = sorted(sweep.glob("*/metrics.json"))
-    assert len(runs) == 2
-    results = [json.loads(p.read_text()) for p in runs]
-    assert all(r["complete"] for r in results)
-    assert sorted(r["seed"] for r in results) == [0, 1]
-    assert all(sorted(p.parent.glob("logs/part-*.parquet")) for p in runs)
