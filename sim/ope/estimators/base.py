@@ -312,9 +312,18 @@ def estimate_all(reward, action, pscore, action_dists: Mapping[str, np.ndarray],
         for e in built:
             keys.append((policy, e.name))
             terms.append(e.terms(data))
+    return estimates_by_policy(action_dists, keys, terms, rng, n_bootstrap, alpha)
+
+
+def estimates_by_policy(policies: Iterable[str], keys: list[tuple[str, str]], terms: list[Terms],
+                        rng: np.random.Generator | None, n_bootstrap: int,
+                        alpha: float) -> dict[str, dict[str, Estimate]]:
+    """``{policy: {estimator: Estimate}}`` from each (policy, estimator) key's terms, with
+    (1 - alpha) intervals from one shared set of bootstrap resamples (NaN when ``rng`` is None).
+    Used by every ``estimate_*`` entry point, per-impression and slate alike."""
     cis = (percentile_intervals(terms, rng, n_bootstrap, alpha) if rng is not None
            else np.full((len(terms), 2), np.nan))
-    out: dict[str, dict[str, Estimate]] = {p: {} for p in action_dists}
+    out: dict[str, dict[str, Estimate]] = {p: {} for p in policies}
     for (policy, e), t, ci in zip(keys, terms, cis):
         out[policy][e] = Estimate(e, t.value, float(ci[0]), float(ci[1]))
     return out

@@ -48,7 +48,7 @@ from typing import Any, ClassVar, Iterable, Mapping
 import numpy as np
 
 from sim.ope.bootstrap import Terms, percentile_intervals
-from sim.ope.estimators.base import BUILTIN_PACKAGE, Estimate
+from sim.ope.estimators.base import BUILTIN_PACKAGE, Estimate, estimates_by_policy
 from sim.schema import ConfigError, Registry, closest_text
 
 BEHAVIOUR = ("pscore", "pscore_item_position", "pscore_cascade")
@@ -375,9 +375,4 @@ def estimate_slates(logged: Mapping[str, Any], targets: Mapping[str, Mapping[str
             if all(r in data.given for r in e.requires):
                 keys.append((policy, e.name))
                 terms.append(e.terms(data))
-    cis = (percentile_intervals(terms, rng, n_bootstrap, alpha) if rng is not None
-           else np.full((len(terms), 2), np.nan))
-    out: dict[str, dict[str, Estimate]] = {p: {} for p in targets}
-    for (policy, e), t, ci in zip(keys, terms, cis):
-        out[policy][e] = Estimate(e, t.value, float(ci[0]), float(ci[1]))
-    return out
+    return estimates_by_policy(targets, keys, terms, rng, n_bootstrap, alpha)
