@@ -52,6 +52,19 @@ def error_vs_size_chart(runs: pd.DataFrame, path: Path) -> Path:
                    rect=(0, 0.08, 1, 0.97))
 
 
+
+def _signed_errors_by_target(ax, g: pd.DataFrame, colors: dict[str, str], value_and_se) -> None:
+    """One panel of a bias chart: per target, one dot per estimator (offset side by side) with a
+    95 % interval; ``value_and_se(rows of one estimator, indexed by target)`` -> (value, se)."""
+    targets = list(g["target"].unique())
+    width = 0.8 / len(colors)
+    for k, (e, color) in enumerate(colors.items()):
+        value, se = value_and_se(g[g["estimator"] == e].set_index("target").reindex(targets))
+        x = np.arange(len(targets)) + (k - (len(colors) - 1) / 2) * width
+        ax.errorbar(x, value, yerr=Z95 * se.fillna(0), fmt="o", color=color, capsize=3, label=e)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(range(len(targets)), targets)
+
 def bias_chart(summary: pd.DataFrame, path: Path) -> Path:
     """Signed relative error on the largest log per logger: mean over seeds with a 95 % interval."""
     loggers = list(summary["logger"].unique())
@@ -59,15 +72,8 @@ def bias_chart(summary: pd.DataFrame, path: Path) -> Path:
     for ax, logger in zip(axes[0], loggers):
         g = summary[summary["logger"] == logger]
         g = g[g["size"] == g["size"].max()]
-        targets = list(g["target"].unique())
-        width = 0.8 / len(ESTIMATOR_NAMES)
-        for k, e in enumerate(ESTIMATOR_NAMES):
-            ge = g[g["estimator"] == e].set_index("target").reindex(targets)
-            x = np.arange(len(targets)) + (k - (len(ESTIMATOR_NAMES) - 1) / 2) * width
-            ax.errorbar(x, ge["mean_relative_error"], yerr=Z95 * ge["se_mean_relative_error"].fillna(0),
-                        fmt="o", color=COLORS[e], capsize=3, label=e)
-        ax.axhline(0, color="black", lw=0.8)
-        ax.set_xticks(range(len(targets)), targets)
+        _signed_errors_by_target(ax, g, {e: COLORS[e] for e in ESTIMATOR_NAMES},
+                                 lambda ge: (ge["mean_relative_error"], ge["se_mean_relative_error"]))
         ax.yaxis.set_major_formatter(PERCENT)
         ax.set_xlabel("target policy")
         ax.set_title(f"logger: {logger}, {int(g['size'].max()):,} impressions", fontsize=10)
@@ -186,15 +192,8 @@ def page_bias_chart(summary: pd.DataFrame, path: Path) -> Path:
     for ax, response in zip(axes[0], responses):
         g = summary[summary["response"] == response]
         g = g[g["size"] == g["size"].max()]
-        targets = list(g["target"].unique())
-        width = 0.8 / len(colors)
-        for k, (e, color) in enumerate(colors.items()):
-            ge = g[g["estimator"] == e].set_index("target").reindex(targets)
-            x = np.arange(len(targets)) + (k - (len(colors) - 1) / 2) * width
-            ax.errorbar(x, ge["bias"] / ge["truth"], yerr=Z95 * ge["se_bias"].fillna(0) / ge["truth"],
-                        fmt="o", color=color, capsize=3, label=e)
-        ax.axhline(0, color="black", lw=0.8)
-        ax.set_xticks(range(len(targets)), targets)
+        _signed_errors_by_target(ax, g, colors,
+                                 lambda ge: (ge["bias"] / ge["truth"], ge["se_bias"] / ge["truth"]))
         ax.yaxis.set_major_formatter(PERCENT)
         ax.set_xlabel("target policy")
         ax.set_title(f"response: {response}, {int(g['size'].max()):,} pages per log", fontsize=10)
