@@ -46,24 +46,25 @@ OBD_MEMBER = "obp/dataset/obd/random/all/"
 
 
 # ---- MovieLens -------------------------------------------------------------------------------------
-def movielens_config(days: float, visits_per_day: float, seed: int, data_path: str | None) -> dict:
+def movielens_config(days: float, visits_per_day: float, seed: int, data_path: str | None,
+                     ranker: str = "learned") -> dict:
     """What ``python -m experiments.run world=movielens experiment=single`` runs, as a dict."""
     world = yaml.safe_load((REPO / "configs/world/movielens.yaml").read_text())
     world.update(visits_per_day=visits_per_day, data_path=data_path, response={"name": "session"})
     return {"seed": seed, "world": world,
             "engine": {"days": days, "progress": False, "track_regret": False},
-            "policy": {"name": "thompson"}, "experiment": {"name": "calibrate_movielens"}}
+            "ranker": {"name": ranker}, "policy": {"name": "thompson"},
+            "experiment": {"name": "calibrate_movielens"}}
 
 
 def calibrate_movielens(out: Path, days: float, visits_per_day: float, seed: int,
-                        data_path: str | None) -> list[dict]:
+                        data_path: str | None, ranker: str = "learned") -> list[dict]:
     from sim.logs import read_impressions
     from sim.runner import run_experiment
 
     data = load_movielens(find_movielens(data_path))
     run_dir = out / "run"
-    run_experiment(movielens_config(days, visits_per_day, seed, data_path), run_dir,
-                   progress=False) if not (run_dir / "metrics.json").is_file() else None
+    run_experiment(movielens_config(days, visits_per_day, seed, data_path, ranker), run_dir, progress=False)
     log = read_impressions(run_dir, columns=["member", "title", "play"])
     log = log[log["play"].to_numpy()]
     sim = (log["member"].to_numpy(np.int64), log["title"].to_numpy(np.int64))
@@ -71,15 +72,16 @@ def calibrate_movielens(out: Path, days: float, visits_per_day: float, seed: int
     depth = np.bincount(sim[0], minlength=U)
     real = depth_matched(data.user, data.item, depth, np.random.default_rng(seed))
     mix = data.genre_mixture()
-    rows = interaction_table(real, sim, mix, U, GENRES)
+    rows = interaction_table(real, sim, mix, U, GENRES, real_activity=data.ratings_per_user())
     rows.append({"measure": "plays per title Gini, all 100k ratings (not depth-matched)", "genre": "",
                  "real": gini(data.ratings_per_item()), "simulated": float("nan"),
                  "distance": float("nan"), "target": "", "met": None})
-    _movielens_chart(out / "calibration.png", real, sim, mix, U, rows, days, visits_per_day)
+    _movielens_chart(out / "calibration.png", real, sim, mix, U, rows, f"{days:g} simulated days at "
+                     f"{visits_per_day:g} visits/day, ranker {ranker}", data.ratings_per_user())
     return rows
 
 
-def _movielens_chart(path, real, sim, mix, U, rows, days, visits_per_day) -> None:
+def _movielens_chart(path, real, sim, mix, U, rows, what: str, real_activity) -> None:
     from experiments.plotting import Z95, band, plt, save
 
     fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
@@ -116,16 +118,16 @@ def _movielens_chart(path, real, sim, mix, U, rows, days, visits_per_day) -> Non
            xlabel="share of titles, least played first (fraction)", ylabel="share of plays (fraction)")
     ax.legend()
     ax = axes[2]
-    for (m_, _), label, color in ((real, "real", "C0"), (sim, "simulated", "C1")):
-        a = np.bincount(m_, minlength=U).astype(float)
+    for a, label, color in ((real_activity, "real (all ratings)", "C0"),
+                            (np.bincount(sim[0], minlength=U), "simulated plays", "C1")):
+        a = np.asarray(a, float)
         a = np.sort(a / a.mean())
         ax.step(a, np.arange(1, a.size + 1) / a.size, where="post", color=color, label=label)
     d = next(r for r in rows if r["measure"].startswith("activity"))["distance"]
     ax.set(title=f"Activity per member (KS {d:.3f})", xlabel="plays per member / mean (ratio)",
            ylabel="cumulative share of members (fraction)")
     ax.legend()
-    fig.suptitle(f"world=movielens vs MovieLens 100k: {days:g} simulated days at "
-                 f"{visits_per_day:g} visits/day, 943 members")
+    fig.suptitle(f"world=movielens vs MovieLens 100k: {what}, 943 members")
     fig.tight_layout()
     save(fig, path)
 
@@ -276,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--days", type=float, default=7.0, help="movielens: simulated days")
     ap.add_argument("--visits-per-day", type=float, default=4.0, help="movielens: mean visits per member")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ranker", default="learned", help="movielens: the homepage ranker of the run")
     ap.add_argument("--data-path", default=None, help="movielens: world.data_path (ml-100k folder or wheel)")
     ap.add_argument("--item-prior-sd", type=float, default=ITEM_PRIOR_SD, help="fit: prior sd of item effects")
     a = ap.parse_args(argv)
@@ -284,11 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     try:
         if a.data == "movielens":
-            rows = calibrate_movielens(out, a.days, a.visits_per_day, a.seed, a.data_path)
+            rows = calibrate_movielens(out, a.days, a.visits_per_day, a.seed, a.data_path, a.ranker)
             _write_csv(out / "calibration.csv", rows)
             missed = [r for r in rows if r["met"] is False]
             text = (f"# world=movielens vs MovieLens 100k ({a.days:g} days, {a.visits_per_day:g} visits/day, "
-                    f"seed {a.seed})\n\n" + markdown_table(rows)
+                    f"ranker {a.ranker}, seed {a.seed})\n\n" + markdown_table(rows)
                     + f"\nTargets: KS <= {KS_TARGET}, Gini within +-0.03. Missed: {len(missed)} of "
                     f"{sum(r['met'] is not None for r in rows)}.\n")
         else:
@@ -299,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             text = (f"# Fitted world '{name}' ({path.name})\n\n" + markdown_table(params)
                     + "\n## Click rate by position\n\n" + markdown_table(tables["position"])
                     + f"\nRun it: `python -m experiments.run --config-dir {out} world={name} world/response={name}`\n")
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:      # missing data, malformed log, bad config
         print(f"error: {err}", file=sys.stderr)
         return 2
     (out / "calibration.md").write_text(text)

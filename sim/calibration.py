@@ -96,10 +96,14 @@ def depth_matched(member: np.ndarray, title: np.ndarray, depth: np.ndarray,
 
 
 def interaction_table(real: tuple[np.ndarray, np.ndarray], simulated: tuple[np.ndarray, np.ndarray],
-                      title_genres: np.ndarray, n_members: int, genres: tuple[str, ...]) -> list[dict]:
+                      title_genres: np.ndarray, n_members: int, genres: tuple[str, ...],
+                      real_activity: np.ndarray | None = None) -> list[dict]:
     """Every distance between two interaction sets over the same members and titles.
 
     real, simulated : (member, title) arrays, shape (n,) each;  title_genres (n_titles, G).
+    real_activity : (n_members,) interactions per member on the real side before any depth
+        matching (default: counted from ``real``); a depth-matched ``real`` copies the simulated
+        activity, so comparing it would measure nothing.
     Returns rows ``{measure, genre, real, simulated, distance, target, met}``; ``real`` and
     ``simulated`` are the summary on each side (mean share, Gini, ...).
     """
@@ -116,7 +120,8 @@ def interaction_table(real: tuple[np.ndarray, np.ndarray], simulated: tuple[np.n
     g_sim = gini(np.bincount(simulated[1], minlength=n_titles))
     rows.append(_row("plays per title Gini", "", g_real, g_sim, abs(g_sim - g_real),
                      f"<= {GINI_TOLERANCE}", abs(g_sim - g_real) <= GINI_TOLERANCE))
-    act_r = np.bincount(real[0], minlength=n_members).astype(float)
+    act_r = (np.bincount(real[0], minlength=n_members) if real_activity is None
+             else np.asarray(real_activity)).astype(float)
     act_s = np.bincount(simulated[0], minlength=n_members).astype(float)
     d = ks_distance(act_r / act_r.mean(), act_s / act_s.mean())
     rows.append(_row("activity per member KS (/ mean)", "", float(np.std(act_r / act_r.mean())),

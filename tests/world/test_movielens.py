@@ -117,7 +117,8 @@ def test_world_from_data(layouts):
     rate = w.members.visit_rate
     np.testing.assert_allclose(rate / rate[3], [6, 1.5, 2.5, 1], rtol=1e-9)
     assert rate.mean() * 1440 == pytest.approx(0.6)
-    # User 40's taste: rating-weighted genre shares (item 1: 4, item 2: 2) smoothed by the prior.
+    # User 40's taste: rating-weighted genre shares (item 1: 4, item 2: 2) smoothed by the prior,
+    # divided by the shares of all ratings (genres nobody rated: 1), normalised.
     mix = np.array([[float(g in ITEM_GENRES[i]) for g in GENRES] for i in range(1, 13)])
     mix /= mix.sum(axis=1, keepdims=True)
     weighted = np.zeros(19)
@@ -125,8 +126,10 @@ def test_world_from_data(layouts):
         weighted += r * mix[i - 1]
     prior = weighted / weighted.sum()
     own = 4 * mix[0] + 2 * mix[1]
-    np.testing.assert_allclose(w.response.tastes[3], (own + TASTE_PRIOR_WEIGHT * prior) / (6 + TASTE_PRIOR_WEIGHT),
-                               rtol=1e-5)
+    shares = (own + TASTE_PRIOR_WEIGHT * prior) / (6 + TASTE_PRIOR_WEIGHT)
+    lift = np.ones(19)
+    lift[prior > 0] = shares[prior > 0] / prior[prior > 0]
+    np.testing.assert_allclose(w.response.tastes[3], lift / lift.sum(), rtol=1e-5)
 
 
 def test_same_seed_same_world_other_seed_other_artworks(layouts):
