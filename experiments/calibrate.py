@@ -210,6 +210,12 @@ def calibrate_log(path: Path, out: Path, name: str, item_prior_sd: float) -> tup
     return params, tables
 
 
+def _wilson_bars(rows: list[dict]) -> np.ndarray:
+    """Asymmetric error bars (2, n) of the logged rates' Wilson intervals."""
+    return np.array([[r["logged_rate"] - r["logged_low95"] for r in rows],
+                     [r["logged_high95"] - r["logged_rate"] for r in rows]])
+
+
 def _log_chart(path, tables, fit, name) -> None:
     from experiments.plotting import Z95, percent_axis, plt, save
 
@@ -217,20 +223,20 @@ def _log_chart(path, tables, fit, name) -> None:
     ax = axes[0]
     t = tables["position"]
     x = np.arange(len(t))
-    ax.errorbar(x, [r["logged_rate"] for r in t], yerr=[Z95 * r["logged_se"] for r in t], fmt="o",
-                capsize=4, label="logged (95 % interval)")
+    ax.errorbar(x, [r["logged_rate"] for r in t], yerr=_wilson_bars(t), fmt="o", capsize=4,
+                label="logged (95 % Wilson interval)")
     ax.plot(x, [r["fitted_rate"] for r in t], "s--", label="fitted model")
     ax.plot(x, [r["simulator_rate"] for r in t], "x", ms=10, label="simulator (written config)")
     ax.set_xticks(x, [r["position"] for r in t], rotation=30 if len(t) > 4 else 0)
-    ax.set(title=f"Click rate by position (attention exponent {fit.column_exponent:.2f} "
-                 f"+- {Z95 * fit.column_exponent_se:.2f})", xlabel="position", ylabel="click rate")
+    ax.set(title=f"Click rate by position (attention exponent {fit.column_exponent:.2f}, "
+                 f"95 %: +-{Z95 * fit.column_exponent_se:.2f})", xlabel="position", ylabel="click rate")
     percent_axis(ax)
     ax.legend()
     ax = axes[1]
     t = sorted(tables["item"], key=lambda r: r["fitted_rate"])
     x = np.arange(len(t))
-    ax.errorbar(x, [r["logged_rate"] for r in t], yerr=[Z95 * r["logged_se"] for r in t], fmt=".",
-                alpha=0.6, label="logged (95 % interval under the fitted rate)")
+    ax.errorbar(x, [r["logged_rate"] for r in t], yerr=_wilson_bars(t), fmt=".", alpha=0.6,
+                label="logged (95 % Wilson interval)")
     ax.plot(x, [r["fitted_rate"] for r in t], "-", label="fitted model")
     ax.plot(x, [r["simulator_rate"] for r in t], "x", ms=4, label="simulator (written config)")
     ax.set(title="Click rate by item (items sorted by fitted rate)", xlabel="item rank (by fitted rate)",

@@ -196,9 +196,19 @@ def rate_table(log: ClickLog, fit: ClickFit, by: str) -> list[dict]:
             continue
         rate = k[g] / n[g]
         se = np.sqrt(max(f[g] * (1 - f[g]), 1e-12) / n[g])   # SE under the fitted rate (0 clicks is common)
+        lo, hi = wilson_interval(k[g], n[g])
         rows.append({by: labels[g], "impressions": int(n[g]), "clicks": int(k[g]), "logged_rate": rate,
-                     "logged_se": float(se), "fitted_rate": float(f[g]), "z": float((rate - f[g]) / se)})
+                     "logged_low95": lo, "logged_high95": hi, "logged_se": float(se),
+                     "fitted_rate": float(f[g]), "z": float((rate - f[g]) / se)})
     return rows
+
+
+def wilson_interval(k: float, n: float, z: float = 1.959963984540054) -> tuple[float, float]:
+    """95 % Wilson score interval of a rate k / n (stays inside [0, 1], also for 0 clicks)."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(centre - half, 0.0)), float(min(centre + half, 1.0))
 
 
 def world_config(fit: ClickFit, name: str) -> tuple[dict, dict]:

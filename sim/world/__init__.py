@@ -15,12 +15,12 @@ from sim.config import WorldConfig
 from sim.streams import generator
 from sim.world.catalog import Catalog, build_catalog
 from sim.world.members import Members, build_members
-from sim.world.movielens import movielens_members
+from sim.world.movielens import movielens_catalog, movielens_members
 from sim.world.response import SESSION_END_REASONS, Outcomes, Page, ResponseModel
 from sim.world.session import SessionResponse
 
 __all__ = ["Catalog", "Members", "ResponseModel", "SessionResponse", "Outcomes", "Page",
-           "SESSION_END_REASONS", "World", "build_world"]
+           "SESSION_END_REASONS", "World", "build_world", "draw_catalog"]
 
 
 @dataclass
@@ -31,10 +31,17 @@ class World:
     response: ResponseModel
 
 
+def draw_catalog(cfg: WorldConfig, horizon_minutes: float, rng: np.random.Generator):
+    """The catalog and hidden title truth of ``cfg.source`` (synthetic, or from MovieLens)."""
+    if cfg.source == "movielens":
+        return movielens_catalog(cfg, horizon_minutes, rng)
+    return build_catalog(cfg, horizon_minutes, rng)
+
+
 def build_world(cfg: WorldConfig, seed: int, horizon_minutes: float) -> World:
     """Draw a world. Same (cfg, seed, horizon) -> identical arrays."""
     rng = generator(seed, "world")
-    catalog, truth = build_catalog(cfg, horizon_minutes, rng)
+    catalog, truth = draw_catalog(cfg, horizon_minutes, rng)
     if cfg.title_quality:
         truth["quality"] = np.asarray(cfg.title_quality, dtype=np.float32)
     M, G = cfg.n_members, cfg.n_genres

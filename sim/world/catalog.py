@@ -82,9 +82,6 @@ def build_catalog(cfg, horizon_minutes: float, rng: np.random.Generator):
     Returns ``(catalog, truth)`` where ``truth`` is a dict with ``quality`` (n_titles,),
     ``appeal`` and ``representativeness`` (n_artworks,).
     """
-    if getattr(cfg, "source", "synthetic") == "movielens":
-        from sim.world.movielens import movielens_catalog   # data-driven titles, same artworks
-        return movielens_catalog(cfg, horizon_minutes, rng)
     T, G = cfg.n_titles, cfg.n_genres
     share = genre_shares(G)
     # A title's primary genre follows genre popularity; its mixture is a sparse Dirichlet around it.

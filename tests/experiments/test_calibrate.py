@@ -181,3 +181,11 @@ def test_obd_sample_from_the_real_wheel(tmp_path, monkeypatch):
     fit = fit_clicks(read_click_log(csv))
     assert (fit.n_impressions, fit.n_clicks) == (len(raw), int(raw["click"].sum()))
     assert sorted(raw["position"].unique()) == [1, 2, 3]
+
+
+def test_wilson_interval_by_hand():
+    from sim.fit_log import wilson_interval
+    lo, hi = wilson_interval(0, 100)
+    assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(1.959964 ** 2 / (100 + 1.959964 ** 2))
+    lo, hi = wilson_interval(50, 100)
+    assert (lo + hi) / 2 == pytest.approx(0.5) and hi - lo == pytest.approx(2 * 0.09617, abs=2e-4)   # 2 z sqrt(.25/100 + z²/4e4) / (1 + z²/100)
