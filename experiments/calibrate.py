@@ -212,8 +212,8 @@ def calibrate_log(path: Path, out: Path, name: str, item_prior_sd: float) -> tup
 
 def _wilson_bars(rows: list[dict]) -> np.ndarray:
     """Asymmetric error bars (2, n) of the logged rates' Wilson intervals."""
-    return np.array([[r["logged_rate"] - r["logged_low95"] for r in rows],
-                     [r["logged_high95"] - r["logged_rate"] for r in rows]])
+    return np.maximum(0.0, np.array([[r["logged_rate"] - r["logged_low95"] for r in rows],     # 0 - 1e-18
+                                     [r["logged_high95"] - r["logged_rate"] for r in rows]]))
 
 
 def _log_chart(path, tables, fit, name) -> None:
