@@ -219,3 +219,16 @@ def test_real_movielens_100k_from_the_recbole_wheel():
     assert data.ratings_per_user().min() == 20
     assert set(np.unique(data.rating)) == {1.0, 2.0, 3.0, 4.0, 5.0}
     assert data.item_genres[:, GENRES.index("Drama")].sum() == 725     # Drama titles in u.item
+
+
+def test_world_movielens_composes_with_hydra():
+    """``world=movielens`` on the command line: the data-driven source, the default session model."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import experiments.config_store  # noqa: F401  (registers the schema)
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose("config", overrides=["world=movielens", "world.n_members=2000"])
+    exp = experiment_config_from_dict(OmegaConf.to_container(cfg, resolve=True))
+    assert (exp.world.source, exp.world.n_titles, exp.world.n_members) == ("movielens", 1682, 2000)
+    assert exp.world.response.name == "session" and exp.world.data_path is None
