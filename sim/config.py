@@ -18,6 +18,7 @@ feeds these declarations to Hydra).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -38,6 +39,8 @@ DEVICE_VISIBLE_COLUMNS: dict[str, int] = {"tv": 8, "web": 8, "tablet": 6, "mobil
 #: experiment's ranker trained on that cell's logs only (no interference through the ranker).
 RANKER_SCOPES = ("shared", "per_cell")
 ENGINE_MODES = ("batched", "reference")
+#: Where a world's titles and member tastes come from (``world.source``).
+WORLD_SOURCES = ("synthetic", "movielens")
 #: Where member shards run (README, "Scale"): in this process, in worker processes, on Ray.
 ENGINE_BACKENDS = ("local", "processes", "ray")
 #: Engine keys that say how a run executes, not what it simulates: results do not depend on them.
@@ -103,12 +106,30 @@ class WorldConfig:
     history_length: int = param(32, ge=1, le=4096, doc="titles remembered per member (ring buffer)")
     initial_plays: float = param(6.0, ge=0, le=10_000, doc="mean plays in a member's history at the start")
     shown_memory: int = param(64, ge=1, le=4096, doc="titles whose last shown image is remembered per member")
+    # Where titles and tastes come from (sim/world/movielens.py for the data-driven world).
+    source: str = param("synthetic", choices=WORLD_SOURCES,
+                        doc="synthetic: drawn; movielens: titles, tastes and visit rates from MovieLens 100k")
+    data_path: str | None = param(None, nonempty=True,
+                                  doc="movielens: ml-100k folder (GroupLens or RecBole files) or recbole "
+                                      "wheel; null: an installed recbole, then the download cache")
+    resample_concentration: float = param(100.0, gt=0, le=1e6,
+                                          doc="movielens: members beyond the data's users copy a user's "
+                                              "taste with Dirichlet noise of this concentration")
+    title_quality: tuple[float, ...] = param((), doc="per-title quality (logit units) replacing the drawn "
+                                                     "one; written by experiments.calibrate --logs")
     #: How members respond (a response-model spec: ``name`` or ``_target_`` + its parameters).
     response: Spec = field(default_factory=lambda: response_spec({}))
 
     def __post_init__(self) -> None:
         check_fields(self, "")
         check_path_name("name", self.name)
+        if self.title_quality:
+            q = self.title_quality
+            if len(q) != self.n_titles or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                  and math.isfinite(v) for v in q):
+                raise ConfigError("title_quality", f"[{len(q)} values]",
+                                  f"an empty list or world.n_titles ({self.n_titles}) finite numbers")
+            object.__setattr__(self, "title_quality", tuple(float(v) for v in q))
         if self.artworks_max < self.artworks_min:
             raise ConfigError("artworks_max", self.artworks_max,
                               f"an integer >= world.artworks_min ({self.artworks_min})")

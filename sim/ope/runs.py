@@ -20,8 +20,7 @@ from sim.schema import ConfigError
 from sim.config import ExperimentConfig, experiment_config_from_dict
 from sim.features import impression_context
 from sim.streams import generator
-from sim.world import Catalog, World, build_world
-from sim.world.catalog import build_catalog
+from sim.world import Catalog, World, build_world, draw_catalog
 
 
 def run_config(run_dir: Path | str) -> ExperimentConfig:
@@ -45,7 +44,7 @@ def run_config(run_dir: Path | str) -> ExperimentConfig:
 
 def run_catalog(cfg: ExperimentConfig) -> Catalog:
     """The run's catalog without drawing members (it is the first thing the world stream draws)."""
-    return build_catalog(cfg.world, cfg.engine.days * 1440.0, generator(cfg.seed, "world"))[0]
+    return draw_catalog(cfg.world, cfg.engine.days * 1440.0, generator(cfg.seed, "world"))[0]
 
 
 def run_world(cfg: ExperimentConfig) -> World:

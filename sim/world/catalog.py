@@ -95,12 +95,31 @@ def build_catalog(cfg, horizon_minutes: float, rng: np.random.Generator):
     # ``hype_spread`` 0 makes it flat (a world where no title starts ahead).
     popularity = np.exp(cfg.hype_spread * (0.5 * quality + 0.8 * rng.standard_normal(T)))
     popularity /= popularity.mean()
-    launch_time = np.zeros(T)
-    n_new = int(round(cfg.launch_share * T))
-    if n_new:
-        new = rng.choice(T, size=n_new, replace=False)
-        launch_time[new] = rng.uniform(0.0, horizon_minutes, size=n_new)
+    launch_time = draw_launch_times(cfg, T, horizon_minutes, rng)
+    catalog, truth = draw_artworks(cfg, title_genres, primary, popularity, launch_time, share, rng)
+    truth["quality"] = quality.astype(np.float32)
+    return catalog, truth
 
+
+def draw_launch_times(cfg, n_titles: int, horizon_minutes: float, rng: np.random.Generator) -> np.ndarray:
+    """Launch minute per title, shape (n_titles,): ``launch_share`` of them launch during the run."""
+    launch_time = np.zeros(n_titles)
+    n_new = int(round(cfg.launch_share * n_titles))
+    if n_new:
+        new = rng.choice(n_titles, size=n_new, replace=False)
+        launch_time[new] = rng.uniform(0.0, horizon_minutes, size=n_new)
+    return launch_time
+
+
+def draw_artworks(cfg, title_genres: np.ndarray, primary: np.ndarray, popularity: np.ndarray,
+                  launch_time: np.ndarray, share: np.ndarray, rng: np.random.Generator):
+    """Draw every title's artwork pool around given titles (synthetic or data-driven).
+
+    ``title_genres`` (n_titles, n_genres), ``primary``, ``popularity``, ``launch_time`` (n_titles,),
+    ``share`` (n_genres,) genre popularity. Returns ``(catalog, truth)`` with ``truth`` holding
+    ``appeal`` and ``representativeness`` (n_artworks,); the caller adds ``quality``.
+    """
+    T, G = title_genres.shape
     pool_size = rng.integers(cfg.artworks_min, cfg.artworks_max + 1, size=T)
     A = int(pool_size.sum())
     offset = np.concatenate([[0], np.cumsum(pool_size)])
@@ -124,7 +143,7 @@ def build_catalog(cfg, horizon_minutes: float, rng: np.random.Generator):
     catalog = Catalog(
         title_genres=title_genres.astype(np.float32),
         primary_genre=primary.astype(np.int32),
-        popularity_prior=popularity.astype(np.float32),
+        popularity_prior=np.asarray(popularity, dtype=np.float32),
         launch_time=launch_time,
         pool=pool,
         pool_size=pool_size.astype(np.int32),
@@ -133,6 +152,6 @@ def build_catalog(cfg, horizon_minutes: float, rng: np.random.Generator):
         artwork_theme=theme.astype(np.float32),
         genre_share=share,
     )
-    truth = {"quality": quality.astype(np.float32), "appeal": appeal.astype(np.float32),
+    truth = {"appeal": appeal.astype(np.float32),
              "representativeness": representativeness.astype(np.float32)}
     return catalog, truth
