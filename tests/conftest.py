@@ -5,7 +5,10 @@ Test modules import the plain builders (``from tests.conftest import tiny_config
 reach them the usual way."""
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -71,9 +74,26 @@ SWEEP_RUNS = sorted(f"engine.days=0.5,engine.retrain_hours={h},policy={p},seed=0
 @pytest.fixture(scope="session")
 def sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """A 2 x 2 sweep (policy x retrain cadence) on the tiny world with the default (joblib)
-    launcher, run once per test session (workflow and chart tests share it)."""
-    sweep_dir = tmp_path_factory.mktemp("tiny_sweep") / "sweep"
-    return sweep_dir, cli("experiments.run", "-m", *SWEEP_ARGS, f"hydra.sweep.dir={sweep_dir}")
+    launcher: ``(sweep_dir, completed_process)``. It is run once per test session, by whichever
+    pytest-xdist worker asks first (the others wait on a file lock), because a sweep costs about
+    half a minute; each worker gets its own copy, so tests may write into it (charts, re-runs)."""
+    shared_root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):      # under xdist: the directory all workers share
+        shared_root = shared_root.parent
+    master, record = shared_root / "tiny_sweep", shared_root / "tiny_sweep.json"
+    with open(shared_root / "tiny_sweep.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not record.exists():
+            done = cli("experiments.run", "-m", *SWEEP_ARGS, f"hydra.sweep.dir={master}")
+            record.write_text(json.dumps({"args": done.args, "returncode": done.returncode,
+                                          "stdout": done.stdout, "stderr": done.stderr}))
+    first = json.loads(record.read_text())
+    sweep_dir = tmp_path_factory.mktemp("sweep") / "sweep"
+    if master.is_dir():
+        shutil.copytree(master, sweep_dir)
+    # The sweep printed the paths of the directory it wrote; tests read them as this copy's.
+    text = {k: first[k].replace(str(master), str(sweep_dir)) for k in ("stdout", "stderr")}
+    return sweep_dir, subprocess.CompletedProcess(first["args"], first["returncode"], **text)
 
 
 # ---- one tiny world -----------------------------------------------------------------------------------
@@ -94,3 +114,19 @@ def decision_batch(world):
     """200 random impressions (session-wide: tests must not modify it)."""
     return make_decision_batch(world.catalog, 200, generator(0, "policy", 100),
                                n_members=world.members.n_members)
+
+
+# ---- scheduling -----------------------------------------------------------------------------------
+def pytest_collection_modifyitems(session, config, items):
+    """Files with the most tests marked ``slow`` first, the rest in their usual order.
+
+    ``make test`` hands whole files to pytest-xdist workers in collection order; a long file that
+    starts last keeps one worker busy while the other idles, so the long files go first (longest
+    processing time first). The order is a pure function of the collected items, as xdist needs
+    (every worker must collect the same list)."""
+    slow: dict[str, int] = {}
+    for item in items:
+        slow[item.nodeid.split("::")[0]] = (slow.get(item.nodeid.split("::")[0], 0)
+                                            + (item.get_closest_marker("slow") is not None))
+    position = {item.nodeid: i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (-slow[item.nodeid.split("::")[0]], position[item.nodeid]))

@@ -17,7 +17,7 @@ from sim.config import ConfigError
 from sim.outputs import RUN_OUTPUTS, clear_run_outputs, is_complete
 from sim.rundir import claim
 from sim.runner import run_experiment
-from tests.conftest import tiny_config
+from tests.conftest import SWEEP_ARGS, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 # A one-cell tiny run of about 2 s of simulation (plus ~1.5 s of start-up), with small log
@@ -147,27 +147,25 @@ def test_stale_outputs_of_a_killed_attempt_are_removed_before_a_rerun(tmp_path):
     assert not (out / "metrics.json").exists() and (out / "notes.txt").exists()
 
 
-SWEEP_ARGS = ["-m", "world=tiny", "experiment=single", "engine.days=0.5", "engine.progress=false",
-              "engine.log_chunk_rows=2000", "policy=thompson,uniform", "seed=0,1",
-              "hydra.launcher.n_jobs=2"]
-
-
 def sweep_jobs(sweep: Path) -> list[Path]:
     return sorted(p.parent for p in sweep.glob("*/.hydra"))
 
 
 @pytest.mark.slow
-def test_an_interrupted_sweep_rerun_matches_an_uninterrupted_one(tmp_path):
-    clean, broken = tmp_path / "clean", tmp_path / "broken"
-    run_cli(SWEEP_ARGS + [f"hydra.sweep.dir={clean}"])
+def test_an_interrupted_sweep_rerun_matches_an_uninterrupted_one(tmp_path, sweep):
+    # The uninterrupted sweep is the session's shared one (tests/conftest.py); this one runs the
+    # same overrides, two jobs at a time so that it can be caught with some jobs done.
+    clean, first = sweep
+    assert first.returncode == 0, first.stderr[-3000:]
     assert len(sweep_jobs(clean)) == 4 and all(is_complete(j) for j in sweep_jobs(clean))
-
-    killed = kill_when(start(SWEEP_ARGS + [f"hydra.sweep.dir={broken}"]),
-                       lambda: any(is_complete(j) for j in sweep_jobs(broken)), signal.SIGKILL)
+    broken = tmp_path / "broken"
+    args = ["-m", *SWEEP_ARGS, "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={broken}"]
+    killed = kill_when(start(args), lambda: any(is_complete(j) for j in sweep_jobs(broken)),
+                       signal.SIGKILL)
     assert killed, "the sweep finished before it could be killed"
     done_before = {j.name for j in sweep_jobs(broken) if is_complete(j)}
     assert 0 < len(done_before) < 4
-    again = run_cli(SWEEP_ARGS + [f"hydra.sweep.dir={broken}"])
+    again = run_cli(args)
     for name in done_before:
         assert f"skipping {broken / name}" in again.stdout
     assert "4 of 4 runs complete, 0 failed" in again.stdout

@@ -116,8 +116,9 @@ def test_model_statistics_are_bit_identical_across_shard_counts(monkeypatch):
     bit-identical too. Adding the blocks in another order changes them (float addition is not
     associative), so this comparison would catch a reduction that depended on the sharding."""
     one = trained()
-    for engine in ({"shards": 4}, {"backend": "processes", "shards": 3}, {"sync_hours": 0.5},
-                   {"shards": 2, "sync_hours": 5}):
+    # Each setting that could change the reduction once: more local shards, worker processes,
+    # finer and coarser synchronisation steps.
+    for engine in ({"shards": 4, "sync_hours": 0.5}, {"backend": "processes", "shards": 3, "sync_hours": 5}):
         other = trained(**engine)
         assert one.keys() == other.keys()
         for key in one:
