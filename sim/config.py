@@ -45,7 +45,8 @@ ENGINE_BACKENDS = ("local", "processes", "ray")
 EXECUTION_KEYS = ("backend", "shards", "sync_hours", "ray_address", "ray_cpus_per_shard", "progress",
                   "overwrite", "memory_limit_gb")
 #: Analyses an experiment can request (modules of experiments.analyses).
-ANALYSIS_NAMES = ("cold_start", "netflix_replay", "feedback_loop", "clickbait_loop", "incrementality")
+ANALYSIS_NAMES = ("cold_start", "netflix_replay", "feedback_loop", "clickbait_loop", "incrementality",
+                  "pipeline_faults")
 REWARD_NAMES = ("click", "play", "quality_play")
 
 # Extension points selected by ``name`` or ``_target_``. Each base class adds its built-in
