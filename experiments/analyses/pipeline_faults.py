@@ -82,11 +82,15 @@ def grid_runs(faults=FAULT_NAMES, rates=RATES, seeds=SEEDS) -> list[tuple[str, d
     return [(name, {"faults": f, "seed": s}) for name, f, s in runs]
 
 
-def run_grid(out: Path, faults=FAULT_NAMES, rates=RATES, seeds=SEEDS, members=None, days=None) -> None:
-    from sim.runner import run_experiment
+def run_grid(out: Path, faults=FAULT_NAMES, rates=RATES, seeds=SEEDS, members=None, days=None,
+             world: dict | None = None) -> None:
+    """Run the grid into ``out`` (one directory per run; complete runs are kept). ``world``:
+    keys that replace the experiment's world keys (tests use a tiny world)."""
     from sim.outputs import is_complete
+    from sim.runner import run_experiment
 
     base = base_config(members, days)
+    base["world"] = {**base["world"], **(world or {})}
     todo = grid_runs(faults, rates, seeds)
     for i, (name, spec) in enumerate(todo):
         path = out / name
