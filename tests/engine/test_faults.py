@@ -202,3 +202,21 @@ def test_faults_off_adds_no_columns_and_draws_nothing(tmp_path):
     assert (plain / "timeseries.csv").read_bytes() == (zeros / "timeseries.csv").read_bytes()
     assert pq.read_table(plain / "logs").equals(pq.read_table(zeros / "logs"))
     assert not set(PIPELINE_COLUMNS) & set(read_impressions(plain).columns)
+
+
+def _fault_cases():
+    import dataclasses
+    import typing
+
+    from tests.cli.test_reliability import _bad_values
+
+    hints = typing.get_type_hints(FaultsConfig)
+    return [pytest.param(f.name, v, id=f"{f.name}={v!r}") for f in dataclasses.fields(FaultsConfig)
+            for v in _bad_values(f, hints[f.name])]
+
+
+@pytest.mark.parametrize("name,value", _fault_cases())
+def test_every_faults_key_refuses_values_outside_its_declaration(name, value):
+    with pytest.raises(ConfigError) as err:
+        experiment_config_from_dict({"engine": {"faults": {name: value}}})
+    assert err.value.key == f"engine.faults.{name}"
