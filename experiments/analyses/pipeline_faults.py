@@ -8,8 +8,9 @@ numbers), against the simulator's truth:
   (attributed quality plays per logged row) minus its true value (mean true take probability of
   the images shown, ``expected_take_fraction`` in ``metrics.json``);
 * **IPW / DR error**: the uniform policy's value estimated from thompson's log
-  (:func:`sim.ope.ipw`, :func:`sim.ope.dr` with a per-image mean reward model) minus its exact
-  value on the impressions thompson served (``uniform_take_fraction``, the truth);
+  (:func:`sim.ope.ipw`, :func:`sim.ope.dr` with a per-image mean reward model) relative to its
+  exact value on the impressions thompson served (``uniform_take_fraction``, the truth):
+  ``estimate / exact - 1``;
 * the learned policy's **artwork gain** (true take vs a random image) and **regret per 1k
   impressions**, minus their values in the fault-free runs of the same seed (what the fault cost
   the bandit through its training data).
@@ -48,10 +49,7 @@ FAULT_SETTINGS = {"fallback": {"fallback_logged_as_policy": True}}
 #: Pseudo-count of the per-image reward model (shrinks images with few rows to the mean).
 PRIOR_ROWS = 20.0
 LEARNER, CONTROL = "thompson", "uniform"
-MEASURES = ("lift_bias", "ipw_error", "dr_error", "gain_change", "regret_change")
-LABELS = {"lift_bias": "measured - true take-fraction lift", "ipw_error": "IPW - exact value (uniform policy)",
-          "dr_error": "DR - exact value (uniform policy)", "gain_change": "artwork gain - fault-free",
-          "regret_change": "regret / 1k impressions - fault-free"}
+MEASURES = ("lift_bias", "ipw_rel_error", "dr_rel_error", "gain_change", "regret_change")
 
 
 # ---- the grid ------------------------------------------------------------------------------
@@ -132,7 +130,7 @@ def measure(run_dir: Path) -> dict:
     return {"run": run_dir.name, "fault": fault, "rate": rate, "repair": repaired, "seed": m["config"]["seed"],
             "true_lift": true_lift, "measured_lift": measured_lift, "lift_bias": measured_lift - true_lift,
             "exact_value": exact, "ipw": ope["ipw"], "dr": ope["dr"],
-            "ipw_error": ope["ipw"] - exact, "dr_error": ope["dr"] - exact,
+            "ipw_rel_error": ope["ipw"] / exact - 1, "dr_rel_error": ope["dr"] / exact - 1,
             "artwork_gain": _value(cells[LEARNER]["artwork_gain"]),
             "regret_per_1k": _value(cells[LEARNER]["regret_per_1k_impressions"]),
             "log_rows": len(log), "impressions": cells[LEARNER]["impressions"] + cells[CONTROL]["impressions"]}
@@ -179,57 +177,69 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
 
 def table_markdown(summary: pd.DataFrame) -> str:
     """The closing table: per fault and rate, each bias without and with its repair (mean +- se
-    over seeds, in percentage points for lifts and values per 1000 impressions)."""
+    over seeds: lift bias and artwork-gain change in percentage points, IPW and DR errors in
+    percent of the exact value, regret in quality plays lost per 1000 impressions)."""
     def cell(r, k, scale):
         return "—" if r is None else f"{scale * r[k]:+.2f} ± {scale * r[k + '_se']:.2f}"
 
-    lines = ["| fault | rate | repair | lift bias (pp) | IPW error (per 1k) | DR error (per 1k) | "
+    lines = ["| fault | rate | repair | lift bias (pp) | IPW error (%) | DR error (%) | "
              "artwork gain change (pp) | regret change (per 1k) |", "|" + "---|" * 8]
     for _, r in summary.iterrows():
         rep = REPAIR_OF.get(r["fault"])
         repair = ("on: " + rep if r["repair"] else "off") if rep else "(none)"
         lines.append(f"| {r['fault']} | {r['rate']:g} | {repair} | {cell(r, 'lift_bias', 100)} | "
-                     f"{cell(r, 'ipw_error', 1000)} | {cell(r, 'dr_error', 1000)} | "
+                     f"{cell(r, 'ipw_rel_error', 100)} | {cell(r, 'dr_rel_error', 100)} | "
                      f"{cell(r, 'gain_change', 100)} | {cell(r, 'regret_change', 1)} |")
     return "\n".join(lines) + "\n"
 
 
 def chart(summary: pd.DataFrame, path: Path) -> Path:
-    """Lift bias and IPW error per fault against its rate, without (solid) and with (dashed)
-    repair, with 95 % bands over seeds."""
+    """One panel per fault: lift bias and the relative IPW and DR errors against the fault's
+    rate, without (solid) and with (dashed) its repair, with 95 % bands over seeds."""
     from experiments.plotting import Z95, percent_axis, plt, save
 
     faults = [f for f in FAULT_NAMES if f in set(summary["fault"])]
     clean = summary[summary["fault"] == "none"]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), sharex=True)
-    colors = plt.get_cmap("tab10")
-    for ax, k, title in ((axes[0], "lift_bias", "Measured lift minus true lift"),
-                         (axes[1], "ipw_error", "IPW estimate minus exact value")):
-        for i, fault in enumerate(faults):
-            for repair, style in ((False, "-"), (True, "--")):
-                g = pd.concat([clean, summary[(summary["fault"] == fault) & (summary["repair"] == repair)]])
-                if len(g) <= len(clean):
-                    continue
-                g = g.sort_values("rate")
-                x = g["rate"].to_numpy()
+    cols = min(3, max(1, len(faults)))
+    rows_ = -(-len(faults) // cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(4.6 * cols, 3.4 * rows_ + 0.8), squeeze=False)
+    colors = {"lift_bias": "tab:blue", "ipw_rel_error": "tab:orange", "dr_rel_error": "tab:green"}
+    names = {"lift_bias": "measured - true lift", "ipw_rel_error": "IPW / exact - 1",
+             "dr_rel_error": "DR / exact - 1"}
+    for ax, fault in zip(axes.flat, faults):
+        for repair, style in ((False, "-"), (True, "--")):
+            g = summary[(summary["fault"] == fault) & (summary["repair"] == repair)]
+            if g.empty:
+                continue
+            g = pd.concat([clean, g]).sort_values("rate")
+            x = g["rate"].to_numpy()
+            for k, color in colors.items():
                 y, se = g[k].to_numpy(), np.nan_to_num(g[k + "_se"].to_numpy())
-                label = f"{fault}{' + ' + REPAIR_OF[fault] if repair else ''}"
-                ax.plot(x, y, style, marker="o", ms=3, color=colors(i % 10), label=label)
-                ax.fill_between(x, y - Z95 * se, y + Z95 * se, color=colors(i % 10), alpha=0.12, lw=0)
+                ax.plot(x, y, style, marker="o", ms=3, color=color,
+                        label=f"{names[k]}{' (repaired)' if repair else ''}")
+                ax.fill_between(x, y - Z95 * se, y + Z95 * se, color=color, alpha=0.12, lw=0)
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xscale("symlog", linthresh=0.01)
         ax.set_xticks([0, 0.01, 0.05, 0.2])
-        percent_axis(ax, "x")
-        ax.set_title(title)
-        ax.set_xlabel("fault rate (share of impressions / events / devices / batches)")
+        percent_axis(ax, "both")
+        rep = REPAIR_OF.get(fault)
+        ax.set_title(f"{fault}" + (f" (dashed: + {rep})" if rep else " (no repair)"), fontsize=10)
+        ax.set_xlabel("fault rate")
+        ax.set_ylabel("bias (percent)")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("lift bias (take-fraction lift, percentage points)")
-    percent_axis(axes[0], "y")
-    axes[1].set_ylabel("IPW error (quality plays per impression)")
-    axes[1].legend(title="fault (dashed: repaired); bands: 95 % over seeds", fontsize=7, title_fontsize=7,
-                   ncol=2, loc="best")
-    fig.suptitle("Pipeline faults: bias of what the log reports (thompson vs uniform, 3 seeds)")
-    fig.tight_layout()
+    for ax in list(axes.flat)[len(faults):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    for ax in axes.flat:
+        h, lab = ax.get_legend_handles_labels()
+        if len(h) > len(handles):
+            handles, labels = h, lab
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8,
+               title="thompson vs uniform; OPE: uniform policy's value on thompson's log; bands: 95 % over seeds",
+               title_fontsize=8)
+    seeds = int(summary["seeds"].max())
+    fig.suptitle(f"Pipeline faults: bias of what the log reports ({seeds} seed{'s' if seeds > 1 else ''})")
+    fig.tight_layout(rect=(0, 0.09 if rows_ > 1 else 0.2, 1, 1))
     return save(fig, path)
 
 
