@@ -111,7 +111,7 @@ def report(s, faults, rng: np.random.Generator, window: float, quality_threshold
     skew = skew_minutes(d.member, f.clock_skew, f.clock_skew_minutes)[:, None] if f.clock_skew else 0.0
 
     arrived = happened & ~lost & (dt + extra <= window)              # before the window closes
-    own_clock = arrived & (dt <= window)                             # join_by_id: skew cancels
+    own_clock = arrived                                              # join_by_id: skew cancels
     device = dt + skew                                               # naive: server impression time
     naive = arrived & (device >= 0) & (device <= window)
     credited = own_clock if f.join_by_id else naive
@@ -149,9 +149,9 @@ def report(s, faults, rng: np.random.Generator, window: float, quality_threshold
     counts[:, _C["repair_require_render"]] = phantom & bool(f.require_render)
     per_row = copies + twin
     rows = np.repeat(np.arange(n), per_row)
-    first_twin = np.cumsum(per_row) - 1                              # the twin is its row's last copy
+    last_copy = np.cumsum(per_row) - 1                               # a twin is its impression's last row
     rendered = np.ones(rows.size, bool)
-    rendered[first_twin[twin]] = False
+    rendered[last_copy[twin]] = False
     fb = np.zeros(n, bool) if fallback is None else fallback
     counts[:, _C["fallback"]] = fb
     if pscore_repaired is not None:
