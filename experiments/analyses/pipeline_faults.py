@@ -133,11 +133,15 @@ def measure(run_dir: Path) -> dict:
             "ipw_rel_error": ope["ipw"] / exact - 1, "dr_rel_error": ope["dr"] / exact - 1,
             "artwork_gain": _value(cells[LEARNER]["artwork_gain"]),
             "regret_per_1k": _value(cells[LEARNER]["regret_per_1k_impressions"]),
-            "log_rows": len(log), "impressions": cells[LEARNER]["impressions"] + cells[CONTROL]["impressions"]}
+            "log_rows": len(log), "refused_rows": ope["refused"], "impressions": cells[LEARNER]["impressions"] + cells[CONTROL]["impressions"]}
 
 
 def uniform_value_estimates(run_dir: Path, log: pd.DataFrame) -> dict[str, float]:
-    """IPW and DR estimates of the uniform policy's value from a cell's log rows."""
+    """IPW and DR estimates of the uniform policy's value from a cell's log rows, and the number
+    of rows refused for a logged propensity of 0 (the fallback bug logs pi(default | x), which is
+    0 where the policy would never show the default image: IPW cannot use such a row)."""
+    refused = int((log["pscore"] <= 0).sum())
+    log = log[log["pscore"] > 0]
     catalog = run_catalog(run_config(run_dir))
     pool = catalog.pool[log["title"].to_numpy()]
     valid = pool >= 0
@@ -154,7 +158,7 @@ def uniform_value_estimates(run_dir: Path, log: pd.DataFrame) -> dict[str, float
     kw = dict(rng=rng, n_bootstrap=10)
     pscore = log["pscore"].to_numpy(np.float64)
     return {"ipw": ipw(reward, action, pscore, target, **kw).value,
-            "dr": dr(reward, action, pscore, target, q, **kw).value}
+            "dr": dr(reward, action, pscore, target, q, **kw).value, "refused": refused}
 
 
 # ---- summary -----------------------------------------------------------------------------------
