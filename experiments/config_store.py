@@ -29,7 +29,9 @@ GROUPS: dict[str, Registry] = {"policy": POLICIES, "ranker": RANKERS, "world/res
 
 
 def plain(value: Any) -> Any:
-    """A default as OmegaConf holds it: tuples become lists."""
+    """A default as OmegaConf holds it: tuples become lists, dataclasses mappings."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (tuple, list)):
         return [plain(v) for v in value]
     if isinstance(value, dict):

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 from sim.schema import (ConfigError, Registry, Spec, check_choice, check_field, check_fields,  # noqa: F401
                         check_keys, from_mapping, param, resolve_spec)
+from sim.pipeline.config import FaultsConfig
 from sim.rundir import check_path_name
 
 #: UTC offsets (hours) of the countries members can live in. Members see a diurnal visit curve
@@ -47,7 +48,8 @@ ENGINE_BACKENDS = ("local", "processes", "ray")
 EXECUTION_KEYS = ("backend", "shards", "sync_hours", "ray_address", "ray_cpus_per_shard", "progress",
                   "overwrite", "memory_limit_gb")
 #: Analyses an experiment can request (modules of experiments.analyses).
-ANALYSIS_NAMES = ("cold_start", "netflix_replay", "feedback_loop", "clickbait_loop", "incrementality")
+ANALYSIS_NAMES = ("cold_start", "netflix_replay", "feedback_loop", "clickbait_loop", "incrementality",
+                  "pipeline_faults")
 REWARD_NAMES = ("click", "play", "quality_play")
 
 # Extension points selected by ``name`` or ``_target_``. Each base class adds its built-in
@@ -177,6 +179,8 @@ class EngineConfig:
     memory_limit_gb: float | None = param(None, gt=0, le=1e6,
                                           doc="refuse runs whose memory estimate exceeds this; "
                                               "null: the machine's available memory")
+    #: The production pipeline's faults and repairs (sim.pipeline): all off by default.
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
 
     def __post_init__(self) -> None:
         check_fields(self, "")

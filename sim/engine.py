@@ -39,11 +39,13 @@ import simpy
 
 from sim.backends import LocalBackend, ProcessBackend, RayBackend
 from sim.bias import RankerDrift, TitleExposure
-from sim.config import ConfigError, ExperimentConfig
+from sim.config import ConfigError, ExperimentConfig, to_dict
 from sim.homepage import Ranker, build_ranker
 from sim.logs import ImpressionLog, VisitLog
 from sim.metrics import MetricsAccumulator
 from sim.metrics.incrementality import incrementality_summary, incrementality_undefined
+from sim.pipeline.report import COUNTERS as FAULT_COUNTERS
+from sim.pipeline.stage import batch_delay
 from sim.policies import build_policy
 from sim.serving import Visits
 from sim.shard import Cell, ShardServer, StepResult, block_ranges, dump_models, ranker_of, trainer_period
@@ -174,6 +176,7 @@ class Simulation:
         self.impressions = 0
         self.visits = 0
         self.deploys = 0
+        self.out_of_order: list[tuple[str, int, int]] = []    # (trainer, queue, period) held back
         self._models_changed = True
         self._drift_requests: list[tuple[int, SimTime]] = []
         # Serving's progress: every window that starts before ``_served_to`` has been served.
@@ -203,7 +206,7 @@ class Simulation:
                     a, stats = merged[key][b]
                     total = stats if total is None else total + stats
                     available = max(available, a)
-                queues[key[0]].put(available, total)
+                queues[key[0]].put(available + self._batch_delay(kind, key, queues[key[0]].period), total)
         if self.logging:
             for _, visit_cols, impression_cols in sorted((x for r in results for x in r.logs),
                                                          key=lambda x: x[0]):
@@ -214,6 +217,16 @@ class Simulation:
                         self.log.append(cols)
         self.impressions += sum(r.impressions for r in results)
         self.visits += sum(r.visits for r in results)
+
+    def _batch_delay(self, kind: str, key: tuple[int, int], every: float) -> float:
+        """engine.faults.out_of_order: a log batch held back one retrain (0 when off)."""
+        faults = self.config.engine.faults
+        if not faults.out_of_order:
+            return 0.0
+        delay = batch_delay(self.config.seed, faults, int(kind == "ranker"), key[0], key[1], every)
+        if delay:
+            self.out_of_order.append((kind, key[0], key[1]))
+        return delay
 
     @staticmethod
     def block_order(blocks) -> list[int]:
@@ -347,6 +360,21 @@ class Simulation:
             shard.apply_history(now)
             self._record_drift([(r_index, now)], [{(r_index, now): shard.drift_scores(r_index, now)}])
 
+    def _fault_summary(self) -> dict:
+        """metrics.json ``faults``: the configured faults and repairs and the count of each
+        (totals and per cell; the time series has them per bucket as ``fault_<name>``). Held-back
+        log batches are counted in the bucket of their trainer period, policy batches per cell."""
+        m = self.metrics
+        m.fault_names = FAULT_COUNTERS
+        if m.fault_counts is None:
+            m.fault_counts = np.zeros(m.series.shape[:2] + (len(FAULT_COUNTERS),), np.int64)
+        j = FAULT_COUNTERS.index("out_of_order")
+        for kind, queue, period in self.out_of_order:
+            every = self.config.engine.retrain_hours if kind == "policy" else self.config.engine.ranker_retrain_hours
+            bucket = min(int(period * every * 60.0 // m.bucket_minutes), m.series.shape[0] - 1)
+            m.fault_counts[max(bucket - 1, 0), queue if kind == "policy" else 0, j] += 1
+        return {"config": to_dict(self.config.engine.faults), **m.fault_totals(FAULT_COUNTERS)}
+
     # ---- run --------------------------------------------------------------------------------
     def _backend(self):
         eng = self.config.engine
@@ -392,6 +420,8 @@ class Simulation:
             self.exposure.impressions += t.exposure.impressions
             self.exposure.plays += t.exposure.plays
         summary = self.metrics.summary(self.member_cell, self.config.control)
+        if self.config.engine.faults.active:
+            summary["faults"] = self._fault_summary()
         summary["incrementality"] = incrementality_summary(self.metrics, self.member_cell, self.config.control)
         summary["undefined"].update(incrementality_undefined(summary["incrementality"]))
         summary["run"] = {

@@ -34,6 +34,20 @@ impression also has the member's scan of the page, times in seconds since the pa
 (the *click*), ``play_second`` the play start (a quality play starts then too; it is the play
 that ends the session). Models without sessions (``independent``) log none of these columns.
 
+With the production pipeline's faults or repairs on (``engine.faults``, :mod:`sim.pipeline`) the
+log holds what the pipeline *reports*, not one row per rendered impression: rows can be missing
+(``unlogged``), repeated (a ``duplicate`` event fans the join out) or never rendered; ``click``,
+``play``, ``reward`` and ``pscore`` are as reported and joined, while ``quality_play``,
+``minutes`` and the ``*_take`` columns stay the simulator's truth of the impression (false / 0 on
+a row that was never rendered). Three more columns then::
+
+    impression_id, rendered, fallback
+
+``impression_id`` (visit id * 4096 + position: repeated rows share it), ``rendered`` (false: the
+device never rendered the tile, no render confirmation), ``fallback`` (a personalization timeout
+served the title's default image, logged truthfully; false under the
+``fallback_logged_as_policy`` bug). Runs with faults off log none of these columns.
+
 The observable member context of every visit (the features a contextual policy saw, layout in
 :mod:`sim.features`) goes to a second dataset, ``visit_context/``, one row per visit: ``visit,
 member, time, context`` (a fixed-size list of float32; the impression's ``familiar`` column
@@ -64,11 +78,15 @@ NUMERIC_COLUMNS = {
 #: Session columns, logged only by response models that simulate sessions (all or none per log).
 SESSION_COLUMNS = {"looked": np.bool_, "look_second": np.float32, "click_second": np.float32,
                    "play_second": np.float32}
+#: Pipeline columns, logged only when engine.faults is on (sim.pipeline; all or none per log).
+PIPELINE_COLUMNS = {"impression_id": np.int64, "rendered": np.bool_, "fallback": np.bool_}
+#: Columns present in some logs only.
+OPTIONAL_COLUMNS = {**SESSION_COLUMNS, **PIPELINE_COLUMNS}
 #: Per-visit session columns of the visit log (same rule).
 VISIT_SESSION_COLUMNS = {"session_seconds": np.float32, "end_reason": np.int8, "looks": np.int16,
                          "detail_views": np.int16, "plays": np.int16, "first_play_second": np.float32}
 #: Columns whose values rarely repeat (not dictionary-encoded in Parquet).
-CONTINUOUS_COLUMNS = frozenset({"time", "visit", "pscore", "minutes", "expected_take", "uniform_take",
+CONTINUOUS_COLUMNS = frozenset({"time", "visit", "impression_id", "pscore", "minutes", "expected_take", "uniform_take",
                                 "oracle_take", "context", "look_second", "click_second", "play_second",
                                 "session_seconds", "first_play_second"})
 #: String columns constant within one append (one cell, one policy), stored as dictionaries.
@@ -111,7 +129,7 @@ class ImpressionLog(PartWriter):
     def __init__(self, directory: Path | str, chunk_rows: int = 500_000):
         self.directory = Path(directory)
         self.chunk_rows = int(chunk_rows)
-        self._columns: dict[str, list[np.ndarray]] = {k: [] for k in {**NUMERIC_COLUMNS, **SESSION_COLUMNS}}
+        self._columns: dict[str, list[np.ndarray]] = {k: [] for k in {**NUMERIC_COLUMNS, **OPTIONAL_COLUMNS}}
         self._labels: dict[str, list[tuple[str, int]]] = {k: [] for k in LABEL_COLUMNS}
         self._buffered = 0
         self._part = 0
@@ -124,7 +142,7 @@ class ImpressionLog(PartWriter):
             return
         for k, dtype in NUMERIC_COLUMNS.items():
             self._columns[k].append(np.asarray(columns[k], dtype=dtype))
-        for k, dtype in SESSION_COLUMNS.items():
+        for k, dtype in OPTIONAL_COLUMNS.items():
             if k in columns:
                 self._columns[k].append(np.asarray(columns[k], dtype=dtype))
         for k in LABEL_COLUMNS:
@@ -143,16 +161,16 @@ class ImpressionLog(PartWriter):
         if self._buffered == 0:     # (at close) an empty dataset is still a directory
             self.directory.mkdir(parents=True, exist_ok=True)
             return
-        session = [k for k in SESSION_COLUMNS if self._columns[k]]
+        session = [k for k in OPTIONAL_COLUMNS if self._columns[k]]
         if any(sum(c.size for c in self._columns[k]) != self._buffered for k in session):
-            raise ValueError("session columns must be given with every batch of a log or with none")
+            raise ValueError("session (or pipeline) columns must be given with every batch of a log or with none")
         names = list(NUMERIC_COLUMNS) + list(LABEL_COLUMNS) + session
         arrays = [pa.array(np.concatenate(self._columns[k])) for k in NUMERIC_COLUMNS]
         arrays += [self._label_array(self._labels[k]) for k in LABEL_COLUMNS]
         # NaN ("did not happen") is written as null: equal to itself, and NaN again in pandas.
         arrays += [pa.array(np.concatenate(self._columns[k]), from_pandas=True) for k in session]
         table = pa.Table.from_arrays(arrays, names=names)
-        self._columns = {k: [] for k in {**NUMERIC_COLUMNS, **SESSION_COLUMNS}}
+        self._columns = {k: [] for k in {**NUMERIC_COLUMNS, **OPTIONAL_COLUMNS}}
         self._labels = {k: [] for k in LABEL_COLUMNS}
         self._buffered = 0
         self._write_part(table)

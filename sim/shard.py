@@ -26,6 +26,7 @@ from sim.bias import TitleExposure
 from sim.features import visit_context
 from sim.homepage import GenreIndex
 from sim.metrics import MetricsAccumulator
+from sim.pipeline.stage import Pipeline, impression_ids
 from sim.serving import ServingContext, Visits, ranker_stats, render, serve_cell
 from sim.streams import generator
 from sim.world.shown import ShownArtworks
@@ -169,6 +170,10 @@ class ShardServer:
         # more: each period then reaches the driver once, summed in window order whatever the
         # step length (engine.sync_hours) or the number of shards.
         self._out: dict[int, BlockOutput] = {}
+        # The production pipeline's faults (sim.pipeline); None: a perfect pipeline, nothing drawn.
+        faults = eng.faults
+        self.pipeline = (Pipeline(config.seed, faults, eng.attribution_minutes,
+                                  config.world.response.quality_threshold_minutes) if faults.active else None)
         self._reset_step()
 
     def _reset_step(self) -> None:
@@ -327,11 +332,13 @@ class ShardServer:
                 mine = np.flatnonzero(imp_cell == cell.index)
                 if mine.size == 0:
                     continue
-                served = serve_cell(self.context, cell, sub, sub_ids, sub_ctx,
+                serving = cell if self.pipeline is None else self.pipeline.serving_cell(cell, keys)
+                served = serve_cell(self.context, serving, sub, sub_ids, sub_ctx,
                                     v[mine], row[mine], col[mine], title[mine],
                                     generator(seed, "policy", *keys, cell.index),
                                     generator(seed, "response", *keys, cell.index))
-                self._record(cell, served, metrics, out, available_at, log)
+                reported = None if self.pipeline is None else self.pipeline.report(served, serving, keys)
+                self._record(cell, served, metrics, out, available_at, log, reported)
                 if log is not None and served.visits.end_reason is not None:
                     _session_columns(session_cols, len(visits), np.flatnonzero(in_group), served.visits)
                 rs = ranker_stats(self.context, served, ranker, rpscore[mine])
@@ -343,13 +350,17 @@ class ShardServer:
             self._logs.append(log)
 
     def _record(self, cell: Cell, s, metrics: MetricsAccumulator, out: BlockOutput,
-                available_at: float, log) -> None:
+                available_at: float, log, reported=None) -> None:
+        """Metrics from the truth ``s``; the trainers' statistics and the log from what the
+        pipeline ``reported`` (:class:`sim.pipeline.report.Reported`; None: ``s`` as served)."""
         d = s.decisions
         n = d.member.size
         self._impressions += n
         metrics.add_impressions(d.member, cell.index, d.time, s)
         metrics.add_visit_outcomes(cell.index, s.visits)
-        stats = cell.policy.sufficient_stats(s.credited)
+        if reported is not None:
+            metrics.add_fault_counts(cell.index, d.time, reported.counts)
+        stats = cell.policy.sufficient_stats(s.credited if reported is None else reported.feedback(s))
         if stats is not None:       # None: a policy that does not learn
             period = trainer_period(available_at, self.config.engine.retrain_hours * 60.0)
             _add_stats(out.policy, (cell.index, period), available_at, stats)
@@ -369,6 +380,9 @@ class ShardServer:
                 **({"looked": s.outcomes.look, "look_second": s.outcomes.look_second,
                     "click_second": s.outcomes.click_second, "play_second": s.outcomes.play_second}
                    if s.outcomes.has_sessions else {})})
+            if reported is not None:
+                cols = log[2][-1]
+                log[2][-1] = reported.log_columns(cols, impression_ids(d.visit, cols["position"]))
         # History changes when the click (interaction) or play happens, not at the impression.
         clicked = np.flatnonzero(s.click)
         if clicked.size:

@@ -30,6 +30,10 @@ class MetricsAccumulator:
         self.bucket_minutes = float(bucket_minutes)
         n_buckets = max(1, math.ceil(horizon_minutes / bucket_minutes))
         self.series = np.zeros((n_buckets, len(self.cell_names), len(SERIES_COLUMNS)))
+        #: (n_buckets, n_cells, len(sim.pipeline.report.COUNTERS)) fault and repair counts, or
+        #: None while the pipeline reported none (engine.faults off): no columns then.
+        self.fault_counts: np.ndarray | None = None
+        self.fault_names: tuple[str, ...] = ()
 
     @classmethod
     def combine(cls, parts: list["MetricsAccumulator"]) -> "MetricsAccumulator":
@@ -44,7 +48,25 @@ class MetricsAccumulator:
         out.series = np.zeros_like(first.series)
         for p in parts:
             out.series += p.series
+        counted = [p.fault_counts for p in parts if getattr(p, "fault_counts", None) is not None]
+        out.fault_counts = sum(counted[1:], counted[0].copy()) if counted else None   # integers: exact
+        out.fault_names = ()
         return out
+
+    def add_fault_counts(self, cell_index: int, time: np.ndarray, counts: np.ndarray) -> None:
+        """Add the pipeline's fault and repair counts of n impressions: time (n,) minutes,
+        counts (n, k) integers (:data:`sim.pipeline.report.COUNTERS`)."""
+        if self.fault_counts is None:
+            self.fault_counts = np.zeros(self.series.shape[:2] + (counts.shape[1],), np.int64)
+        np.add.at(self.fault_counts, (self._bucket(time), cell_index), counts)
+
+    def fault_totals(self, names: tuple[str, ...]) -> dict:
+        """``{"total": {name: count}, "cells": {cell: {name: count}}}`` (zeros without counts)."""
+        fc = (np.zeros(self.series.shape[:2] + (len(names),), np.int64) if self.fault_counts is None
+              else self.fault_counts)
+        per_cell = fc.sum(axis=0)
+        return {"total": dict(zip(names, map(int, per_cell.sum(axis=0)))),
+                "cells": {c: dict(zip(names, map(int, per_cell[i]))) for i, c in enumerate(self.cell_names)}}
 
     def add_visits(self, member: np.ndarray, cell: np.ndarray, time: np.ndarray) -> None:
         """Count visits: member (v,), cell index (v,), time (v,) minutes."""
@@ -116,9 +138,14 @@ class MetricsAccumulator:
         out["undefined"] = undefined_reasons(out, control)
         return out
 
-    def time_series(self, metrics: list[Metric] | None = None) -> list[dict]:
+    def time_series(self, metrics: list[Metric] | None = None, fault_names: tuple[str, ...] | None = None) -> list[dict]:
         """Rows (bucket, cell) with column sums, the rate of every time-series ratio metric (with
-        its binomial standard error when ``binomial``) and cumulative expected regret."""
+        its binomial standard error when ``binomial``) and cumulative expected regret; with
+        ``fault_names`` (default :attr:`fault_names`, set by the engine when engine.faults is on)
+        also ``fault_<name>`` counts."""
+        fault_names = self.fault_names if fault_names is None else fault_names
+        if fault_names and self.fault_counts is None:
+            self.fault_counts = np.zeros(self.series.shape[:2] + (len(fault_names),), np.int64)
         metrics = all_metrics() if metrics is None else metrics
         rates = [m for m in metrics if isinstance(m, RatioMetric) and m.time_series]
         rows = []
@@ -136,6 +163,8 @@ class MetricsAccumulator:
                     if m.binomial:   # ignores within-member correlation (experiments.plot has the clustered one)
                         row[m.name + "_se"] = math.sqrt(p * (1 - p) / n) if n else float("nan")
                 row["cumulative_regret"] = float(cum_regret[b, c])
+                if fault_names:     # engine.faults on: counts per bucket (sim.pipeline)
+                    row.update({f"fault_{k}": int(v) for k, v in zip(fault_names, self.fault_counts[b, c])})
                 rows.append(row)
         return rows
 
