@@ -39,6 +39,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from experiments import config_store  # noqa: F401 -- registers the schema with Hydra before main() composes
 from experiments.analyses import run_analyses
+from experiments.presets import preset_notes
 from sim.config import ConfigError
 from sim.schema import closest_text
 from sim.outputs import atomic_write_text, charts_done, is_complete, mark_charts_done
@@ -65,6 +66,8 @@ def main(cfg: DictConfig) -> dict | None:
     out = Path(hc.runtime.output_dir)
     # What Hydra has just written into the run directory (not what was there before it ran).
     adopt = tuple(n for n in (".hydra", f"{hc.job.name}.log") if n not in _PREEXISTING.get(str(out), ()))
+    for note in preset_notes(hc.runtime.choices, hc.overrides.task):   # never replaced silently
+        print(note)
     if hc.mode == RunMode.MULTIRUN:
         return sweep_job(cfg, out, adopt)
     if is_complete(out):

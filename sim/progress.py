@@ -100,7 +100,7 @@ def _lines(total_minutes: float, stream: TextIO, every_hours: float):
         rate = impressions / max(elapsed, 1e-9)
         done = min(hours / total_hours, 1.0) if total_hours > 0 else 1.0
         eta = elapsed * (1.0 - done) / done if done > 0 else float("nan")
-        stream.write(f"progress: {hours:4.0f}/{total_hours:.0f} sim-h ({done:4.0%})  {impressions:,} impressions  "
+        stream.write(f"progress: {hours:4.4g}/{total_hours:.4g} sim-h ({done:4.0%})  {impressions:,} impressions  "
                      f"{rate:,.0f} impressions/s  elapsed {clock(elapsed)}  ETA {clock(eta) if eta == eta else '?'}\n")
         stream.flush()
 
