@@ -6,7 +6,7 @@ interval and the difference.
     from experiments.gym_agents import ThompsonAgent, play
     import sim.gym
     env = sim.gym.HomepageVectorEnv(num_envs=256)
-    agent = ThompsonAgent(env.loop.world.catalog.n_artworks, seed=0)
+    agent = ThompsonAgent(artwork_ids(env.single_observation_space), seed=0)
     rewards = play(env, agent, seed=0)          # reward per visit, shape (visits,)
 
 Agents act on batched observations (leading axis: visits); the single-visit environment's
@@ -20,6 +20,11 @@ import time
 import numpy as np
 
 Z95 = 1.959963984540054
+
+
+def artwork_ids(space) -> int:
+    """How many flat artwork ids an observation space's ``artwork`` entry can hold."""
+    return int(space["artwork"].high.max()) + 1
 
 
 class RandomAgent:
@@ -98,9 +103,8 @@ def compare(config: dict | None, num_envs: int, seed: int, reward: str = "qualit
     out = {}
     for name in ("random", "thompson"):
         env = HomepageVectorEnv(num_envs, config=config, reward=reward)
-        env.reset(seed=seed)
         agent = (RandomAgent(seed) if name == "random"
-                 else ThompsonAgent(env.loop.world.catalog.n_artworks, seed))
+                 else ThompsonAgent(artwork_ids(env.single_observation_space), seed))
         t = time.perf_counter()
         rewards = play(env, agent, seed)
         out[name] = {"rewards": rewards, "seconds": time.perf_counter() - t}

@@ -59,7 +59,7 @@ def visit_space(loop: VisitLoop) -> spaces.Dict:
         "context": spaces.Box(-1.0, 1.0, (loop.context_width,), np.float32),
         "title": spaces.Box(-1, cat.n_titles - 1, (T,), np.int64),
         "familiar": spaces.MultiBinary(T),
-        "artwork": spaces.Box(-1, cat.n_artworks - 1, (T, K), np.int64),
+        "artwork": spaces.Box(-1, cat.n_titles * K - 1, (T, K), np.int64),
         "mask": spaces.MultiBinary((T, K)),
         "artwork_theme": spaces.Box(0.0, 1.0, (T, K, G), np.float32),
         "title_genres": spaces.Box(0.0, 1.0, (T, G), np.float32),

@@ -120,7 +120,8 @@ class VisitLoop:
                                  range(1), np.zeros(0, np.int64), log_enabled=False)
         self.rows, self.columns = self.ranker.cfg.rows, self.ranker.cfg.columns
         self.tiles = self.rows * self.columns
-        self.max_artworks = w.catalog.max_artworks
+        # Spaces must not depend on the seed: pad to the most images a title may have.
+        self.max_artworks = c.world.artworks_max
         self.context_width = context_width(w.catalog.n_genres, len(w.members.countries))
         self._queue = Visits(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64))
         self._queue_ids = np.zeros(0, np.int64)
@@ -201,7 +202,7 @@ class VisitLoop:
         familiar = np.zeros((n, T), np.int8)
         familiar[v, tile] = w.members.has_interacted(visits.member[v], title)
         artwork = np.full((n, T, K), -1, np.int64)
-        artwork[v, tile] = cat.pool[title]
+        artwork[v, tile, :cat.max_artworks] = cat.pool[title]
         theme = np.zeros((n, T, K, G), np.float32)
         valid = artwork >= 0
         theme[valid] = cat.artwork_theme[artwork[valid]]
