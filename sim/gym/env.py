@@ -1,6 +1,11 @@
 """Gymnasium environments over :class:`sim.gym.loop.VisitLoop`: one step is one member visit
 (:class:`HomepageEnv`), or ``num_envs`` visits served together (:class:`HomepageVectorEnv`).
 
+As in the simulator, pages are laid out with the world as it was at the start of their serving
+window (``engine.window_minutes``: history and ranker frozen inside it); the single-visit
+environment lays out a window's pages together and then serves them one step at a time, the
+vectorized one lays out and serves its ``num_envs`` visits together.
+
 Observation (one visit; ``T = ranker.rows * ranker.columns`` tiles in reading order, ``K`` the
 most images per title, ``G`` genres, ``d`` the context width)::
 
@@ -97,12 +102,27 @@ class HomepageEnv(_Episodes, gym.Env):
         self.observation_space = visit_space(self.loop)
         self.action_space = spaces.MultiDiscrete(np.full(self.loop.tiles, self.loop.max_artworks))
         self._pages: Pages | None = None
+        self._window: Pages | None = None     # the pages of the current serving window
+        self._next = 0                        # the next visit of the window
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self.loop = self._new_loop(self.np_random)
-        self._pages = self.loop.next_pages(1)
+        self._window, self._next = None, 0
+        self._advance()
         return self._observation(), self._info()
+
+    def _advance(self) -> bool:
+        """Move to the next visit; False at the horizon. A serving window's pages are laid out
+        together, at its start (as in the simulator), then served one visit per step."""
+        if self._window is None or self._next >= len(self._window):
+            window = self.loop.next_pages()
+            if len(window) == 0:
+                return False
+            self._window, self._next = window, 0
+        self._pages = self._window.visit(self._next)
+        self._next += 1
+        return True
 
     def step(self, action):
         if self._pages is None:
@@ -110,9 +130,7 @@ class HomepageEnv(_Episodes, gym.Env):
         served = self.loop.serve(self._pages, np.asarray(action)[None, :])
         info = {"tile_reward": served["tile_reward"][0], "rendered": served["rendered"][0],
                 "member": int(self._pages.member[0]), "minute": float(self._pages.time[0])}
-        truncated = not self.loop.remaining_at_least(1)
-        if not truncated:
-            self._pages = self.loop.next_pages(1)
+        truncated = not self._advance()
         return self._observation(), float(served["reward"][0]), False, truncated, {**self._info(), **info}
 
     def _observation(self) -> dict[str, np.ndarray]:

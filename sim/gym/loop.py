@@ -88,6 +88,17 @@ class Pages:
     def __len__(self) -> int:
         return int(self.member.shape[0])
 
+    def visit(self, i: int) -> "Pages":
+        """The page of the ``i``-th visit alone (its impressions renumbered to visit 0)."""
+        v, row, col, title, pscore = self.impressions
+        mine = v == i
+        one = slice(i, i + 1)
+        return Pages(self.member[one], self.time[one], self.context[one], self.title[one], self.familiar[one],
+                     self.artwork[one], self.mask[one], self.artwork_theme[one], self.title_genres[one],
+                     (v[mine] - i, row[mine], col[mine], title[mine], pscore[mine]),
+                     Visits(self.visits.member[one], self.visits.time[one], self.visits.rows_viewed[one]),
+                     self.ids[one])
+
 
 class VisitLoop:
     """The world serving visits in time order, ``n`` at a time, for an agent's images.
@@ -175,16 +186,37 @@ class VisitLoop:
         self._pending[period] = stats if old is None else old + stats
 
     # ---- one batch -------------------------------------------------------------------------
-    def next_pages(self, n: int) -> Pages:
-        """Take the next ``n`` visits (fewer at the horizon) and lay out their pages."""
+    def next_pages(self, n: int | None = None) -> Pages:
+        """Take the next ``n`` visits (fewer at the horizon) and lay out their pages; without
+        ``n``, the visits of the next serving window that has any (``engine.window_minutes``:
+        pages laid out together with the world as it was at the window's start, as the
+        simulator does)."""
+        if n is None:
+            self._fill(1)
+            q = self._queue
+            if len(q):
+                W = self.config.engine.window_minutes
+                end = (np.floor(q.time[0] / W) + 1) * W
+                self._fill_until(end)
+                take = int(np.searchsorted(self._queue.time, end, side="left"))
+                return self._take(take, start=float(np.floor(q.time[0] / W) * W))
+            return self._take(0)
         self._fill(n)
-        q, take = self._queue, min(n, len(self._queue))
+        return self._take(min(n, len(self._queue)))
+
+    def _fill_until(self, minute: float) -> None:
+        """Queue arrival chunks until every visit before ``minute`` is queued."""
+        while self._window * ARRIVAL_CHUNK_MINUTES < min(minute, self.horizon):
+            self._fill(len(self._queue) + 1)
+
+    def _take(self, take: int, start: float | None = None) -> Pages:
+        q = self._queue
         visits = Visits(q.member[:take], q.time[:take], q.rows_viewed[:take])
         ids = self._queue_ids[:take]
         self._queue = Visits(q.member[take:], q.time[take:], q.rows_viewed[take:])
         self._queue_ids = self._queue_ids[take:]
         if take:
-            self._advance(float(visits.time[0]))
+            self._advance(float(visits.time[0]) if start is None else start)
         # One keyed stream per batch (deriving a generator costs more than serving one visit):
         # the ranker draws from it first, the members' responses in serve().
         self._rng = generator(self.config.seed, "gym-batch", self._batches)
