@@ -12,9 +12,10 @@ titles launch, and the ranker is retrained every ``engine.ranker_retrain_hours``
 statistics that have reached the trainers (after the attribution window and the log delay).
 
 One member block holds every member, so the visits of the whole world arrive in one time-ordered
-stream (keyed by (seed, window) as in the simulator); :meth:`VisitLoop.next_pages` takes the next
-``n`` visits of it and lays out their pages; :meth:`VisitLoop.serve` shows the agent's images and
-draws the responses.
+stream (the simulator's arrival process, drawn an hour at a time from streams keyed by (seed,
+hour)); :meth:`VisitLoop.next_pages` takes the next ``n`` visits of it (or the next serving
+window's) and lays out their pages; :meth:`VisitLoop.serve` shows the agent's images and draws
+the responses.
 """
 from __future__ import annotations
 
@@ -138,6 +139,7 @@ class VisitLoop:
         self._queue_ids = np.zeros(0, np.int64)
         self._window = 0
         self._batches = 0
+        self._rng: np.random.Generator | None = None    # the current batch's stream (next_pages)
         # Ranker statistics in the log pipeline, summed per retrain that will take them.
         self._pending: dict[int, Any] = {}
         self._retrains = 0
