@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -28,7 +27,7 @@ ARGPARSE_COMMANDS = ["homesim-plot", "homesim-report", "homesim-evaluate", "home
 
 def entry_point(command: str):
     module, _, attr = SCRIPTS[command].partition(":")
-    if command == "homesim-calibrate" and importlib.util.find_spec(module) is None:
+    if command == "homesim-calibrate" and not (REPO / "experiments" / "calibrate.py").is_file():
         pytest.skip(f"{module} is not in this checkout yet (written on another branch)")
     return getattr(importlib.import_module(module), attr)
 
