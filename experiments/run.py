@@ -1,4 +1,4 @@
-"""Run a configured experiment: ``python -m experiments.run [overrides]``.
+"""Run a configured experiment: ``homesim [overrides]`` (or ``python -m experiments.run [overrides]``).
 
 Examples::
 
@@ -37,8 +37,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from experiments import cli_help  # noqa: F401 -- registers the resolver the --help template calls
 from experiments import config_store  # noqa: F401 -- registers the schema with Hydra before main() composes
 from experiments.analyses import run_analyses
+from experiments.presets import preset_notes
 from sim.config import ConfigError
 from sim.schema import closest_text
 from sim.outputs import atomic_write_text, charts_done, is_complete, mark_charts_done
@@ -65,6 +67,8 @@ def main(cfg: DictConfig) -> dict | None:
     out = Path(hc.runtime.output_dir)
     # What Hydra has just written into the run directory (not what was there before it ran).
     adopt = tuple(n for n in (".hydra", f"{hc.job.name}.log") if n not in _PREEXISTING.get(str(out), ()))
+    for note in preset_notes(hc.runtime.choices, hc.overrides.task):   # never replaced silently
+        print(note)
     if hc.mode == RunMode.MULTIRUN:
         return sweep_job(cfg, out, adopt)
     if is_complete(out):
@@ -274,6 +278,24 @@ def print_summary(summary: dict, out: Path, charts: list[Path]) -> None:
 
 # ---- misspelt keys ---------------------------------------------------------------------------
 _OWN_CONFIG_FLAGS = ("-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir")
+#: Hydra flags whose value is the next argument (``-sc install=bash``, ``--cfg job``).
+_FLAGS_WITH_VALUE = (*_OWN_CONFIG_FLAGS, "-sc", "--shell-completion", "-c", "--cfg", "-p", "--package",
+                     "--info", "--experimental-rerun")
+#: Flags after which nothing is run: no override needs checking (a completion query must answer fast).
+_NOTHING_RUNS = ("-sc", "--shell-completion", "-h", "--help", "--hydra-help", "--info")
+
+
+def overrides_of(argv: list[str]) -> list[str]:
+    """The ``key=value`` overrides of a command line: flags and the values they take left out."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg.startswith("-"):
+            skip = arg.split("=")[0] in _FLAGS_WITH_VALUE and "=" not in arg
+        else:
+            out.append(arg)
+    return out
 
 
 def unknown_override(argv: list[str]) -> str | None:
@@ -282,8 +304,9 @@ def unknown_override(argv: list[str]) -> str | None:
 
     Group choices (``world=tiny``), appends (``+key``), deletions (``~key``) and ``hydra.*`` keys
     are Hydra's to check. Runs before Hydra creates a run directory, so nothing is left behind."""
-    if any(a.split("=")[0] in _OWN_CONFIG_FLAGS for a in argv):
+    if any(a.split("=")[0] in (*_OWN_CONFIG_FLAGS, *_NOTHING_RUNS) for a in argv):
         return None
+    argv = overrides_of(argv)
     groups = {p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()} | set(config_store.GROUPS)
     choices, keys = [], []
     for arg in argv:
@@ -341,7 +364,10 @@ def preflight(argv: list[str]) -> str | None:
     nothing is): names used in paths that would leave the output root, an explicit
     ``hydra.run.dir``/``hydra.sweep.dir`` that is a file, holds files this project did not write
     (without ``engine.overwrite=true``) or is being written by a live process."""
+    if any(a.split("=")[0] in _NOTHING_RUNS for a in argv):
+        return None
     multirun = any(a in ("-m", "--multirun") for a in argv)
+    argv = overrides_of(argv)
     overwrite = False
     dirs = []
     for arg in argv:
@@ -387,10 +413,18 @@ def preflight(argv: list[str]) -> str | None:
     return None
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``homesim`` console command (and ``python -m experiments.run``): refuse what must be
+    refused before Hydra creates a directory, then compose and run. ``--help`` lists the config
+    groups, options and most used keys (:mod:`experiments.cli_help`); ``-sc install=bash``
+    prints Hydra's bash completion script for ``homesim``."""
     os.environ[PARENT_ENV] = str(os.getpid())    # inherited by sweep workers (watch_parent)
     refused = unknown_override(sys.argv[1:]) or preflight(sys.argv[1:])
     if refused:
         print(refused, file=sys.stderr)
         sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,29 +17,8 @@ from sim.features import context_names
 from sim.logs import ImpressionLog, VisitLog
 from sim.outputs import (RUN_OUTPUTS, atomic_write_text, clear_run_outputs, provenance, write_csv,
                          write_json)
+from sim.progress import make_progress
 from sim.rundir import RunLock, check_run_dir, claim
-
-
-def make_progress(total_minutes: float, enabled: bool):
-    """A tqdm bar over simulated hours showing impressions/s and ETA; None when disabled."""
-    if not enabled:
-        return None, lambda: None
-    from tqdm import tqdm
-
-    bar = tqdm(total=round(total_minutes / 60.0, 2), unit="sim-h", dynamic_ncols=True, mininterval=0.5,
-               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} sim-h [{elapsed}<{remaining}{postfix}]")
-    start = time.perf_counter()
-    state = {"last": 0.0}
-
-    def update(sim_minutes: float, impressions: int) -> None:
-        hours = sim_minutes / 60.0
-        if hours - state["last"] >= 1.0 or sim_minutes >= total_minutes:
-            bar.update(hours - state["last"])
-            state["last"] = hours
-            rate = impressions / max(time.perf_counter() - start, 1e-9)
-            bar.set_postfix_str(f"{impressions:,} impressions, {rate:,.0f} impressions/s")
-
-    return update, bar.close
 
 
 def results_config(config: Mapping[str, Any]) -> dict:
