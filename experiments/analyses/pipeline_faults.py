@@ -42,6 +42,8 @@ from sim.outputs import atomic_write_text, write_csv
 from sim.pipeline.config import FAULT_NAMES, REPAIR_OF
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "experiment" / "pipeline_faults.yaml"
+#: The world preset the experiment selects (``override /world: pipeline_faults``).
+WORLD = CONFIG.parents[1] / "world" / "pipeline_faults.yaml"
 RATES = (0.01, 0.05, 0.2)
 SEEDS = (0, 1, 2)
 #: Faults whose row in the grid turns on the bug they are about (a fallback logged as the policy's).
@@ -54,12 +56,12 @@ MEASURES = ("lift_bias", "ipw_rel_error", "dr_rel_error", "gain_change", "regret
 
 # ---- the grid ------------------------------------------------------------------------------
 def base_config(members: int | None = None, days: float | None = None) -> dict:
-    """The experiment's config (``configs/experiment/pipeline_faults.yaml``) as a plain dict,
-    with its response model (independent: per-tile truth is exact)."""
+    """The experiment's config (``configs/experiment/pipeline_faults.yaml`` and its world preset)
+    as a plain dict, with its response model (independent: per-tile truth is exact)."""
     d = yaml.safe_load(CONFIG.read_text())
     d.pop("hydra", None)
     d.pop("defaults", None)
-    d["world"] = {**d["world"], "response": {"name": "independent"}}
+    d["world"] = {**yaml.safe_load(WORLD.read_text()), "response": {"name": "independent"}}
     if members is not None:
         d["world"]["n_members"] = members
     if days is not None:
