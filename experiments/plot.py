@@ -27,9 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from experiments.plotting import band, finish, percent_axis, plt, save
+from experiments.experiment_plots import experiment_charts
 from experiments.results import (POLICY_KEY, REPLICATE_KEY, aggregate, find_runs, interval_metrics,
-                                 is_run_dir, lift_se, metric_label, paired_differences, read_log,
+                                 is_run_dir, lift_se, load_run, metric_label, paired_differences, read_log,
                                  swept_parameters, sweep_table)
+from experiments.run_plots import (artwork_gain_chart, bin_hours, choice_share_chart, lift_and_gain_panel,
+                                   log_series, lorenz_chart, rebin, regret_rate_chart)
 from sim.metrics import COLUMNS, METRICS, RatioMetric
 from sim.outputs import write_csv
 
@@ -90,7 +93,7 @@ def clustered_standard_errors(run_dir: Path, bucket_minutes: float, n_buckets: i
     return out
 
 
-def _rate_chart(series, metric: type[RatioMetric], path: Path, clustered) -> Path:
+def _rate_chart(series, metric: type[RatioMetric], path: Path, clustered, bin_label: str) -> Path:
     fig, ax = plt.subplots(figsize=(9, 5))
     name = metric.name
     for cell, s in series.items():
@@ -105,16 +108,24 @@ def _rate_chart(series, metric: type[RatioMetric], path: Path, clustered) -> Pat
     by_member = bool(clustered) and all(name in clustered.get(c, {}) for c in series)
     band_text = ("95 % band, members as clusters" if by_member
                  else "95 % band, binomial (ignores within-member correlation)")
-    return finish(fig, ax, path, title=f"{metric.label[0].upper() + metric.label[1:]} ({metric.unit}) over time",
+    return finish(fig, ax, path, title=f"{metric.label[0].upper() + metric.label[1:]} ({metric.unit}) over time, "
+                  f"{bin_label} bins",
                   xlabel="simulated time (days)", ylabel=metric.axis_label(),
                   legend_title=f"cell ({band_text})", fontsize=9, title_fontsize=9)
 
 
 def _lift_chart(metrics: dict, path: Path) -> Path:
+    """Lift of every cell over the control per metric (left) and each cell's artwork gain (right)."""
     lifts = metrics["lift"]
     cells = list(lifts)
-    names = [m for m in interval_metrics(metrics) if cells and m in lifts[cells[0]]]
-    fig, ax = plt.subplots(figsize=(9, 5))
+    # Artwork gain gets its own panel: it is already relative to a random image, not to the control.
+    names = [m for m in interval_metrics(metrics) if cells and m in lifts[cells[0]] and m != "artwork_gain"]
+    with_gain = any(isinstance(c.get("artwork_gain"), dict) for c in metrics["cells"].values())
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5.5), width_ratios=(2.2, 1), squeeze=False) if with_gain \
+        else plt.subplots(figsize=(10, 5.5), squeeze=False)
+    ax = axes[0][0]
+    if with_gain:
+        lift_and_gain_panel(axes[0][1], metrics)
     width = 0.8 / max(len(names), 1)
     x = np.arange(len(cells))
     for j, m in enumerate(names):
@@ -128,7 +139,7 @@ def _lift_chart(metrics: dict, path: Path) -> Path:
     percent_axis(ax)
     return finish(fig, ax, path, title=f"Lift over control cell '{metrics['control']}' "
                   "(95 % CI, per-member delta method)", xlabel="cell", ylabel="lift over the control (relative, %)",
-                  legend_title="metric", grid_axis="y")
+                  legend_title="metric", grid_axis="y", ncol=2, fontsize=8)
 
 
 def _num(v) -> float:
@@ -139,7 +150,8 @@ def _regret_chart(series, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(9, 5))
     for cell, s in series.items():
         ax.plot(s["hour"] / 24.0, s["cumulative_regret"], label=cell, lw=1.8)
-    return finish(fig, ax, path, title="Cumulative expected regret vs the oracle artwork choice",
+    return finish(fig, ax, path, title="Cumulative expected regret vs the oracle artwork choice "
+                  "(grows with the cell's size; regret_per_1k_over_time.png compares cells)",
                   xlabel="simulated time (days)", ylabel="expected quality plays lost (count)",
                   legend_title="cell")
 
@@ -150,15 +162,27 @@ def plot_run(run_dir: Path | str, picture: bool = True, picture_cell: str | None
     charts = run_dir / "charts"
     charts.mkdir(exist_ok=True)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    series = read_series(run_dir)
-    bucket_minutes = 60.0 * float(metrics.get("config", {}).get("engine", {}).get("snapshot_hours", 6.0))
+    engine = metrics.get("config", {}).get("engine", {})
+    snapshot = float(engine.get("snapshot_hours", 6.0))
+    hours = bin_hours(float(engine.get("days", 1.0)), snapshot)
+    series = rebin(read_series(run_dir), snapshot, hours)
     n_buckets = len(next(iter(series.values()))["hour"]) if series else 1
-    clustered = clustered_standard_errors(run_dir, bucket_minutes, n_buckets)
-    out = [_rate_chart(series, m, charts / f"{m.name}_over_time.png", clustered)
+    clustered = clustered_standard_errors(run_dir, 60.0 * hours, n_buckets)
+    label = "daily" if hours == 24 else f"{hours:g}-hour"
+    out = [_rate_chart(series, m, charts / f"{m.name}_over_time.png", clustered, label)
            for m in charted_metrics() if series and m.name in next(iter(series.values()))]
+    if series:
+        from_log = log_series(run_dir, hours, n_buckets)
+        out.append(artwork_gain_chart(series, from_log, charts / "artwork_gain_over_time.png", label))
+        out.append(regret_rate_chart(series, from_log, charts / "regret_per_1k_over_time.png", label))
     out.append(_regret_chart(series, charts / "cumulative_regret.png"))
     if metrics.get("lift"):
         out.append(_lift_chart(metrics, charts / "lift.png"))
+    focal = load_run(run_dir).focal_cell
+    out += [p for p in (choice_share_chart(run_dir, focal, hours, n_buckets, charts / "artwork_choice_share.png"),
+                        lorenz_chart(run_dir, int(metrics.get("config", {}).get("world", {}).get("n_titles", 0)),
+                                     charts / "exposure_lorenz.png", list(metrics["cells"]))) if p is not None]
+    out += experiment_charts(run_dir, metrics, charts)
     if picture:
         from experiments.page_picture import plot_homepage_picture
 
