@@ -25,6 +25,7 @@ from experiments.results import (REPLICATE_KEY, find_runs, interval_metrics, is_
                                  metric_label, paired_differences, swept_parameters, sweep_table)
 from sim.metrics import Z95, metric_class
 from sim.outputs import atomic_write_text
+from experiments.power_notes import underpowered_notes
 from sim.power import mde_from_standard_errors, pilot_icc
 
 ALPHA, POWER = 0.05, 0.8
@@ -39,7 +40,7 @@ def chart_order() -> tuple[str, ...]:
 # ---- a tiny document model rendered to HTML or Markdown ----------------------------------------
 @dataclass
 class Block:
-    kind: str            # heading, text, table, image, code
+    kind: str            # heading, text, warning, table, image, code
     content: Any
     level: int = 2
 
@@ -50,7 +51,8 @@ def render_html(title: str, blocks: list[Block], base: Path) -> str:
            "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}"
            "td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee;"
            "margin:0.5em 0}pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:12px}"
-           ".note{color:#555;font-size:14px}")
+           ".note{color:#555;font-size:14px}.warning{color:#8a4b00;background:#fff4e0;padding:6px 10px;"
+           "border-left:4px solid #e69500;font-size:14px}")
     out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
            f"<style>{css}</style></head><body><h1>{html.escape(title)}</h1>"]
     for b in blocks:
@@ -58,6 +60,8 @@ def render_html(title: str, blocks: list[Block], base: Path) -> str:
             out.append(f"<h{b.level}>{html.escape(b.content)}</h{b.level}>")
         elif b.kind == "text":
             out.append(f"<p class='note'>{html.escape(b.content)}</p>")
+        elif b.kind == "warning":
+            out.append(f"<p class='warning'>{html.escape(b.content)}</p>")
         elif b.kind == "table":
             header, rows = b.content
             out.append("<table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>")
@@ -67,7 +71,7 @@ def render_html(title: str, blocks: list[Block], base: Path) -> str:
             data = base64.b64encode(Path(b.content).read_bytes()).decode("ascii")
             out.append(f"<img alt='{html.escape(Path(b.content).name)}' src='data:image/png;base64,{data}'>")
         elif b.kind == "code":
-            out.append(f"<details><summary>show</summary><pre>{html.escape(b.content)}</pre></details>")
+            out.append(f"<details open><summary>config.yaml</summary><pre>{html.escape(b.content)}</pre></details>")
     out.append("</body></html>")
     return "\n".join(out)
 
@@ -79,6 +83,8 @@ def render_markdown(title: str, blocks: list[Block], base: Path) -> str:
             out += ["#" * b.level + " " + b.content, ""]
         elif b.kind == "text":
             out += [b.content, ""]
+        elif b.kind == "warning":
+            out += [f"> **{b.content}**", ""]
         elif b.kind == "table":
             header, rows = b.content
             out.append("| " + " | ".join(map(str, header)) + " |")
@@ -137,33 +143,80 @@ def run_blocks(run_dir: Path) -> tuple[str, list[Block]]:
                        f"{control}; ranker scope: {m['config'].get('experiment', {}).get('ranker_scope', 'shared')}; "
                        f"package {m.get('package_version')}, commit {m.get('git_commit') or 'unknown'}; "
                        f"run directory {run_dir}")]
-    b.append(Block("heading", "Cells (95 % intervals, members as the randomisation unit)"))
     names = interval_metrics(m)
-    plain = [k for k in ("regret_per_1k_impressions",) if k in next(iter(m["cells"].values()), {})]
+    page = [k for k in names if is_page_metric(k)]
+    # Artwork gain has its own table (with regret): it compares images, not cells.
+    per_impression = [k for k in names if k not in page and k != "artwork_gain"]
+    b.append(Block("heading", "Cells: per-impression metrics (95 % intervals, members as the randomisation unit)"))
     rows = []
     for name, c in m["cells"].items():
         rows.append([name + (" (control)" if name == control else ""), f"{c['members']:,}",
-                     f"{c['impressions']:,}", *(metric_interval(k, c[k]) for k in names),
-                     *("n/a" if c[k] is None else f"{c[k]:.3f}" for k in plain)])
-    b.append(Block("table", (["cell", "members", "impressions", *map(metric_label, names),
-                              *map(metric_label, plain)], rows)))
+                     f"{c['impressions']:,}", *(metric_interval(k, c[k]) for k in per_impression),
+                     ])
+    b.append(Block("table", (["cell", "members", "impressions", *map(metric_label, per_impression)], rows)))
+    b += artwork_gain_blocks(m)
+    if page:
+        b.append(Block("heading", "Cells: page-level metrics (one visit = one session = one page; 95 % intervals)"))
+        b.append(Block("table", (["cell", "visits", *map(metric_label, page)],
+                                 [[name + (" (control)" if name == control else ""), f"{c.get('visits', 0):,}",
+                                   *(metric_interval(k, c[k]) for k in page)] for name, c in m["cells"].items()])))
     if m.get("lift"):
         b.append(Block("heading", f"Lift over {control} (95 % CI and two-sided p-value, per-member delta method)"))
-        rows = []
-        for name, lifts in m["lift"].items():
-            rows.append([name] + [f"{interval(lifts[k], 1, sign=True)}, {p_value(lifts[k].get('p_value'))}"
-                                  for k in names if k in lifts])
-        b.append(Block("table", (["cell"] + [metric_label(k) for k in names if k in lifts], rows)))
+        for group, keys in (("per-impression", per_impression), ("page-level", page)):
+            if not keys:
+                continue
+            rows = []
+            for name, lifts in m["lift"].items():
+                rows.append([name] + [f"{interval(lifts[k], 1, sign=True)}, {p_value(lifts[k].get('p_value'))}"
+                                      if k in lifts else "n/a" for k in keys])
+            b.append(Block("table", ([f"cell ({group})"] + [metric_label(k) for k in keys], rows)))
+        b += warning_blocks(m)
         b += power_blocks(m)
     b += incrementality_blocks(m)
     b.append(Block("heading", "Charts"))
     order = chart_order()
     b += [Block("image", charts / n) for n in order if (charts / n).is_file()]
     b += [Block("image", p) for p in sorted(charts.glob("*.png")) if p.name not in order]
-    b.append(Block("heading", "Resolved config"))
-    b.append(Block("code", (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file()
-                   else yaml.safe_dump(m.get("config", {}), sort_keys=False)))
+    b += config_blocks(run_dir, m, "Resolved config")
     return title, b
+
+
+def is_page_metric(name: str) -> bool:
+    """Page-level metrics are the ones per visit (denominator ``visits``, or over visits with a play)."""
+    cls = metric_class(name)
+    return cls is not None and getattr(cls, "denominator", None) in ("visits", "visits_with_play")
+
+
+def artwork_gain_blocks(m: dict) -> list[Block]:
+    """Each cell's artwork gain (ground truth: the shown images' true take over a random image's on
+    the same impressions) and regret per 1,000 impressions against the oracle image."""
+    cells = {n: c for n, c in m["cells"].items() if isinstance(c.get("artwork_gain"), dict)}
+    if not cells:
+        return []
+    rows = [[n, interval(c["artwork_gain"], 1, sign=True),
+             "n/a" if c.get("regret_per_1k_impressions") is None else f"{c['regret_per_1k_impressions']:.3f}"]
+            for n, c in cells.items()]
+    return [Block("heading", "Artwork gain (true take of the shown images vs a random image's, 95 % CI)"),
+            Block("table", (["cell", "artwork gain", "regret per 1,000 impressions (quality plays)"], rows)),
+            Block("text", "Ground truth only a simulator has: member, title and position effects cancel in the "
+                          "ratio, so it separates artwork policies with much narrower intervals than realised "
+                          "take fractions compared across cells.")]
+
+
+def warning_blocks(m: dict) -> list[Block]:
+    """Lift intervals too wide (or spanning 0) to support a conclusion, with the test's MDE."""
+    notes = underpowered_notes(m)
+    return [Block("heading", "Warnings: intervals that support no conclusion"),
+            *(Block("warning", n) for n in notes)] if notes else []
+
+
+def config_blocks(run_dir: Path, m: dict, heading: str) -> list[Block]:
+    """The run's full resolved config: ``config.yaml`` (every key, defaults included, as the run
+    used it); metrics.json's copy (without execution keys) when the file is missing."""
+    path = run_dir / "config.yaml"
+    text = path.read_text() if path.is_file() else yaml.safe_dump(m.get("config", {}), sort_keys=False)
+    keys = sum(1 for line in text.splitlines() if line.strip() and not line.lstrip().startswith("-"))
+    return [Block("heading", f"{heading} ({keys} keys, defaults included)"), Block("code", text)]
 
 
 def incrementality_blocks(m: dict) -> list[Block]:
