@@ -13,7 +13,10 @@ A run directory gets ``<run>/charts/``:
 A sweep directory gets ``<sweep>/sweep_summary.csv`` (one row per run) and, per swept parameter,
 ``<sweep>/charts/sweep_<parameter>.png``: the take fraction of the policy under test and its lift
 over the control cell against the parameter, one line per policy, with 95 % intervals across
-seeds. Runs of the sweep that have no charts yet get theirs.
+seeds; a sweep over seeds only gets ``sweep_seeds.png`` instead (every cell across seeds, see
+:mod:`experiments.seed_plots`). Runs of the sweep that have no charts yet get theirs.
+Run charts beyond the basic ones are in :mod:`experiments.run_plots` (artwork gain, regret rate,
+choice share, Lorenz curves, daily bins) and :mod:`experiments.experiment_plots` (per experiment).
 """
 from __future__ import annotations
 
@@ -26,13 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.plotting import band, finish, percent_axis, plt, save
 from experiments.experiment_plots import experiment_charts
+from experiments.plotting import band, finish, percent_axis, plt, save
 from experiments.results import (POLICY_KEY, REPLICATE_KEY, aggregate, find_runs, interval_metrics,
                                  is_run_dir, lift_se, load_run, metric_label, paired_differences, read_log,
                                  swept_parameters, sweep_table)
 from experiments.run_plots import (artwork_gain_chart, bin_hours, choice_share_chart, lift_and_gain_panel,
                                    log_series, lorenz_chart, rebin, regret_rate_chart)
+from experiments.seed_plots import seed_sweep_chart
 from sim.metrics import COLUMNS, METRICS, RatioMetric
 from sim.outputs import write_csv
 
@@ -338,6 +342,10 @@ def plot_sweep(sweep_dir: Path | str) -> list[Path]:
     charts = sweep_dir / "charts"
     charts.mkdir(exist_ok=True)
     out = []
+    if params == [REPLICATE_KEY]:
+        # Seeds only: every cell across seeds (no parameter to put on an axis, and no one cell
+        # stands for the experiment).
+        return [seed_sweep_chart(runs, charts / "sweep_seeds.png")]
     for key in sweep_axes(params):
         if key == POLICY_KEY and key not in params:
             for r in rows:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import csv
 import html
 import json
 import math
@@ -21,7 +22,7 @@ from typing import Any
 import yaml
 
 from experiments.plot import charted_metrics, plot_run, plot_sweep
-from experiments.results import (REPLICATE_KEY, find_runs, interval_metrics, is_run_dir, metric_is_percent,
+from experiments.results import (REPLICATE_KEY, aggregate, find_runs, interval_metrics, is_run_dir, metric_is_percent,
                                  metric_label, paired_differences, swept_parameters, sweep_table)
 from sim.metrics import Z95, metric_class
 from sim.outputs import atomic_write_text
@@ -301,11 +302,62 @@ def sweep_blocks(sweep_dir: Path) -> tuple[str, list[Block]]:
         b += power_blocks(first)[:2]
         b.append(Block("text", f"For one run of this sweep ({runs[0].path.name}); with n seeds, the "
                                "across-seed mean has about 1/sqrt(n) of this MDE when the world varies little."))
+    b += every_metric_blocks(runs, rows, params)
+    b += analysis_blocks(sweep_dir)
     b.append(Block("heading", "Charts"))
     b += [Block("image", c) for c in charts]
-    b.append(Block("heading", f"Config of {runs[0].path.name} (the other runs differ in: {', '.join(params)})"))
-    b.append(Block("code", yaml.safe_dump(first.get("config", {}), sort_keys=False)))
+    drawn = {Path(c).name for c in charts}
+    b += [Block("image", p) for p in sorted((sweep_dir / "charts").glob("*.png")) if p.name not in drawn]
+    b += config_blocks(runs[0].path, first, f"Resolved config of {runs[0].path.name} (the other runs "
+                                            f"differ in: {', '.join(params)})")
     return title, b
+
+
+def every_metric_blocks(runs, rows: list[dict], params: list[str]) -> list[Block]:
+    """Every metric with an interval, per run: the policy under test's estimate and its lift (a
+    sweep over parameters), or every cell's mean over seeds with a 95 % t interval (seeds only)."""
+    names = interval_metrics(runs[0].metrics)
+    if params == [REPLICATE_KEY]:
+        table = []
+        for cell in runs[0].metrics["cells"]:
+            line = [cell]
+            for k in names:
+                vals = [r.metrics["cells"][cell][k]["estimate"] for r in runs if cell in r.metrics["cells"]]
+                p = aggregate([v for v in vals], [float("nan")] * len(vals), [str(i) for i in range(len(vals))])
+                line.append("n/a" if p.n_seeds == 0 else
+                            (f"{pct(p.mean)} [{pct(p.low)}, {pct(p.high)}]" if metric_is_percent(k)
+                             else f"{p.mean:.3g} [{p.low:.3g}, {p.high:.3g}]"))
+            table.append(line)
+        return [Block("heading", f"Every metric, every cell: mean over {len(runs)} seeds (95 % t interval across seeds)"),
+                Block("table", (["cell", *map(metric_label, names)], table))]
+    table, lifts = [], []
+    for r in rows:
+        table.append([*(r[k] for k in params), r["cell"],
+                      *(metric_interval(k, {"estimate": r[k], "ci_low": _ci(r, k, -1), "ci_high": _ci(r, k, 1)})
+                        if r.get(k) is not None else "n/a" for k in names)])
+        lifts.append([*(r[k] for k in params), r["cell"],
+                      *(interval({"estimate": r[f"lift_{k}"], "ci_low": r[f"lift_{k}_ci_low"],
+                                  "ci_high": r[f"lift_{k}_ci_high"]}, 1, sign=True) for k in names)])
+    return [Block("heading", "Every metric of the policy under test (95 % intervals, per-member delta method)"),
+            Block("table", ([*params, "cell", *map(metric_label, names)], table)),
+            Block("heading", "Every metric's lift over the control cell (95 % CI)"),
+            Block("table", ([*params, "cell", *map(metric_label, names)], lifts))]
+
+
+def _ci(row: dict, metric: str, side: int) -> float | None:
+    se = row.get(f"{metric}_se")
+    return None if se is None else row[metric] + side * Z95 * se
+
+
+def analysis_blocks(directory: Path) -> list[Block]:
+    """The tables an experiment's analysis wrote into the directory (``*_summary.csv``)."""
+    out = []
+    for path in sorted(directory.glob("*_summary.csv")):
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        if len(rows) >= 2:
+            out += [Block("heading", f"Analysis: {path.name}"), Block("table", (rows[0], rows[1:]))]
+    return out
 
 
 def write_report(directory: Path | str, fmt: str = "html", out: Path | str | None = None) -> Path:
