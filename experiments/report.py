@@ -352,7 +352,7 @@ def _ci(row: dict, metric: str, side: int) -> float | None:
 def analysis_blocks(directory: Path) -> list[Block]:
     """The tables an experiment's analysis wrote into the directory (``*_summary.csv``)."""
     out = []
-    for path in sorted(directory.glob("*_summary.csv")):
+    for path in sorted(p for p in directory.glob("*_summary.csv") if p.name != "sweep_summary.csv"):
         with open(path, newline="") as fh:
             rows = list(csv.reader(fh))
         if len(rows) >= 2:
