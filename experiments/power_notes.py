@@ -66,7 +66,8 @@ def underpowered_notes(metrics: dict, metric: str = SUMMARY_METRIC) -> list[str]
 
 def mde_line(metrics: dict, metric: str = SUMMARY_METRIC) -> str | None:
     """'minimum detectable effect ...' for every non-control cell, one line; None without lifts."""
-    parts = [f"{cell} {cell_mde(metrics, cell, metric):.1%}" for cell in (metrics.get("lift") or {})]
+    mdes = {cell: cell_mde(metrics, cell, metric) for cell in (metrics.get("lift") or {})}
+    parts = [f"{cell} {mde:.1%}" for cell, mde in mdes.items() if math.isfinite(mde)]
     if not parts:
         return None
     return (f"minimum detectable {metric} lift (80 % power, alpha 0.05, this test's members): "

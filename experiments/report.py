@@ -123,6 +123,8 @@ def metric_interval(name: str, d: dict) -> str:
         return "n/a"
     # One decimal for counts like minutes; three significant digits for small numbers.
     fmt = ".1f" if abs(d["estimate"]) >= 10 else ".3g"
+    if d.get("ci_low") is None or d.get("ci_high") is None:
+        return f"{d['estimate']:{fmt}} [n/a]"
     return f"{d['estimate']:{fmt}} [{d['ci_low']:{fmt}}, {d['ci_high']:{fmt}}]"
 
 
@@ -280,8 +282,8 @@ def sweep_blocks(sweep_dir: Path) -> tuple[str, list[Block]]:
     b.append(Block("heading", "Runs (95 % intervals, per-member delta method)"))
     table = []
     for r in rows:
-        tf = {"estimate": r["take_fraction"], "ci_low": r["take_fraction"] - Z95 * r["take_fraction_se"],
-              "ci_high": r["take_fraction"] + Z95 * r["take_fraction_se"]}
+        tf = {"estimate": r["take_fraction"], "ci_low": _ci(r, "take_fraction", -1),
+              "ci_high": _ci(r, "take_fraction", 1)}
         lift = {"estimate": r["lift_take_fraction"], "ci_low": r["lift_take_fraction_ci_low"],
                 "ci_high": r["lift_take_fraction_ci_high"]}
         table.append([*(r[k] for k in params), r["cell"], r["control"], interval(tf),
@@ -345,8 +347,9 @@ def every_metric_blocks(runs, rows: list[dict], params: list[str]) -> list[Block
 
 
 def _ci(row: dict, metric: str, side: int) -> float | None:
-    se = row.get(f"{metric}_se")
-    return None if se is None else row[metric] + side * Z95 * se
+    """One end of a 95 % normal interval from the row's estimate and standard error (None if either is)."""
+    se, est = row.get(f"{metric}_se"), row.get(metric)
+    return None if se is None or est is None else est + side * Z95 * se
 
 
 def analysis_blocks(directory: Path) -> list[Block]:
