@@ -214,10 +214,17 @@ def warning_blocks(m: dict) -> list[Block]:
 
 
 def config_blocks(run_dir: Path, m: dict, heading: str) -> list[Block]:
-    """The run's full resolved config: ``config.yaml`` (every key, defaults included, as the run
-    used it); metrics.json's copy (without execution keys) when the file is missing."""
-    path = run_dir / "config.yaml"
-    text = path.read_text() if path.is_file() else yaml.safe_dump(m.get("config", {}), sort_keys=False)
+    """The run's full resolved config: every key with the value the run used, defaults included
+    (the validated config rebuilt from ``config.yaml``, which for a run started from Python holds
+    only the keys given); the file as it is when it does not validate."""
+    from sim.config import to_dict
+    from sim.ope.runs import run_config
+
+    try:
+        text = yaml.safe_dump(to_dict(run_config(run_dir)), sort_keys=False)
+    except (OSError, ValueError, TypeError):
+        path = run_dir / "config.yaml"
+        text = path.read_text() if path.is_file() else yaml.safe_dump(m.get("config", {}), sort_keys=False)
     keys = sum(1 for line in text.splitlines() if line.strip() and not line.lstrip().startswith("-"))
     return [Block("heading", f"{heading} ({keys} keys, defaults included)"), Block("code", text)]
 
