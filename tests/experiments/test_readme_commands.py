@@ -62,5 +62,7 @@ def test_commands_shown_with_their_output_print_it(results):
 
 def test_every_exemption_names_a_readme_command():
     commands = [c for _, c in readme_commands()]
-    for prefix in {**NOT_RUN, **KNOWN_BROKEN, **TINY_STATUS}:
+    for prefix in {**NOT_RUN, **KNOWN_BROKEN}:
         assert any(c.startswith(prefix) for c in commands), f"stale exemption: {prefix}"
+    for prefix in TINY_STATUS:                  # also the second half of `a && b`
+        assert any(prefix in c for c in commands), f"stale exemption: {prefix}"
