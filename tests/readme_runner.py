@@ -130,11 +130,28 @@ def argv_of(command: str, places: Placeholders) -> list[list[str]]:
     return out
 
 
+def console_scripts() -> dict[str, str]:
+    """pyproject.toml's console commands: name -> ``module:function``."""
+    import tomllib
+
+    path = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    return tomllib.loads(path.read_text()).get("project", {}).get("scripts", {})
+
+
 def run_module(argv: list[str], transcript: bool = False) -> tuple[int, str]:
-    """``python -m <module> args`` in this process; (exit status, output). A ``transcript``
-    (a command the README shows with its output) runs exactly as typed."""
-    assert argv[:2] == ["python", "-m"], argv
-    module, args = argv[2], argv[3:]
+    """``python -m <module> args`` (or a console command of pyproject.toml, whose function is
+    called) in this process; (exit status, output). A ``transcript`` (a command the README shows
+    with its output) runs exactly as typed."""
+    scripts = console_scripts()
+    entry = None
+    if argv[:2] == ["python", "-m"]:
+        module, args = argv[2], argv[3:]
+    elif argv and argv[0] in scripts:
+        entry = scripts[argv[0]]
+        module, args = entry.split(":")[0], argv[1:]
+    else:
+        return 127, f"not run: {' '.join(argv[:3])} is neither `python -m <module>` nor a console command " \
+                    "of pyproject.toml (add it to NOT_RUN in tests/readme_runner.py with a reason)"
     if module == "experiments.run" and not transcript:
         args = tiny(args)
     buf = io.StringIO()
@@ -143,7 +160,13 @@ def run_module(argv: list[str], transcript: bool = False) -> tuple[int, str]:
     code = 0
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
         try:
-            runpy.run_module(module, run_name="__main__", alter_sys=False)
+            if entry is None:
+                runpy.run_module(module, run_name="__main__", alter_sys=False)
+            else:
+                import importlib
+
+                result = getattr(importlib.import_module(module), entry.split(":")[1])()
+                code = result if isinstance(result, int) else 0
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
             if not isinstance(e.code, int) and e.code is not None:
@@ -183,7 +206,7 @@ def main(out: Path, commands: list[tuple[int, str]]) -> None:
             continue
         try:
             argvs = argv_of(command, places)
-        except FileNotFoundError as err:
+        except (FileNotFoundError, ValueError) as err:     # nothing to fill a placeholder; bad quoting
             results.append({"line": line, "command": command, "argv": [], "status": 1, "cpu_seconds": 0.0,
                             "output": str(err)})
             continue
