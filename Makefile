@@ -1,4 +1,5 @@
-# Entry points: `make run` and `make test` (and `make test-quick`, `make smoke`, `make bench`).
+# Entry points: `make run` and `make test` (and `make test-quick`, `make smoke`, `make bench`,
+# `make figures`).
 # They create the virtual environment $(VENV) if it is missing, with the newest of python3.13,
 # python3.12 and python3.11 that runs on this machine, then python3 if it is 3.11 or newer;
 # `make PYTHON=/path/to/python3.x ...` wins. An existing $(VENV) is used as it is.
@@ -20,7 +21,7 @@ SMOKE_VENV  := .venv-smoke
 SMOKE_ARGS  := world=tiny engine.days=0.5 engine.progress=false hydra.run.dir=outputs/smoke
 SMOKE_TESTS := tests/engine/test_imports.py tests/world/test_world.py tests/engine/test_engine.py tests/scale/test_scale.py
 
-.PHONY: run test test-quick smoke bench clean
+.PHONY: run test test-quick smoke bench figures clean
 
 $(PY):
 	@py="$(PYTHON)"; \
@@ -86,6 +87,11 @@ smoke:
 
 bench: $(STAMP)
 	$(PY) -m experiments.bench
+
+# Every figure README.md quotes, into results/figures.json (runs reused from outputs/figures/);
+# then compares README.md with it. `make figures ARGS="--only baselines"` regenerates one source.
+figures: $(STAMP)
+	$(PY) -m experiments.figures $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(SMOKE_VENV) outputs multirun

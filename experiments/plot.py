@@ -13,7 +13,10 @@ A run directory gets ``<run>/charts/``:
 A sweep directory gets ``<sweep>/sweep_summary.csv`` (one row per run) and, per swept parameter,
 ``<sweep>/charts/sweep_<parameter>.png``: the take fraction of the policy under test and its lift
 over the control cell against the parameter, one line per policy, with 95 % intervals across
-seeds. Runs of the sweep that have no charts yet get theirs.
+seeds; a sweep over seeds only gets ``sweep_seeds.png`` instead (every cell across seeds, see
+:mod:`experiments.seed_plots`). Runs of the sweep that have no charts yet get theirs.
+Run charts beyond the basic ones are in :mod:`experiments.run_plots` (artwork gain, regret rate,
+choice share, Lorenz curves, daily bins) and :mod:`experiments.experiment_plots` (per experiment).
 """
 from __future__ import annotations
 
@@ -26,10 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.experiment_plots import experiment_charts
 from experiments.plotting import band, finish, percent_axis, plt, save
 from experiments.results import (POLICY_KEY, REPLICATE_KEY, aggregate, find_runs, interval_metrics,
-                                 is_run_dir, lift_se, metric_label, paired_differences, read_log,
+                                 is_run_dir, lift_se, load_run, metric_label, paired_differences, read_log,
                                  swept_parameters, sweep_table)
+from experiments.run_plots import (artwork_gain_chart, bin_hours, choice_share_chart, lift_and_gain_panel,
+                                   log_series, lorenz_chart, rebin, regret_rate_chart)
+from experiments.seed_plots import seed_sweep_chart
 from sim.metrics import COLUMNS, METRICS, RatioMetric
 from sim.outputs import write_csv
 
@@ -90,7 +97,7 @@ def clustered_standard_errors(run_dir: Path, bucket_minutes: float, n_buckets: i
     return out
 
 
-def _rate_chart(series, metric: type[RatioMetric], path: Path, clustered) -> Path:
+def _rate_chart(series, metric: type[RatioMetric], path: Path, clustered, bin_label: str) -> Path:
     fig, ax = plt.subplots(figsize=(9, 5))
     name = metric.name
     for cell, s in series.items():
@@ -105,16 +112,24 @@ def _rate_chart(series, metric: type[RatioMetric], path: Path, clustered) -> Pat
     by_member = bool(clustered) and all(name in clustered.get(c, {}) for c in series)
     band_text = ("95 % band, members as clusters" if by_member
                  else "95 % band, binomial (ignores within-member correlation)")
-    return finish(fig, ax, path, title=f"{metric.label[0].upper() + metric.label[1:]} ({metric.unit}) over time",
+    return finish(fig, ax, path, title=f"{metric.label[0].upper() + metric.label[1:]} ({metric.unit}) over time, "
+                  f"{bin_label} bins",
                   xlabel="simulated time (days)", ylabel=metric.axis_label(),
                   legend_title=f"cell ({band_text})", fontsize=9, title_fontsize=9)
 
 
 def _lift_chart(metrics: dict, path: Path) -> Path:
+    """Lift of every cell over the control per metric (left) and each cell's artwork gain (right)."""
     lifts = metrics["lift"]
     cells = list(lifts)
-    names = [m for m in interval_metrics(metrics) if cells and m in lifts[cells[0]]]
-    fig, ax = plt.subplots(figsize=(9, 5))
+    # Artwork gain gets its own panel: it is already relative to a random image, not to the control.
+    names = [m for m in interval_metrics(metrics) if cells and m in lifts[cells[0]] and m != "artwork_gain"]
+    with_gain = any(isinstance(c.get("artwork_gain"), dict) for c in metrics["cells"].values())
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5.5), width_ratios=(2.2, 1), squeeze=False) if with_gain \
+        else plt.subplots(figsize=(10, 5.5), squeeze=False)
+    ax = axes[0][0]
+    if with_gain:
+        lift_and_gain_panel(axes[0][1], metrics)
     width = 0.8 / max(len(names), 1)
     x = np.arange(len(cells))
     for j, m in enumerate(names):
@@ -128,7 +143,7 @@ def _lift_chart(metrics: dict, path: Path) -> Path:
     percent_axis(ax)
     return finish(fig, ax, path, title=f"Lift over control cell '{metrics['control']}' "
                   "(95 % CI, per-member delta method)", xlabel="cell", ylabel="lift over the control (relative, %)",
-                  legend_title="metric", grid_axis="y")
+                  legend_title="metric", grid_axis="y", ncol=2, fontsize=8)
 
 
 def _num(v) -> float:
@@ -139,7 +154,8 @@ def _regret_chart(series, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(9, 5))
     for cell, s in series.items():
         ax.plot(s["hour"] / 24.0, s["cumulative_regret"], label=cell, lw=1.8)
-    return finish(fig, ax, path, title="Cumulative expected regret vs the oracle artwork choice",
+    return finish(fig, ax, path, title="Cumulative expected regret vs the oracle artwork choice "
+                  "(grows with the cell's size; regret_per_1k_over_time.png compares cells)",
                   xlabel="simulated time (days)", ylabel="expected quality plays lost (count)",
                   legend_title="cell")
 
@@ -150,15 +166,27 @@ def plot_run(run_dir: Path | str, picture: bool = True, picture_cell: str | None
     charts = run_dir / "charts"
     charts.mkdir(exist_ok=True)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    series = read_series(run_dir)
-    bucket_minutes = 60.0 * float(metrics.get("config", {}).get("engine", {}).get("snapshot_hours", 6.0))
+    engine = metrics.get("config", {}).get("engine", {})
+    snapshot = float(engine.get("snapshot_hours", 6.0))
+    hours = bin_hours(float(engine.get("days", 1.0)), snapshot)
+    series = rebin(read_series(run_dir), snapshot, hours)
     n_buckets = len(next(iter(series.values()))["hour"]) if series else 1
-    clustered = clustered_standard_errors(run_dir, bucket_minutes, n_buckets)
-    out = [_rate_chart(series, m, charts / f"{m.name}_over_time.png", clustered)
+    clustered = clustered_standard_errors(run_dir, 60.0 * hours, n_buckets)
+    label = "daily" if hours == 24 else f"{hours:g}-hour"
+    out = [_rate_chart(series, m, charts / f"{m.name}_over_time.png", clustered, label)
            for m in charted_metrics() if series and m.name in next(iter(series.values()))]
+    if series:
+        from_log = log_series(run_dir, hours, n_buckets)
+        out.append(artwork_gain_chart(series, from_log, charts / "artwork_gain_over_time.png", label))
+        out.append(regret_rate_chart(series, from_log, charts / "regret_per_1k_over_time.png", label))
     out.append(_regret_chart(series, charts / "cumulative_regret.png"))
     if metrics.get("lift"):
         out.append(_lift_chart(metrics, charts / "lift.png"))
+    focal = load_run(run_dir).focal_cell
+    out += [p for p in (choice_share_chart(run_dir, focal, hours, n_buckets, charts / "artwork_choice_share.png"),
+                        lorenz_chart(run_dir, int(metrics.get("config", {}).get("world", {}).get("n_titles", 0)),
+                                     charts / "exposure_lorenz.png", list(metrics["cells"]))) if p is not None]
+    out += experiment_charts(run_dir, metrics, charts)
     if picture:
         from experiments.page_picture import plot_homepage_picture
 
@@ -314,6 +342,10 @@ def plot_sweep(sweep_dir: Path | str) -> list[Path]:
     charts = sweep_dir / "charts"
     charts.mkdir(exist_ok=True)
     out = []
+    if params == [REPLICATE_KEY]:
+        # Seeds only: every cell across seeds (no parameter to put on an axis, and no one cell
+        # stands for the experiment).
+        return [seed_sweep_chart(runs, charts / "sweep_seeds.png")]
     for key in sweep_axes(params):
         if key == POLICY_KEY and key not in params:
             for r in rows:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import csv
 import html
 import json
 import math
@@ -21,10 +22,11 @@ from typing import Any
 import yaml
 
 from experiments.plot import charted_metrics, plot_run, plot_sweep
-from experiments.results import (REPLICATE_KEY, find_runs, interval_metrics, is_run_dir, metric_is_percent,
+from experiments.results import (REPLICATE_KEY, aggregate, find_runs, interval_metrics, is_run_dir, metric_is_percent,
                                  metric_label, paired_differences, swept_parameters, sweep_table)
 from sim.metrics import Z95, metric_class
 from sim.outputs import atomic_write_text
+from experiments.power_notes import underpowered_notes
 from sim.power import mde_from_standard_errors, pilot_icc
 
 ALPHA, POWER = 0.05, 0.8
@@ -39,7 +41,7 @@ def chart_order() -> tuple[str, ...]:
 # ---- a tiny document model rendered to HTML or Markdown ----------------------------------------
 @dataclass
 class Block:
-    kind: str            # heading, text, table, image, code
+    kind: str            # heading, text, warning, table, image, code
     content: Any
     level: int = 2
 
@@ -50,7 +52,8 @@ def render_html(title: str, blocks: list[Block], base: Path) -> str:
            "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}"
            "td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee;"
            "margin:0.5em 0}pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:12px}"
-           ".note{color:#555;font-size:14px}")
+           ".note{color:#555;font-size:14px}.warning{color:#8a4b00;background:#fff4e0;padding:6px 10px;"
+           "border-left:4px solid #e69500;font-size:14px}")
     out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
            f"<style>{css}</style></head><body><h1>{html.escape(title)}</h1>"]
     for b in blocks:
@@ -58,6 +61,8 @@ def render_html(title: str, blocks: list[Block], base: Path) -> str:
             out.append(f"<h{b.level}>{html.escape(b.content)}</h{b.level}>")
         elif b.kind == "text":
             out.append(f"<p class='note'>{html.escape(b.content)}</p>")
+        elif b.kind == "warning":
+            out.append(f"<p class='warning'>{html.escape(b.content)}</p>")
         elif b.kind == "table":
             header, rows = b.content
             out.append("<table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>")
@@ -67,7 +72,7 @@ def render_html(title: str, blocks: list[Block], base: Path) -> str:
             data = base64.b64encode(Path(b.content).read_bytes()).decode("ascii")
             out.append(f"<img alt='{html.escape(Path(b.content).name)}' src='data:image/png;base64,{data}'>")
         elif b.kind == "code":
-            out.append(f"<details><summary>show</summary><pre>{html.escape(b.content)}</pre></details>")
+            out.append(f"<details open><summary>config.yaml</summary><pre>{html.escape(b.content)}</pre></details>")
     out.append("</body></html>")
     return "\n".join(out)
 
@@ -79,6 +84,8 @@ def render_markdown(title: str, blocks: list[Block], base: Path) -> str:
             out += ["#" * b.level + " " + b.content, ""]
         elif b.kind == "text":
             out += [b.content, ""]
+        elif b.kind == "warning":
+            out += [f"> **{b.content}**", ""]
         elif b.kind == "table":
             header, rows = b.content
             out.append("| " + " | ".join(map(str, header)) + " |")
@@ -116,6 +123,8 @@ def metric_interval(name: str, d: dict) -> str:
         return "n/a"
     # One decimal for counts like minutes; three significant digits for small numbers.
     fmt = ".1f" if abs(d["estimate"]) >= 10 else ".3g"
+    if d.get("ci_low") is None or d.get("ci_high") is None:
+        return f"{d['estimate']:{fmt}} [n/a]"
     return f"{d['estimate']:{fmt}} [{d['ci_low']:{fmt}}, {d['ci_high']:{fmt}}]"
 
 
@@ -137,33 +146,87 @@ def run_blocks(run_dir: Path) -> tuple[str, list[Block]]:
                        f"{control}; ranker scope: {m['config'].get('experiment', {}).get('ranker_scope', 'shared')}; "
                        f"package {m.get('package_version')}, commit {m.get('git_commit') or 'unknown'}; "
                        f"run directory {run_dir}")]
-    b.append(Block("heading", "Cells (95 % intervals, members as the randomisation unit)"))
     names = interval_metrics(m)
-    plain = [k for k in ("regret_per_1k_impressions",) if k in next(iter(m["cells"].values()), {})]
+    page = [k for k in names if is_page_metric(k)]
+    # Artwork gain has its own table (with regret): it compares images, not cells.
+    per_impression = [k for k in names if k not in page and k != "artwork_gain"]
+    b.append(Block("heading", "Cells: per-impression metrics (95 % intervals, members as the randomisation unit)"))
     rows = []
     for name, c in m["cells"].items():
         rows.append([name + (" (control)" if name == control else ""), f"{c['members']:,}",
-                     f"{c['impressions']:,}", *(metric_interval(k, c[k]) for k in names),
-                     *("n/a" if c[k] is None else f"{c[k]:.3f}" for k in plain)])
-    b.append(Block("table", (["cell", "members", "impressions", *map(metric_label, names),
-                              *map(metric_label, plain)], rows)))
+                     f"{c['impressions']:,}", *(metric_interval(k, c[k]) for k in per_impression),
+                     ])
+    b.append(Block("table", (["cell", "members", "impressions", *map(metric_label, per_impression)], rows)))
+    b += artwork_gain_blocks(m)
+    if page:
+        b.append(Block("heading", "Cells: page-level metrics (one visit = one session = one page; 95 % intervals)"))
+        b.append(Block("table", (["cell", "visits", *map(metric_label, page)],
+                                 [[name + (" (control)" if name == control else ""), f"{c.get('visits', 0):,}",
+                                   *(metric_interval(k, c[k]) for k in page)] for name, c in m["cells"].items()])))
     if m.get("lift"):
         b.append(Block("heading", f"Lift over {control} (95 % CI and two-sided p-value, per-member delta method)"))
-        rows = []
-        for name, lifts in m["lift"].items():
-            rows.append([name] + [f"{interval(lifts[k], 1, sign=True)}, {p_value(lifts[k].get('p_value'))}"
-                                  for k in names if k in lifts])
-        b.append(Block("table", (["cell"] + [metric_label(k) for k in names if k in lifts], rows)))
+        for group, keys in (("per-impression", per_impression), ("page-level", page)):
+            if not keys:
+                continue
+            rows = []
+            for name, lifts in m["lift"].items():
+                rows.append([name] + [f"{interval(lifts[k], 1, sign=True)}, {p_value(lifts[k].get('p_value'))}"
+                                      if k in lifts else "n/a" for k in keys])
+            b.append(Block("table", ([f"cell ({group})"] + [metric_label(k) for k in keys], rows)))
+        b += warning_blocks(m)
         b += power_blocks(m)
     b += incrementality_blocks(m)
     b.append(Block("heading", "Charts"))
     order = chart_order()
     b += [Block("image", charts / n) for n in order if (charts / n).is_file()]
     b += [Block("image", p) for p in sorted(charts.glob("*.png")) if p.name not in order]
-    b.append(Block("heading", "Resolved config"))
-    b.append(Block("code", (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file()
-                   else yaml.safe_dump(m.get("config", {}), sort_keys=False)))
+    b += config_blocks(run_dir, m, "Resolved config")
     return title, b
+
+
+def is_page_metric(name: str) -> bool:
+    """Page-level metrics are the ones per visit (denominator ``visits``, or over visits with a play)."""
+    cls = metric_class(name)
+    return cls is not None and getattr(cls, "denominator", None) in ("visits", "visits_with_play")
+
+
+def artwork_gain_blocks(m: dict) -> list[Block]:
+    """Each cell's artwork gain (ground truth: the shown images' true take over a random image's on
+    the same impressions) and regret per 1,000 impressions against the oracle image."""
+    cells = {n: c for n, c in m["cells"].items() if isinstance(c.get("artwork_gain"), dict)}
+    if not cells:
+        return []
+    rows = [[n, interval(c["artwork_gain"], 1, sign=True),
+             "n/a" if c.get("regret_per_1k_impressions") is None else f"{c['regret_per_1k_impressions']:.3f}"]
+            for n, c in cells.items()]
+    return [Block("heading", "Artwork gain (true take of the shown images vs a random image's, 95 % CI)"),
+            Block("table", (["cell", "artwork gain", "regret per 1,000 impressions (quality plays)"], rows)),
+            Block("text", "Ground truth only a simulator has: member, title and position effects cancel in the "
+                          "ratio, so it separates artwork policies with much narrower intervals than realised "
+                          "take fractions compared across cells.")]
+
+
+def warning_blocks(m: dict) -> list[Block]:
+    """Lift intervals too wide (or spanning 0) to support a conclusion, with the test's MDE."""
+    notes = underpowered_notes(m)
+    return [Block("heading", "Warnings: intervals that support no conclusion"),
+            *(Block("warning", n) for n in notes)] if notes else []
+
+
+def config_blocks(run_dir: Path, m: dict, heading: str) -> list[Block]:
+    """The run's full resolved config: every key with the value the run used, defaults included
+    (the validated config rebuilt from ``config.yaml``, which for a run started from Python holds
+    only the keys given); the file as it is when it does not validate."""
+    from sim.config import to_dict
+    from sim.ope.runs import run_config
+
+    try:
+        text = yaml.safe_dump(to_dict(run_config(run_dir)), sort_keys=False)
+    except (OSError, ValueError, TypeError):
+        path = run_dir / "config.yaml"
+        text = path.read_text() if path.is_file() else yaml.safe_dump(m.get("config", {}), sort_keys=False)
+    keys = sum(1 for line in text.splitlines() if line.strip() and not line.lstrip().startswith("-"))
+    return [Block("heading", f"{heading} ({keys} keys, defaults included)"), Block("code", text)]
 
 
 def incrementality_blocks(m: dict) -> list[Block]:
@@ -226,8 +289,8 @@ def sweep_blocks(sweep_dir: Path) -> tuple[str, list[Block]]:
     b.append(Block("heading", "Runs (95 % intervals, per-member delta method)"))
     table = []
     for r in rows:
-        tf = {"estimate": r["take_fraction"], "ci_low": r["take_fraction"] - Z95 * r["take_fraction_se"],
-              "ci_high": r["take_fraction"] + Z95 * r["take_fraction_se"]}
+        tf = {"estimate": r["take_fraction"], "ci_low": _ci(r, "take_fraction", -1),
+              "ci_high": _ci(r, "take_fraction", 1)}
         lift = {"estimate": r["lift_take_fraction"], "ci_low": r["lift_take_fraction_ci_low"],
                 "ci_high": r["lift_take_fraction_ci_high"]}
         table.append([*(r[k] for k in params), r["cell"], r["control"], interval(tf),
@@ -248,11 +311,63 @@ def sweep_blocks(sweep_dir: Path) -> tuple[str, list[Block]]:
         b += power_blocks(first)[:2]
         b.append(Block("text", f"For one run of this sweep ({runs[0].path.name}); with n seeds, the "
                                "across-seed mean has about 1/sqrt(n) of this MDE when the world varies little."))
+    b += every_metric_blocks(runs, rows, params)
+    b += analysis_blocks(sweep_dir)
     b.append(Block("heading", "Charts"))
     b += [Block("image", c) for c in charts]
-    b.append(Block("heading", f"Config of {runs[0].path.name} (the other runs differ in: {', '.join(params)})"))
-    b.append(Block("code", yaml.safe_dump(first.get("config", {}), sort_keys=False)))
+    drawn = {Path(c).name for c in charts}
+    b += [Block("image", p) for p in sorted((sweep_dir / "charts").glob("*.png")) if p.name not in drawn]
+    b += config_blocks(runs[0].path, first, f"Resolved config of {runs[0].path.name} (the other runs "
+                                            f"differ in: {', '.join(params)})")
     return title, b
+
+
+def every_metric_blocks(runs, rows: list[dict], params: list[str]) -> list[Block]:
+    """Every metric with an interval, per run: the policy under test's estimate and its lift (a
+    sweep over parameters), or every cell's mean over seeds with a 95 % t interval (seeds only)."""
+    names = interval_metrics(runs[0].metrics)
+    if params == [REPLICATE_KEY]:
+        table = []
+        for cell in runs[0].metrics["cells"]:
+            line = [cell]
+            for k in names:
+                vals = [r.metrics["cells"][cell][k]["estimate"] for r in runs if cell in r.metrics["cells"]]
+                p = aggregate([v for v in vals], [float("nan")] * len(vals), [str(i) for i in range(len(vals))])
+                line.append("n/a" if p.n_seeds == 0 else
+                            (f"{pct(p.mean)} [{pct(p.low)}, {pct(p.high)}]" if metric_is_percent(k)
+                             else f"{p.mean:.3g} [{p.low:.3g}, {p.high:.3g}]"))
+            table.append(line)
+        return [Block("heading", f"Every metric, every cell: mean over {len(runs)} seeds (95 % t interval across seeds)"),
+                Block("table", (["cell", *map(metric_label, names)], table))]
+    table, lifts = [], []
+    for r in rows:
+        table.append([*(r[k] for k in params), r["cell"],
+                      *(metric_interval(k, {"estimate": r[k], "ci_low": _ci(r, k, -1), "ci_high": _ci(r, k, 1)})
+                        if r.get(k) is not None else "n/a" for k in names)])
+        lifts.append([*(r[k] for k in params), r["cell"],
+                      *(interval({"estimate": r[f"lift_{k}"], "ci_low": r[f"lift_{k}_ci_low"],
+                                  "ci_high": r[f"lift_{k}_ci_high"]}, 1, sign=True) for k in names)])
+    return [Block("heading", "Every metric of the policy under test (95 % intervals, per-member delta method)"),
+            Block("table", ([*params, "cell", *map(metric_label, names)], table)),
+            Block("heading", "Every metric's lift over the control cell (95 % CI)"),
+            Block("table", ([*params, "cell", *map(metric_label, names)], lifts))]
+
+
+def _ci(row: dict, metric: str, side: int) -> float | None:
+    """One end of a 95 % normal interval from the row's estimate and standard error (None if either is)."""
+    se, est = row.get(f"{metric}_se"), row.get(metric)
+    return None if se is None or est is None else est + side * Z95 * se
+
+
+def analysis_blocks(directory: Path) -> list[Block]:
+    """The tables an experiment's analysis wrote into the directory (``*_summary.csv``)."""
+    out = []
+    for path in sorted(p for p in directory.glob("*_summary.csv") if p.name != "sweep_summary.csv"):
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        if len(rows) >= 2:
+            out += [Block("heading", f"Analysis: {path.name}"), Block("table", (rows[0], rows[1:]))]
+    return out
 
 
 def write_report(directory: Path | str, fmt: str = "html", out: Path | str | None = None) -> Path:

@@ -272,6 +272,8 @@ def print_summary(summary: dict, out: Path, charts: list[Path]) -> None:
               f"{_or_nan(regret):>11.3f}{_or_nan(gain):>+14.1%}")
     for path, why in summary.get("undefined", {}).items():
         print(f"undefined: {path} ({why})")
+    from experiments.power_notes import mde_line, underpowered_notes
+    print("\n".join(underpowered_notes(summary) or filter(None, [mde_line(summary)])))
     print(f"\nresults: {out}/metrics.json, {out}/timeseries.csv, logs in {out}/logs")
     print("charts:  " + ", ".join(str(c) for c in charts))
 

@@ -162,7 +162,10 @@ def analyze(run_dir: Path) -> list[Path]:
     paths = [run_dir / "clickbait_loop.csv", run_dir / "clickbait_loop_summary.csv"]
     write_csv(paths[0], rows)
     write_csv(paths[1], summary)
-    return paths
+    from experiments.analysis_plots import clickbait_loop_chart
+
+    (run_dir / "charts").mkdir(exist_ok=True)
+    return paths + [clickbait_loop_chart(rows, run_dir / "charts" / "clickbait_loop.png")]
 
 
 def main(argv: list[str] | None = None) -> None:

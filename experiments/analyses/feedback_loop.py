@@ -208,33 +208,9 @@ def _summary(daily: list[dict], bias: list[dict]) -> list[dict]:
 
 
 def _chart(daily: list[dict], n_seeds: int, path: Path) -> Path:
-    cells = sorted({r["cell"] for r in daily})
-    arms = sorted({c.split(".")[0] for c in cells})
-    colors = dict(zip(arms, plt.cm.tab10.colors))
-    fig, axes = plt.subplots(2, 4, figsize=(20, 9), sharex=True)
-    for ax, (key, title, ylabel) in zip(axes.ravel(), METRICS):
-        for c in cells:
-            arm, _, policy = c.partition(".")
-            days = sorted({r["day"] for r in daily if r["cell"] == c})
-            stats = [mean_se([r[key] for r in daily if r["cell"] == c and r["day"] == d]) for d in days]
-            mean = np.array([s[0] for s in stats])
-            se = np.nan_to_num(np.array([s[1] for s in stats]))
-            ls = "--" if policy == "lints" else "-"
-            ax.plot(days, mean, ls, color=colors[arm], label=c, lw=1.6)
-            if n_seeds > 1:
-                band(ax, days, mean, se, colors[arm], alpha=0.12)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("simulated time (days)")
-        ax.set_ylabel(ylabel, fontsize=9)
-        if metric_is_percent(key):          # metrics of the metric table keep its formatting
-            percent_axis(ax)
-        ax.tick_params(labelbottom=True)
-        ax.grid()
-    axes[0, 0].legend(fontsize=7, ncol=2, title="ranker.policy (dashed: lints)", title_fontsize=7)
-    how = f"mean over {n_seeds} seeds, 95 % band" if n_seeds > 1 else "one seed"
-    fig.suptitle(f"Feedback loop: exposure concentration, diversity and ranker drift per day ({how})")
-    fig.tight_layout()
-    return save(fig, path, dpi=100)
+    from experiments.analysis_plots import feedback_loop_chart
+
+    return feedback_loop_chart(daily, n_seeds, path, METRICS)
 
 
 def main(argv: list[str] | None = None) -> None:

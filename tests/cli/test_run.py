@@ -185,9 +185,10 @@ def test_plot_run_writes_six_readable_charts(run):
     from experiments.plot import plot_run
 
     charts = plot_run(run[0])
-    assert sorted(p.name for p in charts) == ["ctr_over_time.png", "cumulative_regret.png",
-                                              "homepage.png", "lift.png",
-                                              "take_fraction_over_time.png",
+    assert sorted(p.name for p in charts) == ["artwork_choice_share.png", "artwork_gain_over_time.png",
+                                              "ctr_over_time.png", "cumulative_regret.png",
+                                              "exposure_lorenz.png", "homepage.png", "lift.png",
+                                              "regret_per_1k_over_time.png", "take_fraction_over_time.png",
                                               "visit_success_rate_over_time.png"]
     for p in charts:
         assert p.parent == run[0] / "charts" and p.stat().st_size > 10_000, p
@@ -224,7 +225,7 @@ def test_run_cli_runs_then_skips_a_completed_directory(tmp_path):
     assert f"results: {out}/metrics.json" in done.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["complete"] is True and sorted(metrics["cells"]) == sorted(CELLS)
-    assert len(list((out / "charts").glob("*.png"))) == 6   # five charts and the homepage picture
+    assert len(list((out / "charts").glob("*.png"))) == 10  # nine charts and the homepage picture
     before = (out / "metrics.json").read_bytes()
     again = cli(*args)
     assert again.returncode == 0, again.stderr

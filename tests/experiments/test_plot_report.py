@@ -45,6 +45,12 @@ def run_dir(tmp_path_factory):
     return out
 
 
+#: Every chart of a baselines run, in the order experiments.plot prints them.
+RUN_CHARTS = ["ctr_over_time.png", "take_fraction_over_time.png", "visit_success_rate_over_time.png",
+              "artwork_gain_over_time.png", "regret_per_1k_over_time.png", "cumulative_regret.png", "lift.png",
+              "artwork_choice_share.png", "exposure_lorenz.png", "homepage.png"]
+
+
 def assert_readable_png(path, min_bytes: int = 10_000):
     assert path.is_file() and path.stat().st_size > min_bytes, path
     img = mpimg.imread(path)
@@ -56,8 +62,7 @@ def assert_readable_png(path, min_bytes: int = 10_000):
 @pytest.mark.slow
 def test_plot_cli_on_a_run_writes_every_chart_and_the_homepage_picture(run_dir, capsys):
     plot_main([str(run_dir)])
-    names = ["ctr_over_time.png", "take_fraction_over_time.png", "visit_success_rate_over_time.png",
-             "cumulative_regret.png", "lift.png", "homepage.png"]
+    names = RUN_CHARTS
     assert [p.rsplit("/", 1)[-1] for p in capsys.readouterr().out.split()] == names
     for name in names:
         assert_readable_png(run_dir / "charts" / name)
@@ -107,7 +112,7 @@ def test_report_of_a_run_is_self_contained_html_with_table_power_and_charts(run_
                    "design effect"):
         assert needle in text, needle
     images = re.findall(r"<img [^>]*src='([^']*)'", text)
-    assert len(images) == 6 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert len(images) == len(RUN_CHARTS) and all(src.startswith("data:image/png;base64,") for src in images)
     assert "src='charts/" not in text and "http" not in text.split("<body>")[1]
     for cell in CELLS:
         assert f"<td>{cell}" in text
@@ -117,7 +122,7 @@ def test_markdown_report_links_charts_that_exist(run_dir, tmp_path):
     path = write_report(run_dir, "md")
     text = path.read_text()
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
-    assert len(links) == 6 and all((path.parent / link).is_file() for link in links)
+    assert len(links) == len(RUN_CHARTS) and all((path.parent / link).is_file() for link in links)
     elsewhere = write_report(run_dir, "md", tmp_path / "r.md")
     assert all((elsewhere.parent / link).is_file()
                for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", elsewhere.read_text()))
@@ -202,3 +207,146 @@ def test_power_plan_from_a_pilot_run(run_dir, capsys):
     main(["--pilot", str(run_dir), "--members", "100000", "--metric", "ctr"])
     out = capsys.readouterr().out
     assert "cell uniform, ctr" in out and "100,000 members" in out and "MDE at 80% power" in out
+
+
+# ---- charts that answer the question (issue #18) -----------------------------------------------
+def test_long_runs_are_charted_in_daily_bins_and_rebinning_keeps_the_sums():
+    from experiments.run_plots import bin_hours, rebin
+
+    assert bin_hours(1.0, 6.0) == 6.0 and bin_hours(3.0, 6.0) == 6.0
+    assert bin_hours(14.0, 6.0) == 24.0 and bin_hours(14.0, 24.0) == 24.0 and bin_hours(10.0, 5.0) == 25.0
+    hours = np.arange(1, 9) * 6.0                                   # 2 days of 6-hour buckets
+    s = {"hour": hours, "impressions": np.full(8, 100.0), "clicks": np.arange(8.0),
+         "quality_plays": np.ones(8), "expected_take": np.full(8, 2.0), "oracle_take": np.full(8, 3.0),
+         "cumulative_regret": np.cumsum(np.ones(8))}
+    daily = rebin({"a": s}, 6.0, 24.0)["a"]
+    assert daily["hour"].tolist() == [24.0, 48.0]
+    assert daily["clicks"].tolist() == [0 + 1 + 2 + 3, 4 + 5 + 6 + 7]
+    assert daily["ctr"].tolist() == pytest.approx([6 / 400, 22 / 400])
+    assert daily["ctr_se"][0] == pytest.approx(math.sqrt(6 / 400 * (1 - 6 / 400) / 400))
+    assert daily["cumulative_regret"].tolist() == [4.0, 8.0]
+
+
+def test_clustered_ratio_is_the_per_member_delta_method():
+    from experiments.run_plots import clustered_ratio
+
+    rng = np.random.default_rng(3)
+    member = rng.integers(0, 40, 600)
+    bucket = rng.integers(0, 3, 600)
+    y, x = rng.random(600), rng.random(600) + 0.5
+    ratio, se = clustered_ratio(y, x, member, bucket, 3)
+    for b in range(3):                      # written out: sums per member, then the delta method
+        ys = np.array([y[(member == m) & (bucket == b)].sum() for m in range(40)])
+        xs = np.array([x[(member == m) & (bucket == b)].sum() for m in range(40)])
+        keep = [m for m in range(40) if ((member == m) & (bucket == b)).any()]
+        ys, xs = ys[keep], xs[keep]
+        r = ys.sum() / xs.sum()
+        k = len(keep)
+        direct = math.sqrt(((ys - r * xs) ** 2).sum() * k / (k - 1)) / xs.sum()
+        assert ratio[b] == pytest.approx(r) and se[b] == pytest.approx(direct)
+
+
+def test_image_changes_compare_with_the_image_the_member_saw_last_for_that_title():
+    from experiments.experiment_plots import image_changes
+
+    member = np.array([0, 0, 0, 1, 0, 1])
+    title = np.array([5, 5, 6, 5, 5, 5])
+    time = np.array([1.0, 2.0, 3.0, 1.5, 4.0, 0.5])
+    artwork = np.array([10, 11, 20, 10, 11, 10])
+    repeat, changed = image_changes(member, title, time, artwork)
+    assert repeat.tolist() == [False, True, False, True, True, False]
+    assert changed.tolist() == [False, True, False, False, False, False]
+
+
+def _metrics_with_lift(lo: float, hi: float) -> dict:
+    cell = {"take_fraction": {"estimate": 0.01, "se": 0.001, "ci_low": 0.008, "ci_high": 0.012},
+            "artwork_gain": {"estimate": 0.1, "se": 0.01, "ci_low": 0.08, "ci_high": 0.12}}
+    return {"control": "a", "cells": {"a": cell, "b": cell},
+            "lift": {"b": {"take_fraction": {"estimate": (lo + hi) / 2, "ci_low": lo, "ci_high": hi}}}}
+
+
+def test_wide_or_null_intervals_are_flagged_with_the_minimum_detectable_effect():
+    from experiments.power_notes import underpowered_notes
+
+    notes = underpowered_notes(_metrics_with_lift(-0.3, 0.6))
+    # MDE of two cells with relative standard error 0.1 each, by hand: (z_0.975 + z_0.8) * sqrt(0.02)
+    mde = math.expm1((1.959964 + 0.841621) * math.sqrt(0.1 ** 2 + 0.1 ** 2))
+    assert "too wide to support a conclusion" in notes[0] and f"{mde:.1%}" in notes[0]
+    assert "includes 0" in underpowered_notes(_metrics_with_lift(-0.02, 0.05))[0]
+    assert underpowered_notes(_metrics_with_lift(0.04, 0.12)) == []
+
+
+def test_report_shows_artwork_gain_page_metrics_warnings_and_the_full_config(run_dir):
+    from html.parser import HTMLParser
+
+    class Outline(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.stack, self.headings, self.tables, self.pre = [], [], 0, ""
+
+        def handle_starttag(self, tag, attrs):
+            if tag not in ("img", "meta", "br"):
+                self.stack.append(tag)
+            self.tables += tag == "table"
+
+        def handle_endtag(self, tag):
+            assert self.stack and self.stack[-1] == tag, (tag, self.stack[-3:])   # well nested
+            self.stack.pop()
+
+        def handle_data(self, data):
+            if self.stack and self.stack[-1] in ("h2", "h3"):
+                self.headings.append(data)
+            if self.stack and self.stack[-1] == "pre":
+                self.pre += data
+
+    text = write_report(run_dir).read_text()
+    outline = Outline()
+    outline.feed(text)
+    assert outline.stack == []
+    joined = "\n".join(outline.headings)
+    for needle in ("Artwork gain", "page-level metrics", "Lift over uniform", "Resolved config"):
+        assert needle in joined, needle
+    # The tiny run's lifts are far too wide: the report says so, with the MDE.
+    assert "Warnings: intervals that support no conclusion" in joined
+    assert "minimum detectable effect of this test" in text
+    # Every key, defaults included: keys the test's config never set are there.
+    for key in ("visit_rate_sigma:", "snapshot_hours:", "session_scroll_continue:", "position_exponent:"):
+        assert key in outline.pre, key
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for cell in CELLS:
+        gain = metrics["cells"][cell]["artwork_gain"]["estimate"]
+        assert f"<td>{gain:+.1%}" in text
+    assert "<th>visit success rate</th>" in text and "<th>time to first play</th>" in text
+
+
+def test_report_renders_in_a_headless_browser(run_dir, tmp_path):
+    import shutil
+
+    browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    if browser is None:
+        pytest.skip("no headless Chromium installed (chromium, chromium-browser or google-chrome on PATH)")
+    import subprocess
+
+    path = write_report(run_dir)
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}",
+                           "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = done.stdout
+    assert dom.count("<img") == len(RUN_CHARTS) and "Artwork gain" in dom and "<table" in dom
+
+
+@pytest.mark.slow
+def test_a_seed_only_sweep_charts_every_cell_across_seeds(tmp_path):
+    from experiments.plot import plot_sweep
+
+    for seed in (0, 1):
+        cfg = baselines_config(seed)
+        cfg["engine"].update(days=0.5, log_impressions=False)
+        run_experiment(cfg, tmp_path / f"seed{seed}")
+    charts = plot_sweep(tmp_path)
+    assert [c.name for c in charts] == ["sweep_seeds.png"]
+    assert_readable_png(charts[0])
+    text = write_report(tmp_path, "md").read_text()
+    assert "Every metric, every cell: mean over 2 seeds" in text
+    for cell in CELLS:
+        assert f"| {cell} |" in text

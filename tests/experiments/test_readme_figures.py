@@ -1,0 +1,36 @@
+"""README figures: every number README.md marks (``<!--fig:KEY-->`` or ``<!-- figure: KEY -->``)
+equals ``results/figures.json``, which ``make figures`` regenerates (experiments/figures.py)."""
+from __future__ import annotations
+
+import json
+
+from experiments.figures import README, RESULTS, SOURCES, differences, load_results, readme_figures
+
+
+def test_readme_quotes_exactly_the_regenerated_figures():
+    results = load_results()
+    marked = readme_figures(README.read_text())
+    assert len(marked) >= 17, "README.md lost its figure markers"
+    assert differences(README.read_text(), results) == []
+
+
+def test_every_figure_in_the_results_file_comes_from_a_registered_source_and_is_quoted():
+    results = json.loads(RESULTS.read_text())
+    assert {f["source"] for f in results.values()} <= set(SOURCES)
+    quoted = {key for _, key, _ in readme_figures(README.read_text())}
+    assert set(results) - quoted == set(), "figures regenerated but quoted nowhere (stale keys)"
+
+
+def test_a_changed_number_or_an_unknown_key_is_reported_with_its_line():
+    results = {"a.b": {"text": "1.5 %", "source": "baselines", "command": "make figures"},
+               "t": {"text": "| x |\n|---|\n| 1 |\n", "source": "baselines", "command": "make figures"}}
+    ok = "x <!--fig:a.b-->1.5 %<!--/fig--> y\n\n<!-- figure: t -->\n| x |\n|---|\n| 1 |\n\nz\n"
+    assert differences(ok, results) == []
+    stale = ok.replace("1.5 %", "1.6 %")
+    assert [d.split(":")[1] for d in differences(stale, results)] == ["1"]
+    table = ok.replace("| 1 |", "| 2 |")
+    assert len(differences(table, results)) == 1 and "'t'" in differences(table, results)[0]
+    unknown = ok + "<!--fig:c.d-->3<!--/fig-->\n"
+    assert "not in figures.json" in differences(unknown, results)[0]
+    fenced = "<!-- figure: s -->\n```\nline 1\nline 2\n```\n"
+    assert readme_figures(fenced) == [(1, "s", "line 1\nline 2\n")]
