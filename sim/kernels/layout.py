@@ -21,12 +21,10 @@ def _insert(buf_title, buf_score, row, filled, k, title, score):
     if filled == k and not (score > buf_score[row, k - 1]):
         return filled
     p = filled if filled < k else k - 1
-    while p > 0 and buf_score[row, p - 1] < score:
+    while p > 0 and buf_score[row, p - 1] < score:     # shift worse entries down one
+        buf_score[row, p] = buf_score[row, p - 1]
+        buf_title[row, p] = buf_title[row, p - 1]
         p -= 1
-    last = filled if filled < k else k - 1
-    for q in range(last, p, -1):
-        buf_title[row, q] = buf_title[row, q - 1]
-        buf_score[row, q] = buf_score[row, q - 1]
     buf_title[row, p] = title
     buf_score[row, p] = score
     return filled + 1 if filled < k else k
