@@ -40,3 +40,13 @@ def count_visits(per_member, series, column_member, column_series, rows, bucket,
     for i in range(rows.shape[0]):
         per_member[rows[i], column_member] += 1.0
         series[bucket[i], cell[i], column_series] += 1.0
+
+
+@kernel
+def scatter_add(target, rows, values):
+    """``target[rows[i], k] += values[i, k]`` for k < values.shape[1], i in order (repeated rows
+    add up, as ``np.add.at`` does)."""
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        for k in range(values.shape[1]):
+            target[r, k] += values[i, k]

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.kernels.accumulate import accumulate, count_visits
+from sim.kernels.accumulate import accumulate, count_visits, scatter_add
 from sim.metrics.intervals import interval, lift_interval
 from sim.metrics.table import (CELL_TOTALS, COLUMNS, MEMBER_COLUMNS, SERIES_COLUMNS, Metric, RatioMetric,
                                all_metrics, metric_class)
@@ -192,9 +192,6 @@ def undefined_reasons(summary: dict, control: str) -> dict[str, str]:
 
 
 def scatter_add_rows(target: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
-    """``target[rows[i], :k] += values[i]`` with repeated rows, for C-contiguous 2-D ``target``.
-
-    A 1-D ``np.add.at`` on flat indices is several times faster than the 2-D form."""
-    width, k = target.shape[1], values.shape[1]
-    flat = (rows.astype(np.int64)[:, None] * width + np.arange(k)).ravel()
-    np.add.at(target.reshape(-1), flat, values.ravel())
+    """``target[rows[i], :k] += values[i]`` with repeated rows, for C-contiguous 2-D ``target``
+    (compiled; rows added in order, as ``np.add.at`` does)."""
+    scatter_add(target, np.asarray(rows, dtype=np.int64), np.ascontiguousarray(values))
