@@ -383,6 +383,7 @@ class GenreIndex:
         counts = np.bincount(catalog.primary_genre, minlength=G)
         self.order = np.argsort(catalog.primary_genre, kind="stable")
         self.start = np.r_[0, np.cumsum(counts)]
+        self.genre_of_position = np.repeat(np.arange(G), counts)     # primary genre of order[j]
         self.n_genres = G
 
 
@@ -412,6 +413,10 @@ def layout_pages(scores: np.ndarray, genre_affinity: np.ndarray, launched: np.nd
         scores = scores.astype(np.float64)
     affinity = np.ascontiguousarray(genre_affinity, dtype=np.float64 if genre_affinity.dtype != np.float32
                                     else np.float32)
-    return layout_kernel(scores, affinity, np.ascontiguousarray(launched, dtype=np.bool_),
-                         genre_index.order.astype(np.int64), genre_index.start.astype(np.int64),
-                         int(rows), int(columns))
+    # Only launched titles can be shown: drop the others from the genre lists once per call.
+    launched = np.asarray(launched, dtype=np.bool_)
+    on = launched[genre_index.order]
+    order = genre_index.order[on].astype(np.int64)
+    per_genre = np.bincount(genre_index.genre_of_position[on], minlength=genre_index.n_genres)
+    start = np.r_[0, np.cumsum(per_genre)].astype(np.int64)
+    return layout_kernel(scores, affinity, order, start, int(rows), int(columns))

@@ -31,11 +31,11 @@ def _insert(buf_title, buf_score, row, filled, k, title, score):
 
 
 @kernel
-def layout_kernel(scores, genre_affinity, launched, order, start, rows, columns):
+def layout_kernel(scores, genre_affinity, order, start, rows, columns):
     """Pages of v visits (see :func:`sim.homepage.layout_pages` for the contract).
 
-    scores (v, T) float, genre_affinity (v, G), launched (T,) bool, order (T,) titles by
-    primary genre, start (G + 1,) genre offsets into ``order``.
+    scores (v, T) float, genre_affinity (v, G), order (L,) the launched titles by primary
+    genre, start (G + 1,) genre offsets into ``order``.
     Returns titles (v, rows, columns) int64 (-1: empty) and row_genre (v, rows) int64."""
     v = scores.shape[0]
     G = start.shape[0] - 1
@@ -57,7 +57,7 @@ def layout_kernel(scores, genre_affinity, launched, order, start, rows, columns)
             for j in range(start[g], start[g + 1]):
                 t = order[j]
                 # Most titles lose to the buffer's last: test that here, not in a call.
-                if launched[t] and (filled < K or scores[i, t] > lead_score[g, K - 1]):
+                if filled < K or scores[i, t] > lead_score[g, K - 1]:
                     filled = _insert(lead, lead_score, g, filled, K, t, scores[i, t])
             n_lead[g] = filled
         # -- top picks: the best C among every genre's first C (genre order, then rank)

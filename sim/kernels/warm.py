@@ -19,7 +19,7 @@ def warm() -> float:
     from sim.kernels.session import scan_sessions
 
     i64 = np.zeros(1, np.int64)
-    layout_kernel(np.zeros((1, 2), np.float32), np.zeros((1, 1), np.float32), np.ones(2, np.bool_),
+    layout_kernel(np.zeros((1, 2), np.float32), np.zeros((1, 1), np.float32),
                   np.arange(2), np.array([0, 2]), 2, 1)
     f64, f32, b = np.zeros(1), np.zeros(1, np.float32), np.zeros(1, np.bool_)
     scan_sessions(i64, f64, f64, f32, f32, b, b, b, b, np.ones(1))
