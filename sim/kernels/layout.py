@@ -7,7 +7,6 @@ sorted buffer (ties: the title earlier in genre order first); top picks are the 
 from __future__ import annotations
 
 import numpy as np
-
 from numba import njit
 
 from sim.kernels import kernel
