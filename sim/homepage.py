@@ -16,6 +16,7 @@ import numpy as np
 
 from sim.config import RANKERS
 from sim.features import observed_affinity
+from sim.kernels.layout import layout_kernel
 from sim.schema import param
 
 if TYPE_CHECKING:
@@ -382,6 +383,7 @@ class GenreIndex:
         counts = np.bincount(catalog.primary_genre, minlength=G)
         self.order = np.argsort(catalog.primary_genre, kind="stable")
         self.start = np.r_[0, np.cumsum(counts)]
+        self.genre_of_position = np.repeat(np.arange(G), counts)     # primary genre of order[j]
         self.n_genres = G
 
 
@@ -392,6 +394,8 @@ def layout_pages(scores: np.ndarray, genre_affinity: np.ndarray, launched: np.nd
     Each title has one primary genre, so one pass over the catalog suffices: per genre, keep
     the 2 x columns best titles (top picks take at most ``columns`` of them, so a genre row can
     always be filled from what is left); top picks are the best among the genres' leaders.
+    Equal scores rank the title earlier in genre order first; equal genre affinities the lower
+    genre index. Compiled (:func:`sim.kernels.layout.layout_kernel`).
 
     Parameters
     ----------
@@ -404,51 +408,15 @@ def layout_pages(scores: np.ndarray, genre_affinity: np.ndarray, launched: np.nd
     titles : ndarray, shape (v, rows, columns), int64   ``-1`` where a row runs out of titles
     row_genre : ndarray, shape (v, rows), int64          ``-1`` for the top-picks row
     """
-    v = scores.shape[0]
-    G, C = genre_index.n_genres, columns
-    titles = np.full((v, rows, C), -1, dtype=np.int64)
-    row_genre = np.full((v, rows), -1, dtype=np.int64)
-    if v == 0:
-        return titles, row_genre
-    # Scores in genre order; unlaunched titles can never be shown.
-    by_genre = np.where(launched[genre_index.order], scores[:, genre_index.order], -np.inf)
-    K = 2 * C
-    lead = np.full((v, G, K), -1, dtype=np.int64)       # per genre: best titles, best first
-    lead_score = np.full((v, G, K), -np.inf, dtype=by_genre.dtype)
-    for g in range(G):  # a loop over genres, vectorized over visits
-        lo, hi = genre_index.start[g], genre_index.start[g + 1]
-        if hi == lo:
-            continue
-        best, best_score = _top_k(by_genre[:, lo:hi], min(K, hi - lo))
-        lead[:, g, :best.shape[1]] = genre_index.order[lo + best]
-        lead_score[:, g, :best.shape[1]] = best_score
-    lead[~np.isfinite(lead_score)] = -1
-    # Top picks: the best C among every genre's first C titles.
-    flat, flat_score = lead[:, :, :C].reshape(v, -1), lead_score[:, :, :C].reshape(v, -1)
-    pick, _ = _top_k(flat_score, min(C, flat.shape[1]))
-    top = np.take_along_axis(flat, pick, 1)
-    titles[:, 0, :top.shape[1]] = top
-    n_genre_rows = min(rows - 1, G)
-    if n_genre_rows <= 0:
-        return titles, row_genre
-    genres = np.argsort(-genre_affinity, axis=1, kind="stable")[:, :n_genre_rows]
-    row_genre[:, 1:1 + n_genre_rows] = genres
-    cand = lead[np.arange(v)[:, None], genres]                       # (v, rows-1, K)
-    # A title at most once per page: drop what top picks already show, keep the order.
-    taken = (cand[..., None] == top[:, None, None, :]).any(axis=-1) | (cand < 0)
-    keep = np.argsort(taken, axis=2, kind="stable")[..., :C]
-    row_titles = np.take_along_axis(cand, keep, 2)
-    row_titles[np.take_along_axis(taken, keep, 2)] = -1
-    titles[:, 1:1 + n_genre_rows, :] = row_titles
-    return titles, row_genre
-
-
-def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column indices and values of the k largest scores per row, best first, shape (v, k)."""
-    n = scores.shape[1]
-    rows = np.arange(scores.shape[0])[:, None]
-    part = (np.argpartition(scores, n - k, axis=1)[:, n - k:] if k < n
-            else np.broadcast_to(np.arange(n), scores.shape))
-    vals = scores[rows, part]
-    order = np.argsort(-vals, axis=1, kind="stable")
-    return part[rows, order], vals[rows, order]
+    scores = np.ascontiguousarray(scores)
+    if scores.dtype not in (np.float32, np.float64):
+        scores = scores.astype(np.float64)
+    affinity = np.ascontiguousarray(genre_affinity, dtype=np.float64 if genre_affinity.dtype != np.float32
+                                    else np.float32)
+    # Only launched titles can be shown: drop the others from the genre lists once per call.
+    launched = np.asarray(launched, dtype=np.bool_)
+    on = launched[genre_index.order]
+    order = genre_index.order[on].astype(np.int64)
+    per_genre = np.bincount(genre_index.genre_of_position[on], minlength=genre_index.n_genres)
+    start = np.r_[0, np.cumsum(per_genre)].astype(np.int64)
+    return layout_kernel(scores, affinity, order, start, int(rows), int(columns))

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from sim.kernels.accumulate import accumulate, count_visits, scatter_add
 from sim.metrics.intervals import interval, lift_interval
 from sim.metrics.table import (CELL_TOTALS, COLUMNS, MEMBER_COLUMNS, SERIES_COLUMNS, Metric, RatioMetric,
                                all_metrics, metric_class)
@@ -70,22 +71,19 @@ class MetricsAccumulator:
 
     def add_visits(self, member: np.ndarray, cell: np.ndarray, time: np.ndarray) -> None:
         """Count visits: member (v,), cell index (v,), time (v,) minutes."""
-        np.add.at(self.per_member[:, _MEMBER_VISITS], member - self.member_offset, 1.0)
-        b = self._bucket(time)
-        np.add.at(self.series[:, :, _SERIES_VISITS], (b, cell), 1.0)
+        count_visits(self.per_member, self.series, _MEMBER_VISITS, _SERIES_VISITS,
+                     (member - self.member_offset).astype(np.int64), self._bucket(time),
+                     np.asarray(cell, dtype=np.int64))
 
     def add_impressions(self, member: np.ndarray, cell_index: int, time: np.ndarray, served: Any) -> None:
         """Accumulate n impressions of one cell: member (n,), time (n,) minutes, and ``served``
         with one (n,) array per :attr:`Column.source` (a :class:`sim.serving.ServedImpressions`)."""
         n = member.size
-        full = np.column_stack([np.zeros(n) if c.per_visit else np.ones(n) if c.source is None
-                                else getattr(served, c.source) for c in COLUMNS])
-        scatter_add_rows(self.per_member, member - self.member_offset, full[:, _MEMBER_IN_SERIES])
-        b = self._bucket(time)
-        # Buckets inside one serving window are few: sum per bucket with bincount.
-        for j in range(full.shape[1]):
-            self.series[:, cell_index, j] += np.bincount(b, weights=full[:, j],
-                                                         minlength=self.series.shape[0])
+        full = np.empty((n, len(COLUMNS)))
+        for j, c in enumerate(COLUMNS):
+            full[:, j] = 0.0 if c.per_visit else 1.0 if c.source is None else getattr(served, c.source)
+        accumulate(self.per_member, self.series, int(cell_index), (member - self.member_offset).astype(np.int64),
+                   self._bucket(time), full, _MEMBER_IN_SERIES, _ALL_MEMBER_COLUMNS, _ALL_SERIES, _ALL_SERIES)
 
     def add_visit_outcomes(self, cell_index: int, visits: Any) -> None:
         """Accumulate the per-visit columns of u visits of one cell: ``visits`` has ``member``
@@ -93,14 +91,12 @@ class MetricsAccumulator:
         :class:`sim.serving.ServedVisits`). Visits themselves are counted by :meth:`add_visits`."""
         if visits.member.size == 0:
             return
-        values = np.column_stack([np.asarray(getattr(visits, src), dtype=np.float64) for _, _, src in _VISIT_SOURCES])
-        rows = visits.member - self.member_offset
-        for k, (m, _, _) in enumerate(_VISIT_SOURCES):
-            if m is not None:
-                np.add.at(self.per_member[:, m], rows, values[:, k])
-        b = self._bucket(visits.time)
-        for k, (_, j, _) in enumerate(_VISIT_SOURCES):
-            self.series[:, cell_index, j] += np.bincount(b, weights=values[:, k], minlength=self.series.shape[0])
+        values = np.empty((visits.member.size, len(_VISIT_SOURCES)))
+        for k, (_, _, src) in enumerate(_VISIT_SOURCES):
+            values[:, k] = getattr(visits, src)
+        accumulate(self.per_member, self.series, int(cell_index),
+                   (visits.member - self.member_offset).astype(np.int64), self._bucket(visits.time), values,
+                   _VISIT_MEMBER_SRC, _VISIT_MEMBER_DST, np.arange(len(_VISIT_SOURCES)), _VISIT_SERIES_DST)
 
     def _bucket(self, time: np.ndarray) -> np.ndarray:
         return np.minimum((time // self.bucket_minutes).astype(np.int64), self.series.shape[0] - 1)
@@ -171,10 +167,15 @@ class MetricsAccumulator:
 
 _MEMBER_VISITS = MEMBER_COLUMNS.index("visits")
 _SERIES_VISITS = SERIES_COLUMNS.index("visits")
-_MEMBER_IN_SERIES = [SERIES_COLUMNS.index(c) for c in MEMBER_COLUMNS]
+_MEMBER_IN_SERIES = np.array([SERIES_COLUMNS.index(c) for c in MEMBER_COLUMNS], dtype=np.int64)
+_ALL_MEMBER_COLUMNS = np.arange(len(MEMBER_COLUMNS))
+_ALL_SERIES = np.arange(len(SERIES_COLUMNS))
 #: (per-member index or None, series index, ServedVisits field) of every per-visit column with a source.
 _VISIT_SOURCES = [(MEMBER_COLUMNS.index(c.name) if c.per_member else None, SERIES_COLUMNS.index(c.name), c.source)
                   for c in COLUMNS if c.per_visit and c.source is not None]
+_VISIT_MEMBER_SRC = np.array([k for k, (m, _, _) in enumerate(_VISIT_SOURCES) if m is not None], dtype=np.int64)
+_VISIT_MEMBER_DST = np.array([m for m, _, _ in _VISIT_SOURCES if m is not None], dtype=np.int64)
+_VISIT_SERIES_DST = np.array([j for _, j, _ in _VISIT_SOURCES], dtype=np.int64)
 
 
 def undefined_reasons(summary: dict, control: str) -> dict[str, str]:
@@ -220,9 +221,6 @@ def undefined_reasons(summary: dict, control: str) -> dict[str, str]:
 
 
 def scatter_add_rows(target: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
-    """``target[rows[i], :k] += values[i]`` with repeated rows, for C-contiguous 2-D ``target``.
-
-    A 1-D ``np.add.at`` on flat indices is several times faster than the 2-D form."""
-    width, k = target.shape[1], values.shape[1]
-    flat = (rows.astype(np.int64)[:, None] * width + np.arange(k)).ravel()
-    np.add.at(target.reshape(-1), flat, values.ravel())
+    """``target[rows[i], :k] += values[i]`` with repeated rows, for C-contiguous 2-D ``target``
+    (compiled; rows added in order, as ``np.add.at`` does)."""
+    scatter_add(target, np.asarray(rows, dtype=np.int64), np.ascontiguousarray(values))

@@ -31,8 +31,8 @@ P(detail view | look), P(play | look), P(quality play | look). They do not depen
 tiles, so the oracle picks, tile by tile, the image that is best once the member looks at it.
 The page-level value of an assignment comes from simulating sessions (:meth:`draw`).
 
-Vectorized over sessions: impressions sorted in reading order per visit, segment offsets from
-``np.cumsum``, the first stop per session from ``np.minimum.reduceat``; no loop per tile or session.
+Random draws and per-tile outcomes are vectorized NumPy; the scan itself (which tiles are looked
+at, the session clock) is a compiled kernel, :func:`sim.kernels.session.scan_sessions`.
 """
 from __future__ import annotations
 
@@ -40,10 +40,8 @@ from dataclasses import replace
 
 import numpy as np
 
+from sim.kernels.session import END_LEAVE, END_PAGE, END_PATIENCE, END_PLAY, scan_sessions  # noqa: F401
 from sim.world.response import Outcomes, Page, ResponseModel
-
-#: ``end_reason`` codes (index into :data:`sim.world.response.SESSION_END_REASONS`).
-END_PLAY, END_LEAVE, END_PATIENCE, END_PAGE = 0, 1, 2, 3
 
 
 class SessionResponse(ResponseModel):
@@ -109,7 +107,6 @@ class SessionResponse(ResponseModel):
             visit, p_click, p_play, p_quality = visit[order], p_click[order], p_play[order], p_quality[order]
         starts = np.flatnonzero(np.r_[True, visit[1:] != visit[:-1]]) if n else np.zeros(0, np.int64)
         n_sessions = starts.size
-        seg = np.cumsum(np.r_[False, visit[1:] != visit[:-1]]) if n else np.zeros(0, np.int64)
 
         # -- every draw, in a fixed order: per tile, then per session -----------------------
         u = rng.random((n, 5), dtype=np.float32)
@@ -132,42 +129,16 @@ class SessionResponse(ResponseModel):
         ab = pl[~quality[pl]]
         watch[ab] = minutes[ab] * 60.0
 
-        # -- the scan: exclusive segmented cumulative sums ------------------------------------
-        browse_before = _exclusive_segment_cumsum(browse, starts, seg)
-        clock_before = browse_before + _exclusive_segment_cumsum(watch, starts, seg) if ab.size else browse_before
-        in_patience = browse_before < patience[seg]               # a prefix of each session
-        stop = (quality | leave) & in_patience
-        pos = np.arange(n)
-        first_stop = np.minimum.reduceat(np.where(stop, pos, n), starts) if n else np.zeros(0, np.int64)
-        looked = in_patience & (pos <= first_stop[seg])
-
-        last = np.maximum.reduceat(np.where(looked, pos, -1), starts) if n else np.zeros(0, np.int64)
-        ends = np.r_[starts[1:], n] - 1 if n else np.zeros(0, np.int64)
-        has_stop = first_stop < n
-        stop_tile = np.minimum(first_stop, max(n - 1, 0))
-        reason = np.where(has_stop, np.where(quality[stop_tile], END_PLAY, END_LEAVE),
-                          np.where(last < ends, END_PATIENCE, END_PAGE)).astype(np.int8)
-        click = opened & looked
-        play = played & looked
-        quality_play = quality & looked
-        opened_at = clock_before + dwell                          # when the detail view opens
-        look_second = np.where(looked, clock_before, np.nan).astype(np.float32)
-        click_second = np.where(click, opened_at, np.nan).astype(np.float32)
-        play_second = np.where(play, opened_at + detail, np.nan).astype(np.float32)
-        # A session lasts until its play starts, or to the end of its last look (and detail view).
-        if n:
-            lt = np.maximum(last, 0)
-            session = np.where(reason == END_PLAY, (opened_at + detail)[stop_tile],
-                               clock_before[lt] + browse[lt] + watch[lt])
-        else:
-            session = np.zeros(0)
-
+        # -- the scan, compiled: which tiles are looked at, and the session clock
+        (looked, click, play, quality_play, look_second, click_second, play_second, click_delay,
+         play_delay, session_seconds, end_reason) = scan_sessions(
+            starts.astype(np.int64), browse, watch, dwell, np.asarray(detail, np.float32), opened, played, quality,
+            leave, patience)
         out = Outcomes(
             click=click, play=play, quality_play=quality_play, minutes=minutes * play,
-            click_delay=(np.where(click, opened_at, 0.0) / 60.0).astype(np.float32),
-            play_delay=(np.where(play, detail, 0.0) / 60.0).astype(np.float32),
+            click_delay=click_delay, play_delay=play_delay,
             look=looked, look_second=look_second, click_second=click_second, play_second=play_second,
-            session_seconds=session.astype(np.float32)[seg], end_reason=reason[seg])
+            session_seconds=session_seconds, end_reason=end_reason)
         if order is not None:       # back to the caller's order
             inverse = np.empty(n, np.int64)
             inverse[order] = np.arange(n)
@@ -175,11 +146,3 @@ class SessionResponse(ResponseModel):
         return out
 
 
-def _exclusive_segment_cumsum(x: np.ndarray, starts: np.ndarray, seg: np.ndarray) -> np.ndarray:
-    """Per element, the sum of the earlier elements of its segment; x (n,), segments start at
-    ``starts`` (sorted), ``seg`` (n,) the segment of each element."""
-    if x.size == 0:
-        return np.zeros(0)
-    total = np.cumsum(x)
-    before = total - x
-    return before - before[starts][seg]

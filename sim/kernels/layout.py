@@ -1,0 +1,91 @@
+"""The homepage grid of each visit: a top-picks row, then the member's strongest genres.
+
+One pass over the catalog per visit keeps, per genre, the ``2 x columns`` best titles in a small
+sorted buffer (ties: the title earlier in genre order first); top picks are the best
+``columns`` among the genres' leaders; genre rows skip titles top picks already show.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from sim.kernels import kernel
+
+
+@njit(cache=True, inline="always")
+def _insert(buf_title, buf_score, row, filled, k, title, score):
+    """Insert (title, score) into row ``row`` of the descending buffers (``filled`` entries,
+    capacity ``k``); equal scores keep arrival order. Returns the new fill. (Whole 2-D buffers
+    and a row index, not row views: a view per title costs more than the comparison.)"""
+    if filled == k and not (score > buf_score[row, k - 1]):
+        return filled
+    p = filled if filled < k else k - 1
+    while p > 0 and buf_score[row, p - 1] < score:     # shift worse entries down one
+        buf_score[row, p] = buf_score[row, p - 1]
+        buf_title[row, p] = buf_title[row, p - 1]
+        p -= 1
+    buf_title[row, p] = title
+    buf_score[row, p] = score
+    return filled + 1 if filled < k else k
+
+
+@kernel
+def layout_kernel(scores, genre_affinity, order, start, rows, columns):
+    """Pages of v visits (see :func:`sim.homepage.layout_pages` for the contract).
+
+    scores (v, T) float, genre_affinity (v, G), order (L,) the launched titles by primary
+    genre, start (G + 1,) genre offsets into ``order``.
+    Returns titles (v, rows, columns) int64 (-1: empty) and row_genre (v, rows) int64."""
+    v = scores.shape[0]
+    G = start.shape[0] - 1
+    C = columns
+    K = 2 * C
+    titles = np.full((v, rows, C), -1, dtype=np.int64)
+    row_genre = np.full((v, rows), -1, dtype=np.int64)
+    lead = np.empty((G, K), dtype=np.int64)
+    lead_score = np.empty((G, K), dtype=scores.dtype)
+    n_lead = np.zeros(G, dtype=np.int64)
+    top = np.empty((1, C), dtype=np.int64)
+    top_score = np.empty((1, C), dtype=scores.dtype)
+    used = np.zeros(G, dtype=np.bool_)
+    n_genre_rows = min(rows - 1, G)
+    for i in range(v):
+        # -- per genre, the K best launched titles, best first
+        for g in range(G):
+            filled = 0
+            for j in range(start[g], start[g + 1]):
+                t = order[j]
+                # Most titles lose to the buffer's last: test that here, not in a call.
+                if filled < K or scores[i, t] > lead_score[g, K - 1]:
+                    filled = _insert(lead, lead_score, g, filled, K, t, scores[i, t])
+            n_lead[g] = filled
+        # -- top picks: the best C among every genre's first C (genre order, then rank)
+        n_top = 0
+        for g in range(G):
+            for j in range(min(n_lead[g], C)):
+                n_top = _insert(top, top_score, 0, n_top, C, lead[g, j], lead_score[g, j])
+        for j in range(n_top):
+            titles[i, 0, j] = top[0, j]
+        # -- genre rows: strongest genres first (ties: lower genre index), titles not in top picks
+        used[:] = False
+        for r in range(n_genre_rows):
+            best = -1
+            for g in range(G):
+                if not used[g] and (best < 0 or genre_affinity[i, g] > genre_affinity[i, best]):
+                    best = g
+            used[best] = True
+            row_genre[i, 1 + r] = best
+            c = 0
+            for j in range(n_lead[best]):
+                if c == C:
+                    break
+                t = lead[best, j]
+                shown = False
+                for q in range(n_top):
+                    if top[0, q] == t:
+                        shown = True
+                        break
+                if not shown:
+                    titles[i, 1 + r, c] = t
+                    c += 1
+    return titles, row_genre
