@@ -233,17 +233,18 @@ def summarize(daily: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 PANELS = (("chaney", "Chaney et al.: pairs as the recommender sees members",
-           "Δ Jaccard of pairs vs same pairs under oracle"),
-          ("played_nn", "secondary: nearest member by played set", "Δ nearest-member Jaccard vs oracle"),
-          ("set_size", "size confound of the secondary measure", "titles played per member who played"),
-          ("utility", "utility relative to ideal", "quality plays / oracle arm's − 1"))
+           "Δ Jaccard of pairs vs same pairs under oracle (0–1 scale)"),
+          ("played_nn", "secondary: nearest member by played set", "Δ nearest-member Jaccard vs oracle (0–1 scale)"),
+          ("set_size", "size confound of the secondary measure", "titles played per member who played (titles)"),
+          ("utility", "utility relative to ideal", "quality plays / oracle arm's − 1 (ratio)"))
 
 
 def _chart(daily: list[dict], path: Path) -> Path:
     arms = sorted({r["arm"] for r in daily})
     seeds = sorted({r["seed"] for r in daily})
     colors = dict(zip(arms, plt.cm.tab10.colors))
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(5.2 * len(PANELS), 4.6))
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    axes = axes.ravel()
     for ax, (key, title, ylabel) in zip(axes, PANELS):
         for arm in arms:
             days = sorted({r["day"] for r in daily if r["arm"] == arm})
