@@ -18,12 +18,15 @@ Per seed, arm and simulated day (consumed set = titles played since the start):
   (:func:`sim.bias.homogenization`) minus the oracle arm's on the same sample. It grows as
   played sets shrink (set-size confound); ``set_size`` (titles played per member who played) is
   written beside it.
+* ``random_pairs`` -- the same change on one fixed set of random pairs for every arm: the
+  pairing held fixed, so arms differ only by what their recommender made members consume;
 * ``utility`` -- quality plays so far over the oracle arm's, minus one (Chaney et al.'s utility
   relative to ideal); ``take_fraction`` of the day.
 
 Writes ``feedback_loop_arms_daily.csv``, ``feedback_loop_arms_summary.csv`` (last day, mean and
-standard error over seeds, and the paired differences behind Chaney's ordering: popularity >
-learned > random) and ``charts/feedback_loop_homogenization.png`` into the sweep directory.
+standard error over seeds), ``feedback_loop_arms_ordering.csv`` (the paired differences behind
+Chaney's ordering, popularity > learned > random, per measure) and
+``charts/feedback_loop_homogenization.png`` into the sweep directory.
 """
 from __future__ import annotations
 
@@ -173,6 +176,7 @@ def seed_rows(group: list[ArmRun]) -> list[dict]:
                 "seed": seed, "arm": r.arm, "day": d + 1, "pairing": r.kind,
                 "chaney": h["change"], "jaccard": h["jaccard"], "ideal_jaccard": h["ideal_jaccard"],
                 "pairs": h["pairs"],
+                "random_pairs": homogenization_change(sets, ideal_sets, fixed)["change"],
                 "played_nn": homogenization(sets[sample]) - homogenization(ideal_sets[sample]),
                 "played_nn_raw": homogenization(sets[sample]),
                 "set_size": float(sets[players].sum(axis=1).mean()) if players.any() else float("nan"),
@@ -199,8 +203,13 @@ def analyze_sweep(runs: list[Path], out_dir: Path) -> list[Path]:
         _chart(daily, out_dir / "charts" / "feedback_loop_homogenization.png")]
 
 
-SUMMARY_KEYS = ("chaney", "jaccard", "ideal_jaccard", "played_nn", "set_size", "players", "utility",
+SUMMARY_KEYS = ("chaney", "jaccard", "ideal_jaccard", "random_pairs", "played_nn", "set_size", "players", "utility",
                 "take_fraction")
+
+
+#: Measures the ordering is checked on: Chaney's, the same on one fixed set of random pairs for
+#: every arm (pairing held fixed: only the recommender differs), and the played-set variant.
+ORDERING_MEASURES = ("chaney", "random_pairs", "played_nn")
 
 
 def summarize(daily: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -225,10 +234,12 @@ def summarize(daily: list[dict]) -> tuple[list[dict], list[dict]]:
             seeds = sorted(s for (arm, s) in by if arm == a and (b, s) in by)
             if not seeds:
                 continue
-            diff = [by[(a, s)]["chaney"] - by[(b, s)]["chaney"] for s in seeds]
-            mean, se = mean_se(diff)
-            ordering.append({"claim": f"{a} > {b}", "day": last, "seeds": len(seeds), "difference": mean,
-                             "difference_se": se, "holds_on_seeds": int(sum(x > 0 for x in diff))})
+            for measure in ORDERING_MEASURES:
+                diff = [by[(a, s)][measure] - by[(b, s)][measure] for s in seeds]
+                mean, se = mean_se(diff)
+                ordering.append({"measure": measure, "claim": f"{a} > {b}", "day": last, "seeds": len(seeds),
+                                 "difference": mean, "difference_se": se,
+                                 "holds_on_seeds": int(sum(x > 0 for x in diff))})
     return out, ordering
 
 

@@ -143,5 +143,8 @@ def test_arms_analysis_at_tiny_size(arm_runs, tmp_path):
         assert float(r["chaney"]) == pytest.approx(j - ideal)
         assert 0.0 <= ideal <= 1.0 and 0.0 <= j <= 1.0
     ordering = list(csv.DictReader(open(sweep / "feedback_loop_arms_ordering.csv")))
-    assert [o["claim"] for o in ordering] == ["popularity.fixed > learned.fixed"]
+    assert [(o["measure"], o["claim"]) for o in ordering] == [
+        (m, "popularity.fixed > learned.fixed") for m in ("chaney", "random_pairs", "played_nn")]
+    # on the fixed random pairs the popularity arm is paired as Chaney pairs it
+    assert float(by["popularity.fixed"]["random_pairs"]) == pytest.approx(float(by["popularity.fixed"]["chaney"]))
     assert run_config(arm_runs["oracle"]).cells[0].name == "fixed"
