@@ -253,7 +253,11 @@ PANELS = (("chaney", "Chaney et al.: pairs as the recommender sees members",
 def _chart(daily: list[dict], path: Path) -> Path:
     arms = sorted({r["arm"] for r in daily})
     seeds = sorted({r["seed"] for r in daily})
-    colors = dict(zip(arms, plt.cm.tab10.colors))
+    # One colour per ranker arm whatever else the sweep holds (the oracle reference in grey).
+    known = {"oracle": "0.35", "learned": "C0", "once": "C9", "popularity": "C3", "random": "C4",
+             "explore": "C2", "ipw": "C8"}
+    spare = iter(plt.cm.Dark2.colors)
+    colors = {a: known.get(a.partition(".")[0]) or next(spare) for a in arms}
     fig, axes = plt.subplots(2, 2, figsize=(12, 9))
     axes = axes.ravel()
     for ax, (key, title, ylabel) in zip(axes, PANELS):
