@@ -8,9 +8,16 @@ come from (see /work/shared/DOMAIN.md):
 * :func:`effective_catalog_size` -- Netflix's ECS = 2 sum_i p_i i - 1 over titles sorted by
   descending share of hours (Gomez-Uribe and Hunt 2015): 1 for a single title, N for uniform;
 * :func:`catalog_coverage` -- share of launched titles with at least one play;
-* :func:`homogenization` -- mean Jaccard overlap between each member's consumed set and that of
-  their most similar member (Chaney, Stewart, Engelhardt 2018); report it minus the same under
-  the oracle ranker;
+* homogenization as Chaney, Stewart and Engelhardt (2018) define it: each member is paired with
+  the most similar member *as the recommender represents members* (:func:`nearest_partner` on
+  that representation, or :func:`random_partner` for a recommender with none), the Jaccard
+  overlap of the pair's consumed sets is taken (:func:`pair_jaccard`), and its change from the
+  same pairs' overlap under the ideal recommender is reported (:func:`homogenization_change`).
+  It needs the same members under every recommender (common random numbers);
+* :func:`homogenization` -- the secondary, played-set variant: mean Jaccard overlap between each
+  member's played set and that of their nearest member *by played set*. It tracks the size of
+  played sets as much as their likeness (a member with one play scores 1 against anyone who
+  played only that title), so compare it only between arms with similar set sizes;
 * :func:`popularity_amplification` -- exposure share of the initially most popular titles over
   their share of true appeal (in the spirit of Mansoury et al. 2020): 1 means exposure follows
   appeal, > 1 that the ranker over-exposes what was popular;
@@ -77,11 +84,13 @@ def jaccard_matrix(sets: np.ndarray) -> np.ndarray:
 
 
 def homogenization(sets: np.ndarray) -> float:
-    """Mean over members of the Jaccard overlap with their most similar other member.
+    """Mean over members of the Jaccard overlap with their most similar other member *by
+    played set* (the secondary measure; :func:`homogenization_change` is Chaney et al.'s).
 
     ``sets`` (n_members, n_titles) bool: titles each member played. Members who played nothing
-    are left out (their overlap is undefined). Subtract the value under the oracle ranker to get
-    Chaney et al.'s homogenization. Cost O(n^2 n_titles): pass a sample of members."""
+    are left out (their overlap is undefined). Confounded by set size: small sets find an
+    identical or nested neighbour easily, so an arm whose members play fewer titles scores
+    higher without being more alike. Cost O(n^2 n_titles): pass a sample of members."""
     s = np.asarray(sets, dtype=bool)
     s = s[s.any(axis=1)]
     if s.shape[0] < 2:
@@ -89,6 +98,68 @@ def homogenization(sets: np.ndarray) -> float:
     j = jaccard_matrix(s)
     np.fill_diagonal(j, -1.0)
     return float(j.max(axis=1).mean())
+
+
+def nearest_partner(representation: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """Each member's most similar other member by cosine similarity of ``representation``.
+
+    ``representation`` (n, d): how a recommender represents members (true tastes, a learned
+    ranker's genre affinities, latent factors). Returns (n,) int64 partner indices, never the
+    member itself; ties go to the lowest index, and a zero row is equally (0) similar to all.
+    Memory ``chunk`` x n, not n x n."""
+    x = np.asarray(representation, np.float64)
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError(f"nearest_partner needs at least 2 members, got {n}")
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    unit = np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+    partner = np.empty(n, np.int64)
+    for lo in range(0, n, chunk):
+        sim = unit[lo:lo + chunk] @ unit.T
+        rows = np.arange(sim.shape[0])
+        sim[rows, lo + rows] = -np.inf          # never oneself
+        partner[lo:lo + chunk] = sim.argmax(axis=1)
+    return partner
+
+
+def random_partner(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A fixed random partner for each of ``n`` members, uniform over the others: (n,) int64.
+
+    For recommenders with no member representation (popularity, random)."""
+    if n < 2:
+        raise ValueError(f"random_partner needs at least 2 members, got {n}")
+    return (np.arange(n) + rng.integers(1, n, size=n)) % n
+
+
+def pair_jaccard(sets: np.ndarray, partner: np.ndarray) -> np.ndarray:
+    """Jaccard overlap of each member's set with their partner's, (n,) float64.
+
+    ``sets`` (n, n_items) bool, ``partner`` (n,) indices. NaN where both sets are empty (the
+    overlap of nothing with nothing is undefined)."""
+    s = np.asarray(sets, dtype=bool)
+    t = s[np.asarray(partner)]
+    inter = (s & t).sum(axis=1)
+    union = (s | t).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+
+
+def homogenization_change(sets: np.ndarray, ideal_sets: np.ndarray, partner: np.ndarray) -> dict[str, float]:
+    """Chaney et al.'s homogenization of one recommender against the ideal one.
+
+    ``sets`` and ``ideal_sets`` (n, n_items) bool: what the *same* n members consumed under the
+    recommender and under the ideal recommender; ``partner`` (n,): each member's partner as the
+    recommender represents members. Over the pairs defined under both (a non-empty union):
+    ``jaccard`` (mean overlap under the recommender), ``ideal_jaccard`` (the same pairs under the
+    ideal recommender), ``change`` (their difference: > 0 means the recommender makes paired
+    members consume more alike than the ideal one does) and ``pairs``."""
+    j = pair_jaccard(sets, partner)
+    j_ideal = pair_jaccard(ideal_sets, partner)
+    ok = np.isfinite(j) & np.isfinite(j_ideal)
+    if not ok.any():
+        return {"jaccard": float("nan"), "ideal_jaccard": float("nan"), "change": float("nan"), "pairs": 0}
+    return {"jaccard": float(j[ok].mean()), "ideal_jaccard": float(j_ideal[ok].mean()),
+            "change": float((j[ok] - j_ideal[ok]).mean()), "pairs": int(ok.sum())}
 
 
 def popularity_amplification(exposure: np.ndarray, appeal: np.ndarray, top: np.ndarray) -> float:

@@ -20,6 +20,14 @@ impression of its title, pooled, against the truth).
     python -m experiments.run -m experiment=feedback_loop seed=0,1,2
     python -m experiments.analyses.feedback_loop multirun/feedback_loop/<stamp>   # bands over seeds
 
+The cells of one run are different members, so the homogenization above (nearest member by
+played set, minus the oracle cell's) compares different people and tracks played-set size. For
+Chaney et al.'s measure, run each arm as its own run over the same members and visits and give
+the sweep directory: :mod:`experiments.analyses.feedback_loop_arms` pairs members across runs::
+
+    python -m experiments.run -m experiment=feedback_loop_arms ranker=oracle,learned,popularity,random seed=0,1,2
+    python -m experiments.analyses.feedback_loop multirun/feedback_loop_arms/<stamp>
+
 Writes ``feedback_loop_daily.csv``, ``feedback_loop_summary.csv`` and
 ``charts/feedback_loop.png`` into the run (or sweep) directory.
 """
@@ -32,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.analyses.feedback_loop_arms import analyze_sweep
 from experiments.plotting import band, percent_axis, plt, save
 from experiments.results import analysis_runs, mean_se, metric_is_percent
 from experiments.segments import read_log
@@ -174,6 +183,9 @@ def analyze(run_dir: Path) -> list[Path]:
     below it): every run's tables, then charts with bands over seeds."""
     run_dir = Path(run_dir)
     runs = analysis_runs(run_dir)
+    if runs != [run_dir] and all(len(run_config(r).cells) == 1 for r in runs):
+        # A sweep of one-cell runs (experiment=feedback_loop_arms): arms over the same members.
+        return analyze_sweep(runs, run_dir)
     daily, bias, out = [], [], []
     for i, r in enumerate(runs):
         d_path, b_path = r / "feedback_loop_daily.csv", r / "feedback_loop_bias.csv"
