@@ -102,10 +102,10 @@ def test_join_by_id_undoes_misattribution():
 
 def with_previous_images(s):
     """``s`` with the image each member saw before (``last_artwork``): for impression i, pool
-    slot (action + 1) % K -- a different image -- except every 4th impression (never shown
+    slot (action + 2) % K -- a different image -- except every 4th impression (never shown
     before: -1) and every 5th (shown before with the same image). Returns (s, previous slot)."""
     n, K = s.action.size, s.decisions.candidates.shape[1]
-    slot = (s.action + 1) % K
+    slot = (s.action + 2) % K
     slot[np.arange(n) % 5 == 0] = s.action[np.arange(n) % 5 == 0]
     last = s.decisions.candidates[np.arange(n), slot].astype(np.int32)
     last[np.arange(n) % 4 == 1] = -1
