@@ -252,12 +252,15 @@ def chart(summary: pd.DataFrame, path: Path) -> Path:
         h, lab = ax.get_legend_handles_labels()
         if len(h) > len(handles):
             handles, labels = h, lab
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8,
-               title="thompson vs uniform; OPE: uniform policy's value on thompson's log; bands: 95 % over seeds",
-               title_fontsize=8)
+    title = "thompson vs uniform; OPE: uniform policy's\nvalue on thompson's log; bands: 95 % over seeds"
+    spare = list(axes.flat)[len(faults):]
+    if spare:       # the legend in the first empty panel, not below the grid
+        spare[0].legend(handles, labels, loc="center", fontsize=8, title=title, title_fontsize=8)
+    else:
+        fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, title=title, title_fontsize=8)
     seeds = int(summary["seeds"].max())
     fig.suptitle(f"Pipeline faults: bias of what the log reports ({seeds} seed{'s' if seeds > 1 else ''})")
-    fig.tight_layout(rect=(0, 0.09 if rows_ > 1 else 0.2, 1, 1))
+    fig.tight_layout(rect=(0, 0 if spare else (0.09 if rows_ > 1 else 0.2), 1, 1))
     return save(fig, path)
 
 
