@@ -154,7 +154,8 @@ class ShardServer:
         B = eng.member_block
         self.n_blocks = math.ceil(n / B)
         tracks_shown = (config.world.response.artwork_change_penalty > 0
-                        or any(c.policy.uses_shown_artworks for c in cells))
+                        or any(c.policy.uses_shown_artworks for c in cells)
+                        or eng.faults.tracks_previous_image)      # plays misattributed to the last image
         lo, hi = blocks.start * B, min(blocks.stop * B, n)     # this shard's members
         shown = (ShownArtworks(max(hi - lo, 0), config.world.shown_memory, offset=lo)
                  if tracks_shown else None)

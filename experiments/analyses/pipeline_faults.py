@@ -18,7 +18,7 @@ numbers), against the simulator's truth:
     python -m experiments.analyses.pipeline_faults --grid runs/pipeline_faults   # run the grid
     python -m experiments.analyses.pipeline_faults runs/pipeline_faults          # table + chart
 
-``--grid`` runs each fault at ``--rates`` (default 0.01, 0.05, 0.2), without and -- where the
+``--grid`` runs each fault (misattribution twice: to a tile and to the previous image) at ``--rates`` (default 0.01, 0.05, 0.2), without and -- where the
 fault has one -- with its repair, over ``--seeds`` (default 0 1 2), plus the fault-free runs;
 runs already complete are kept. The summary writes ``pipeline_faults.csv`` (one row per run),
 ``pipeline_faults_table.md`` (mean and standard error over seeds per fault, rate and repair) and
@@ -48,6 +48,16 @@ RATES = (0.01, 0.05, 0.2)
 SEEDS = (0, 1, 2)
 #: Faults whose row in the grid turns on the bug they are about (a fallback logged as the policy's).
 FAULT_SETTINGS = {"fallback": {"fallback_logged_as_policy": True}}
+#: Grid rows that are a mode of another fault: row name -> (fault, its settings).
+VARIANTS = {"misattribution_previous_image": ("misattribution", {"misattribution_to": "previous_image"})}
+#: The grid's rows, in the order of the table and the chart.
+GRID_FAULTS = tuple(x for f in FAULT_NAMES
+                    for x in ((f, "misattribution_previous_image") if f == "misattribution" else (f,)))
+
+
+def fault_key(row: str) -> str:
+    """The ``engine.faults`` rate a grid row sets (``misattribution`` for its previous-image mode)."""
+    return VARIANTS.get(row, (row, {}))[0]
 #: Pseudo-count of the per-image reward model (shrinks images with few rows to the mean).
 PRIOR_ROWS = 20.0
 LEARNER, CONTROL = "thompson", "uniform"
@@ -70,19 +80,20 @@ def base_config(members: int | None = None, days: float | None = None) -> dict:
     return d
 
 
-def grid_runs(faults=FAULT_NAMES, rates=RATES, seeds=SEEDS) -> list[tuple[str, dict]]:
+def grid_runs(faults=GRID_FAULTS, rates=RATES, seeds=SEEDS) -> list[tuple[str, dict]]:
     """``(run name, engine.faults)`` of every run of the grid."""
     runs = [(f"none-0-off-s{s}", {}, s) for s in seeds]
     for fault in faults:
-        repair = REPAIR_OF.get(fault)
+        key, settings = VARIANTS.get(fault, (fault, {}))
+        repair = REPAIR_OF.get(key)
         for rate in rates:
             for on in ([False, True] if repair else [False]):
-                f = {fault: rate, **FAULT_SETTINGS.get(fault, {}), **({repair: True} if on else {})}
+                f = {key: rate, **settings, **FAULT_SETTINGS.get(key, {}), **({repair: True} if on else {})}
                 runs += [(f"{fault}-{rate:g}-{'on' if on else 'off'}-s{s}", f, s) for s in seeds]
     return [(name, {"faults": f, "seed": s}) for name, f, s in runs]
 
 
-def run_grid(out: Path, faults=FAULT_NAMES, rates=RATES, seeds=SEEDS, members=None, days=None,
+def run_grid(out: Path, faults=GRID_FAULTS, rates=RATES, seeds=SEEDS, members=None, days=None,
              world: dict | None = None) -> None:
     """Run the grid into ``out`` (one directory per run; complete runs are kept). ``world``:
     keys that replace the experiment's world keys (tests use a tiny world)."""
@@ -104,14 +115,17 @@ def run_grid(out: Path, faults=FAULT_NAMES, rates=RATES, seeds=SEEDS, members=No
 
 # ---- one run ---------------------------------------------------------------------------------
 def fault_of(metrics: dict) -> tuple[str, float, bool]:
-    """(fault, rate, repaired) of a run from its ``faults`` config (``none`` when off)."""
+    """(grid row, rate, repaired) of a run from its ``faults`` config (``none`` when off)."""
     f = metrics.get("faults", {}).get("config")
     if not f:
         return "none", 0.0, False
     on = [n for n in FAULT_NAMES if f.get(n)]
     fault = on[0] if len(on) == 1 else ("several" if on else "none")
     repair = REPAIR_OF.get(fault)
-    return fault, float(f.get(fault, 0.0)) if fault in FAULT_NAMES else 0.0, bool(repair and f.get(repair))
+    rate = float(f.get(fault, 0.0)) if fault in FAULT_NAMES else 0.0
+    if fault == "misattribution" and f.get("misattribution_to") == "previous_image":
+        fault = "misattribution_previous_image"
+    return fault, rate, bool(repair and f.get(repair))
 
 
 def _value(x) -> float:
@@ -176,7 +190,7 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
         for k in MEASURES:
             row[k], row[k + "_se"] = mean_se(g[k].tolist())
         out.append(row)
-    order = {f: i for i, f in enumerate(("none",) + FAULT_NAMES)}
+    order = {f: i for i, f in enumerate(("none",) + GRID_FAULTS)}
     return pd.DataFrame(out).sort_values(["fault", "rate", "repair"], key=lambda c: c.map(order) if c.name == "fault"
                                          else c).reset_index(drop=True)
 
@@ -191,7 +205,7 @@ def table_markdown(summary: pd.DataFrame) -> str:
     lines = ["| fault | rate | repair | lift bias (pp) | IPW error (%) | DR error (%) | "
              "artwork gain change (pp) | regret change (per 1k) |", "|" + "---|" * 8]
     for _, r in summary.iterrows():
-        rep = REPAIR_OF.get(r["fault"])
+        rep = REPAIR_OF.get(fault_key(r["fault"]))
         repair = ("on: " + rep if r["repair"] else "off") if rep else "(none)"
         lines.append(f"| {r['fault']} | {r['rate']:g} | {repair} | {cell(r, 'lift_bias', 100)} | "
                      f"{cell(r, 'ipw_rel_error', 100)} | {cell(r, 'dr_rel_error', 100)} | "
@@ -204,7 +218,7 @@ def chart(summary: pd.DataFrame, path: Path) -> Path:
     rate, without (solid) and with (dashed) its repair, with 95 % bands over seeds."""
     from experiments.plotting import Z95, percent_axis, plt, save
 
-    faults = [f for f in FAULT_NAMES if f in set(summary["fault"])]
+    faults = [f for f in GRID_FAULTS if f in set(summary["fault"])]
     clean = summary[summary["fault"] == "none"]
     cols = min(3, max(1, len(faults)))
     rows_ = -(-len(faults) // cols)
@@ -228,7 +242,7 @@ def chart(summary: pd.DataFrame, path: Path) -> Path:
         ax.set_xscale("symlog", linthresh=0.01)
         ax.set_xticks([0, 0.01, 0.05, 0.2])
         percent_axis(ax, "both")
-        rep = REPAIR_OF.get(fault)
+        rep = REPAIR_OF.get(fault_key(fault))
         ax.set_title(f"{fault}" + (f" (dashed: + {rep})" if rep else " (no repair)"), fontsize=10)
         ax.set_xlabel("fault rate")
         ax.set_ylabel("bias (percent)")
@@ -240,12 +254,15 @@ def chart(summary: pd.DataFrame, path: Path) -> Path:
         h, lab = ax.get_legend_handles_labels()
         if len(h) > len(handles):
             handles, labels = h, lab
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8,
-               title="thompson vs uniform; OPE: uniform policy's value on thompson's log; bands: 95 % over seeds",
-               title_fontsize=8)
+    title = "thompson vs uniform; OPE: uniform policy's\nvalue on thompson's log; bands: 95 % over seeds"
+    spare = list(axes.flat)[len(faults):]
+    if spare:       # the legend in the first empty panel, not below the grid
+        spare[0].legend(handles, labels, loc="center", fontsize=8, title=title, title_fontsize=8)
+    else:
+        fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, title=title, title_fontsize=8)
     seeds = int(summary["seeds"].max())
     fig.suptitle(f"Pipeline faults: bias of what the log reports ({seeds} seed{'s' if seeds > 1 else ''})")
-    fig.tight_layout(rect=(0, 0.09 if rows_ > 1 else 0.2, 1, 1))
+    fig.tight_layout(rect=(0, 0 if spare else (0.09 if rows_ > 1 else 0.2), 1, 1))
     return save(fig, path)
 
 
@@ -270,7 +287,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("directory", type=Path, help="a run, or the directory holding the grid's runs")
     p.add_argument("--grid", action="store_true", help="run the grid into the directory first")
-    p.add_argument("--faults", nargs="+", default=list(FAULT_NAMES), choices=FAULT_NAMES)
+    p.add_argument("--faults", nargs="+", default=list(GRID_FAULTS), choices=GRID_FAULTS)
     p.add_argument("--rates", nargs="+", type=float, default=list(RATES))
     p.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     p.add_argument("--members", type=int, default=None, help="world.n_members (default: the experiment's)")

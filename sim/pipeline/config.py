@@ -33,8 +33,12 @@ class FaultsConfig:
     late_tail: float = param(1.5, gt=0, le=100, doc="tail index of the extra delay (smaller: heavier tail)")
     clock_skew: float = param(0.0, ge=0, le=1, doc="share of devices whose clock is off")
     clock_skew_minutes: float = param(180.0, gt=0, le=1e7, doc="how far a skewed device clock is off (either sign)")
-    misattribution: float = param(0.0, ge=0, le=1, doc="share of plays credited to another impression of the "
-                                                         "visit (the tile before it)")
+    misattribution: float = param(0.0, ge=0, le=1, doc="share of plays credited to the wrong impression "
+                                                         "(see misattribution_to)")
+    misattribution_to: str = param("tile", choices=("tile", "previous_image"),
+                                   doc="where a misattributed play is credited: tile = another impression of "
+                                       "the visit (the tile before it); previous_image = the image the member "
+                                       "saw at their previous impression of the title")
     out_of_order: float = param(0.0, ge=0, le=1, doc="share of log batches reaching the trainers one retrain "
                                                        "late, after later batches")
     fallback: float = param(0.0, ge=0, le=1, doc="personalization timeout rate: the title's default image "
@@ -55,3 +59,8 @@ class FaultsConfig:
     def active(self) -> bool:
         """Any fault or repair on: the pipeline stage runs and the log gets its columns."""
         return any(getattr(self, f.name) for f in fields(self) if f.name in FAULT_NAMES + REPAIR_NAMES)
+
+    @property
+    def tracks_previous_image(self) -> bool:
+        """Plays are misattributed to the previous image: the shard must remember shown images."""
+        return bool(self.misattribution) and self.misattribution_to == "previous_image"

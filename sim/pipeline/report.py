@@ -17,9 +17,17 @@ Faults (rates of :class:`sim.pipeline.config.FaultsConfig`):
 * ``clock_skew``: a share of devices (a stable hash of the member: no draw) stamp events
   ``clock_skew_minutes`` off (either sign); the naive join measures the attribution window from
   the server's impression time, so their events fall outside it (or before the impression);
-* ``misattribution``: a play (with its click and quality play) is credited to the tile before it
-  on the page (after it, for a visit's first tile). In this sandbox a title appears once per page,
-  so the issue's "another impression of the same title in the visit" maps to the neighbouring tile.
+* ``misattribution``: a play (with its click and quality play) is credited to the wrong
+  impression. ``misattribution_to = tile``: to the tile before it on the page (after it, for a
+  visit's first tile). In this sandbox a title appears once per page, so the issue's "another
+  impression of the same title in the visit" maps to the neighbouring tile.
+  ``previous_image``: to the image the member saw at their previous impression of the title
+  (``decisions.last_artwork``: what the service remembered when the window was served; the
+  client's event names the stale image and the join keys on member, title and image). The
+  impression's row then reports that image (``artwork`` and ``action``) with the play; its
+  logged propensity stays the one written at serving. Plays of a title the member had not been
+  shown before, or shown with the same image, or whose previous image has left the pool, stay
+  (as do plays whose event never reaches the join: lost, late or skewed out of the window).
 
 Repairs: ``dedup`` (one row per impression id), ``join_by_id`` (events carry the impression id,
 window on the device's own clock: undoes skew and misattribution), ``require_render`` (drop rows
@@ -45,9 +53,13 @@ _C = {name: j for j, name in enumerate(COUNTERS)}
 @dataclass
 class Reported:
     """The reported rows of one batch: ``rows`` (m,) index the batch's n impressions (repeats
-    for duplicates and unrendered records); outcomes (m,) bool as joined; ``counts`` (n, k)."""
+    for duplicates and unrendered records); ``action`` / ``artwork`` (m,) the pool slot and image
+    each row credits (the one served, unless misattributed to the previous image); outcomes (m,)
+    bool as joined; ``counts`` (n, k)."""
 
     rows: np.ndarray
+    action: np.ndarray
+    artwork: np.ndarray
     rendered: np.ndarray
     click: np.ndarray
     play: np.ndarray
@@ -59,7 +71,7 @@ class Reported:
     def feedback(self, s) -> FeedbackBatch:
         """What the trainers receive (``s``: the batch's :class:`sim.serving.ServedImpressions`)."""
         r = self.rows
-        return FeedbackBatch(decisions=s.decisions.subset(r), action=s.action[r], artwork=s.artwork[r],
+        return FeedbackBatch(decisions=s.decisions.subset(r), action=self.action, artwork=self.artwork,
                              propensity=self.pscore, click=self.click, play=self.play,
                              quality_play=self.quality_play)
 
@@ -71,7 +83,8 @@ class Reported:
         r = self.rows
         out = {k: (v[r] if isinstance(v, np.ndarray) and v.shape[:1] == impression_id.shape else v)
                for k, v in cols.items()}
-        out.update(click=self.click, play=self.play, reward=self.quality_play, pscore=self.pscore,
+        out.update(action=self.action, artwork=self.artwork,
+                   click=self.click, play=self.play, reward=self.quality_play, pscore=self.pscore,
                    quality_play=out["quality_play"] & self.rendered,
                    minutes=np.where(self.rendered, out["minutes"], 0.0),
                    impression_id=impression_id[r], rendered=self.rendered, fallback=self.fallback)
@@ -121,15 +134,28 @@ def report(s, faults, rng: np.random.Generator, window: float, quality_threshold
     counts[:, _C["events_duplicated"]] = dup.sum(axis=1)
     counts[:, _C["events_skewed"]] = (own_clock & ~naive).sum(axis=1)
 
-    # Misattribution: the play's events go to the tile before it on the page (after it for a
-    # visit's first tile; nowhere else to go on a one-tile page). Impressions are grouped by visit.
+    # Misattribution to the previous image: the row keeps its events but names the image the
+    # member saw before (only where there is a different one still in the title's pool).
+    action, artwork = s.action, s.artwork
+    to_previous = f.misattribution_to == "previous_image"
+    if to_previous:
+        last = d.last_artwork if d.last_artwork is not None else np.full(n, -1)
+        in_pool = (d.candidates == last[:, None]) & d.mask & (last[:, None] >= 0)    # (n, K)
+        moved &= in_pool.any(axis=1) & (last != s.artwork) & credited[:, 1]     # a play event to mis-join
+        counts[:, _C["misattributed"]] = moved
+        if moved.any() and not f.join_by_id:
+            action = np.where(moved, in_pool.argmax(axis=1), s.action).astype(s.action.dtype)
+            artwork = np.where(moved, last, s.artwork).astype(s.artwork.dtype)
+    # Misattribution to a tile: the play's events go to the tile before it on the page (after it
+    # for a visit's first tile; nowhere else to go on a one-tile page). Impressions are grouped by visit.
     target = np.arange(n)
-    if moved.any():
+    if moved.any() and not to_previous:
         visit = d.visit if d.visit is not None else np.arange(n)
         prev_same = np.r_[False, visit[1:] == visit[:-1]]
         next_same = np.r_[visit[:-1] == visit[1:], False]
         target = np.where(moved & prev_same, target - 1, np.where(moved & next_same, target + 1, target))
-    counts[:, _C["misattributed"]] = target != np.arange(n)
+    if not to_previous:
+        counts[:, _C["misattributed"]] = target != np.arange(n)
     join_fix = counts[:, _C["events_skewed"]] + counts[:, _C["misattributed"]]
     counts[:, _C["repair_join_by_id"]] = join_fix if f.join_by_id else 0
     if f.join_by_id:
@@ -158,4 +184,8 @@ def report(s, faults, rng: np.random.Generator, window: float, quality_threshold
         counts[:, _C["repair_rendered_propensity"]] = pscore_repaired
     out = joined[rows] & rendered[:, None]
     flag = fb[rows] & (not f.fallback_logged_as_policy)
-    return Reported(rows, rendered, out[:, 0], out[:, 1], out[:, 2], s.propensity[rows], flag, counts)
+    # An unrendered twin is a record of the image served, not the target of a play.
+    action = np.where(rendered, action[rows], s.action[rows])
+    artwork = np.where(rendered, artwork[rows], s.artwork[rows])
+    return Reported(rows, action, artwork, rendered, out[:, 0], out[:, 1], out[:, 2], s.propensity[rows],
+                    flag, counts)

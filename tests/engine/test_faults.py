@@ -2,6 +2,7 @@
 no fault crashes a run, and runs with faults stay deterministic and shard-invariant."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -99,6 +100,47 @@ def test_join_by_id_undoes_misattribution():
     assert fixed.counts[:, COUNTERS.index("repair_join_by_id")].sum() == moved
 
 
+def with_previous_images(s):
+    """``s`` with the image each member saw before (``last_artwork``): for impression i, pool
+    slot (action + 2) % K -- a different image -- except every 4th impression (never shown
+    before: -1) and every 5th (shown before with the same image). Returns (s, previous slot)."""
+    n, K = s.action.size, s.decisions.candidates.shape[1]
+    slot = (s.action + 2) % K
+    slot[np.arange(n) % 5 == 0] = s.action[np.arange(n) % 5 == 0]
+    last = s.decisions.candidates[np.arange(n), slot].astype(np.int32)
+    last[np.arange(n) % 4 == 1] = -1
+    return SimpleNamespace(**{**vars(s), "decisions": dataclasses.replace(s.decisions, last_artwork=last)}), slot
+
+
+def test_join_by_id_undoes_misattribution_to_the_previous_image():
+    s, slot = with_previous_images(served())
+    n = s.action.size
+    faulty = run_report(s, misattribution=1.0, misattribution_to="previous_image")
+    fixed = run_report(s, misattribution=1.0, misattribution_to="previous_image", join_by_id=True)
+    # Every play of a title shown before with another image names that image, with the play.
+    eligible = s.play & (np.arange(n) % 4 != 1) & (np.arange(n) % 5 != 0)
+    assert eligible.sum() > 300
+    assert np.array_equal(faulty.rows, np.arange(n))
+    assert np.array_equal(faulty.artwork != s.artwork, eligible)
+    assert np.array_equal(faulty.artwork[eligible], s.decisions.last_artwork[eligible])
+    assert np.array_equal(faulty.action[eligible], slot[eligible])
+    assert np.array_equal(faulty.action[~eligible], s.action[~eligible])
+    assert np.array_equal(faulty.quality_play, s.quality_play)         # the events stay with the row
+    assert faulty.counts[:, COUNTERS.index("misattributed")].sum() == eligible.sum()
+    fb = faulty.feedback(s)
+    assert np.array_equal(fb.artwork, faulty.artwork) and np.array_equal(fb.action, faulty.action)
+    # The repair: every row credits the image served.
+    assert np.array_equal(fixed.artwork, s.artwork) and np.array_equal(fixed.action, s.action)
+    assert fixed.counts[:, COUNTERS.index("repair_join_by_id")].sum() == eligible.sum()
+    # At a rate, a share of the eligible plays (0.3 * eligible, binomial standard error).
+    part = run_report(s, misattribution=0.3, misattribution_to="previous_image")
+    k, m = int((part.artwork != s.artwork).sum()), int(eligible.sum())
+    assert abs(k - 0.3 * m) < 4 * np.sqrt(0.21 * m)
+    # An event lost before the join cannot be mis-joined.
+    lost = run_report(s, event_loss=1.0, misattribution=1.0, misattribution_to="previous_image")
+    assert np.array_equal(lost.artwork, s.artwork)
+
+
 def test_loss_and_late_events_lose_credit_and_no_repair_hides_it():
     s = served()
     lost = run_report(s, event_loss=0.2)
@@ -189,6 +231,53 @@ def test_faults_are_deterministic_and_shard_invariant(faulty_run, tmp_path):
     cfg["seed"] = 2
     run_experiment(cfg, other, progress=False)
     assert (faulty_run / "metrics.json").read_bytes() != (other / "metrics.json").read_bytes()
+
+
+PREVIOUS = {"misattribution": 0.5, "misattribution_to": "previous_image"}
+
+
+def test_misattribution_to_previous_image_credits_the_image_seen_before(tmp_path):
+    """A non-learning policy serves the same pages with and without the repair (the ranker
+    trains on true outcomes), so the repaired log is what was served: each row whose image the
+    faulty log changed names the image the member was served at their last impression of the
+    title in an earlier serving window."""
+    logs, counts = {}, {}
+    for name, repair in (("faulty", False), ("fixed", True)):
+        cfg = tiny_config(policies=("uniform",), engine={"faults": {**PREVIOUS, "misattribution": 1.0,
+                                                                 "join_by_id": repair}})
+        run_experiment(cfg, tmp_path / name, progress=False)
+        logs[name] = read_impressions(tmp_path / name)
+        counts[name] = json.loads((tmp_path / name / "metrics.json").read_text())["faults"]["total"]
+    faulty, fixed = logs["faulty"], logs["fixed"]
+    assert len(faulty) == len(fixed)
+    assert faulty.drop(columns=["artwork", "action"]).equals(fixed.drop(columns=["artwork", "action"]))
+    changed = np.flatnonzero(faulty["artwork"].to_numpy() != fixed["artwork"].to_numpy())
+    assert changed.size >= 5 and changed.size == counts["faulty"]["misattributed"]
+    assert counts["fixed"]["repair_join_by_id"] == changed.size
+    assert fixed["play"].to_numpy()[changed].all()
+    window = experiment_config_from_dict(tiny_config(policies=("uniform",))).engine.window_minutes
+    served_ = fixed.sort_values("time", kind="stable")
+    for i in changed:
+        row = fixed.iloc[i]
+        start = np.floor(row["time"] / window) * window
+        before = served_[(served_["member"] == row["member"]) & (served_["title"] == row["title"])
+                         & (served_["time"] < start)]
+        assert len(before) and before["artwork"].iloc[-1] == faulty["artwork"].iloc[i] != row["artwork"]
+
+
+def test_misattribution_to_previous_image_is_deterministic_and_shard_invariant(tmp_path):
+    runs = {}
+    for name, shards in (("one", 1), ("three", 3)):
+        cfg = tiny_config(policies=("uniform", "thompson"),
+                          engine={"days": 0.5, "member_block": 16, "shards": shards, "faults": PREVIOUS})
+        run_experiment(cfg, tmp_path / name, progress=False)
+        runs[name] = tmp_path / name
+    m = json.loads((runs["one"] / "metrics.json").read_text())
+    assert m["faults"]["total"]["misattributed"] > 0
+    assert m["faults"]["config"]["misattribution_to"] == "previous_image"
+    assert (runs["one"] / "metrics.json").read_bytes() == (runs["three"] / "metrics.json").read_bytes()
+    assert (runs["one"] / "timeseries.csv").read_bytes() == (runs["three"] / "timeseries.csv").read_bytes()
+    assert pq.read_table(runs["one"] / "logs").equals(pq.read_table(runs["three"] / "logs"))
 
 
 def test_faults_off_adds_no_columns_and_draws_nothing(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from experiments.analyses.pipeline_faults import analyze, base_config, grid_runs, run_grid
+from experiments.analyses.pipeline_faults import analyze, base_config, fault_of, grid_runs, run_grid
 from tests.conftest import tiny_world
 
 
@@ -14,6 +14,17 @@ def test_grid_lists_each_fault_with_and_without_its_repair():
                      "duplicate-0.05-on-s0", "duplicate-0.05-on-s1",
                      "event_loss-0.05-off-s0", "event_loss-0.05-off-s1"]    # event loss has no repair
     assert base_config()["world"]["response"] == {"name": "independent"}
+
+
+def test_grid_runs_misattribution_to_the_previous_image_as_its_own_row():
+    runs = dict(grid_runs(("misattribution_previous_image",), (0.05,), (0,)))
+    assert list(runs) == ["none-0-off-s0", "misattribution_previous_image-0.05-off-s0",
+                          "misattribution_previous_image-0.05-on-s0"]
+    on = runs["misattribution_previous_image-0.05-on-s0"]["faults"]
+    assert on == {"misattribution": 0.05, "misattribution_to": "previous_image", "join_by_id": True}
+    assert fault_of({"faults": {"config": on}}) == ("misattribution_previous_image", 0.05, True)
+    tile = {"misattribution": 0.05, "misattribution_to": "tile"}
+    assert fault_of({"faults": {"config": tile}}) == ("misattribution", 0.05, False)
 
 
 def test_tiny_grid_measures_bias_and_dedup_removes_it(tmp_path):
