@@ -221,7 +221,7 @@ def test_sweep_runs_every_job_in_parallel_into_stable_self_contained_directories
         assert metrics["complete"] is True
         config = yaml.safe_load((run / "config.yaml").read_text())
         assert config["engine"]["retrain_hours"] == float(name.split("retrain_hours=")[1].split(",")[0])
-        assert len(list((run / "charts").glob("*.png"))) == 6
+        assert len(list((run / "charts").glob("*.png"))) == 10      # nine charts and the homepage picture
         assert sorted((run / "logs").glob("part-*.parquet"))
         assert not (run / "error.txt").exists()
     assert f"sweep {sweep_dir}: 4 of 4 runs complete, 0 failed" in done.stdout
