@@ -172,8 +172,10 @@ def print_table(rows: list[dict], percent: bool) -> None:
     fmt = (lambda v: f"{v:.3%}") if percent else (lambda v: f"{v:.5g}")
     show = lambda v: fmt(v) if v is not None and math.isfinite(v) else "-"  # noqa: E731
     has_truth = any(math.isfinite(r["truth"]) for r in rows)
+    has_online = any(r.get("online_take_fraction") is not None for r in rows)
     head = f"{'policy':<28}{'estimator':<10}{'estimate':>10}{'95% CI':>24}"
     head += f"{'truth':>10}{'rel. error':>12}" if has_truth else ""
+    head += f"{'online':>10}" if has_online else ""
     print(head)
     for r in rows:
         line = (f"{r['policy'][:27]:<28}{r['estimator']:<10}{show(r['estimate']):>10}"
@@ -181,7 +183,11 @@ def print_table(rows: list[dict], percent: bool) -> None:
         if has_truth:
             rel = r["relative_error"]
             line += f"{show(r['truth']):>10}{(f'{rel:+.1%}' if math.isfinite(rel) else '-'):>12}"
+        if has_online:
+            line += f"{show(r.get('online_take_fraction')):>10}"
         print(line)
+    if has_online:
+        print("online: the policy's take fraction when it runs in the closed loop (--online), same world and seed")
 
 
 def plot(rows: list[dict], path: Path, title: str, ylabel: str, scale: float) -> Path:

@@ -62,21 +62,32 @@ def clickbait_trap_chart(run_dir: Path, metrics: dict, charts: Path) -> Path | N
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
     _lift_bars(axes[0], metrics, CLICKBAIT_METRICS)
     axes[0].set_title("What the click learner buys and costs", fontsize=11)
-    days = (np.arange(n) + 1) * hours / 24
-    for ci, name in enumerate(names):
-        sel = data["cell"] == ci
-        mean, se = clustered_ratio(representativeness[data["artwork"][sel]], np.ones(sel.sum()),
-                                   data["member"][sel], bucket[sel], n)
-        line, = axes[1].plot(days, mean, lw=1.8, label=name)
-        band(axes[1], days, mean, se, line.get_color())
+    def shown(sel):              # representativeness of each impression's image, every impression
+        return representativeness[data["artwork"][sel]], np.ones(sel.sum(), bool)
+
+    _cell_lines(axes[1], data, names, bucket, n, hours, shown)
     axes[1].set_title("Representativeness of the images shown (1 = shows what the title is)", fontsize=11)
-    axes[1].set_xlabel("simulated time (days, end of bin)")
     axes[1].set_ylabel("mean representativeness of shown images (0-1)")
-    axes[1].grid()
-    axes[1].legend(title="cell (95 % band, members as clusters)")
     fig.suptitle("Clickbait trap: a bandit trained on clicks vs one trained on quality plays", fontsize=12)
     fig.tight_layout()
     return save(fig, charts / "clickbait_trap.png")
+
+
+def _cell_lines(ax, data: dict, names: list[str], bucket: np.ndarray, n: int, hours: float, values) -> None:
+    """One line per cell over time with its 95 % band (members as clusters): ``values(sel)`` gives,
+    for the impressions of a cell (boolean mask ``sel``), their values and which of them count
+    (both shape (sel.sum(),)); the line is the mean of the counted values per bin."""
+    days = (np.arange(n) + 1) * hours / 24
+    for ci, name in enumerate(names):
+        sel = data["cell"] == ci
+        value, counted = values(sel)
+        mean, se = clustered_ratio(value[counted], np.ones(counted.sum()), data["member"][sel][counted],
+                                   bucket[sel][counted], n)
+        line, = ax.plot(days, mean, lw=1.8, label=name)
+        band(ax, days, mean, se, line.get_color())
+    ax.set_xlabel("simulated time (days, end of bin)")
+    ax.grid()
+    ax.legend(title="cell (95 % band, members as clusters)")
 
 
 def image_changes(member: np.ndarray, title: np.ndarray, time: np.ndarray, artwork: np.ndarray):
@@ -101,21 +112,15 @@ def stickiness_chart(run_dir: Path, metrics: dict, charts: Path) -> Path | None:
     bucket, n, hours = _bins(metrics, data["time"])
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
     lift_and_gain_panel(axes[0], metrics)
-    days = (np.arange(n) + 1) * hours / 24
-    for ci, name in enumerate(names):
-        sel = data["cell"] == ci
+    def changed_image(sel):      # per repeat impression: a different image than last time
         repeat, changed = image_changes(data["member"][sel], data["title"][sel], data["time"][sel],
                                         data["artwork"][sel])
-        share, se = clustered_ratio(changed[repeat], np.ones(repeat.sum()), data["member"][sel][repeat],
-                                    bucket[sel][repeat], n)
-        line, = axes[1].plot(days, share, lw=1.8, label=name)
-        band(axes[1], days, share, se, line.get_color())
+        return changed, repeat
+
+    _cell_lines(axes[1], data, names, bucket, n, hours, changed_image)
     percent_axis(axes[1])
     axes[1].set_title("Image changed since the member last saw the title", fontsize=11)
-    axes[1].set_xlabel("simulated time (days, end of bin)")
     axes[1].set_ylabel("share of repeat impressions with a new image (%)")
-    axes[1].grid()
-    axes[1].legend(title="cell (95 % band, members as clusters)")
     fig.suptitle("Stickiness: keeping a member's image vs re-choosing it under a change penalty", fontsize=12)
     fig.tight_layout()
     return save(fig, charts / "stickiness.png")

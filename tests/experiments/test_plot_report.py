@@ -350,3 +350,22 @@ def test_a_seed_only_sweep_charts_every_cell_across_seeds(tmp_path):
     assert "Every metric, every cell: mean over 2 seeds" in text
     for cell in CELLS:
         assert f"| {cell} |" in text
+
+
+# ---- per-experiment charts --------------------------------------------------------------------------
+@pytest.mark.parametrize("experiment", ["clickbait_trap", "stickiness"])
+def test_experiment_charts_are_drawn_for_their_experiment(experiment, tmp_path, capsys):
+    import hydra
+
+    from experiments import config_store  # noqa: F401 -- registers the schema
+    from experiments.run import CONFIG_DIR, config_to_dict
+
+    with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = config_to_dict(hydra.compose("config", overrides=[
+            f"experiment={experiment}", "world=tiny", "engine.days=0.5", "engine.progress=false"]))
+    cfg["experiment"]["analyses"] = []
+    run_experiment(cfg, tmp_path / "run", progress=False)
+    plot_main([str(tmp_path / "run")])
+    chart = tmp_path / "run" / "charts" / f"{experiment}.png"
+    assert str(chart) in capsys.readouterr().out
+    assert_readable_png(chart)

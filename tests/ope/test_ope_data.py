@@ -274,3 +274,18 @@ def test_evaluate_names_the_clip_option_when_it_is_out_of_range(run, capsys):
     with pytest.raises(SystemExit):
         evaluate.main([str(run), "--policy", "fixed", "--clip", "0"])
     assert "--clip 0.0: ipw.lambda_ = 0.0 is not allowed: a number > 0 or inf" in capsys.readouterr().err
+
+
+def test_evaluate_online_prints_the_closed_loop_value_beside_the_estimates(run, tmp_path, capsys):
+    from sim.ope.groundtruth import online_value
+
+    assert evaluate.main([str(run), "--policy", "fixed", "--online", "--n-bootstrap", "20",
+                          "--out", str(tmp_path / "ope")]) == 0
+    out = capsys.readouterr().out
+    direct = online_value(run_config(run), {"name": "fixed"}, name="fixed")["take_fraction"]["estimate"]
+    table = pd.read_csv(tmp_path / "ope" / "ope_estimates.csv")
+    assert table["online_take_fraction"].to_numpy() == pytest.approx(direct, rel=1e-12)
+    header = next(line for line in out.splitlines() if line.startswith("policy"))
+    assert header.split()[-1] == "online"
+    rows = [line for line in out.splitlines() if line.startswith("fixed")]
+    assert len(rows) == len(table) and all(line.split()[-1] == f"{direct:.3%}" for line in rows)
