@@ -46,7 +46,7 @@ from sim.schema import closest_text
 from sim.outputs import atomic_write_text, charts_done, is_complete, mark_charts_done
 from sim.rundir import (RunDirBusy, RunDirError, check_path_name, check_run_dir, claim,
                         foreign_entries, lock_holder, pid_alive, remove_listed)
-from sim.runner import run_experiment
+from sim.runner import RunCompletedMeanwhile, run_experiment
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 
@@ -77,6 +77,9 @@ def main(cfg: DictConfig) -> dict | None:
         return None
     try:
         summary = run_experiment(config_to_dict(cfg), out, dir_key="hydra.run.dir", adopt=adopt)
+    except RunCompletedMeanwhile:
+        print(f"skipping {out}: completed by another process while this one started{config_drift(cfg, out)}")
+        return None
     except RunDirBusy as err:
         print(f"config error: {err}", file=sys.stderr)   # the other writer's files stay
         sys.exit(2)
@@ -149,6 +152,9 @@ def sweep_job(cfg: DictConfig, out: Path, adopt: tuple[str, ...] = (".hydra", "r
         # Parallel jobs share the terminal: no progress bars.
         summary = run_experiment(config_to_dict(cfg), out, progress=False, dir_key="hydra.sweep.dir",
                                  adopt=(*adopt, ERROR_FILE))
+    except RunCompletedMeanwhile:
+        print(f"skipping {out}: completed by another process while this one started")
+        return None
     except (ConfigError, OmegaConfBaseException) as err:
         return _job_failed(out, f"config error: {_one_line(err)}", write=not isinstance(err, RunDirBusy))
     except Exception:  # noqa: BLE001 -- any failure of one job is recorded, the sweep goes on

@@ -15,10 +15,15 @@ from sim.config import EXECUTION_KEYS, experiment_config_from_dict
 from sim.engine import Simulation
 from sim.features import context_names
 from sim.logs import ImpressionLog, VisitLog
-from sim.outputs import (RUN_OUTPUTS, atomic_write_text, clear_run_outputs, provenance, write_csv,
-                         write_json)
+from sim.outputs import (RUN_OUTPUTS, atomic_write_text, clear_run_outputs, is_complete, provenance,
+                         write_csv, write_json)
 from sim.progress import make_progress
 from sim.rundir import RunLock, check_run_dir, claim
+
+
+class RunCompletedMeanwhile(Exception):
+    """Another process completed the run directory between this run's start and its lock: this
+    run writes nothing (the caller reports it as skipped)."""
 
 
 def results_config(config: Mapping[str, Any]) -> dict:
@@ -45,6 +50,7 @@ def run_experiment(config: Mapping[str, Any], out_dir: Path | str, progress: boo
 
     cfg = experiment_config_from_dict(config)
     out = Path(out_dir)
+    complete_before = is_complete(out)
     check_run_dir(out, cfg.engine.overwrite, dir_key, adopt)
     check_memory(cfg)
     log = visit_log = None
@@ -55,6 +61,10 @@ def run_experiment(config: Mapping[str, Any], out_dir: Path | str, progress: boo
     lock = RunLock(out, dir_key)           # a second writer is refused; released on any exit
     try:
         check_run_dir(out, cfg.engine.overwrite, dir_key, adopt)   # again, now that we hold the lock
+        if is_complete(out) and not complete_before:
+            # Another writer finished it while this run started (it held the lock then): never
+            # replace a result that appeared under our feet.
+            raise RunCompletedMeanwhile(str(out))
         claim(out, (*RUN_OUTPUTS, *adopt))
         # A previous, interrupted or failed attempt: its Parquet parts, charts and temporary
         # files would mix with (or outnumber) this attempt's.

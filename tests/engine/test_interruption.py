@@ -187,3 +187,27 @@ def test_metrics_json_records_provenance(uninterrupted):
         assert m["git_commit"] == head.stdout.strip()
     else:
         assert m["git_commit"] is None
+
+
+def test_a_run_completed_by_another_writer_while_this_one_started_is_left_alone(tmp_path, monkeypatch):
+    """The race of two runs started together: the other run finishes (and releases the lock)
+    after this one checked the directory but before this one takes the lock. This run must not
+    replace the result; it reports a skip (experiments.run prints "skipping")."""
+    import sim.runner
+    from sim.runner import RunCompletedMeanwhile
+
+    out = tmp_path / "run"
+    cfg = tiny_config(["uniform"], engine={"days": 0.1})
+    other = tiny_config(["uniform"], engine={"days": 0.1})
+    other["seed"] = 2
+    real = sim.runner.Simulation
+
+    def other_writer_finishes_first(*args, **kwargs):
+        monkeypatch.setattr(sim.runner, "Simulation", real)
+        run_experiment(other, out)                 # the other process's whole run
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sim.runner, "Simulation", other_writer_finishes_first)
+    with pytest.raises(RunCompletedMeanwhile):
+        run_experiment(cfg, out)
+    assert is_complete(out) and json.loads((out / "metrics.json").read_text())["seed"] == 2
