@@ -2,10 +2,11 @@
 
 ``python -m experiments.figures [--only NAME ...] [--runs DIR] [--check]``
 
-A *source* is one run (a command line of ``experiments.run``) and a function that reads the
-figures off its run directory, each under a key. ``make figures`` runs every source whose run
-directory under ``--runs`` (default ``outputs/figures``) is not complete yet, then writes every
-figure into ``results/figures.json`` (committed): ``{key: {"text": ..., "source": ..., "command": ...}}``.
+A *source* is a sequence of commands (``python -m <module> args``) writing into one output
+directory, and a function that reads the figures off that directory, each under a key.
+``make figures`` runs every source whose output directory under ``--runs`` (default
+``outputs/figures``) is not complete yet, then writes every figure into ``results/figures.json``
+(committed): ``{key: {"text": ..., "source": ..., "command": ...}}``.
 
 README.md marks each figure it quotes with its key, in one of two ways:
 
@@ -15,8 +16,8 @@ README.md marks each figure it quotes with its key, in one of two ways:
 
 ``--check`` (and ``tests/experiments/test_readme_figures.py``) compares README.md with the results
 file and lists every difference. Adding a section's figures: register a source with
-:func:`source` (its run and a function returning ``{key: text}``), mark the numbers in README.md,
-run ``make figures`` and commit ``results/figures.json``.
+:func:`source` (one ``experiments.run`` run) or :func:`commands` (any commands), mark the numbers
+in README.md, run ``make figures ARGS="--only NAME"`` and commit ``results/figures.json``.
 """
 from __future__ import annotations
 
@@ -38,28 +39,44 @@ BLOCK_MARK = re.compile(r"^<!-- figure: (\S+) -->$")
 INLINE_MARK = re.compile(r"<!--fig:([a-z0-9_.]+)-->(.*?)<!--/fig-->", re.S)   # keys are lower case
 
 
+OUT = "{out}"      # in a source's command: its output directory
+
+
 @dataclass(frozen=True)
 class Source:
-    """A run and the figures read off it."""
+    """Commands writing into one output directory, and the figures read off it."""
 
     name: str
-    overrides: tuple[str, ...]                    # experiments.run overrides (the run directory is added)
+    commands: tuple[tuple[str, ...], ...]         # each: module, args ({out} -> the output directory)
     read: Callable[[Path], dict[str, str]]
 
-    def command(self, runs: Path) -> list[str]:
-        return [sys.executable, "-m", "experiments.run", *self.overrides, "engine.progress=false",
-                f"hydra.run.dir={runs / self.name}"]
+    def argvs(self, out: Path) -> list[list[str]]:
+        return [[sys.executable, "-m", *(a.replace(OUT, str(out)) for a in cmd)] for cmd in self.commands]
+
+    def shown(self) -> str:
+        """The commands as the results file records them (output directory left as ``{out}``)."""
+        return " && ".join(" ".join(["python", "-m", *cmd]) for cmd in self.commands) + " (make figures)"
 
 
 SOURCES: dict[str, Source] = {}
+DONE = ".figures-complete"       # written into a source's output directory once its commands all ran
+
+
+def commands(name: str, *cmds: tuple[str, ...]):
+    """Register ``read(out) -> {key: text}`` as the figures of the commands ``cmds`` (each a tuple
+    ``(module, *args)``; ``{out}`` in an argument is the source's output directory)."""
+    def register(read: Callable[[Path], dict[str, str]]):
+        if name in SOURCES:
+            raise ValueError(f"figure source {name!r} is registered twice")
+        SOURCES[name] = Source(name, tuple(tuple(c) for c in cmds), read)
+        return read
+    return register
 
 
 def source(name: str, *overrides: str):
-    """Register ``read(run_dir) -> {key: text}`` as the figures of the run ``overrides``."""
-    def register(read: Callable[[Path], dict[str, str]]):
-        SOURCES[name] = Source(name, tuple(overrides), read)
-        return read
-    return register
+    """Register ``read(run_dir) -> {key: text}`` as the figures of one ``experiments.run`` run
+    with ``overrides``; the run directory is the source's output directory."""
+    return commands(name, ("experiments.run", *overrides, "engine.progress=false", f"hydra.run.dir={OUT}"))
 
 
 # ---- sources -----------------------------------------------------------------------------------
@@ -142,6 +159,31 @@ def differences(readme: str, results: dict) -> list[str]:
     return out
 
 
+def updated_readme(readme: str, results: dict) -> tuple[str, list[str]]:
+    """``readme`` with every marked figure replaced by its text in ``results`` (keys missing
+    there are left alone), and one line per figure that changed."""
+    changed = []
+
+    def inline(m: re.Match) -> str:
+        fig = results.get(m.group(1))
+        if fig is None or fig["text"] == m.group(2):
+            return m.group(0)
+        changed.append(f"README.md:{readme.count(chr(10), 0, m.start()) + 1}: {m.group(1)} "
+                       f"{m.group(2)!r} -> {fig['text']!r}")
+        return f"<!--fig:{m.group(1)}-->{fig['text']}<!--/fig-->"
+
+    text = INLINE_MARK.sub(inline, readme)
+    lines = text.splitlines(keepends=True)
+    for line, key, quoted in sorted(readme_figures(text), reverse=True):     # bottom up: line numbers stay valid
+        fig = results.get(key)
+        if fig is None or fig["text"] == quoted or not BLOCK_MARK.match(lines[line - 1].strip()):
+            continue
+        start = line + 1 if lines[line].lstrip().startswith("```") else line    # 0-based first line of the block
+        lines[start:start + quoted.count("\n")] = [fig["text"]]
+        changed.append(f"README.md:{line}: {key} (block of {quoted.count(chr(10))} lines)")
+    return "".join(lines), sorted(changed, key=lambda c: int(c.split(":")[1]))
+
+
 def load_results(path: Path = RESULTS) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -152,23 +194,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=Path, default=Path("outputs/figures"),
                     help="directory of the sources' runs (a complete run there is reused)")
     ap.add_argument("--check", action="store_true", help="only compare README.md with results/figures.json")
+    ap.add_argument("--update-readme", action="store_true",
+                    help="write the regenerated text into every marked figure of README.md that differs, "
+                         "and list them (re-read the prose around each)")
     args = ap.parse_args(argv)
     if not args.check:
-        from sim.outputs import atomic_write_text, is_complete
+        from sim.outputs import atomic_write_text
 
         results = load_results()
         for name in args.only or sorted(SOURCES):
             src = SOURCES[name]
-            run_dir = args.runs / name
-            command = " ".join(["python", "-m", "experiments.run", *src.overrides]) + " (make figures)"
-            if not is_complete(run_dir):
-                print(f"running {name}: python {command}", flush=True)
-                subprocess.run(src.command(args.runs), check=True, cwd=REPO)
-            for key, text in src.read(run_dir).items():
-                results[key] = {"text": text, "source": name, "command": command}
+            out = args.runs / name
+            if not (out / DONE).is_file():
+                for argv in src.argvs(out):
+                    print(f"running {name}: {' '.join(argv[1:])}", flush=True)
+                    out.mkdir(parents=True, exist_ok=True)
+                    subprocess.run(argv, check=True, cwd=REPO)
+                (out / DONE).write_text(src.shown() + "\n")
+            for key, text in src.read(out).items():
+                results[key] = {"text": text, "source": name, "command": src.shown()}
         RESULTS.parent.mkdir(exist_ok=True)
         atomic_write_text(RESULTS, json.dumps(dict(sorted(results.items())), indent=1, ensure_ascii=False) + "\n")
         print(RESULTS)
+    if args.update_readme:
+        text, changed = updated_readme(README.read_text(), load_results())
+        if changed:
+            from sim.outputs import atomic_write_text
+
+            atomic_write_text(README, text)
+        for line in changed:
+            print(f"updated {line}")
     diffs = differences(README.read_text(), load_results())
     for d in diffs:
         print(d)
@@ -176,5 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if diffs else 0
 
 
+# The other sections' sources: each module registers its sources with @source / @commands.
+from experiments import figures_evaluation, figures_experiments  # noqa: E402,F401
+
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as experiments.figures (not __main__), so that the sources registered by the modules
+    # above, which import experiments.figures, are in the registry main() reads.
+    from experiments.figures import main as _main
+
+    sys.exit(_main())

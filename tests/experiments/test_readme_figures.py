@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from experiments.figures import README, RESULTS, SOURCES, differences, load_results, readme_figures
+from experiments.figures import (README, RESULTS, SOURCES, differences, load_results, readme_figures,
+                                 updated_readme)
 
 
 def test_readme_quotes_exactly_the_regenerated_figures():
@@ -34,3 +35,16 @@ def test_a_changed_number_or_an_unknown_key_is_reported_with_its_line():
     assert "not in figures.json" in differences(unknown, results)[0]
     fenced = "<!-- figure: s -->\n```\nline 1\nline 2\n```\n"
     assert readme_figures(fenced) == [(1, "s", "line 1\nline 2\n")]
+
+
+def test_update_readme_rewrites_exactly_the_marked_figures_that_moved():
+    results = {"a.b": {"text": "1.6 %", "source": "baselines", "command": "make figures"},
+               "t": {"text": "| x |\n|---|\n| 2 |\n| 3 |\n", "source": "baselines", "command": "make figures"},
+               "s": {"text": "line 1\n", "source": "baselines", "command": "make figures"}}
+    readme = ("x <!--fig:a.b-->1.5 %<!--/fig--> 1.5 % y\n\n<!-- figure: t -->\n| x |\n|---|\n| 1 |\n\n"
+              "<!-- figure: s -->\n```\nline 1\n```\nz <!--fig:q-->7<!--/fig-->\n")
+    text, changed = updated_readme(readme, results)
+    assert text == ("x <!--fig:a.b-->1.6 %<!--/fig--> 1.5 % y\n\n<!-- figure: t -->\n| x |\n|---|\n| 2 |\n| 3 |\n\n"
+                    "<!-- figure: s -->\n```\nline 1\n```\nz <!--fig:q-->7<!--/fig-->\n")
+    assert [c.split(":")[1] for c in changed] == ["1", "3"]         # the unchanged block and the unknown key stay
+    assert differences(text, results) == [d for d in differences(text, results) if "'q'" in d]
