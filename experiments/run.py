@@ -73,7 +73,8 @@ def main(cfg: DictConfig) -> dict | None:
         return sweep_job(cfg, out, adopt)
     if is_complete(out):
         print(f"skipping {out}: already complete{config_drift(cfg, out)}")
-        redraw_missing_charts(out)
+        if cfg.engine.charts:
+            redraw_missing_charts(out)
         return None
     try:
         summary = run_experiment(config_to_dict(cfg), out, dir_key="hydra.run.dir", adopt=adopt)
@@ -89,7 +90,7 @@ def main(cfg: DictConfig) -> dict | None:
         remove_hydra_leftovers(out, adopt)
         print(f"config error: {_one_line(err)}", file=sys.stderr)
         sys.exit(2)
-    charts = draw_charts(out, summary)
+    charts = draw_charts(out, summary) if cfg.engine.charts else []
     print_summary(summary, out, charts)
     return summary
 
@@ -139,7 +140,8 @@ def sweep_job(cfg: DictConfig, out: Path, adopt: tuple[str, ...] = (".hydra", "r
     if is_complete(out):
         print(f"skipping {out}: already complete{config_drift(cfg, out)}")
         try:
-            redraw_missing_charts(out)
+            if cfg.engine.charts:
+                redraw_missing_charts(out)
         except Exception:  # noqa: BLE001 -- the results are complete; say why charts are missing
             print(f"charts of {out} failed:\n" + traceback.format_exc(), file=sys.stderr)
         return None
@@ -160,7 +162,8 @@ def sweep_job(cfg: DictConfig, out: Path, adopt: tuple[str, ...] = (".hydra", "r
     except Exception:  # noqa: BLE001 -- any failure of one job is recorded, the sweep goes on
         return _job_failed(out, traceback.format_exc())
     try:
-        draw_charts(out, summary)
+        if cfg.engine.charts:
+            draw_charts(out, summary)
     except Exception:  # noqa: BLE001 -- the results are complete; `experiments.plot` redraws
         print(f"charts of {out} failed (redraw with python -m experiments.plot {out}):\n"
               + traceback.format_exc(), file=sys.stderr)
@@ -281,7 +284,8 @@ def print_summary(summary: dict, out: Path, charts: list[Path]) -> None:
     from experiments.power_notes import mde_line, underpowered_notes
     print("\n".join(underpowered_notes(summary) or filter(None, [mde_line(summary)])))
     print(f"\nresults: {out}/metrics.json, {out}/timeseries.csv, logs in {out}/logs")
-    print("charts:  " + ", ".join(str(c) for c in charts))
+    print("charts:  " + (", ".join(str(c) for c in charts) if charts else
+                         f"not drawn (engine.charts=false; python -m experiments.plot {out} draws them)"))
 
 
 # ---- misspelt keys ---------------------------------------------------------------------------

@@ -298,9 +298,19 @@ class RayBackend:
             self.started = True
             if eng.ray_address is None:
                 record_raylet(ray)
+        blocks_of_shards = block_ranges(config.world.n_members, eng.member_block, eng.shards)
+        # Every shard's actor must be alive at once (each step waits for all of them): on a Ray
+        # with fewer CPUs than the actors reserve, the last ones would never be placed.
+        need, have = len(blocks_of_shards) * eng.ray_cpus_per_shard, ray.cluster_resources().get("CPU", 0.0)
+        if need > have:
+            from sim.schema import ConfigError
+
+            raise ConfigError("engine.ray_cpus_per_shard", eng.ray_cpus_per_shard,
+                              f"{len(blocks_of_shards)} shard actors x {eng.ray_cpus_per_shard:g} CPUs = {need:g} "
+                              f"CPUs, but this Ray has {have:g}; lower engine.ray_cpus_per_shard "
+                              f"(e.g. {have / len(blocks_of_shards):g}) or engine.shards")
         actor = ray.remote(num_cpus=eng.ray_cpus_per_shard, max_restarts=0)(ShardActor)
-        self.actors = [actor.remote(config, blocks, log_enabled, build_shard)
-                       for blocks in block_ranges(config.world.n_members, eng.member_block, eng.shards)]
+        self.actors = [actor.remote(config, blocks, log_enabled, build_shard) for blocks in blocks_of_shards]
         try:
             ray.get([a.ready.remote() for a in self.actors], timeout=self.START_TIMEOUT)
         except ray.exceptions.GetTimeoutError:

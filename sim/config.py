@@ -46,7 +46,7 @@ WORLD_SOURCES = ("synthetic", "movielens")
 ENGINE_BACKENDS = ("local", "processes", "ray")
 #: Engine keys that say how a run executes, not what it simulates: results do not depend on them.
 EXECUTION_KEYS = ("backend", "shards", "sync_hours", "ray_address", "ray_cpus_per_shard", "progress",
-                  "overwrite", "memory_limit_gb")
+                  "charts", "overwrite", "memory_limit_gb")
 #: Analyses an experiment can request (modules of experiments.analyses).
 ANALYSIS_NAMES = ("cold_start", "netflix_replay", "feedback_loop", "clickbait_loop", "incrementality",
                   "pipeline_faults")
@@ -166,6 +166,8 @@ class EngineConfig:
     log_chunk_rows: int = param(500_000, ge=1, le=1 << 31, doc="rows per log part file")
     track_regret: bool = param(True, doc="measure regret against the oracle image")
     progress: bool = param(True, doc="show a progress bar")
+    charts: bool = param(True, doc="draw the run's charts and analyses when it ends "
+                                   "(false: python -m experiments.plot RUN draws them later)")
     # Execution (EXECUTION_KEYS): same config and seed give identical results for any of these.
     backend: str = param("local", choices=ENGINE_BACKENDS,
                       doc="local | processes (worker processes) | ray (Ray actors)")

@@ -4,7 +4,8 @@ Used by ``tests/experiments/test_readme_commands.py`` (one subprocess for all co
 imports are paid once). Each command runs as typed, from the working directory ``OUT/work``,
 with these changes (README, "The README is tested"):
 
-* every ``python -m experiments.run`` gets :data:`TINY` appended (later values win in Hydra), and
+* every ``python -m experiments.run`` gets :data:`TINY` appended (later values win in Hydra), its
+  default run (sweep) directory gets a counter appended (two runs may start in one second), and
   a sweep (``-m``) keeps the first value of every swept list (``range(n)`` included; also the
   lists its experiment config sweeps), so it runs one job, in this process
   (``hydra/launcher=basic``, or the command's own ``hydra.launcher.n_jobs=1``);
@@ -100,6 +101,18 @@ def cut_sweep(args: list[str]) -> list[str]:
     return out
 
 
+RUNS = iter(range(1, 10**6))
+
+
+def own_directory(args: list[str]) -> list[str]:
+    """The command's default run (or sweep) directory, ``.../<date>_<time>``, with a counter
+    appended: Hydra names it by the second, and two commands in one second would share it."""
+    key, root = ("hydra.sweep.dir", "multirun") if "-m" in args else ("hydra.run.dir", "outputs")
+    if any(a.startswith(key + "=") for a in args):
+        return []
+    return [f"{key}={root}/${{experiment.name}}/${{now:%Y-%m-%d_%H-%M-%S}}_{next(RUNS):03d}"]
+
+
 def tiny(args: list[str]) -> list[str]:
     if "--cfg" in args:
         return args
@@ -107,8 +120,8 @@ def tiny(args: list[str]) -> list[str]:
         # Jobs one after another in this process: the basic launcher, or the command's own
         # launcher settings (hydra.launcher.n_jobs=1) when it has some.
         own = any(a.startswith("hydra.launcher.") for a in args)
-        return cut_sweep(args) + TINY + ([] if own else ["hydra/launcher=basic"])
-    return args + TINY
+        return cut_sweep(args) + TINY + own_directory(args) + ([] if own else ["hydra/launcher=basic"])
+    return args + TINY + own_directory(args)
 
 
 class Placeholders:
@@ -187,8 +200,8 @@ def run_module(argv: list[str], transcript: bool = False) -> tuple[int, str]:
             code = 1
         finally:
             sys.argv = old
-    if module == "experiments.run":
-        time.sleep(1.05 - time.time() % 1)     # Hydra names run directories by the second
+    if module == "experiments.run" and transcript:
+        time.sleep(1.05 - time.time() % 1)     # as typed, its directory is named by the second
     return code, buf.getvalue()
 
 

@@ -220,17 +220,20 @@ def test_run_cli_runs_then_skips_a_completed_directory(tmp_path):
     out = tmp_path / "cli"
     args = ("experiments.run", "world=tiny", "engine.days=0.5", "engine.progress=false",
             f"hydra.run.dir={out}")
-    done = cli(*args)
+    done = cli(*args, "engine.charts=false")
     assert done.returncode == 0, done.stderr
-    assert f"results: {out}/metrics.json" in done.stdout
+    assert f"results: {out}/metrics.json" in done.stdout and "charts:  not drawn (engine.charts=false" in done.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["complete"] is True and sorted(metrics["cells"]) == sorted(CELLS)
-    assert len(list((out / "charts").glob("*.png"))) == 10  # nine charts and the homepage picture
+    assert "charts" not in metrics["config"]["engine"]          # an execution key, as progress
+    assert not (out / "charts").exists()
     before = (out / "metrics.json").read_bytes()
-    again = cli(*args)
+    again = cli(*args)                                          # complete: skipped, its charts drawn now
     assert again.returncode == 0, again.stderr
     assert "skipping" in again.stdout and "results:" not in again.stdout
     assert (out / "metrics.json").read_bytes() == before
+    assert len(list((out / "charts").glob("*.png"))) == 10  # nine charts and the homepage picture
+    assert (out / "charts" / "DONE").is_file()
 
 
 def test_run_cli_refuses_a_bad_override_cleanly(tmp_path):

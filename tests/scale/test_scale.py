@@ -250,18 +250,21 @@ def test_bad_execution_settings_are_rejected(engine, key):
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
-    ray.init(num_cpus=4, include_dashboard=False, configure_logging=False)
+    # Two CPUs: four shards then queue on two workers (each worker process imports the project).
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
     yield ray
     ray.shutdown()
 
 
 @pytest.mark.slow
 def test_ray_shards_give_identical_results(local_ray, single_shard, tmp_path):
-    for shards in (2, 4):
-        out = run_dir(tmp_path, f"ray{shards}", backend="ray", shards=shards)
-        assert_same_results(single_shard, out)
-        assert local_ray.is_initialized()       # the engine leaves a Ray it did not start running
-    one, on_ray = trained(), trained(backend="ray", shards=3)
+    with pytest.raises(ConfigError, match="4 shard actors x 1 CPUs = 4 CPUs, but this Ray has 2") as info:
+        run_dir(tmp_path, "too_many", backend="ray", shards=4)    # would wait for CPUs that never come
+    assert info.value.key == "engine.ray_cpus_per_shard"
+    out = run_dir(tmp_path, "ray4", backend="ray", shards=4, ray_cpus_per_shard=0.5)
+    assert_same_results(single_shard, out)
+    assert local_ray.is_initialized()           # the engine leaves a Ray it did not start running
+    one, on_ray = trained(), trained(backend="ray", shards=3, ray_cpus_per_shard=0.5)
     for key in one:
         np.testing.assert_array_equal(one[key], on_ray[key], err_msg=str(key))
 
