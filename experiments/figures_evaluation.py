@@ -87,21 +87,143 @@ def bench(out: Path) -> dict[str, str]:
 # ---- Offline policy evaluation: per-impression and page-level accuracy -------------------------
 @commands("ope_accuracy", ("experiments.ope_accuracy", "--out", OUT))
 def ope_accuracy(out: Path) -> dict[str, str]:
-    return {}
+    """The tables ``python -m experiments.ope_accuracy`` prints (per-impression error by log size,
+    page-level bias/RMSE/coverage, default-homepage weights), and the figures its prose quotes
+    from the summaries: biases at the largest log, effective sample sizes, estimator ratios."""
+    import pandas as pd
+
+    from experiments.ope_accuracy import error_tables
+    from experiments.ope_pages import page_tables, page_weights_text
+
+    tiles = pd.read_csv(out / "ope_accuracy_summary.csv")
+    tiles = tiles[tiles["size"] == tiles["size"].max()].set_index(["logger", "estimator", "target"]).sort_index()
+    bias = 100 * tiles["mean_relative_error"]
+    thompson = next(x for x in tiles.index.get_level_values("logger").unique() if x != "uniform")
+    replay_t = bias.loc[thompson, "replay"].sort_values()
+    big = replay_t[replay_t > 10]            # the targets replay overstates under the Thompson logger
+    ess = tiles["effective_sample_size"] / tiles["size"]      # share of the largest log
+    figs = {
+        "ope_accuracy.tiles": error_tables(pd.read_csv(out / "ope_accuracy_runs.csv")).lstrip("\n"),
+        "ope_accuracy.unbiased_max_bias": f"{bias.loc[:, ['ipw', 'snipw', 'dr', 'sndr'], :].abs().max():.1f} %",
+        "ope_accuracy.replay_uniform_bias": f"{bias.loc['uniform', 'replay'].max():+.1f} to "
+                                            f"{bias.loc['uniform', 'replay'].min():+.1f} %",
+        "ope_accuracy.replay_thompson_bias": f"{big.min():+.1f} to {big.max():+.1f} %",
+        "ope_accuracy.replay_thompson_targets": f"{len(big)} of {len(replay_t)}",
+        "ope_accuracy.dm_oracle_bias": f"{bias.loc['uniform', 'dm', 'oracle']:+.1f} %",
+        "ope_accuracy.dm_max_coverage": f"{100 * tiles.loc[:, 'dm', :]['ci_coverage'].max():.0f} %",
+        "ope_accuracy.fixed_ess_uniform": f"{100 * ess.loc['uniform', 'ipw', 'fixed']:.0f} %",
+        "ope_accuracy.fixed_ess_thompson": f"{100 * ess.loc[thompson, 'ipw', 'fixed']:.0f} %",
+    }
+    pages = pd.read_csv(out / "page_ope_summary.csv")
+    truths = pd.read_csv(out / "page_ope_truth.csv")
+    figs["ope_accuracy.pages"] = page_tables(pages, truths).lstrip("\n")
+    figs["ope_accuracy.page_weights"] = page_weights_text(pd.read_csv(out / "page_weights_default_homepage.csv"))
+    last = pages[pages["size"] == pages["size"].max()].set_index(["response", "target", "estimator"])
+    targets = list(dict.fromkeys(last.index.get_level_values(1)))
+    iips = last.xs(("session", "iips"), level=("response", "estimator"))
+    truth = truths.groupby(["response", "target"])[["truth", "logger_truth"]].mean()    # as page_tables shows them
+    for i, target in enumerate(targets):
+        r, t = iips.loc[target], truth.loc["session", target]
+        figs[f"ope_accuracy.iips_session_bias_{i}"] = f"{100 * r['relative_bias']:+.1f} %"
+        figs[f"ope_accuracy.iips_session_z_{i}"] = f"{r['bias'] / r['se_bias']:.1f}"
+        figs[f"ope_accuracy.iips_session_lift_{i}"] = \
+            f"{100 * (t['truth'] * (1 + r['relative_bias']) / t['logger_truth'] - 1):.1f} %"
+        figs[f"ope_accuracy.true_session_lift_{i}"] = f"{100 * (t['truth'] / t['logger_truth'] - 1):.1f} %"
+
+    def ratio(a: str, b: str) -> str:
+        x = last.xs(a, level="estimator")["rmse"] / last.xs(b, level="estimator")["rmse"]
+        return f"{x.min():.1f}-{x.max():.1f}"
+
+    def coverage(estimator: str, target: str | None = None) -> str:
+        c = 100 * last.xs(estimator, level="estimator")["ci_coverage"]
+        c = c if target is None else c.xs(target, level="target")
+        return f"{c.min():.0f}-{c.max():.0f} %"
+
+    figs["ope_accuracy.sips_rips_rmse_ratio"] = ratio("sips", "rips")
+    figs["ope_accuracy.rips_iips_rmse_ratio"] = ratio("rips", "iips")
+    figs["ope_accuracy.sips_sharp_coverage"] = coverage("sips", targets[-1])
+    figs["ope_accuracy.rips_coverage"] = coverage("rips")
+    return figs
 
 
 # ---- Calibration against MovieLens 100k --------------------------------------------------------
 CALIBRATION_RUNS = [(ranker, seed) for seed in (0, 1) for ranker in ("learned", "random")]
+#: The summary figures the prose quotes per seed (seed 0's others are in its table).
+QUOTED_SUMMARY = {0: ("ks_mean", "ks_min", "ks_max", "gini", "gini_real", "activity_ks"),
+                  1: ("ks_mean", "gini", "gini_real", "activity_ks", "cooccurrence")}
+
+
+def _calibration_rows(run: Path) -> list[dict]:
+    """The rows of a ``--data movielens`` report (``calibration.csv``) with their types back."""
+    import pandas as pd
+
+    rows = pd.read_csv(run / "calibration.csv", keep_default_na=False).to_dict("records")
+    for r in rows:
+        r["met"] = {"True": True, "False": False}.get(str(r["met"]))
+        for k in ("real", "simulated", "distance"):
+            r[k] = float(r[k]) if r[k] != "" else float("nan")
+    return rows
+
+
+def _calibration_summary(rows: list[dict]) -> dict[str, float]:
+    """Mean, lowest and highest genre KS, the Gini pair, activity KS and co-occurrence distance."""
+    ks = [r["distance"] for r in rows if r["measure"] == "genre share KS"]
+    by = {r["measure"]: r for r in rows}
+    return {"ks_mean": sum(ks) / len(ks), "ks_min": min(ks), "ks_max": max(ks),
+            "gini": by["plays per title Gini"]["simulated"], "gini_real": by["plays per title Gini"]["real"],
+            "activity_ks": by["activity per member KS (/ mean)"]["distance"],
+            "cooccurrence": by["genre co-occurrence (1 - corr)"]["distance"]}
 
 
 @commands("calibrate_movielens", *(("experiments.calibrate", "--data", "movielens", "--ranker", ranker,
                                     "--seed", str(seed), "--out", f"{OUT}/{ranker}_seed{seed}")
                                    for ranker, seed in CALIBRATION_RUNS))
 def calibrate_movielens(out: Path) -> dict[str, str]:
-    return {}
+    """The seed-0 reports of both rankers side by side (formatted as ``calibration.md``), the
+    seed-1 summary, genre shares quoted in prose, the learned run's plays and titles, and the
+    MovieLens facts behind the taste model."""
+    from experiments.calibrate import markdown_table
+    from sim.logs import read_impressions
+    from sim.world.movielens import GENRES, _overall_shares, find_movielens, load_movielens, user_genre_shares
+
+    rows = {(ranker, seed): _calibration_rows(out / f"{ranker}_seed{seed}") for ranker, seed in CALIBRATION_RUNS}
+    table = []
+    for learned, random in zip(rows["learned", 0], rows["random", 0]):
+        table.append({"measure": f"{learned['measure']} {learned['genre']}".strip(), "real": learned["real"],
+                      "simulated, ranker learned": learned["simulated"], "distance (learned)": learned["distance"],
+                      "met (learned)": learned["met"], "simulated, ranker random": random["simulated"],
+                      "distance (random)": random["distance"], "met (random)": random["met"]})
+    figs = {"calibrate_movielens.table": markdown_table(table)}
+    for (ranker, seed), r in rows.items():
+        summary = _calibration_summary(r)
+        for what in QUOTED_SUMMARY[seed]:
+            figs[f"calibrate_movielens.{ranker}_seed{seed}.{what}"] = f"{summary[what]:.3f}"
+    for r in rows["learned", 0]:
+        if r["measure"] == "genre share KS" and r["genre"] in ("Comedy", "Action", "Documentary"):
+            for side in ("real", "simulated"):
+                figs[f"calibrate_movielens.{r['genre'].lower()}.{side}"] = f"{100 * r[side]:.1f} %"
+    data = load_movielens(find_movielens(None))
+    log = read_impressions(out / "learned_seed0" / "run", columns=["member", "title", "play"])
+    plays = log[log["play"].to_numpy()]
+    figs["calibrate_movielens.learned_plays"] = f"{len(plays):,}"
+    figs["calibrate_movielens.learned_plays_per_member"] = f"{len(plays) / data.n_users:.0f}"    # members = users
+    figs["calibrate_movielens.learned_titles_played"] = f"{plays['title'].nunique():,}"
+    figs["calibrate_movielens.learned_titles_shown"] = f"{log['title'].nunique():,}"
+    drama = GENRES.index("Drama")
+    figs["calibrate_movielens.drama_share"] = f"{100 * _overall_shares(data)[drama]:.0f} %"
+    figs["calibrate_movielens.drama_first"] = f"{100 * (user_genre_shares(data).argmax(axis=1) == drama).mean():.0f} %"
+    return figs
 
 
 # ---- The simulated world under the independent response model ----------------------------------
 @source("world_independent", "world.response.name=independent")
 def world_independent(run_dir: Path) -> dict[str, str]:
-    return {}
+    """The default experiment under ``world.response.name=independent``: the control cell's CTR and
+    take fraction, and the oracle's take-fraction lift (as the printed summary shows them)."""
+    m = json.loads((run_dir / "metrics.json").read_text())
+    control = m["cells"][m["control"]]
+    lift = m["lift"]["oracle"]["take_fraction"]
+    return {"world_independent.ctr": f"{100 * control['ctr']['estimate']:.1f} %",
+            "world_independent.take_fraction": f"{100 * control['take_fraction']['estimate']:.1f} %",
+            "world_independent.oracle_lift": f"{100 * lift['estimate']:+.1f} % "
+                                             f"[{100 * lift['ci_low']:+.1f}, {100 * lift['ci_high']:+.1f}]"}
