@@ -206,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
             src = SOURCES[name]
             out = args.runs / name
             if not (out / DONE).is_file():
+                out.mkdir(parents=True, exist_ok=True)      # also for a source without commands
                 for argv in src.argvs(out):
                     print(f"running {name}: {' '.join(argv[1:])}", flush=True)
-                    out.mkdir(parents=True, exist_ok=True)
                     subprocess.run(argv, check=True, cwd=REPO)
                 (out / DONE).write_text(src.shown() + "\n")
             for key, text in src.read(out).items():

@@ -84,6 +84,60 @@ def bench(out: Path) -> dict[str, str]:
     return out_
 
 
+@commands("bench_scaling", ("experiments.bench", "--skip-headline", "--skip-response", "--workers", "1",
+                            "--json", f"{OUT}/bench.json"))
+def bench_scaling(out: Path) -> dict[str, str]:
+    """The scaling table of ``make bench`` and its verdict lines, as it prints them."""
+    from experiments.bench import scaling_table, verdict_line
+
+    report = json.loads((out / "bench.json").read_text())
+    rows = report["scaling"]
+    verdicts = "\n".join(verdict_line(v, [r for r in rows if r["policy"] == v["policy"]])
+                          for v in report["verdicts"])
+    return {"bench_scaling.table": scaling_table(rows) + "\n", "bench_scaling.verdicts": verdicts + "\n",
+            "bench_scaling.load_average": f"{report['machine']['load_average_at_start'][0]:.1f}"}
+
+
+@commands("bench_response", ("experiments.bench", "--skip-headline", "--skip-scaling", "--workers", "1",
+                             "--json", f"{OUT}/bench.json"))
+def bench_response(out: Path) -> dict[str, str]:
+    """Impressions/s of the default experiment under each response model, and the session
+    model's share of the independent model's impressions/s and visits/s."""
+    report = json.loads((out / "bench.json").read_text())
+    figs = {"bench_response.load_average": f"{report['machine']['load_average_at_start'][0]:.1f}"}
+    for r in report["response_models"]:
+        figs[f"bench_response.{r['response']}.rate"] = f"{r['impressions_per_s_median']:,.0f}"
+    session = report["response_models"][0]
+    figs["bench_response.ratio"] = f"{session['ratio_to_reference']:.2f}"
+    figs["bench_response.visits_ratio"] = f"{session['visits_ratio_to_reference']:.2f}"
+    return figs
+
+
+# ---- Run directories: the memory estimate's refusal ---------------------------------------------
+#: A run too large for the limit; the limit is set, so the message does not depend on the machine.
+MEMORY_EXAMPLE = ("world.n_members=50000000", "engine.memory_limit_gb=20")
+
+
+@commands("memory")       # no command: the estimate is a function of the config alone
+def memory(out: Path) -> dict[str, str]:
+    """The message ``python -m experiments.run`` refuses :data:`MEMORY_EXAMPLE` with."""
+    import hydra
+
+    from experiments import config_store  # noqa: F401 -- registers the schema
+    from experiments.run import CONFIG_DIR, config_to_dict
+    from sim.config import experiment_config_from_dict
+    from sim.memory import check_memory
+    from sim.schema import ConfigError
+
+    with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = hydra.compose("config", overrides=list(MEMORY_EXAMPLE))
+    try:
+        check_memory(experiment_config_from_dict(config_to_dict(cfg)))
+    except ConfigError as err:
+        return {"memory.refusal": f"config error: {err}\n"}
+    raise AssertionError(f"{' '.join(MEMORY_EXAMPLE)} fits in memory: the README example needs a larger run")
+
+
 # ---- Offline policy evaluation: per-impression and page-level accuracy -------------------------
 @commands("ope_accuracy", ("experiments.ope_accuracy", "--out", OUT))
 def ope_accuracy(out: Path) -> dict[str, str]:
