@@ -55,7 +55,8 @@ class Source:
 
     def shown(self) -> str:
         """The commands as the results file records them (output directory left as ``{out}``)."""
-        return " && ".join(" ".join(["python", "-m", *cmd]) for cmd in self.commands) + " (make figures)"
+        shown = " && ".join(" ".join(["python", "-m", *cmd]) for cmd in self.commands)
+        return (shown or f"no command: {self.read.__module__}.{self.read.__name__} computes them") + " (make figures)"
 
 
 SOURCES: dict[str, Source] = {}
