@@ -1,6 +1,7 @@
-"""README figures of offline evaluation, real data and speed: OPE accuracy, page-level OPE, MovieLens,
-calibration, fitting, the bench, scale and memory
-(sources for ``make figures``: see :mod:`experiments.figures`)."""
+"""README figures of the Gymnasium environment, the simulated and MovieLens worlds, calibration and
+fitting (OBD), speed (``bench*``: the sources that time something), the memory estimate, and
+per-impression and page-level off-policy evaluation (sources for ``make figures``: see
+:mod:`experiments.figures`)."""
 from __future__ import annotations
 
 import json
@@ -57,7 +58,12 @@ def calibrate_obd(out: Path) -> dict[str, str]:
     }
 
 
-# ---- Speed: the closed loop of make bench ------------------------------------------------------
+# ---- Speed: make bench --------------------------------------------------------------------------
+def _load_average(report: dict) -> str:
+    """The 1-minute load average when ``experiments.bench`` started (how busy the machine was)."""
+    return f"{report['machine']['load_average_at_start'][0]:.1f}"
+
+
 @commands("bench", ("experiments.bench", "--skip-scaling", "--skip-response", "--workers", "1", "--repeat", "1",
                     "--json", f"{OUT}/bench.json"))
 def bench(out: Path) -> dict[str, str]:
@@ -66,8 +72,8 @@ def bench(out: Path) -> dict[str, str]:
     report = json.loads((out / "bench.json").read_text())
     rows = {r["policy"]: r for r in report["headline"]}
     first = report["headline"][0]
-    out_ = {
-        "bench.load_average": f"{report['machine']['load_average_at_start'][0]:.1f}",
+    figs = {
+        "bench.load_average": _load_average(report),
         "bench.impressions": f"{first['impressions']:,}",
         "bench.artworks_per_title": f"{first['artworks_per_title']:.1f}",
         "bench.minimal": f"{first['minimal_impressions_per_s']:,.0f}",
@@ -77,11 +83,11 @@ def bench(out: Path) -> dict[str, str]:
         "bench.peak_rss": f"{max(r['peak_rss_mb'] for r in rows.values()):,.0f} MB",
     }
     for policy, r in rows.items():
-        out_[f"bench.{policy}.rate"] = f"{r['impressions_per_s_median']:,.0f}"
-        out_[f"bench.{policy}.seconds"] = f"{r['run_s']:.1f} s"
-        out_[f"bench.{policy}.ratio"] = f"{r['ratio']:.2f}"
-        out_[f"bench.{policy}.ratio_compiled"] = f"{r['ratio_compiled']:.2f}"
-    return out_
+        figs[f"bench.{policy}.rate"] = f"{r['impressions_per_s_median']:,.0f}"
+        figs[f"bench.{policy}.seconds"] = f"{r['run_s']:.1f} s"
+        figs[f"bench.{policy}.ratio"] = f"{r['ratio']:.2f}"
+        figs[f"bench.{policy}.ratio_compiled"] = f"{r['ratio_compiled']:.2f}"
+    return figs
 
 
 @commands("bench_scaling", ("experiments.bench", "--skip-headline", "--skip-response", "--workers", "1",
@@ -95,7 +101,7 @@ def bench_scaling(out: Path) -> dict[str, str]:
     verdicts = "\n".join(verdict_line(v, [r for r in rows if r["policy"] == v["policy"]])
                           for v in report["verdicts"])
     return {"bench_scaling.table": scaling_table(rows) + "\n", "bench_scaling.verdicts": verdicts + "\n",
-            "bench_scaling.load_average": f"{report['machine']['load_average_at_start'][0]:.1f}"}
+            "bench_scaling.load_average": _load_average(report)}
 
 
 @commands("bench_response", ("experiments.bench", "--skip-headline", "--skip-scaling", "--workers", "1",
@@ -104,7 +110,7 @@ def bench_response(out: Path) -> dict[str, str]:
     """Impressions/s of the default experiment under each response model, and the session
     model's share of the independent model's impressions/s and visits/s."""
     report = json.loads((out / "bench.json").read_text())
-    figs = {"bench_response.load_average": f"{report['machine']['load_average_at_start'][0]:.1f}"}
+    figs = {"bench_response.load_average": _load_average(report)}
     for r in report["response_models"]:
         figs[f"bench_response.{r['response']}.rate"] = f"{r['impressions_per_s_median']:,.0f}"
     session = report["response_models"][0]
@@ -195,7 +201,7 @@ def ope_accuracy(out: Path) -> dict[str, str]:
 
     figs["ope_accuracy.sips_rips_rmse_ratio"] = ratio("sips", "rips")
     figs["ope_accuracy.rips_iips_rmse_ratio"] = ratio("rips", "iips")
-    figs["ope_accuracy.sips_sharp_coverage"] = coverage("sips", targets[-1])
+    figs["ope_accuracy.sips_sharp_coverage"] = coverage("sips", targets[-1])     # the target with less uniform
     figs["ope_accuracy.rips_coverage"] = coverage("rips")
     return figs
 
