@@ -169,9 +169,9 @@ def page_tables(summary: pd.DataFrame, truths: pd.DataFrame) -> str:
         se = math.sqrt((t["truth_mc_se"] ** 2).sum()) / len(t)
         lift = t["truth"].mean() / t["logger_truth"].mean() - 1
         lines += ["", f"page level, response {response}, target {target}: true value {t['truth'].mean():.4f} "
-                      f"quality plays per page (Monte Carlo se {se:.5f}; uniform logger {t['logger_truth'].mean():.4f}, "
-                      f"true page-level lift {lift:+.1%}); {int(g['size'].iloc[0]):,} pages per log, "
-                      f"{int(g['estimates'].iloc[0])} logs"]
+                      f"quality plays per page (Monte Carlo se {se:.5f}; uniform logger "
+                      f"{t['logger_truth'].mean():.4f}, true page-level lift {lift:+.1%}); "
+                      f"{int(g['size'].iloc[0]):,} pages per log, {int(g['estimates'].iloc[0])} logs"]
         lines.append(f"{'estimator':<12}{'bias':>10}{'± se':>9}{'rel. bias':>11}{'RMSE':>9}{'rel. RMSE':>11}"
                      f"{'coverage':>10}")
         for e in SLATE_ESTIMATOR_NAMES:
@@ -188,8 +188,9 @@ def page_weights_text(table: pd.DataFrame) -> str:
     lines = [f"variance cost on the default homepage ({int(table['pages'].iloc[0]):,} pages, "
              f"{table['tiles_per_page'].iloc[0]:.1f} tiles per page): effective sample size share 1 / E[w^2]"]
     for name, g in table.groupby("target", sort=False):
-        lines.append(f"  {name}: " + "; ".join(f"{r.estimator}{'' if r.slot in ('page', 'tile') else ' slot ' + r.slot} "
-                                               f"{r.ess_share:.2g}" for r in g.itertuples()))
+        lines.append(f"  {name}: " + "; ".join(
+            f"{r.estimator}{'' if r.slot in ('page', 'tile') else ' slot ' + r.slot} {r.ess_share:.2g}"
+            for r in g.itertuples()))
     return "\n".join(lines) + "\n"
 
 
