@@ -376,9 +376,9 @@ def headline(args: argparse.Namespace) -> list[dict]:
     first_call = kernel_first_call()
     print(f"compiled kernels: ready in {first_call:.2f} s in this process (import numba, load the "
           "cached machine code), not counted below")
-    if args.compile_time:
-        print(f"  compiled from scratch (fresh process, empty cache): {kernel_compile_from_scratch():.2f} s",
-              flush=True)
+    from_scratch = kernel_compile_from_scratch() if args.compile_time else None
+    if from_scratch is not None:
+        print(f"  compiled from scratch (fresh process, empty cache): {from_scratch:.2f} s", flush=True)
     minimal = compiled = None
     results = []
     for policy in args.policies.split(","):
@@ -418,7 +418,9 @@ def headline(args: argparse.Namespace) -> list[dict]:
                         "minimal_impressions_per_s": minimal, "ratio": float(np.median(rates)) / minimal,
                         "minimal_compiled_impressions_per_s": compiled,
                         "ratio_compiled": float(np.median(rates)) / compiled,
-                        "kernel_first_call_s": first_call})
+                        "kernel_first_call_s": first_call, "kernel_compile_from_scratch_s": from_scratch,
+                        "run_s": float(r["run_s"]), "artworks_per_title": A / args.titles,
+                        "peak_rss_mb": peak_rss_mb()})      # of this process so far: every policy run before
         del runs, r     # free the worlds before the next policy builds its own
     print("  peer libraries: none measured (MABWiser is not a dependency; the issue's figures for it "
           "were taken apart from this bench)")

@@ -55,7 +55,8 @@ class Source:
 
     def shown(self) -> str:
         """The commands as the results file records them (output directory left as ``{out}``)."""
-        return " && ".join(" ".join(["python", "-m", *cmd]) for cmd in self.commands) + " (make figures)"
+        shown = " && ".join(" ".join(["python", "-m", *cmd]) for cmd in self.commands)
+        return (shown or f"no command: {self.read.__module__}.{self.read.__name__} computes them") + " (make figures)"
 
 
 SOURCES: dict[str, Source] = {}
@@ -206,9 +207,9 @@ def main(argv: list[str] | None = None) -> int:
             src = SOURCES[name]
             out = args.runs / name
             if not (out / DONE).is_file():
+                out.mkdir(parents=True, exist_ok=True)      # also for a source without commands
                 for argv in src.argvs(out):
                     print(f"running {name}: {' '.join(argv[1:])}", flush=True)
-                    out.mkdir(parents=True, exist_ok=True)
                     subprocess.run(argv, check=True, cwd=REPO)
                 (out / DONE).write_text(src.shown() + "\n")
             for key, text in src.read(out).items():

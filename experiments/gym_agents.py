@@ -120,16 +120,29 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--days", type=float, default=2.0, help="simulated days per episode")
     ap.add_argument("--members", type=int, default=2000)
     ap.add_argument("--reward", default="quality_play", help="quality_play, play, click or minutes")
+    ap.add_argument("--out", help="also write the comparison (without timings) to this file")
     args = ap.parse_args(argv)
     config = {"world": {"n_members": args.members}, "engine": {"days": args.days}}
     res = compare(config, args.num_envs, args.seed, args.reward)
+    text = report(res, args.reward)
+    print(text, end="")
+    print("seconds: " + ", ".join(f"{name} {res[name]['seconds']:.1f}" for name in ("random", "thompson")))
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text)
+
+
+def report(res: dict, reward: str) -> str:
+    """The comparison as printed: each agent's mean reward per visit, then the difference (95 % CIs)."""
+    lines = []
     for name in ("random", "thompson"):
         m, se = mean_interval(res[name]["rewards"])
-        print(f"{name:9s} {m:.4f} {args.reward} per visit [{m - Z95 * se:.4f}, {m + Z95 * se:.4f}] "
-              f"({res[name]['rewards'].size:,} visits, {res[name]['seconds']:.1f} s)")
+        lines.append(f"{name:9s} {m:.4f} {reward} per visit [{m - Z95 * se:.4f}, {m + Z95 * se:.4f}] "
+                     f"({res[name]['rewards'].size:,} visits)")
     d = res["difference"]
-    print(f"thompson - random: {d['estimate']:+.4f} [{d['estimate'] - Z95 * d['se']:+.4f}, "
-          f"{d['estimate'] + Z95 * d['se']:+.4f}] per visit (z = {d['estimate'] / d['se']:.1f})")
+    lines.append(f"thompson - random: {d['estimate']:+.4f} [{d['estimate'] - Z95 * d['se']:+.4f}, "
+                 f"{d['estimate'] + Z95 * d['se']:+.4f}] per visit (z = {d['estimate'] / d['se']:.1f})")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -35,6 +35,14 @@ def rate(env, steps: int, visits_per_step: int, seed: int = 0) -> dict:
     return {"visits": visits, "visits_per_s_wall": visits / wall, "visits_per_s_cpu": visits / cpu}
 
 
+def table(rows: list[dict]) -> str:
+    """The printed table: one line per environment and visits per step, wall and CPU rates."""
+    lines = [f"{'environment':<20}{'visits/step':>12}{'visits':>10}{'visits/s (wall)':>18}{'visits/s (CPU)':>17}"]
+    lines += [f"{row['env']:<20}{row['num_envs']:>12,}{row['visits']:>10,}{row['visits_per_s_wall']:>18,.0f}"
+              f"{row['visits_per_s_cpu']:>17,.0f}" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description="Visits (steps) per second of the Gymnasium environment")
     ap.add_argument("--steps", type=int, default=1000, help="steps of the single-visit environment")
@@ -51,10 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     for n in (int(x) for x in args.num_envs.split(",")):
         env = HomepageVectorEnv(n)
         rows.append({"env": "HomepageVectorEnv", "num_envs": n, **rate(env, max(1, args.visits // n), n)})
-    print(f"{'environment':<20}{'visits/step':>12}{'visits':>10}{'visits/s (wall)':>18}{'visits/s (CPU)':>17}")
-    for row in rows:
-        print(f"{row['env']:<20}{row['num_envs']:>12,}{row['visits']:>10,}{row['visits_per_s_wall']:>18,.0f}"
-              f"{row['visits_per_s_cpu']:>17,.0f}")
+    print(table(rows), end="")
     report = {"rows": rows, "load_average": os.getloadavg()}
     if args.json:
         with open(args.json, "w") as fh:

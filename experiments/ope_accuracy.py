@@ -177,18 +177,21 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.groupby(keys, sort=False).apply(stats, include_groups=False).reset_index()
 
 
-def print_tables(runs: pd.DataFrame, summary: pd.DataFrame) -> None:
-    """Median |relative error| per estimator and log size (over targets, seeds, subsamples)."""
+def error_tables(runs: pd.DataFrame) -> str:
+    """Median |relative error| per estimator and log size (over targets, seeds, subsamples), one
+    table per logger, as printed."""
+    lines = []
     for logger, g in runs.groupby("logger", sort=False):
-        print(f"\nlogger {logger}: median |relative error| over targets, seeds and subsamples; "
-              "coverage of the 95 % intervals at the largest size")
+        lines += ["", f"logger {logger}: median |relative error| over targets, seeds and subsamples; "
+                      "coverage of the 95 % intervals at the largest size"]
         sizes = sorted(g["size"].unique())
         med = g.assign(a=g["relative_error"].abs()).groupby(["estimator", "size"])["a"].median()
         cov = g[g["size"] == sizes[-1]].groupby("estimator")["covered"].mean()
-        print(f"{'estimator':<10}" + "".join(f"{s:>10,}" for s in sizes) + f"{'coverage':>10}")
+        lines.append(f"{'estimator':<10}" + "".join(f"{s:>10,}" for s in sizes) + f"{'coverage':>10}")
         for e in g["estimator"].unique():      # every estimator scored, in table order
-            print(f"{e:<10}" + "".join(f"{med.get((e, s), math.nan):>10.1%}" for s in sizes)
-                  + f"{cov.get(e, math.nan):>10.0%}")
+            lines.append(f"{e:<10}" + "".join(f"{med.get((e, s), math.nan):>10.1%}" for s in sizes)
+                         + f"{cov.get(e, math.nan):>10.0%}")
+    return "\n".join(lines) + "\n"
 
 
 def tile_section(s: Settings, tmp: Path, out: Path) -> list[Path]:
@@ -223,7 +226,7 @@ def tile_section(s: Settings, tmp: Path, out: Path) -> list[Path]:
               bias_chart(summary, out / "bias_at_full_log.png")]
     if len(pool):
         files.append(error_vs_pool_size_chart(pool, s.pool_size_n, out / "relative_error_vs_pool_size.png"))
-    print_tables(runs, summary)
+    print(error_tables(runs), end="")
     return files
 
 

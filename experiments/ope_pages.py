@@ -160,24 +160,38 @@ def summarise_pages(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.groupby(keys, sort=False).apply(stats, include_groups=False).reset_index()
 
 
-def print_page_tables(summary: pd.DataFrame, truths: pd.DataFrame) -> None:
-    """Bias, RMSE and coverage per estimator on the largest logs."""
+def page_tables(summary: pd.DataFrame, truths: pd.DataFrame) -> str:
+    """Bias, RMSE and coverage per estimator on the largest logs, as printed."""
+    lines = []
     for (response, target), g in summary.groupby(["response", "target"], sort=False):
         g = g[g["size"] == g["size"].max()]
         t = truths[(truths["response"] == response) & (truths["target"] == target)]
         se = math.sqrt((t["truth_mc_se"] ** 2).sum()) / len(t)
         lift = t["truth"].mean() / t["logger_truth"].mean() - 1
-        print(f"\npage level, response {response}, target {target}: true value {t['truth'].mean():.4f} "
-              f"quality plays per page (Monte Carlo se {se:.5f}; uniform logger {t['logger_truth'].mean():.4f}, "
-              f"true page-level lift {lift:+.1%}); {int(g['size'].iloc[0]):,} pages per log, "
-              f"{int(g['estimates'].iloc[0])} logs")
-        print(f"{'estimator':<12}{'bias':>10}{'± se':>9}{'rel. bias':>11}{'RMSE':>9}{'rel. RMSE':>11}{'coverage':>10}")
+        lines += ["", f"page level, response {response}, target {target}: true value {t['truth'].mean():.4f} "
+                      f"quality plays per page (Monte Carlo se {se:.5f}; uniform logger "
+                      f"{t['logger_truth'].mean():.4f}, true page-level lift {lift:+.1%}); "
+                      f"{int(g['size'].iloc[0]):,} pages per log, {int(g['estimates'].iloc[0])} logs"]
+        lines.append(f"{'estimator':<12}{'bias':>10}{'± se':>9}{'rel. bias':>11}{'RMSE':>9}{'rel. RMSE':>11}"
+                     f"{'coverage':>10}")
         for e in SLATE_ESTIMATOR_NAMES:
             r = g[g["estimator"] == e]
             if len(r):
                 r = r.iloc[0]
-                print(f"{e:<12}{r['bias']:>10.4f}{r['se_bias']:>9.4f}{r['relative_bias']:>11.1%}"
-                      f"{r['rmse']:>9.4f}{r['relative_rmse']:>11.1%}{r['ci_coverage']:>10.0%}")
+                lines.append(f"{e:<12}{r['bias']:>10.4f}{r['se_bias']:>9.4f}{r['relative_bias']:>11.1%}"
+                             f"{r['rmse']:>9.4f}{r['relative_rmse']:>11.1%}{r['ci_coverage']:>10.0%}")
+    return "\n".join(lines) + "\n"
+
+
+def page_weights_text(table: pd.DataFrame) -> str:
+    """The effective-sample-size shares on the default homepage (:func:`default_page_weights`), as printed."""
+    lines = [f"variance cost on the default homepage ({int(table['pages'].iloc[0]):,} pages, "
+             f"{table['tiles_per_page'].iloc[0]:.1f} tiles per page): effective sample size share 1 / E[w^2]"]
+    for name, g in table.groupby("target", sort=False):
+        lines.append(f"  {name}: " + "; ".join(
+            f"{r.estimator}{'' if r.slot in ('page', 'tile') else ' slot ' + r.slot} {r.ess_share:.2g}"
+            for r in g.itertuples()))
+    return "\n".join(lines) + "\n"
 
 
 def default_page_weights(s: PageSettings, tmp: Path) -> pd.DataFrame:
@@ -210,11 +224,7 @@ def default_page_weights(s: PageSettings, tmp: Path) -> pd.DataFrame:
             if at.sum() >= 10:
                 rows.append({**base, "estimator": "rips", "slot": str(slot), "ess_share": 1 / m2["rips"][at].mean()})
     table = pd.DataFrame(rows)
-    print(f"\nvariance cost on the default homepage ({int(table['pages'].iloc[0]):,} pages, "
-          f"{table['tiles_per_page'].iloc[0]:.1f} tiles per page): effective sample size share 1 / E[w^2]")
-    for name, g in table.groupby("target", sort=False):
-        print(f"  {name}: " + "; ".join(f"{r.estimator}{'' if r.slot in ('page', 'tile') else ' slot ' + r.slot} "
-                                        f"{r.ess_share:.2g}" for r in g.itertuples()))
+    print("\n" + page_weights_text(table), end="")
     return table
 
 
@@ -236,7 +246,7 @@ def run_page_section(s: PageSettings, tmp: Path, out: Path) -> list[Path]:
     runs.to_csv(out / "page_ope_runs.csv", index=False)
     summary.to_csv(out / "page_ope_summary.csv", index=False)
     truth.to_csv(out / "page_ope_truth.csv", index=False)
-    print_page_tables(summary, truth)
+    print(page_tables(summary, truth), end="")
     extra = []
     if s.default_pages_members:
         extra.append(out / "page_weights_default_homepage.csv")
