@@ -328,7 +328,8 @@ QUICK = {"members": 20_000, "repeat": 1, "response_days": 0.5, "scales": "5000,2
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description="Throughput and memory benchmark")
+    from experiments.cli_help import prog
+    ap = argparse.ArgumentParser(prog=prog("experiments.bench"), description="Throughput and memory benchmark")
     ap.add_argument("--quick", action="store_true",
                     help="small sizes for development (explicit flags still win)")
     ap.add_argument("--members", type=int, default=100_000)

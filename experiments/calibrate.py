@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from sim.calibration import KS_TARGET, depth_matched, gini, interaction_table, lorenz, member_genre_shares
+from sim.bias import lorenz_band
+from sim.calibration import KS_TARGET, depth_matched, gini, interaction_table, member_genre_shares
 from sim.fit_log import ITEM_PRIOR_SD, ClickLog, fit_clicks, rate_table, read_click_log, world_config
 from sim.world.movielens import GENRES, cache_dir, find_movielens, load_movielens
 
@@ -82,7 +83,7 @@ def calibrate_movielens(out: Path, days: float, visits_per_day: float, seed: int
 
 
 def _movielens_chart(path, real, sim, mix, U, rows, what: str, real_activity) -> None:
-    from experiments.plotting import Z95, band, plt, save
+    from experiments.plotting import Z95, plt, save
 
     fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
     sr, ar = member_genre_shares(*real, mix, U)
@@ -103,16 +104,11 @@ def _movielens_chart(path, real, sim, mix, U, rows, what: str, real_activity) ->
     n_titles = mix.shape[0]
     rng = np.random.default_rng(0)
     for (m_, t_), label, color in ((real, "real", "C0"), (sim, "simulated", "C1")):
-        lx, ly = lorenz(np.bincount(t_, minlength=n_titles))
-        # 95 % band: bootstrap over members (20 resamples), the unit that was sampled.
-        boot = []
-        for _ in range(20):
-            w = np.bincount(rng.integers(0, U, U), minlength=U)[m_]   # times each member is drawn
-            boot.append(lorenz(np.bincount(t_, weights=w, minlength=n_titles))[1])
+        curve = lorenz_band(t_, m_, n_titles, rng)        # 95 % band: bootstrap over members, the sampled unit
         g = next(r for r in rows if r["measure"] == "plays per title Gini")
         gv = g["real"] if label == "real" else g["simulated"]
-        ax.plot(lx, ly, color=color, label=f"{label} (Gini {gv:.3f})")
-        band(ax, lx, ly, np.std(boot, axis=0), color)
+        ax.plot(curve["x"], curve["y"], color=color, label=f"{label} (Gini {gv:.3f})")
+        ax.fill_between(curve["x"], curve["low"], curve["high"], color=color, alpha=0.2, lw=0)
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="equal plays")
     ax.set(title="Lorenz curve of plays per title (95 % bootstrap band)",
            xlabel="share of titles, least played first (fraction)", ylabel="share of plays (fraction)")
@@ -275,7 +271,8 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m experiments.calibrate", description=__doc__.split("\n\n")[0])
+    from experiments.cli_help import prog
+    ap = argparse.ArgumentParser(prog=prog("experiments.calibrate"), description=__doc__.split("\n\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", choices=("movielens", "obd"), help="a real data set to compare with")
     src.add_argument("--logs", type=Path, help="an impression log to fit (OBD CSV, native CSV/Parquet, run dir)")

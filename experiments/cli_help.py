@@ -11,7 +11,9 @@ Hydra prints the help from ``configs/hydra/help/homesim.yaml``, whose template c
 """
 from __future__ import annotations
 
+import os
 import re
+import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -141,3 +143,10 @@ def register_resolver() -> None:
 
 
 register_resolver()
+
+
+def prog(module: str) -> str:
+    """The command name for a usage line: the console command that started this process
+    (``homesim-evaluate``), else ``python -m <module>`` (argparse would say ``evaluate.py``)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("homesim") else f"python -m {module}"

@@ -271,7 +271,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = OneLineParser(prog="python -m experiments.evaluate",
+    from experiments.cli_help import prog
+    ap = OneLineParser(prog=prog("experiments.evaluate"),
                        description="Evaluate policies offline on a log with every estimator.")
     ap.add_argument("source", type=Path, help="run directory, or a CSV/Parquet log file")
     ap.add_argument("--policy", action="append", required=True,

@@ -44,7 +44,8 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description="Visits (steps) per second of the Gymnasium environment")
+    from experiments.cli_help import prog
+    ap = argparse.ArgumentParser(prog=prog("experiments.gym_bench"), description="Visits (steps) per second of the Gymnasium environment")
     ap.add_argument("--steps", type=int, default=1000, help="steps of the single-visit environment")
     ap.add_argument("--visits", type=int, default=20_000, help="visits per vectorized measurement")
     ap.add_argument("--num-envs", default="64,256,1024", help="visits per step of the vectorized environment")

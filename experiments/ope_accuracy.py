@@ -231,7 +231,8 @@ def tile_section(s: Settings, tmp: Path, out: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m experiments.ope_accuracy", description=__doc__.splitlines()[0])
+    from experiments.cli_help import prog
+    ap = argparse.ArgumentParser(prog=prog("experiments.ope_accuracy"), description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5, help="number of seeds (independent logs per logger)")
     ap.add_argument("--days", type=float, default=4.0)
     ap.add_argument("--members", type=int, default=4000)

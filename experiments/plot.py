@@ -356,7 +356,8 @@ def plot_sweep(sweep_dir: Path | str) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from experiments.cli_help import prog
+    ap = argparse.ArgumentParser(prog=prog("experiments.plot"), description=__doc__.splitlines()[0])
     ap.add_argument("directory", type=Path, help="a run directory or a sweep directory")
     ap.add_argument("--no-picture", action="store_true", help="skip the homepage picture (runs)")
     ap.add_argument("--picture-cell", help="cell whose pages the homepage picture shows "

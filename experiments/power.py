@@ -69,7 +69,8 @@ def report(test: PlannedTest, lift: float | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from experiments.cli_help import prog
+    ap = argparse.ArgumentParser(prog=prog("experiments.power"), description=__doc__.splitlines()[0])
     ap.add_argument("--pilot", type=Path, help="run directory of a pilot run")
     ap.add_argument("--cell", help="pilot cell giving the baseline (default: the control cell)")
     ap.add_argument("--metric", default="take_fraction", choices=plannable_metrics())

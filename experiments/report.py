@@ -387,7 +387,8 @@ def write_report(directory: Path | str, fmt: str = "html", out: Path | str | Non
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from experiments.cli_help import prog
+    ap = argparse.ArgumentParser(prog=prog("experiments.report"), description=__doc__.splitlines()[0])
     ap.add_argument("directory", type=Path, help="a run directory or a sweep directory")
     ap.add_argument("--format", choices=("html", "md"), default="html")
     ap.add_argument("-o", "--output", type=Path, help="report path (default: <dir>/report.<format>)")

@@ -21,7 +21,7 @@ import numpy as np
 
 from experiments.plotting import Z95, band, finish, percent_axis, plt, save
 from experiments.results import read_log
-from sim.bias import gini
+from sim.bias import lorenz_band
 from sim.metrics import METRICS, SERIES_COLUMNS, RatioMetric
 
 #: Runs longer than this many simulated days are charted in daily bins.
@@ -205,25 +205,27 @@ def choice_share_chart(run_dir: Path, cell: str, hours: float, n_bins: int, path
 def lorenz_chart(run_dir: Path, n_titles: int, path: Path, cells: list[str] | None = None) -> Path | None:
     """Lorenz curve of impressions across the catalog per cell (every title, shown or not); cells
     in the order of ``cells`` (the run's order, so that colours match the other charts)."""
-    log = read_log(run_dir, ["title"])
+    log = read_log(run_dir, ["title", "member"])
     if log is None:
         return None
     data, names = log
     fig, ax = plt.subplots(figsize=(6.5, 6))
     n = max(n_titles, int(data["title"].max()) + 1 if data["title"].size else 1)
+    rng = np.random.default_rng(0)             # the bootstrap's draws: the same chart every time
     for name in [c for c in (cells or names) if c in names]:
-        ci = names.index(name)
-        counts = np.sort(np.bincount(data["title"][data["cell"] == ci], minlength=n)).astype(float)
-        if counts.sum() == 0:
+        mine = data["cell"] == names.index(name)
+        if not mine.any():
             continue
-        x = np.arange(n + 1) / n
-        y = np.concatenate([[0.0], np.cumsum(counts) / counts.sum()])
-        ax.plot(x, y, lw=1.8, label=f"{name} (Gini {gini(counts):.2f})")
+        curve = lorenz_band(data["title"][mine], data["member"][mine], n, rng)
+        line, = ax.plot(curve["x"], curve["y"], lw=1.8, label=f"{name} (Gini {curve['gini']:.3f} "
+                        f"[{curve['gini_low']:.3f}, {curve['gini_high']:.3f}])")
+        ax.fill_between(curve["x"], curve["low"], curve["high"], color=line.get_color(), alpha=0.2, lw=0)
     ax.plot([0, 1], [0, 1], color="black", lw=0.8, ls="--", label="equal exposure")
     percent_axis(ax, "both", 0)
     return finish(fig, ax, path, title="Exposure Lorenz curves: impressions across titles, whole run",
                   xlabel="titles, least shown first (cumulative share, %)",
-                  ylabel="impressions (cumulative share, %)", legend_title="cell (Gini of impressions)")
+                  ylabel="impressions (cumulative share, %)",
+                  legend_title="cell (Gini of impressions, 95 % member bootstrap; band: 95 %)")
 
 
 def lift_and_gain_panel(ax, metrics: dict) -> None:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sim.bias import gini  # the concentration measure shared with the feedback-loop analyses
+
 #: Targets of the issue: every KS distance <= 0.1, Gini within +-0.03 of the real value.
 KS_TARGET = 0.1
 GINI_TOLERANCE = 0.03
@@ -36,19 +38,6 @@ def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(fa - fb).max())
 
 
-def lorenz(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lorenz curve of ``counts`` (n,): cumulative share of titles (n+1,) and of interactions (n+1,),
-    titles from least to most interacted with."""
-    c = np.sort(np.asarray(counts, float))
-    total = c.sum()
-    y = np.concatenate([[0.0], np.cumsum(c) / (total if total > 0 else 1.0)])
-    return np.linspace(0.0, 1.0, c.size + 1), y
-
-
-def gini(counts: np.ndarray) -> float:
-    """Gini coefficient of ``counts`` (n,): 0 equal, -> 1 all on one title (1 - 2 x area under Lorenz)."""
-    x, y = lorenz(counts)
-    return float(1.0 - np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1])))
 
 
 def member_genre_shares(member: np.ndarray, title: np.ndarray, title_genres: np.ndarray,

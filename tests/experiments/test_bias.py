@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from experiments.analyses.clickbait_loop import clickbait_potential
-from sim.bias import (catalog_coverage, effective_catalog_size, gini, homogenization,
+from sim.bias import (catalog_coverage, effective_catalog_size, lorenz_band, gini, homogenization,
                       jaccard_matrix, logged_take_bias, popularity_amplification, rank_agreement)
 from sim.config import ConfigError, RankerConfig, WorldConfig, experiment_config_from_dict
 from sim.engine import Simulation
@@ -251,3 +251,31 @@ def test_average_ranks_equal_scipy_rankdata():
         np.testing.assert_array_equal(average_ranks(tied), rankdata(tied, axis=1))
         distinct = rng.random(shape)
         np.testing.assert_array_equal(average_ranks(distinct), rankdata(distinct, axis=1))
+
+
+def _clustered_exposure(rng: np.random.Generator, members: int = 2000, per_member: int = 20, titles: int = 50):
+    """Impressions of members who each see their own favourite title 70 % of the time (strongly
+    clustered: a member's impressions are far from independent) and a uniform title otherwise."""
+    favourite = np.minimum(rng.zipf(1.6, members) - 1, titles - 1)
+    member = np.repeat(np.arange(members), per_member)
+    title = np.where(rng.random(member.size) < 0.7, favourite[member], rng.integers(0, titles, member.size))
+    return title, member
+
+
+def test_exposure_gini_interval_matches_its_spread_over_independent_member_samples():
+    """The band is a bootstrap over members: its standard error matches the Gini's standard
+    deviation across 40 independent samples of members (the ratio's own noise is about 12 %, so
+    [0.7, 1.4] is about three standard errors). A bootstrap over impressions would ignore that a
+    member's 20 impressions share a favourite title and come out about three times too narrow."""
+    rng = np.random.default_rng(7)
+    spread = np.std([gini(np.bincount(_clustered_exposure(rng)[0], minlength=50)) for _ in range(40)], ddof=1)
+    title, member = _clustered_exposure(rng)
+    curve = lorenz_band(title, member, 50, np.random.default_rng(8))
+    se = (curve["gini_high"] - curve["gini_low"]) / (2 * 1.959964)
+    assert 0.7 < se / spread < 1.4, (se, spread)
+    assert curve["gini"] == pytest.approx(gini(np.bincount(title, minlength=50)))
+    assert np.all(curve["low"] <= curve["y"] + 1e-12) and np.all(curve["y"] <= curve["high"] + 1e-12)
+    assert curve["low"][0] == 0 and curve["high"][-1] == pytest.approx(1.0)
+    # Treating impressions as independent (every impression its own member) narrows it several-fold.
+    naive = lorenz_band(title, np.arange(title.size), 50, np.random.default_rng(8))
+    assert (naive["gini_high"] - naive["gini_low"]) < 0.6 * (curve["gini_high"] - curve["gini_low"])

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from sim.calibration import (cooccurrence_distance, depth_matched, gini, interaction_table, ks_distance,
-                             lorenz)
+from sim.bias import gini, lorenz
+from sim.calibration import cooccurrence_distance, depth_matched, interaction_table, ks_distance
 from sim.fit_log import _click_log, fit_clicks, read_click_log
 from tests.conftest import REPO
 
