@@ -227,7 +227,9 @@ class SweepSummary(Callback):
         done = [j for j in jobs if is_complete(j)]
         failed = [j for j in jobs if not is_complete(j) and (j / ERROR_FILE).is_file()]
         print(f"\nsweep {sweep}: {len(done)} of {len(jobs)} runs complete, {len(failed)} failed")
-        if done:
+        if done and not config.engine.charts:
+            print(f"charts:  not drawn (engine.charts=false; python -m experiments.plot {sweep} draws them)")
+        elif done:
             from experiments.plot import plot_sweep
 
             try:

@@ -117,16 +117,29 @@ def decision_batch(world):
 
 
 # ---- scheduling -----------------------------------------------------------------------------------
+#: The longest files, longest first (``--durations`` on a quiet 2-core machine): each takes 30 s
+#: or more, so each must start early. The README commands run in one process, so they go first;
+#: the sweep files follow, so that one of them builds the shared sweep while the other worker is
+#: still busy with the README.
+LONGEST_FILES = ("tests/experiments/test_readme_commands.py", "tests/engine/test_interruption.py",
+                 "tests/experiments/test_workflow.py", "tests/scale/test_scale.py",
+                 "tests/experiments/test_plot_report.py", "tests/cli/test_run.py")
+
+
 def pytest_collection_modifyitems(session, config, items):
-    """Files with the most tests marked ``slow`` first, the rest in their usual order.
+    """The files of :data:`LONGEST_FILES` first, in that order, then the files with the most
+    tests marked ``slow``, the rest in their usual order.
 
     ``make test`` hands whole files to pytest-xdist workers in collection order; a long file that
     starts last keeps one worker busy while the other idles, so the long files go first (longest
     processing time first). The order is a pure function of the collected items, as xdist needs
     (every worker must collect the same list)."""
+    def file(item) -> str:
+        return item.nodeid.split("::")[0]
+
     slow: dict[str, int] = {}
     for item in items:
-        slow[item.nodeid.split("::")[0]] = (slow.get(item.nodeid.split("::")[0], 0)
-                                            + (item.get_closest_marker("slow") is not None))
+        slow[file(item)] = slow.get(file(item), 0) + (item.get_closest_marker("slow") is not None)
+    rank = {f: i for i, f in enumerate(LONGEST_FILES)}
     position = {item.nodeid: i for i, item in enumerate(items)}
-    items.sort(key=lambda item: (-slow[item.nodeid.split("::")[0]], position[item.nodeid]))
+    items.sort(key=lambda item: (rank.get(file(item), len(rank)), -slow[file(item)], position[item.nodeid]))

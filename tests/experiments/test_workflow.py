@@ -237,8 +237,9 @@ def test_rerunning_a_sweep_skips_complete_runs_and_redoes_an_interrupted_one(swe
     # An interrupted run: its results were never marked complete.
     interrupted = sweep_dir / SWEEP_RUNS[0]
     (interrupted / "metrics.json").unlink()
-    # Same sweep, overrides in another order: the job directories are the same.
-    again = cli("experiments.run", "-m", *reversed(SWEEP_ARGS), f"hydra.sweep.dir={sweep_dir}")
+    # Same sweep, overrides in another order (and charts off, an execution key): the job
+    # directories are the same.
+    again = cli("experiments.run", "-m", *reversed(SWEEP_ARGS), f"hydra.sweep.dir={sweep_dir}", "engine.charts=false")
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("skipping") == 3 and again.stdout.count("done ") == 1
     assert f"done {interrupted}:" in again.stdout
@@ -265,7 +266,7 @@ def test_a_failing_job_does_not_stop_the_sweep_and_fails_it_at_the_end(tmp_path)
     env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
     args = ("experiments.run", "-m", "world=tiny", "engine.days=0.25", "experiment=single",
             "policy=uniform", "+policy._target_=boom_policy.Boom,sim.policies.baselines.UniformPolicy",
-            "world.n_members=50,-1", f"hydra.sweep.dir={sweep}")
+            "world.n_members=50,-1", f"hydra.sweep.dir={sweep}", "engine.charts=false")
     done = cli(*args, env_extra=env)
     assert done.returncode == 1, done.stdout + done.stderr
     jobs = {p.name: p for p in sweep.iterdir() if (p / ".hydra").is_dir()}
