@@ -119,7 +119,9 @@ def baselines(run_dir: Path) -> dict[str, str]:
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         sessions_main([str(run_dir), "--markdown"])
-    out["sessions.table"] = buf.getvalue().strip().split("\n\n")[0] + "\n"     # the table, not the note under it
+    table, note = buf.getvalue().strip().split("\n\n")[:2]
+    out["sessions.table"] = table + "\n"
+    out["sessions.note"] = note + "\n"       # sessions and how they end, under the table
     return out
 
 

@@ -2,3 +2,200 @@
 clickbait loops, homogenization, pipeline faults, sessions against published figures
 (sources for ``make figures``: see :mod:`experiments.figures`)."""
 from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from experiments.figures import OUT, commands, source
+
+SWEEP = f"{OUT}/sweep"
+ONE_JOB = "hydra.launcher.n_jobs=1"     # one heavy process at a time on a shared machine
+
+
+def _sweep(experiment: str, *overrides: str) -> tuple[str, ...]:
+    """An ``experiments.run`` multirun of ``experiment`` into ``{out}/sweep``, one job at a time."""
+    return ("experiments.run", "-m", f"experiment={experiment}", *overrides, ONE_JOB,
+            f"hydra.sweep.dir={SWEEP}", "engine.progress=false")
+
+
+def _pct(x: float, signed: bool = True) -> str:
+    """A fraction as the README writes percentages: ``+12.3 %``."""
+    return f"{100 * x:{'+' if signed else ''}.1f} %"
+
+
+def _interval(est: dict, signed_bounds: bool = True) -> str:
+    """``+12.3 % [+11.8, +12.8]`` (or ``[11.8, 12.8]``) from an ``{estimate, ci_low, ci_high}``
+    dict of fractions."""
+    s = "+" if signed_bounds else ""
+    return f"{_pct(est['estimate'])} [{100 * est['ci_low']:{s}.1f}, {100 * est['ci_high']:{s}.1f}]"
+
+
+def _metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def _per_cell(m: dict, cells: list[str], value, sep: str = " / ") -> str:
+    return sep.join(value(m["cells"][c]) for c in cells)
+
+
+@source("netflix_replay", "experiment=netflix_replay")
+def netflix_replay(run_dir: Path) -> dict[str, str]:
+    """Replay estimates, exact values on the same impressions and online take fractions
+    (``netflix_replay.csv`` of the run's analysis), uniform / thompson / linucb / lints."""
+    rows = {r["policy"]: r for r in csv.DictReader(open(run_dir / "netflix_replay.csv"))
+            if r["estimator"] == "replay"}
+    order = ["uniform", "thompson", "linucb", "lints"]
+    col = lambda k: " / ".join(f"{100 * float(rows[p][k]):.2f}" for p in order) + " %"  # noqa: E731
+    return {"netflix_replay.replay": col("estimate"), "netflix_replay.exact": col("truth"),
+            "netflix_replay.online": col("online_take_fraction")}
+
+
+def _regret(cell: dict) -> str:
+    return f"{cell['regret_per_1k_impressions']:.2f}"
+
+
+@source("exploration_cost", "experiment=exploration_cost")
+def exploration_cost(run_dir: Path) -> dict[str, str]:
+    """Regret per 1,000 impressions of each cell."""
+    m = _metrics(run_dir)
+    return {"exploration_cost.regret_epsilons": _per_cell(m, ["eps_0.01", "eps_0.05", "eps_0.2", "eps_0.5"], _regret),
+            "exploration_cost.regret_lints": _regret(m["cells"]["lints"]),
+            "exploration_cost.regret_linucb": _regret(m["cells"]["linucb"])}
+
+
+@source("stickiness", "experiment=stickiness")
+def stickiness(run_dir: Path) -> dict[str, str]:
+    """Artwork gain and regret of always re-choosing, keeping 24 h and keeping 7 days."""
+    m = _metrics(run_dir)
+    cells = ["lints", "sticky_24h", "sticky_7d"]
+    out = {f"stickiness.gain.{c}": _pct(m["cells"][c]["artwork_gain"]["estimate"], False) for c in cells}
+    out["stickiness.regret"] = _per_cell(m, cells, _regret)
+    return out
+
+
+@source("cold_start", "experiment=cold_start")
+def cold_start(run_dir: Path) -> dict[str, str]:
+    """Artwork-gain lift of lints over thompson by segment (the run's ``cold_start.json``)."""
+    seg = json.loads((run_dir / "cold_start.json").read_text())
+    gain = lambda s: seg[s]["gain_lift"]  # noqa: E731
+    return {"cold_start.new_0_6h": _interval(gain("new, 0-6 h after launch"), False),
+            "cold_start.new_6_24h": _pct(gain("new, 6-24 h after launch")["estimate"]),
+            "cold_start.new_1_3d": _pct(gain("new, 1-3 days after launch")["estimate"]),
+            "cold_start.new_later": _pct(gain("new, > 3 days after launch")["estimate"]),
+            "cold_start.never_interacted": _interval(gain("never interacted"), False),
+            "cold_start.interacted": _interval(gain("interacted before"), False)}
+
+
+@source("clickbait_trap", "experiment=clickbait_trap")
+def clickbait_trap(run_dir: Path) -> dict[str, str]:
+    """The click learner against the quality-play learner: CTR and take-fraction lifts, artwork gains."""
+    m = _metrics(run_dir)
+    lift = m["lift"]["click"]
+    return {"clickbait_trap.ctr_lift": _interval(lift["ctr"]),
+            "clickbait_trap.take_lift": _interval(lift["take_fraction"]),
+            "clickbait_trap.gain_click": _pct(m["cells"]["click"]["artwork_gain"]["estimate"]),
+            "clickbait_trap.gain_quality": _pct(m["cells"]["quality_play"]["artwork_gain"]["estimate"])}
+
+
+#: Cells of the incrementality table the README's prose quotes: response model, cell, column, key
+#: (``_estimate``: without the interval).
+INCREMENTALITY_QUOTED = (
+    ("independent", "oracle", "per-impression lift", "impression_estimate"),
+    ("independent", "oracle", "per-visit lift", "visit_estimate"),
+    ("independent", "oracle", "cannibalization share", "share"),
+    ("session", "oracle", "per-impression lift", "impression_estimate"),
+    ("session", "oracle", "per-visit lift", "visit_estimate"),
+    ("session", "oracle", "cannibalization share", "share"),
+    ("session", "lints", "cannibalization share", "share"),
+    ("session", "thompson", "cannibalization share", "share"),
+    ("session", "thompson", "per-visit lift", "visit_estimate"),
+    ("session", "diverse_thompson", "per-visit lift", "visit"),
+    ("session", "diverse_thompson", "cannibalization share", "share"),
+    ("session", "diverse_thompson - thompson", "per-visit lift", "visit"),
+)
+
+
+def markdown_cells(table: str) -> dict[tuple[str, ...], dict[str, str]]:
+    """A markdown table an analysis wrote, as ``{(first column, second column): {header: text}}``."""
+    lines = [line.strip().strip("|").split("|") for line in table.strip().splitlines()]
+    head = [h.strip() for h in lines[0]]
+    return {tuple(c.strip() for c in row[:2]): dict(zip(head, (c.strip() for c in row)))
+            for row in lines[2:]}
+
+
+@commands("incrementality", _sweep("incrementality"), ("experiments.analyses.incrementality", SWEEP))
+def incrementality(out: Path) -> dict[str, str]:
+    """The analysis's table (``incrementality.md``), the cells the prose quotes, and the control's
+    visit success under ``session`` (range over seeds)."""
+    from experiments.results import analysis_runs
+    from sim.config import experiment_config_from_dict
+
+    table = (out / "sweep" / "incrementality.md").read_text()
+    cells = markdown_cells(table)
+    figs = {"incrementality.table": table}
+    for response, cell, column, short in INCREMENTALITY_QUOTED:
+        text = cells[response, cell][column]
+        key = f"incrementality.{response}.{cell.replace(' - ', '_minus_')}.{short}"
+        figs[key] = text.split(" [")[0] if short.endswith("_estimate") else text
+    success = []
+    for run in analysis_runs(out / "sweep"):
+        m = _metrics(run)
+        if experiment_config_from_dict(m["config"]).world.response.name == "session":
+            success.append(100 * m["cells"][m["control"]]["visit_success_rate"]["estimate"])
+    figs["incrementality.session.control_visit_success"] = f"{min(success):.0f}-{max(success):.0f} %"
+    return figs
+
+
+@commands("clickbait_loop", _sweep("clickbait_loop", "seed=0,1,2"), ("experiments.analyses.clickbait_loop", SWEEP))
+def clickbait_loop(out: Path) -> dict[str, str]:
+    return {}
+
+
+@commands("feedback_loop", _sweep("feedback_loop", "seed=0,1,2"), ("experiments.analyses.feedback_loop", SWEEP))
+def feedback_loop(out: Path) -> dict[str, str]:
+    return {}
+
+
+@commands("feedback_loop_arms",
+          _sweep("feedback_loop_arms", "ranker=oracle,learned,learned_once,popularity,random", "seed=0,1,2"),
+          ("experiments.analyses.feedback_loop", SWEEP))
+def feedback_loop_arms(out: Path) -> dict[str, str]:
+    return {}
+
+
+@commands("pipeline_faults", ("experiments.analyses.pipeline_faults", "--grid", f"{OUT}/grid",
+                              "--members", "2000", "--days", "1"))
+def pipeline_faults(out: Path) -> dict[str, str]:
+    """The grid's table (``pipeline_faults_table.md``) and the rows the prose quotes (from
+    ``pipeline_faults_summary.csv``: IPW/DR errors in whole percent, bandit costs as in the table)."""
+    grid = out / "grid"
+    runs = list(csv.DictReader(open(grid / "pipeline_faults.csv")))
+    summary = {(r["fault"], float(r["rate"]), r["repair"] == "True"): r
+               for r in csv.DictReader(open(grid / "pipeline_faults_summary.csv"))}
+    figs = {"pipeline_faults.table": (grid / "pipeline_faults_table.md").read_text(),
+            "pipeline_faults.runs": str(len(runs)),
+            "pipeline_faults.impressions_per_run":
+                f"{round(sum(float(r['impressions']) for r in runs) / len(runs), -4):,.0f}".replace(",", " ")}
+    for fault, rate, repaired, measure in PIPELINE_QUOTED:
+        r = summary[fault, rate, repaired]
+        key = f"pipeline_faults.{fault}.{rate:g}{'.repaired' if repaired else ''}.{measure}"
+        value, se = float(r[measure]), float(r[measure + "_se"])
+        if measure in ("ipw_rel_error", "dr_rel_error"):
+            figs[key] = f"{100 * value:+.0f} %"
+        elif measure == "gain_change":
+            figs[key] = f"{-100 * value:.2f} ± {100 * se:.2f} pp"      # quoted as a drop
+        else:
+            figs[key] = f"{value:+.2f}"
+    return figs
+
+
+#: Rows of the pipeline-faults summary the README's prose quotes: fault, rate, repaired, measure.
+PIPELINE_QUOTED = (
+    *((f, 0.2, False, "ipw_rel_error") for f in ("unrendered", "event_loss", "clock_skew", "late", "duplicate")),
+    ("duplicate", 0.05, False, "ipw_rel_error"),
+    ("fallback", 0.2, False, "ipw_rel_error"), ("fallback", 0.2, True, "ipw_rel_error"),
+    ("fallback", 0.2, False, "dr_rel_error"), ("fallback", 0.2, True, "dr_rel_error"),
+    *((f, 0.2, False, m) for f in ("unlogged", "misattribution") for m in ("gain_change", "regret_change")),
+    *(("misattribution_previous_image", r, False, m) for r in (0.05, 0.2) for m in ("gain_change", "regret_change")),
+)
