@@ -177,6 +177,7 @@ def pipeline_faults(out: Path) -> dict[str, str]:
             "pipeline_faults.runs": str(len(runs)),
             "pipeline_faults.impressions_per_run":
                 f"{round(sum(float(r['impressions']) for r in runs) / len(runs), -4):,.0f}".replace(",", " ")}
+    figs["pipeline_faults.largest_lift_shift"] = _largest_lift_shift(summary)
     for fault, rate, repaired, measure in PIPELINE_QUOTED:
         r = summary[fault, rate, repaired]
         key = f"pipeline_faults.{fault}.{rate:g}{'.repaired' if repaired else ''}.{measure}"
@@ -188,6 +189,21 @@ def pipeline_faults(out: Path) -> dict[str, str]:
         else:
             figs[key] = f"{value:+.2f}"
     return figs
+
+
+#: Faults that scale every cell's reported take alike (the README: "the lift survives them").
+LEVEL_FAULTS = ("unrendered", "event_loss", "late", "clock_skew", "duplicate")
+
+
+def _largest_lift_shift(summary: dict) -> str:
+    """The level fault (unrepaired) whose lift bias departs most from the fault-free row's, in
+    percentage points and in standard errors of its row."""
+    clean = float(summary["none", 0.0, False]["lift_bias"])
+    rows = [(k, r) for k, r in summary.items() if k[0] in LEVEL_FAULTS and not k[2]]
+    (fault, rate, _), r = max(rows, key=lambda kr: abs(float(kr[1]["lift_bias"]) - clean))
+    shift = float(r["lift_bias"]) - clean
+    return (f"{100 * shift:+.1f} pp, {fault.replace('_', ' ')} at {100 * rate:g} %, about "
+            f"{abs(shift) / float(r['lift_bias_se']):.1f} standard errors of that row")
 
 
 #: Rows of the pipeline-faults summary the README's prose quotes: fault, rate, repaired, measure.
