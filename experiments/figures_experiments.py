@@ -178,6 +178,10 @@ def pipeline_faults(out: Path) -> dict[str, str]:
             "pipeline_faults.impressions_per_run":
                 f"{round(sum(float(r['impressions']) for r in runs) / len(runs), -4):,.0f}".replace(",", " ")}
     figs["pipeline_faults.largest_lift_shift"] = _largest_lift_shift(summary)
+    figs.update(_previous_image_moves(grid))
+    prev = summary["misattribution_previous_image", 0.2, False]
+    figs["pipeline_faults.misattribution_previous_image.0.2.gain_change_in_se"] = \
+        f"{abs(float(prev['gain_change'])) / float(prev['gain_change_se']):.1f}"
     for fault, rate, repaired, measure in PIPELINE_QUOTED:
         r = summary[fault, rate, repaired]
         key = f"pipeline_faults.{fault}.{rate:g}{'.repaired' if repaired else ''}.{measure}"
@@ -204,6 +208,23 @@ def _largest_lift_shift(summary: dict) -> str:
     shift = float(r["lift_bias"]) - clean
     return (f"{100 * shift:+.1f} pp, {fault.replace('_', ' ')} at {100 * rate:g} %, about "
             f"{abs(shift) / float(r['lift_bias_se']):.1f} standard errors of that row")
+
+
+def _previous_image_moves(grid: Path, rate: float = 0.2) -> dict[str, str]:
+    """How many plays misattribution moves at ``rate`` (the ``misattributed`` count in each run's
+    ``metrics.json``): to the previous image, per seed and as a share of plays, and relative to
+    misattribution to a tile."""
+    def moved_and_plays(fault: str, seed: int) -> tuple[int, int]:
+        m = _metrics(grid / f"{fault}-{rate:g}-off-s{seed}")
+        return m["faults"]["total"]["misattributed"], sum(c["plays"] for c in m["cells"].values())
+
+    prev = [moved_and_plays("misattribution_previous_image", s) for s in (0, 1, 2)]
+    tile = [moved_and_plays("misattribution", s) for s in (0, 1, 2)]
+    moved, plays = (sum(x) for x in zip(*prev))
+    return {"pipeline_faults.previous_image_moved_share": f"{100 * moved / plays:.0f} %",
+            "pipeline_faults.previous_image_moved": ", ".join(str(m) for m, _ in prev[:-1]) + f" and {prev[-1][0]}"
+                                                     + " of " + ", ".join(str(p) for _, p in prev[:-1]) + f" and {prev[-1][1]}",
+            "pipeline_faults.previous_image_vs_tile_moves": f"{moved / sum(m for m, _ in tile):.1f}"}
 
 
 #: Rows of the pipeline-faults summary the README's prose quotes: fault, rate, repaired, measure.
