@@ -1,6 +1,7 @@
-"""README figures of experiments and their analyses: incrementality, the Netflix replay, feedback and
-clickbait loops, homogenization, pipeline faults, sessions against published figures
-(sources for ``make figures``: see :mod:`experiments.figures`)."""
+"""README figures of experiments and their analyses: the contextual artwork experiments (Netflix
+replay, cold start, exploration cost, clickbait trap, stickiness), incrementality and pipeline
+faults (sources for ``make figures``: see :mod:`experiments.figures`). The feedback-loop sections
+quote an earlier release's runs and have no source yet."""
 from __future__ import annotations
 
 import csv
@@ -145,23 +146,6 @@ def incrementality(out: Path) -> dict[str, str]:
             success.append(100 * m["cells"][m["control"]]["visit_success_rate"]["estimate"])
     figs["incrementality.session.control_visit_success"] = f"{min(success):.0f}-{max(success):.0f} %"
     return figs
-
-
-@commands("clickbait_loop", _sweep("clickbait_loop", "seed=0,1,2"), ("experiments.analyses.clickbait_loop", SWEEP))
-def clickbait_loop(out: Path) -> dict[str, str]:
-    return {}
-
-
-@commands("feedback_loop", _sweep("feedback_loop", "seed=0,1,2"), ("experiments.analyses.feedback_loop", SWEEP))
-def feedback_loop(out: Path) -> dict[str, str]:
-    return {}
-
-
-@commands("feedback_loop_arms",
-          _sweep("feedback_loop_arms", "ranker=oracle,learned,learned_once,popularity,random", "seed=0,1,2"),
-          ("experiments.analyses.feedback_loop", SWEEP))
-def feedback_loop_arms(out: Path) -> dict[str, str]:
-    return {}
 
 
 @commands("pipeline_faults", ("experiments.analyses.pipeline_faults", "--grid", f"{OUT}/grid",
