@@ -36,8 +36,9 @@ def _metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def _per_cell(m: dict, cells: list[str], value, sep: str = " / ") -> str:
-    return sep.join(value(m["cells"][c]) for c in cells)
+def _per_cell(m: dict, cells: list[str], value) -> str:
+    """``value`` of each cell, as ``a / b / c``."""
+    return " / ".join(value(m["cells"][c]) for c in cells)
 
 
 @source("netflix_replay", "experiment=netflix_replay")
