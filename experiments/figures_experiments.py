@@ -206,9 +206,9 @@ def _previous_image_moves(grid: Path, rate: float = 0.2) -> dict[str, str]:
     prev = [moved_and_plays("misattribution_previous_image", s) for s in (0, 1, 2)]
     tile = [moved_and_plays("misattribution", s) for s in (0, 1, 2)]
     moved, plays = (sum(x) for x in zip(*prev))
+    listed = lambda xs: ", ".join(map(str, xs[:-1])) + f" and {xs[-1]}"  # noqa: E731  (107, 132 and 115)
     return {"pipeline_faults.previous_image_moved_share": f"{100 * moved / plays:.0f} %",
-            "pipeline_faults.previous_image_moved": ", ".join(str(m) for m, _ in prev[:-1]) + f" and {prev[-1][0]}"
-                                                     + " of " + ", ".join(str(p) for _, p in prev[:-1]) + f" and {prev[-1][1]}",
+            "pipeline_faults.previous_image_moved": f"{listed([m for m, _ in prev])} of {listed([p for _, p in prev])}",
             "pipeline_faults.previous_image_vs_tile_moves": f"{moved / sum(m for m, _ in tile):.1f}"}
 
 
