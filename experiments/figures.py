@@ -10,8 +10,8 @@ directory, and a function that reads the figures off that directory, each under 
 
 README.md marks each figure it quotes with its key, in one of two ways:
 
-* a whole block: a line ``<!-- figure: KEY -->`` right before a fenced block or a table; the
-  block's text (without the fences) must equal the figure's text;
+* a whole block: a line ``<!-- figure: KEY -->`` right before a fenced block, a table or a
+  paragraph; the block's text (without the fences) must equal the figure's text;
 * a number in prose: ``<!--fig:KEY-->0.585<!--/fig-->`` (renders as ``0.585``).
 
 ``--check`` (and ``tests/experiments/test_readme_figures.py``) compares README.md with the results

@@ -1,7 +1,7 @@
 """README figures of experiments and their analyses: the contextual artwork experiments (Netflix
-replay, cold start, exploration cost, clickbait trap, stickiness), incrementality and pipeline
-faults (sources for ``make figures``: see :mod:`experiments.figures`). The feedback-loop sections
-quote an earlier release's runs and have no source yet."""
+replay, cold start, exploration cost, clickbait trap, stickiness), incrementality, pipeline faults
+and clickbait through the ranker (sources for ``make figures``: see :mod:`experiments.figures`).
+The other feedback-loop figures quote an earlier release's runs and have no source yet."""
 from __future__ import annotations
 
 import csv
@@ -147,6 +147,66 @@ def incrementality(out: Path) -> dict[str, str]:
             success.append(100 * m["cells"][m["control"]]["visit_success_rate"]["estimate"])
     figs["incrementality.session.control_visit_success"] = f"{min(success):.0f}-{max(success):.0f} %"
     return figs
+
+
+@commands("clickbait_loop", _sweep("clickbait_loop", "seed=0,1,2"), ("experiments.analyses.clickbait_loop", SWEEP))
+def clickbait_loop(out: Path) -> dict[str, str]:
+    """The table over seeds (``clickbait_loop_summary.csv``: mean ± SE per cell) and the paired
+    differences and per-seed checks the prose quotes (``clickbait_loop.csv``: one row per run and cell)."""
+    from experiments.results import analysis_runs
+
+    summary = {r["cell"]: r for r in csv.DictReader(open(out / "sweep" / "clickbait_loop_summary.csv"))}
+    runs = list(csv.DictReader(open(out / "sweep" / "clickbait_loop.csv")))
+
+    def ms(cell: str, measure: str, digits: int) -> str:
+        r = summary[cell]
+        return f"{float(r[measure]):.{digits}f} ± {float(r[measure + '_se']):.{digits}f}"
+
+    def signed(cell: str, measure: str, digits: int) -> str:
+        r = summary[cell]
+        return f"{float(r[measure]):+.{digits}f} ± {float(r[measure + '_se']):.{digits}f}"
+
+    cells = ("quality.play", "quality.click", "bait.play", "bait.click")
+    columns = (("prone_exposure_share", 3), ("ctr", 4), ("take_fraction", 4), ("ranker_spearman", 2))
+    table = ["| cell (artwork.signal) | exposure share of clickbait-prone titles | CTR | take fraction | "
+             "Spearman with truth |", "|---|---|---|---|---|"]
+    table += [f"| {c} | " + " | ".join(ms(c, k, d) for k, d in columns) + " |" for c in cells]
+    value = lambda cell, k: float(summary[cell][k])  # noqa: E731
+    others = [value(c, "prone_exposure_share") for c in cells[:3]]
+    per_seed = {}
+    for r in runs:
+        per_seed.setdefault(r["seed"], {})[r["cell"]] = float(r["prone_exposure_share"])
+    higher = sum(s["bait.click"] > max(v for c, v in s.items() if c != "bait.click") for s in per_seed.values())
+    spearman_others = [value(c, "exposure_potential_spearman") for c in cells[:3]]
+    potential = [float(r["prone_potential"]) for r in runs]
+    impressions = [_metrics(run)["impressions"] for run in analysis_runs(out / "sweep")]
+    clicks_per_play = [c["clicks"] / c["plays"] for run in analysis_runs(out / "sweep")
+                       for c in _metrics(run)["cells"].values()]
+    return {
+        "clickbait_loop.table": "\n".join(table) + "\n",
+        "clickbait_loop.bait_click_share": f"{100 * value('bait.click', 'prone_exposure_share'):.1f} %",
+        "clickbait_loop.other_shares": f"{100 * min(others):.1f}–{100 * max(others):.1f} %",
+        "clickbait_loop.vs_bait_play": signed("bait.click - bait.play", "prone_exposure_share", 3),
+        "clickbait_loop.vs_quality_click": signed("bait.click - quality.click", "prone_exposure_share", 3),
+        "clickbait_loop.interaction": signed("interaction", "prone_exposure_share", 3),
+        "clickbait_loop.seeds_higher": f"{higher} of {len(per_seed)}",
+        "clickbait_loop.spearman_bait_click": signed("bait.click", "exposure_potential_spearman", 2),
+        "clickbait_loop.spearman_others": f"{min(spearman_others):+.2f} to {max(spearman_others):+.2f}",
+        "clickbait_loop.spearman_interaction": signed("interaction", "exposure_potential_spearman", 2),
+        "clickbait_loop.artwork_alone": signed("bait.play - quality.play", "prone_exposure_share", 3),
+        "clickbait_loop.ranker_alone": signed("quality.click - quality.play", "prone_exposure_share", 3),
+        "clickbait_loop.promotion_ctr": signed("bait.click - bait.play", "ctr", 4),
+        "clickbait_loop.promotion_take": signed("bait.click - bait.play", "take_fraction", 4),
+        "clickbait_loop.artwork_ctr": f"{100 * (value('bait.play', 'ctr') / value('quality.play', 'ctr') - 1):+.0f} %",
+        "clickbait_loop.artwork_take": f"{100 * (value('bait.play', 'take_fraction') / value('quality.play', 'take_fraction') - 1):+.0f} %",
+        "clickbait_loop.ranker_spearman_quality": signed("quality.click - quality.play", "ranker_spearman", 2),
+        "clickbait_loop.ranker_spearman_bait": signed("bait.click - bait.play", "ranker_spearman", 2),
+        "clickbait_loop.ranker_spearman_interaction": signed("interaction", "ranker_spearman", 3),
+        "clickbait_loop.clicks_per_play": f"{min(clicks_per_play):.1f}–{max(clicks_per_play):.1f}",
+        "clickbait_loop.impressions_per_seed": f"~{sum(impressions) / len(impressions) / 1e6:.0f}M",
+        "clickbait_loop.prone_potential": f"{min(potential):+.1f} to {max(potential):+.1f}",
+        "clickbait_loop.exposure_gain": f"{100 * (value('bait.click', 'prone_exposure_share') / max(others) - 1):.0f} %",
+    }
 
 
 @commands("pipeline_faults", ("experiments.analyses.pipeline_faults", "--grid", f"{OUT}/grid",
