@@ -158,13 +158,13 @@ def clickbait_loop(out: Path) -> dict[str, str]:
     summary = {r["cell"]: r for r in csv.DictReader(open(out / "sweep" / "clickbait_loop_summary.csv"))}
     runs = list(csv.DictReader(open(out / "sweep" / "clickbait_loop.csv")))
 
-    def ms(cell: str, measure: str, digits: int) -> str:
+    def ms(cell: str, measure: str, digits: int, sign: str = "") -> str:
+        """Mean ± SE over seeds of a summary row (``sign="+"``: signed, for differences)."""
         r = summary[cell]
-        return f"{float(r[measure]):.{digits}f} ± {float(r[measure + '_se']):.{digits}f}"
+        return f"{float(r[measure]):{sign}.{digits}f} ± {float(r[measure + '_se']):.{digits}f}"
 
-    def signed(cell: str, measure: str, digits: int) -> str:
-        r = summary[cell]
-        return f"{float(r[measure]):+.{digits}f} ± {float(r[measure + '_se']):.{digits}f}"
+    signed = lambda cell, measure, digits: ms(cell, measure, digits, "+")  # noqa: E731
+    change = lambda cell, ref, k: f"{100 * (value(cell, k) / value(ref, k) - 1):+.0f} %"  # noqa: E731
 
     cells = ("quality.play", "quality.click", "bait.play", "bait.click")
     columns = (("prone_exposure_share", 3), ("ctr", 4), ("take_fraction", 4), ("ranker_spearman", 2))
@@ -197,8 +197,8 @@ def clickbait_loop(out: Path) -> dict[str, str]:
         "clickbait_loop.ranker_alone": signed("quality.click - quality.play", "prone_exposure_share", 3),
         "clickbait_loop.promotion_ctr": signed("bait.click - bait.play", "ctr", 4),
         "clickbait_loop.promotion_take": signed("bait.click - bait.play", "take_fraction", 4),
-        "clickbait_loop.artwork_ctr": f"{100 * (value('bait.play', 'ctr') / value('quality.play', 'ctr') - 1):+.0f} %",
-        "clickbait_loop.artwork_take": f"{100 * (value('bait.play', 'take_fraction') / value('quality.play', 'take_fraction') - 1):+.0f} %",
+        "clickbait_loop.artwork_ctr": change("bait.play", "quality.play", "ctr"),
+        "clickbait_loop.artwork_take": change("bait.play", "quality.play", "take_fraction"),
         "clickbait_loop.ranker_spearman_quality": signed("quality.click - quality.play", "ranker_spearman", 2),
         "clickbait_loop.ranker_spearman_bait": signed("bait.click - bait.play", "ranker_spearman", 2),
         "clickbait_loop.ranker_spearman_interaction": signed("interaction", "ranker_spearman", 3),
