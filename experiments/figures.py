@@ -10,8 +10,8 @@ directory, and a function that reads the figures off that directory, each under 
 
 README.md marks each figure it quotes with its key, in one of two ways:
 
-* a whole block: a line ``<!-- figure: KEY -->`` right before a fenced block or a table; the
-  block's text (without the fences) must equal the figure's text;
+* a whole block: a line ``<!-- figure: KEY -->`` right before a fenced block, a table or a
+  paragraph; the block's text (without the fences) must equal the figure's text;
 * a number in prose: ``<!--fig:KEY-->0.585<!--/fig-->`` (renders as ``0.585``).
 
 ``--check`` (and ``tests/experiments/test_readme_figures.py``) compares README.md with the results
@@ -120,7 +120,9 @@ def baselines(run_dir: Path) -> dict[str, str]:
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         sessions_main([str(run_dir), "--markdown"])
-    out["sessions.table"] = buf.getvalue().strip().split("\n\n")[0] + "\n"     # the table, not the note under it
+    table, note = buf.getvalue().strip().split("\n\n")[:2]
+    out["sessions.table"] = table + "\n"
+    out["sessions.note"] = note + "\n"       # sessions and how they end, under the table
     return out
 
 
