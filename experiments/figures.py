@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.check:
         from sim.outputs import atomic_write_text
 
-        results = load_results()
+        fresh = {}
         for name in args.only or sorted(SOURCES):
             src = SOURCES[name]
             out = args.runs / name
@@ -215,7 +215,10 @@ def main(argv: list[str] | None = None) -> int:
                     subprocess.run(argv, check=True, cwd=REPO)
                 (out / DONE).write_text(src.shown() + "\n")
             for key, text in src.read(out).items():
-                results[key] = {"text": text, "source": name, "command": src.shown()}
+                fresh[key] = {"text": text, "source": name, "command": src.shown()}
+        # Read the file again only now: another `make figures --only ...` may have written it
+        # while these sources ran, and its keys must stay.
+        results = {**load_results(), **fresh}
         RESULTS.parent.mkdir(exist_ok=True)
         atomic_write_text(RESULTS, json.dumps(dict(sorted(results.items())), indent=1, ensure_ascii=False) + "\n")
         print(RESULTS)
