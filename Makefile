@@ -61,16 +61,12 @@ run: $(STAMP)
 
 # One BLAS thread: on a 2-core machine, threaded BLAS in small matrix products only adds stalls.
 # Test files are spread over $(JOBS) workers, whole files at a time (module fixtures built once).
-# The compiled kernels are compiled (or loaded from numba's cache) once first: on a fresh clone,
-# every test process that started before the cache existed would compile them itself.
 PYTEST := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadfile
 test: $(TSTAMP)
-	$(PY) -m sim.kernels.warm
 	$(PYTEST) $(TESTS)
 
 # Everything but the tests marked slow (a few minutes less); `TESTS=tests/engine` narrows it.
 test-quick: $(TSTAMP)
-	$(PY) -m sim.kernels.warm
 	$(PYTEST) -m "not slow" $(TESTS)
 
 smoke:
