@@ -243,9 +243,9 @@ def taste_from_shares(data: MovieLens) -> np.ndarray:
     """Member tastes (n_users, 19), rows sum to 1: the user's smoothed genre shares divided by the
     genre shares of all ratings (lift), normalised.
 
-    Why not the shares themselves: Drama is 26 % of all ratings and the largest share of 72 % of
-    the users, so with shares as tastes most members' best-fitting titles are dramas, and a
-    calibration run played 72 % drama against 24 % in the ratings. With the lift a user who rates like everyone
+    Why not the shares themselves: Drama is the most rated genre and the largest share of most
+    users, so with shares as tastes most members' best-fitting titles are dramas, and simulated
+    members play far more drama than the ratings hold. With the lift a user who rates like everyone
     has no genre preference (titles then compete on popularity and quality, which come from the
     same ratings) and a user who rates twice the usual share of horror likes horror.
     ``unknown`` (2 titles) is missing data, not a taste: its lift is 1.
