@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from sim.bias import lorenz_band
-from sim.calibration import KS_TARGET, depth_matched, gini, interaction_table, member_genre_shares
+from sim.bias import gini, lorenz_band
+from sim.calibration import KS_TARGET, depth_matched, interaction_table, member_genre_shares
 from sim.fit_log import ITEM_PRIOR_SD, ClickLog, fit_clicks, rate_table, read_click_log, world_config
 from sim.world.movielens import GENRES, cache_dir, find_movielens, load_movielens
 

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-Z95 = 1.959963984540054
+from sim.metrics import Z95
 
 
 def artwork_ids(space) -> int:

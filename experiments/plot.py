@@ -31,7 +31,7 @@ import numpy as np
 
 from experiments.experiment_plots import experiment_charts
 from experiments.plotting import band, finish, percent_axis, plt, save
-from experiments.results import (POLICY_KEY, REPLICATE_KEY, aggregate, find_runs, interval_metrics,
+from experiments.results import (POLICY_KEY, REPLICATE_KEY, aggregate, find_runs, interval_metrics, or_nan,
                                  is_run_dir, lift_se, load_run, metric_label, paired_differences, read_log,
                                  swept_parameters, sweep_table)
 from experiments.run_plots import (artwork_gain_chart, bin_hours, choice_share_chart, lift_and_gain_panel,
@@ -133,9 +133,9 @@ def _lift_chart(metrics: dict, path: Path) -> Path:
     width = 0.8 / max(len(names), 1)
     x = np.arange(len(cells))
     for j, m in enumerate(names):
-        est = np.array([_num(lifts[c][m]["estimate"]) for c in cells])
-        lo = np.array([_num(lifts[c][m]["ci_low"]) for c in cells])
-        hi = np.array([_num(lifts[c][m]["ci_high"]) for c in cells])
+        est = np.array([or_nan(lifts[c][m]["estimate"]) for c in cells])
+        lo = np.array([or_nan(lifts[c][m]["ci_low"]) for c in cells])
+        hi = np.array([or_nan(lifts[c][m]["ci_high"]) for c in cells])
         ax.bar(x + (j - (len(names) - 1) / 2) * width, est, width, label=metric_label(m),
                yerr=[est - lo, hi - est], capsize=3)
     ax.axhline(0, color="black", lw=0.8)
@@ -144,10 +144,6 @@ def _lift_chart(metrics: dict, path: Path) -> Path:
     return finish(fig, ax, path, title=f"Lift over control cell '{metrics['control']}' "
                   "(95 % CI, per-member delta method)", xlabel="cell", ylabel="lift over the control (relative, %)",
                   legend_title="metric", grid_axis="y", ncol=2, fontsize=8)
-
-
-def _num(v) -> float:
-    return np.nan if v is None else float(v)
 
 
 def _regret_chart(series, path: Path) -> Path:

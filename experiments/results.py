@@ -19,6 +19,11 @@ import yaml
 from scipy import stats as st
 
 from sim.logs import read_impressions
+
+
+def or_nan(value) -> float:
+    """A number of metrics.json, where undefined numbers are written as null: NaN for null."""
+    return float("nan") if value is None else float(value)
 from sim.metrics import Z95, metric_class
 from sim.outputs import is_complete
 

@@ -262,29 +262,28 @@ def remove_hydra_leftovers(out: Path, adopt: tuple[str, ...] = (".hydra", "run.l
         pass  # not empty: the user's files stay
 
 
-def _or_nan(x: float | None) -> float:
-    """metrics.json writes undefined numbers as null; print them as nan."""
-    return float("nan") if x is None else x
-
-
 def print_summary(summary: dict, out: Path, charts: list[Path]) -> None:
+    from experiments.results import or_nan
+
     print(f"\nexperiment {summary['experiment']} (seed {summary['seed']}), "
           f"{summary['impressions']:,} impressions; control cell: {summary['control']}")
     print(f"{'cell':<16}{'CTR':>9}{'take fraction':>16}{'lift (95% CI)':>30}{'regret/1k':>11}"
           f"{'artwork gain':>14}")
     for name, c in summary["cells"].items():
-        tf = _or_nan(c["take_fraction"]["estimate"])
+        tf = or_nan(c["take_fraction"]["estimate"])
         lift = summary["lift"].get(name, {}).get("take_fraction")
         lift_s = (f"{lift['estimate']:+.1%} [{lift['ci_low']:+.1%}, {lift['ci_high']:+.1%}]"
                   if lift and lift["estimate"] is not None else "control")
         regret = c["regret_per_1k_impressions"]   # null when the cell had no impressions
         gain = c.get("artwork_gain", {}).get("estimate")   # true take over a random image's
-        print(f"{name:<16}{_or_nan(c['ctr']['estimate']):>9.3%}{tf:>16.3%}{lift_s:>30}"
-              f"{_or_nan(regret):>11.3f}{_or_nan(gain):>+14.1%}")
+        print(f"{name:<16}{or_nan(c['ctr']['estimate']):>9.3%}{tf:>16.3%}{lift_s:>30}"
+              f"{or_nan(regret):>11.3f}{or_nan(gain):>+14.1%}")
     for path, why in summary.get("undefined", {}).items():
         print(f"undefined: {path} ({why})")
     from experiments.power_notes import mde_line, underpowered_notes
-    print("\n".join(underpowered_notes(summary) or filter(None, [mde_line(summary)])))
+    notes = underpowered_notes(summary) or [line for line in [mde_line(summary)] if line]
+    if notes:
+        print("\n".join(notes))
     print(f"\nresults: {out}/metrics.json, {out}/timeseries.csv, logs in {out}/logs")
     print("charts:  " + (", ".join(str(c) for c in charts) if charts else
                          f"not drawn (engine.charts=false; python -m experiments.plot {out} draws them)"))

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.plotting import Z95, band, finish, percent_axis, plt, save
-from experiments.results import read_log
+from experiments.plotting import band, finish, percent_axis, plt, save
+from experiments.results import or_nan, read_log
 from sim.bias import lorenz_band
 from sim.metrics import METRICS, SERIES_COLUMNS, RatioMetric
 
@@ -231,9 +231,9 @@ def lorenz_chart(run_dir: Path, n_titles: int, path: Path, cells: list[str] | No
 def lift_and_gain_panel(ax, metrics: dict) -> None:
     """Artwork gain per cell with its 95 % interval (the policy's effect, from ground truth)."""
     cells = [c for c, v in metrics["cells"].items() if isinstance(v.get("artwork_gain"), dict)]
-    est = np.array([_num(metrics["cells"][c]["artwork_gain"]["estimate"]) for c in cells])
-    lo = np.array([_num(metrics["cells"][c]["artwork_gain"]["ci_low"]) for c in cells])
-    hi = np.array([_num(metrics["cells"][c]["artwork_gain"]["ci_high"]) for c in cells])
+    est = np.array([or_nan(metrics["cells"][c]["artwork_gain"]["estimate"]) for c in cells])
+    lo = np.array([or_nan(metrics["cells"][c]["artwork_gain"]["ci_low"]) for c in cells])
+    hi = np.array([or_nan(metrics["cells"][c]["artwork_gain"]["ci_high"]) for c in cells])
     ax.bar(np.arange(len(cells)), est, 0.6, yerr=[est - lo, hi - est], capsize=4, color="C4",
            label="artwork gain (95 % CI)")
     ax.axhline(0, color="black", lw=0.8)
@@ -246,10 +246,6 @@ def lift_and_gain_panel(ax, metrics: dict) -> None:
     percent_axis(ax)
 
 
-def _num(v) -> float:
-    return np.nan if v is None else float(v)
-
-
-__all__ = ["DAILY_AFTER_DAYS", "Z95", "artwork_gain_chart", "bin_hours", "choice_share_chart",
+__all__ = ["DAILY_AFTER_DAYS", "artwork_gain_chart", "bin_hours", "choice_share_chart",
            "clustered_ratio", "lift_and_gain_panel", "log_series", "lorenz_chart", "rebin",
            "regret_rate_chart"]

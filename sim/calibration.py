@@ -38,8 +38,6 @@ def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(fa - fb).max())
 
 
-
-
 def member_genre_shares(member: np.ndarray, title: np.ndarray, title_genres: np.ndarray,
                         n_members: int) -> tuple[np.ndarray, np.ndarray]:
     """Genre shares of each member's interactions.

@@ -97,7 +97,9 @@ def cut_sweep(args: list[str]) -> list[str]:
         path = Path(CONFIG_DIR) / "experiment" / f"{experiment}.yaml"
         params = ((yaml.safe_load(path.read_text()) or {}).get("hydra") or {}).get("sweeper", {}).get("params", {}) \
             if path.is_file() else {}
-        out += [f"{k}={first_value(str(v)) or v}" for k, v in params.items()]   # the command line wins
+        given = {a.partition("=")[0] for a in args}
+        # A key the command line sweeps replaces the config's list (as in Hydra), so it is not added.
+        out += [f"{k}={first_value(str(v)) or v}" for k, v in params.items() if k not in given]
     return out
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.plotting import Z95, percent_axis, plt, save
-from experiments.results import analysis_runs, mean_se
+from experiments.results import analysis_runs, mean_se, or_nan
 from sim.config import experiment_config_from_dict
 from sim.outputs import atomic_write_text, write_csv
 
@@ -60,22 +60,18 @@ def run_rows(run_dir: Path) -> list[dict]:
     rows = []
     for cell, r in section.items():
         row = {"response_model": response, "seed": m.get("seed"), "cell": cell, "control": m["control"]}
-        cov = {level: {k: _num(x) for k, x in c.items()} for level, c in r["lift_covariance"].items()}
+        cov = {level: {k: or_nan(x) for k, x in c.items()} for level, c in r["lift_covariance"].items()}
         row.update({"var_impression": cov["visit"]["var_impression"], "var_visit": cov["visit"]["var_page"],
                     "cov_visit": cov["visit"]["cov"], "var_member": cov["member"]["var_page"],
                     "cov_member": cov["member"]["cov"]})
         for key in MEASURES:
             # Undefined numbers are null in metrics.json (sim.outputs): NaN here.
-            v = {k: _num(x) for k, x in r[key].items()}
+            v = {k: or_nan(x) for k, x in r[key].items()}
             se = v["se"] if "se" in v else math.sqrt(row[LIFT_VARIANCE[key]])
             row.update({key: v["estimate"], f"{key}_low": v["ci_low"], f"{key}_high": v["ci_high"],
                         f"{key}_se": se})
         rows.append(row)
     return rows
-
-
-def _num(x) -> float:
-    return float("nan") if x is None else float(x)
 
 
 #: Linear-scale delta-method variance of each lift (a column of :func:`run_rows`).

@@ -29,7 +29,7 @@ from sim.features import context_width, visit_context
 from sim.homepage import build_ranker
 from sim.policies.base import ArtworkPolicy, DecisionBatch, Selection
 from sim.serving import Visits, ranker_stats, render, serve_cell
-from sim.shard import BlockOutput, Cell, ShardServer, trainer_period
+from sim.shard import VISIT_ID_BITS, BlockOutput, Cell, ShardServer, trainer_period
 from sim.streams import generator
 from sim.world import build_world
 
@@ -154,7 +154,7 @@ class VisitLoop:
             w = self._window
             t0, t1 = w * W, min((w + 1) * W, self.horizon)
             new = self.shard.window_arrivals(0, w, t0, t1)
-            ids = (w << 24) + np.arange(len(new))
+            ids = (w << VISIT_ID_BITS) + np.arange(len(new))
             q = self._queue
             self._queue = Visits(np.r_[q.member, new.member], np.r_[q.time, new.time],
                                  np.r_[q.rows_viewed, new.rows_viewed])
@@ -272,7 +272,7 @@ class VisitLoop:
         self.shard._record(self.cell, served, metrics, self.shard._out.setdefault(0, BlockOutput()),
                            available_at, None)
         self._queue_ranker_stats(available_at, ranker_stats(self.shard.context, served, self.ranker, pscore))
-        outcome = served.minutes if self.reward == "minutes" else getattr(served, self.reward)
+        outcome = getattr(served, self.reward)
         value = np.asarray(outcome, dtype=np.float64)
         out["tile_reward"][v, tile] = value
         out["reward"] = np.bincount(v, weights=value, minlength=n)
