@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from sim.metrics import metric_class
 from sim.power import mde_from_standard_errors
 
 ALPHA, POWER = 0.05, 0.8
@@ -26,7 +27,10 @@ def cell_mde(metrics: dict, cell: str, metric: str = SUMMARY_METRIC, member_scal
     r0, r1 = metrics["cells"][metrics["control"]].get(metric), metrics["cells"][cell].get(metric)
     if not r0 or not r1 or None in (r0.get("estimate"), r0.get("se"), r1.get("estimate"), r1.get("se")):
         return float("nan")
-    return mde_from_standard_errors(r0["estimate"], r0["se"], r1["estimate"], r1["se"], ALPHA, POWER, member_scale)
+    # Lifts are taken on the metric's own scale (artwork gain: before its offset of -1).
+    offset = getattr(metric_class(metric), "offset", 0.0)
+    return mde_from_standard_errors(r0["estimate"] - offset, r0["se"], r1["estimate"] - offset, r1["se"],
+                                    ALPHA, POWER, member_scale)
 
 
 def members_needed(mde: float, target: float = WIDE_HALF_WIDTH) -> float:

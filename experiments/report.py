@@ -26,10 +26,8 @@ from experiments.results import (REPLICATE_KEY, aggregate, find_runs, interval_m
                                  metric_label, paired_differences, swept_parameters, sweep_table)
 from sim.metrics import Z95, metric_class
 from sim.outputs import atomic_write_text
-from experiments.power_notes import underpowered_notes
-from sim.power import mde_from_standard_errors, pilot_icc
-
-ALPHA, POWER = 0.05, 0.8
+from experiments.power_notes import ALPHA, POWER, cell_mde, underpowered_notes
+from sim.power import pilot_icc
 
 
 def chart_order() -> tuple[str, ...]:
@@ -250,15 +248,10 @@ def power_blocks(m: dict) -> list[Block]:
     scales = (1, 2, 4, 10)
     rows = []
     for name in m["lift"]:
-        cell = m["cells"][name]
         for metric in interval_metrics(m):
-            r0, r1 = base[metric], cell[metric]
-            if None in (r0["estimate"], r0["se"], r1["estimate"], r1["se"]):
+            mdes = [cell_mde(m, name, metric, s) for s in scales]
+            if math.isnan(mdes[0]):
                 continue
-            # Lifts are taken on the metric's own scale (artwork gain: before its offset of -1).
-            offset = getattr(metric_class(metric), "offset", 0.0)
-            mdes = [mde_from_standard_errors(r0["estimate"] - offset, r0["se"], r1["estimate"] - offset,
-                                             r1["se"], ALPHA, POWER, s) for s in scales]
             rows.append([name, metric_label(metric)] + [pct(x, 1) for x in mdes])
     b.append(Block("table", (["cell vs " + control, "metric"]
                              + [f"MDE, {s}x members" if s > 1 else "MDE, this test" for s in scales], rows)))

@@ -369,3 +369,14 @@ def test_experiment_charts_are_drawn_for_their_experiment(experiment, tmp_path, 
     chart = tmp_path / "run" / "charts" / f"{experiment}.png"
     assert str(chart) in capsys.readouterr().out
     assert_readable_png(chart)
+
+
+def test_mde_of_artwork_gain_is_taken_before_its_offset():
+    """Summary notes and the report share one MDE (experiments.power_notes.cell_mde). Artwork gain
+    is a ratio minus 1, so its lift is a lift of the ratio: a gain of 0 (ratio 1) is not a zero base."""
+    from experiments.power_notes import cell_mde
+
+    cells = {"a": {"artwork_gain": {"estimate": 0.0, "se": 0.01}},
+             "b": {"artwork_gain": {"estimate": 0.05, "se": 0.01}}}
+    mde = cell_mde({"control": "a", "cells": cells}, "b", "artwork_gain")
+    assert 0.0 < mde < 0.1            # a relative lift of a ratio near 1 with se 0.01: a few percent
