@@ -21,7 +21,9 @@ Prints, on one core (BLAS/OpenMP threads pinned to 1 before NumPy loads):
    days) under the ``session`` and the ``independent`` response models and their ratio (the
    session model must keep at least 80 %);
 5. the speed-up of ``--workers`` worker processes (``engine.backend=processes``) over one process
-   on the same run, end to end and after the workers have built their worlds.
+   on the same run (1M members, 1 simulated day by default), end to end and after the workers
+   have built their worlds; the serial fraction that speed-up implies (Amdahl's law) and what
+   it predicts for 8, 32 and 128 shards.
 
 ``--json PATH`` also writes every figure to a file, so they can be quoted.
 """
@@ -186,6 +188,15 @@ def kernel_compile_from_scratch() -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def rss_mb() -> float:
+    """This process's resident memory now (VmRSS), MB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory (VmHWM). Unlike ``ru_maxrss``, it starts afresh in a
     new program: a child started by this one does not report this one's peak."""
@@ -209,10 +220,10 @@ def parse_scales(spec: str, days: float) -> list[tuple[int, float]]:
     return scales
 
 
-def per_day_costs(marks: list[tuple[float, int, float]]) -> list[float]:
+def per_day_costs(marks: list[tuple]) -> list[float]:
     """Microseconds per impression within each complete simulated day of one run.
 
-    ``marks`` : (simulated minute, impressions so far, wall seconds), the run's start first, then
+    ``marks`` : (simulated minute, impressions so far, wall seconds, ...), the run's start first, then
     one per serving step (at most an hour). A partial last day is left out: night hours bring smaller batches,
     which cost more per impression, so part of a day is not comparable with a whole one."""
     costs, start, day_end = [], marks[0], 1440.0
@@ -221,6 +232,17 @@ def per_day_costs(marks: list[tuple[float, int, float]]) -> list[float]:
             costs.append(1e6 * (mark[2] - start[2]) / max(mark[1] - start[1], 1))
             start, day_end = mark, day_end + 1440.0
     return costs
+
+
+def per_day_rss(marks: list[tuple]) -> list[float]:
+    """The largest resident memory (MB) seen at the serving steps of each simulated day
+    (``marks``: (simulated minute, impressions, wall seconds, RSS MB) per step); a partial last
+    day counts too (memory, unlike cost, does not depend on the time of day)."""
+    days: dict[int, float] = {}
+    for minute, _, _, mb in marks:
+        day = max(0, math.ceil(minute / 1440.0) - 1)     # the step ending at minute 1440 is day 0's
+        days[day] = max(days.get(day, 0.0), mb)
+    return [days[d] for d in sorted(days)]
 
 
 def worst_growth(costs: list[float]) -> float:
@@ -237,9 +259,9 @@ def measure_scale(members: int, titles: int, days: float, policy: str,
     """One row of the scaling table. Meant for a fresh process (``scale_subprocess``): the peak
     memory it reports is the whole process's."""
     imports_mb = peak_rss_mb()
-    marks: list[tuple[float, int, float]] = []
+    marks: list[tuple[float, int, float, float]] = []
     r = run_closed_loop(members, titles, days, policy,
-                        progress=lambda t, n: marks.append((t, n, time.perf_counter())))
+                        progress=lambda t, n: marks.append((t, n, time.perf_counter(), rss_mb())))
     run_mb = peak_rss_mb()           # before the minimal pipeline allocates anything
     sim, batch = r["sim"], int(r["batch"])
     # The minimal pipeline's rate does not depend on how many impressions it makes: capping them
@@ -251,7 +273,8 @@ def measure_scale(members: int, titles: int, days: float, policy: str,
             "impressions": int(r["impressions"]), "deploys": int(sim.deploys), "batch": batch,
             "build_s": r["build_s"], "run_s": r["run_s"], "impressions_per_s": r["impressions_per_s"],
             "us_per_impression": 1e6 * r["run_s"] / max(r["impressions"], 1),
-            "us_per_impression_by_day": per_day_costs([(0.0, 0, r["started"])] + marks),
+            "us_per_impression_by_day": per_day_costs([(0.0, 0, r["started"], 0.0)] + marks),
+            "rss_mb_by_day": per_day_rss(marks),
             "minimal_impressions_per_s": minimal, "ratio": r["impressions_per_s"] / minimal,
             "kernel_first_call_s": kernel_first_call(),
             "peak_rss_mb_imports": imports_mb, "peak_rss_mb_build": r["peak_rss_mb_build"],
@@ -324,7 +347,8 @@ def verdict_line(v: dict, rows: list[dict]) -> str:
 
 # Small sizes for development: the whole bench in well under a minute.
 QUICK = {"members": 20_000, "repeat": 1, "response_days": 0.5, "scales": "5000,20000", "scale_days": 0.25,
-         "days_axis": "0.25,0.75", "days_axis_members": 20_000, "parallel_days": 0.25}
+         "days_axis": "0.25,0.75", "days_axis_members": 20_000, "parallel_days": 0.25,
+         "parallel_members": 20_000}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -354,6 +378,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--skip-scaling", action="store_true")
     ap.add_argument("--workers", type=int, default=2,
                     help="worker processes for the speed-up figure (1: skip it)")
+    ap.add_argument("--parallel-members", type=int, default=1_000_000,
+                    help="members of the worker-process speed-up run")
     ap.add_argument("--parallel-days", type=float, default=1.0)
     ap.add_argument("--parallel-policy", default="lints")
     ap.add_argument("--response-models", default="session,independent",
@@ -361,6 +387,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--response-days", type=float, default=3.0,
                     help="simulated days of the default experiment per response model")
     ap.add_argument("--skip-response", action="store_true")
+    ap.add_argument("--large", metavar="MEMBERS:DAYS",
+                    help="also one large run in a fresh process (e.g. 10000000:2): its rate, peak "
+                         "memory after the world is built and at the end, and memory day by day")
+    ap.add_argument("--large-policy", default="thompson")
     ap.add_argument("--json", help="also write every figure to this JSON file")
     quick, _ = ap.parse_known_args(argv)
     if quick.quick:
@@ -458,21 +488,52 @@ def scaling(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     return rows, verdicts
 
 
+def large(args: argparse.Namespace) -> dict:
+    """One large run (``--large MEMBERS:DAYS``) in a fresh process: the memory it needs, and
+    whether that memory stays flat from day to day."""
+    [(members, days)] = parse_scales(args.large, 1.0)
+    print(f"\nlarge run: {members:,} members × {simulated(days)}, {args.titles:,} titles, "
+          f"policy={args.large_policy}, Parquet logging on, 1 process, 1 thread", flush=True)
+    r = scale_subprocess(members, args.titles, days, args.large_policy)
+    print(f"  {r['impressions']:,} impressions in {r['run_s']:.0f} s ({r['impressions_per_s']:,.0f}/s, "
+          f"{r['us_per_impression']:.2f} µs each; world built in {r['build_s']:.0f} s)")
+    print(f"  peak RSS {r['peak_rss_mb_build']:,.0f} MB after the world is built, {r['peak_rss_mb']:,.0f} MB "
+          f"at the end; RSS by simulated day: " + ", ".join(f"{mb:,.0f}" for mb in r["rss_mb_by_day"])
+          + " MB; µs/impression by day: " + ", ".join(f"{c:.2f}" for c in r["us_per_impression_by_day"]))
+    return r
+
+
+#: Shard counts for which the measured serial fraction predicts a speed-up.
+PREDICTED_SHARDS = (8, 32, 128)
+
+
+def serial_fraction(speedup: float, workers: int) -> float:
+    """Amdahl's serial fraction ``s`` implied by a speed-up on ``workers`` processes:
+    ``speedup = 1 / (s + (1 - s) / workers)``, solved for ``s``."""
+    return (workers / speedup - 1.0) / (workers - 1.0)
+
+
+def amdahl_speedup(serial: float, shards: int) -> float:
+    """Speed-up on ``shards`` processes when the fraction ``serial`` of the run does not split."""
+    return 1.0 / (serial + (1.0 - serial) / shards)
+
+
 def parallel(args: argparse.Namespace) -> list[dict]:
     """Speed-up of worker processes over one process on the same run (``engine.backend=processes
     engine.shards=N``; results are identical, only the wall time differs). Member blocks of
     ``members / (4 workers)`` give every worker several equal blocks."""
     rows = []
-    block = max(1, math.ceil(args.members / (4 * args.workers)))
-    print(f"\nworker processes: {args.members:,} members, {args.titles:,} titles, policy={args.parallel_policy}, "
+    members = args.parallel_members
+    block = max(1, math.ceil(members / (4 * args.workers)))
+    print(f"\nworker processes: {members:,} members, {args.titles:,} titles, policy={args.parallel_policy}, "
           f"{args.parallel_days:g} simulated day(s), member_block={block:,}, Parquet logging on, "
           f"1 thread per process, {os.cpu_count()} CPUs")
     for backend, shards in (("local", 1), ("processes", args.workers)):
-        runs = [run_closed_loop(args.members, args.titles, args.parallel_days, args.parallel_policy,
+        runs = [run_closed_loop(members, args.titles, args.parallel_days, args.parallel_policy,
                                 backend=backend, shards=shards, member_block=block)
                 for _ in range(args.repeat)]
         r = sorted(runs, key=lambda x: x["run_s"])[len(runs) // 2]
-        rows.append({"backend": backend, "shards": shards, "run_s": r["run_s"],
+        rows.append({"backend": backend, "shards": shards, "members": members, "run_s": r["run_s"],
                      "shard_startup_s": r["shard_startup_s"], "impressions": int(r["impressions"]),
                      "impressions_per_s": r["impressions_per_s"]})
         print(f"  {backend:9s} shards={shards}  {r['run_s']:7.2f} s  {r['impressions_per_s']:>10,.0f} impressions/s "
@@ -480,9 +541,15 @@ def parallel(args: argparse.Namespace) -> list[dict]:
         del runs, r
     speedup = rows[0]["run_s"] / rows[1]["run_s"]
     steady = (rows[0]["run_s"] - rows[0]["shard_startup_s"]) / (rows[1]["run_s"] - rows[1]["shard_startup_s"])
+    serial = serial_fraction(speedup, args.workers)
+    predicted = {n: amdahl_speedup(serial, n) for n in PREDICTED_SHARDS}
     print(f"  speed-up with {args.workers} workers: ×{speedup:.2f} end to end, ×{steady:.2f} after start-up")
+    bound = f"×{1 / serial:.1f}" if serial > 0 else "none (no serial part measured)"
+    print(f"  serial fraction (Amdahl, from the end-to-end speed-up): {serial:.2f}; predicted speed-up "
+          + ", ".join(f"×{x:.1f} at {n} shards" for n, x in predicted.items()) + f"; upper bound {bound}")
     for r in rows:
-        r["speedup"], r["speedup_after_startup"] = speedup, steady
+        r.update(speedup=speedup, speedup_after_startup=steady, serial_fraction=serial,
+                 predicted_speedup={str(n): x for n, x in predicted.items()})
     return rows
 
 
@@ -558,6 +625,8 @@ def main(argv: list[str] | None = None) -> None:
         report["scaling"], report["verdicts"] = scaling(args)
     if not args.skip_response:
         report["response_models"] = response_models(args)
+    if args.large:
+        report["large"] = large(args)
     if args.workers > 1:
         report["parallel"] = parallel(args)
     if args.json:

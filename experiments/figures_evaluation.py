@@ -119,6 +119,42 @@ def bench_response(out: Path) -> dict[str, str]:
     return figs
 
 
+@commands("bench_large", ("experiments.bench", "--skip-headline", "--skip-scaling", "--skip-response", "--workers", "1",
+                          "--large", "10000000:2", "--json", f"{OUT}/bench.json"))
+def bench_large(out: Path) -> dict[str, str]:
+    """The 10M-member run of ``make bench --large``: size, rate, peak memory, memory by day."""
+    report = json.loads((out / "bench.json").read_text())
+    r = report["large"]
+    return {"bench_large.load_average": _load_average(report),
+            "bench_large.members": f"{r['members']:,}", "bench_large.days": f"{r['days']:g}",
+            "bench_large.impressions": f"{r['impressions']:,}",
+            "bench_large.rate": f"{r['impressions_per_s']:,.0f}",
+            "bench_large.build_s": f"{r['build_s']:.0f} s", "bench_large.run_s": f"{r['run_s']:.0f} s",
+            "bench_large.rss_build": f"{r['peak_rss_mb_build'] / 1024:.1f} GB",
+            "bench_large.rss_peak": f"{r['peak_rss_mb'] / 1024:.1f} GB",
+            "bench_large.rss_by_day": " / ".join(f"{mb / 1024:.2f}" for mb in r["rss_mb_by_day"]) + " GB",
+            "bench_large.us_by_day": " / ".join(f"{c:.2f}" for c in r["us_per_impression_by_day"]) + " µs"}
+
+
+@commands("bench_parallel", ("experiments.bench", "--skip-headline", "--skip-scaling", "--skip-response",
+                             "--workers", "2", "--repeat", "1", "--json", f"{OUT}/bench.json"))
+def bench_parallel(out: Path) -> dict[str, str]:
+    """The worker-process speed-up of ``make bench`` (1M members, 1 day), the serial fraction it
+    implies and Amdahl's prediction for more shards."""
+    report = json.loads((out / "bench.json").read_text())
+    local, procs = report["parallel"]
+    figs = {"bench_parallel.load_average": _load_average(report),
+            "bench_parallel.members": f"{local['members']:,}",
+            "bench_parallel.local_s": f"{local['run_s']:.1f} s", "bench_parallel.processes_s": f"{procs['run_s']:.1f} s",
+            "bench_parallel.startup_s": f"{procs['shard_startup_s']:.1f} s",
+            "bench_parallel.speedup": f"×{procs['speedup']:.2f}",
+            "bench_parallel.speedup_after_startup": f"×{procs['speedup_after_startup']:.2f}",
+            "bench_parallel.serial_fraction": f"{procs['serial_fraction']:.2f}"}
+    for n, x in procs["predicted_speedup"].items():
+        figs[f"bench_parallel.predicted_{n}"] = f"×{x:.1f}"
+    return figs
+
+
 # ---- Run directories: the memory estimate's refusal ---------------------------------------------
 #: A run too large for the limit; the limit is set, so the message does not depend on the machine.
 MEMORY_EXAMPLE = ("world.n_members=50000000", "engine.memory_limit_gb=20")

@@ -221,12 +221,12 @@ def test_sweep_runs_every_job_in_parallel_into_stable_self_contained_directories
         assert metrics["complete"] is True
         config = yaml.safe_load((run / "config.yaml").read_text())
         assert config["engine"]["retrain_hours"] == float(name.split("retrain_hours=")[1].split(",")[0])
-        assert len(list((run / "charts").glob("*.png"))) == 10      # nine charts and the homepage picture
+        assert not (run / "charts").exists()        # engine.charts=false: the re-run test draws them
         assert sorted((run / "logs").glob("part-*.parquet"))
         assert not (run / "error.txt").exists()
     assert f"sweep {sweep_dir}: 4 of 4 runs complete, 0 failed" in done.stdout
-    assert (sweep_dir / "charts" / "sweep_engine.retrain_hours.png").stat().st_size > 10_000
-    assert (sweep_dir / "sweep_summary.csv").is_file()
+    assert f"charts:  not drawn (engine.charts=false; python -m experiments.plot {sweep_dir}" in done.stdout
+    assert not (sweep_dir / "charts").exists()
 
 
 @pytest.mark.slow
@@ -237,14 +237,21 @@ def test_rerunning_a_sweep_skips_complete_runs_and_redoes_an_interrupted_one(swe
     # An interrupted run: its results were never marked complete.
     interrupted = sweep_dir / SWEEP_RUNS[0]
     (interrupted / "metrics.json").unlink()
-    # Same sweep, overrides in another order (and charts off, an execution key): the job
-    # directories are the same.
-    again = cli("experiments.run", "-m", *reversed(SWEEP_ARGS), f"hydra.sweep.dir={sweep_dir}", "engine.charts=false")
+    # Same sweep, overrides in another order and charts on (the shared sweep ran with
+    # engine.charts=false, an execution key): the job directories are the same.
+    again = cli("experiments.run", "-m", *reversed(SWEEP_ARGS), f"hydra.sweep.dir={sweep_dir}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("skipping") == 3 and again.stdout.count("done ") == 1
     assert f"done {interrupted}:" in again.stdout
     after = {n: (sweep_dir / n / "metrics.json").read_bytes() for n in SWEEP_RUNS}
     assert after == before          # the re-done run reproduces its result exactly (same seed)
+    # Every job's charts: drawn by the re-done run, and for the skipped complete runs, which
+    # had none, by the re-run; then the sweep's own charts.
+    for name in SWEEP_RUNS:
+        assert len(list((sweep_dir / name / "charts").glob("*.png"))) == 10   # nine charts and the homepage picture
+        assert (sweep_dir / name / "charts" / "DONE").is_file()
+    assert (sweep_dir / "charts" / "sweep_engine.retrain_hours.png").stat().st_size > 10_000
+    assert (sweep_dir / "sweep_summary.csv").is_file()
 
 
 BOOM = '''

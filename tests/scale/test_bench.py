@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.bench import parse_scales, per_day_costs, worst_growth
+from experiments.bench import amdahl_speedup, parse_scales, per_day_costs, per_day_rss, serial_fraction, worst_growth
 
 
 def test_parse_scales_reads_members_and_optional_days():
@@ -24,3 +24,20 @@ def test_worst_growth_catches_a_rise_after_a_fall():
     assert worst_growth([8.0, 4.0, 2.0]) == pytest.approx(0.5)
     assert worst_growth([8.0, 4.0, 6.0]) == pytest.approx(1.5)
     assert worst_growth([3.0]) == 1.0
+
+
+def test_per_day_rss_takes_each_days_largest_reading_and_keeps_a_partial_last_day():
+    # (simulated minute, impressions, wall seconds, RSS MB); the step ending at minute 1440
+    # belongs to the first day.
+    marks = [(60.0, 1, 0.1, 100.0), (1440.0, 2, 0.2, 120.0), (1500.0, 3, 0.3, 110.0),
+             (2880.0, 4, 0.4, 130.0), (3000.0, 5, 0.5, 90.0)]
+    assert per_day_rss(marks) == [120.0, 130.0, 90.0]
+
+
+def test_serial_fraction_inverts_amdahls_law():
+    # Speed-up 1.6 on 2 workers: 1 / (s + (1 - s) / 2) = 1.6 gives s = 0.25.
+    assert serial_fraction(1.6, 2) == pytest.approx(0.25)
+    assert amdahl_speedup(0.25, 2) == pytest.approx(1.6)
+    assert amdahl_speedup(0.25, 8) == pytest.approx(1 / (0.25 + 0.75 / 8))
+    assert serial_fraction(2.0, 2) == pytest.approx(0.0) and amdahl_speedup(0.0, 32) == pytest.approx(32)
+    assert serial_fraction(1.0, 4) == pytest.approx(1.0)      # no gain: all serial

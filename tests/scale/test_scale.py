@@ -248,22 +248,37 @@ def test_bad_execution_settings_are_rejected(engine, key):
 
 # ---- Ray ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def local_ray():
+def ray_cluster():
+    """A simulated two-node Ray cluster on this machine (``ray.cluster_utils.Cluster``, as Ray's
+    own tests do): a head and a worker node, one CPU each, with their own raylets and object
+    stores; this process is the driver."""
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
-    # Two CPUs: four shards then queue on two workers (each worker process imports the project).
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
+    from ray.cluster_utils import Cluster
+
+    memory = 100 * 1024 ** 2        # object store per node: model versions are small
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "object_store_memory": memory, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1, object_store_memory=memory)
+        ray.init(address=cluster.address, configure_logging=False)
+        cluster.wait_for_nodes()
+        yield ray
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
 
 
 @pytest.mark.slow
-def test_ray_shards_give_identical_results(local_ray, single_shard, tmp_path):
+def test_ray_shards_on_a_two_node_cluster_give_identical_results(ray_cluster, single_shard, tmp_path, capsys):
+    assert len([n for n in ray_cluster.nodes() if n["Alive"]]) == 2
     with pytest.raises(ConfigError, match="4 shard actors x 1 CPUs = 4 CPUs, but this Ray has 2") as info:
         run_dir(tmp_path, "too_many", backend="ray", shards=4)    # would wait for CPUs that never come
     assert info.value.key == "engine.ray_cpus_per_shard"
+    # Four actors of half a CPU fill both one-CPU nodes: the shards run on both machines.
     out = run_dir(tmp_path, "ray4", backend="ray", shards=4, ray_cpus_per_shard=0.5)
+    assert "engine.backend=ray: 4 shard actors on 2 Ray node(s)" in capsys.readouterr().out
     assert_same_results(single_shard, out)
-    assert local_ray.is_initialized()           # the engine leaves a Ray it did not start running
+    assert ray_cluster.is_initialized()         # the engine leaves a Ray it did not start running
     one, on_ray = trained(), trained(backend="ray", shards=3, ray_cpus_per_shard=0.5)
     for key in one:
         np.testing.assert_array_equal(one[key], on_ray[key], err_msg=str(key))
