@@ -51,7 +51,7 @@ NOT_RUN = {
                     "checks README.md against the results file it writes",
     "pip install": "changes the environment",
     "pip download": "downloads a wheel (tests/world/test_movielens.py fetches it when it can, and skips otherwise)",
-    "python -m experiments.bench": "minutes of CPU; tests/scale/test_bench.py runs the bench at a tiny size",
+    "python -m experiments.bench": "minutes of CPU; tests/scale/test_bench.py runs its --large and worker sections at a tiny size",
     "python -m experiments.run world=movielens": "needs MovieLens 100k (not redistributable); tests/world/test_movielens.py "
                                                 "builds the world from generated files in both layouts",
     "python -m experiments.run -m experiment=feedback_loop_arms world=movielens": "needs MovieLens 100k; the same "

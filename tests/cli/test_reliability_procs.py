@@ -21,7 +21,8 @@ from tests.cli.reliability_support import (assert_one_line, base_config, process
                                            snapshot)
 from tests.conftest import REPO
 
-RUN = ["world=tiny", "experiment=single", "policy=thompson", "engine.progress=false",
+# Charts off (an execution key): these cases are about locks, signals and files, not charts.
+RUN = ["world=tiny", "experiment=single", "policy=thompson", "engine.progress=false", "engine.charts=false",
        "world.n_members=60", "world.n_titles=12"]
 
 

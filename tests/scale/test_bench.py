@@ -41,3 +41,30 @@ def test_serial_fraction_inverts_amdahls_law():
     assert amdahl_speedup(0.25, 8) == pytest.approx(1 / (0.25 + 0.75 / 8))
     assert serial_fraction(2.0, 2) == pytest.approx(0.0) and amdahl_speedup(0.0, 32) == pytest.approx(32)
     assert serial_fraction(1.0, 4) == pytest.approx(1.0)      # no gain: all serial
+
+
+@pytest.mark.slow
+def test_bench_large_run_and_worker_speedup_at_a_tiny_size(tmp_path, capsys):
+    """The bench's --large run and its worker-process section, end to end at a tiny size (the
+    figures themselves come from `make figures`, on a quiet machine)."""
+    import json
+
+    from experiments.bench import main
+
+    out = tmp_path / "bench.json"
+    main(["--skip-headline", "--skip-scaling", "--skip-response", "--repeat", "1", "--titles", "100",
+          "--large", "1000:2", "--workers", "2", "--parallel-members", "1000", "--parallel-days", "0.1",
+          "--json", str(out)])
+    report = json.loads(out.read_text())
+    large = report["large"]
+    assert large["members"] == 1000 and large["days"] == 2 and large["impressions"] > 0
+    assert len(large["rss_mb_by_day"]) == 2 and len(large["us_per_impression_by_day"]) == 2
+    assert 0 < large["peak_rss_mb_build"] <= large["peak_rss_mb"]
+    local, procs = report["parallel"]
+    assert (local["backend"], local["shards"], procs["backend"], procs["shards"]) == ("local", 1, "processes", 2)
+    assert local["impressions"] == procs["impressions"] > 0        # the same run, split over 2 workers
+    assert procs["speedup"] == pytest.approx(local["run_s"] / procs["run_s"])
+    assert amdahl_speedup(procs["serial_fraction"], 2) == pytest.approx(procs["speedup"])
+    assert set(procs["predicted_speedup"]) == {"8", "32", "128"}
+    printed = capsys.readouterr().out
+    assert "large run: 1,000 members × 2 d" in printed and "serial fraction (Amdahl" in printed
