@@ -13,6 +13,7 @@ import pytest
 from sim.backends import process_context
 from sim.config import ConfigError, experiment_config_from_dict
 from sim.engine import Simulation, build_shard
+import sim.runner
 from sim.runner import run_experiment
 from sim.shard import block_ranges, dump_models, load_models
 from sim.world import build_world
@@ -269,17 +270,28 @@ def ray_cluster():
 
 
 @pytest.mark.slow
-def test_ray_shards_on_a_two_node_cluster_give_identical_results(ray_cluster, single_shard, tmp_path, capsys):
+def test_ray_shards_on_a_two_node_cluster_give_identical_results(ray_cluster, single_shard, tmp_path, capsys,
+                                                                  monkeypatch):
     assert len([n for n in ray_cluster.nodes() if n["Alive"]]) == 2
     with pytest.raises(ConfigError, match="4 shard actors x 1 CPUs = 4 CPUs, but this Ray has 2") as info:
         run_dir(tmp_path, "too_many", backend="ray", shards=4)    # would wait for CPUs that never come
     assert info.value.key == "engine.ray_cpus_per_shard"
-    # Four actors of half a CPU fill both one-CPU nodes: the shards run on both machines.
+    # Four actors of half a CPU fill both one-CPU nodes: the shards run on both machines. The
+    # run's Simulation is kept, to compare its trained models too (one Ray run, not two).
+    made = []
+
+    class Kept(Simulation):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(sim.runner, "Simulation", Kept)
     out = run_dir(tmp_path, "ray4", backend="ray", shards=4, ray_cpus_per_shard=0.5)
     assert "engine.backend=ray: 4 shard actors on 2 Ray node(s)" in capsys.readouterr().out
     assert_same_results(single_shard, out)
     assert ray_cluster.is_initialized()         # the engine leaves a Ray it did not start running
-    one, on_ray = trained(), trained(backend="ray", shards=3, ray_cpus_per_shard=0.5)
+    one, on_ray = trained(), model_arrays(made[0])
+    assert one.keys() == on_ray.keys()
     for key in one:
         np.testing.assert_array_equal(one[key], on_ray[key], err_msg=str(key))
 
