@@ -191,7 +191,7 @@ def print_table(rows: list[dict], percent: bool) -> None:
 
 
 def plot(rows: list[dict], path: Path, title: str, ylabel: str, scale: float) -> Path:
-    from experiments.plotting import plt
+    from experiments.plotting import plt, save
 
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     estimators = list(dict.fromkeys(r["estimator"] for r in rows))
@@ -223,9 +223,7 @@ def plot(rows: list[dict], path: Path, title: str, ylabel: str, scale: float) ->
     ax.legend(title="estimator (95 % bootstrap CI)", fontsize=8, title_fontsize=8,
               loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)      # atomic write, the house resolution, closed
 
 
 def parse_estimator(text: str) -> dict:
