@@ -188,23 +188,26 @@ def kernel_compile_from_scratch() -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def rss_mb() -> float:
-    """This process's resident memory now (VmRSS), MB."""
+def _proc_status_mb(field: str) -> float | None:
+    """A memory line of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in MB; None where there is none."""
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024.0
-    return float("nan")
+    return None
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (VmRSS), MB."""
+    now = _proc_status_mb("VmRSS")
+    return float("nan") if now is None else now
 
 
 def peak_rss_mb() -> float:
     """This process's peak resident memory (VmHWM). Unlike ``ru_maxrss``, it starts afresh in a
     new program: a child started by this one does not report this one's peak."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak = _proc_status_mb("VmHWM")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 if peak is None else peak
 
 
 def parse_scales(spec: str, days: float) -> list[tuple[int, float]]:
@@ -498,7 +501,7 @@ def large(args: argparse.Namespace) -> dict:
     print(f"  {r['impressions']:,} impressions in {r['run_s']:.0f} s ({r['impressions_per_s']:,.0f}/s, "
           f"{r['us_per_impression']:.2f} µs each; world built in {r['build_s']:.0f} s)")
     print(f"  peak RSS {r['peak_rss_mb_build']:,.0f} MB after the world is built, {r['peak_rss_mb']:,.0f} MB "
-          f"at the end; RSS by simulated day: " + ", ".join(f"{mb:,.0f}" for mb in r["rss_mb_by_day"])
+          f"over the whole run; RSS by simulated day: " + ", ".join(f"{mb:,.0f}" for mb in r["rss_mb_by_day"])
           + " MB; µs/impression by day: " + ", ".join(f"{c:.2f}" for c in r["us_per_impression_by_day"]))
     return r
 
@@ -544,9 +547,13 @@ def parallel(args: argparse.Namespace) -> list[dict]:
     serial = serial_fraction(speedup, args.workers)
     predicted = {n: amdahl_speedup(serial, n) for n in PREDICTED_SHARDS}
     print(f"  speed-up with {args.workers} workers: ×{speedup:.2f} end to end, ×{steady:.2f} after start-up")
-    bound = f"×{1 / serial:.1f}" if serial > 0 else "none (no serial part measured)"
-    print(f"  serial fraction (Amdahl, from the end-to-end speed-up): {serial:.2f}; predicted speed-up "
-          + ", ".join(f"×{x:.1f} at {n} shards" for n, x in predicted.items()) + f"; upper bound {bound}")
+    if speedup < 1.0:
+        # Slower with workers than without: no part of the run sped up, Amdahl's law has nothing to say.
+        print("  serial fraction (Amdahl): none, the workers were slower than one process; no forecast")
+    else:
+        bound = f"×{1 / serial:.1f}" if serial > 0 else "none (no serial part measured)"
+        print(f"  serial fraction (Amdahl, from the end-to-end speed-up): {serial:.2f}; predicted speed-up "
+              + ", ".join(f"×{x:.1f} at {n} shards" for n, x in predicted.items()) + f"; upper bound {bound}")
     for r in rows:
         r.update(speedup=speedup, speedup_after_startup=steady, serial_fraction=serial,
                  predicted_speedup={str(n): x for n, x in predicted.items()})

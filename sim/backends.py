@@ -280,8 +280,6 @@ class RayBackend:
         self.ray = ray
         self.started = False
         self.actors = []
-        #: Ray node id of each shard's actor, in shard order.
-        self.nodes: list[str] = []
         try:
             self._start(config, log_enabled, build_shard)
         except BaseException:
@@ -317,13 +315,13 @@ class RayBackend:
         actor = ray.remote(num_cpus=eng.ray_cpus_per_shard, max_restarts=0)(ShardActor)
         self.actors = [actor.remote(config, blocks, log_enabled, build_shard) for blocks in blocks_of_shards]
         try:
-            self.nodes = ray.get([a.ready.remote() for a in self.actors], timeout=self.START_TIMEOUT)
+            nodes = ray.get([a.ready.remote() for a in self.actors], timeout=self.START_TIMEOUT)
         except ray.exceptions.GetTimeoutError:
             raise RuntimeError(
                 f"engine.backend=ray: {len(self.actors)} shard actors were not ready after "
                 f"{self.START_TIMEOUT} s; does the cluster have {len(self.actors)} x "
                 f"engine.ray_cpus_per_shard={eng.ray_cpus_per_shard} free CPUs?") from None
-        print(f"engine.backend=ray: {len(self.actors)} shard actors on {len(set(self.nodes))} Ray node(s)")
+        print(f"engine.backend=ray: {len(self.actors)} shard actors on {len(set(nodes))} Ray node(s)")
 
     def step(self, t0, t1, drift_requests, models):
         ref = None if models is None else self.ray.put(models)   # one copy in the object store

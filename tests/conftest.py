@@ -74,8 +74,8 @@ SWEEP_RUNS = sorted(f"engine.days=0.5,engine.retrain_hours={h},policy={p},seed=0
 @pytest.fixture(scope="session")
 def sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """A 2 x 2 sweep (policy x retrain cadence) on the tiny world with the default (joblib)
-    launcher, charts off (``engine.charts=false``: the re-run test draws them, so the suite
-    draws them once): ``(sweep_dir, completed_process)``. It is run once per test session, by whichever
+    launcher, charts off (``engine.charts=false``: the re-run test draws the jobs' charts, so the
+    suite draws them once): ``(sweep_dir, completed_process)``. It is run once per test session, by whichever
     pytest-xdist worker asks first (the others wait on a file lock), because a sweep costs about
     half a minute; each worker gets its own copy, so tests may write into it (charts, re-runs)."""
     shared_root = tmp_path_factory.getbasetemp()

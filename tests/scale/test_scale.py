@@ -10,10 +10,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+import sim.runner
 from sim.backends import process_context
 from sim.config import ConfigError, experiment_config_from_dict
 from sim.engine import Simulation, build_shard
-import sim.runner
 from sim.runner import run_experiment
 from sim.shard import block_ranges, dump_models, load_models
 from sim.world import build_world
