@@ -5,7 +5,7 @@
 # `make PYTHON=/path/to/python3.x ...` wins. An existing $(VENV) is used as it is.
 PYTHON ?=
 VENV   ?= .venv
-EXTRAS ?= test,ray
+EXTRAS ?= test,ray-backend
 ARGS   ?=
 TESTS  ?=
 # Test workers (pytest-xdist): one per core; `make test JOBS=0` runs in this process.
@@ -53,13 +53,24 @@ $(PY):
 	echo "Creating $(VENV) with $$py ($$($$py -V 2>&1))"; \
 	$$py -m venv $(VENV) && $(PY) -m pip install --quiet --upgrade pip
 
+# pip compiles every module it installs, one file after another (about 40 s of the install here,
+# most of it for the packages' own test suites). Instead: install without compiling, then compile on
+# every core, leaving out the tests/ folders nothing imports (measured: 57 s -> 29 s for the base
+# install). A module left out is compiled and cached on its first import, as usual.
+PIP_INSTALL := $(PY) -m pip install --quiet --no-compile
+COMPILE     := $(PY) -m compileall -q -j 0 -x '/tests?/' \
+               "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null
+
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e .
+	$(PIP_INSTALL) -e .
+	$(COMPILE)
 	touch $@
 
-# Tests install the Ray extra too, so the Ray backend is tested on a local Ray instance.
+# Tests install the Ray backend too (Ray core), so the Ray backend is tested on a simulated
+# two-node Ray cluster.
 $(TSTAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(PIP_INSTALL) -e ".[$(EXTRAS)]"
+	$(COMPILE)
 	touch $@ $(STAMP)
 
 # `make run ARGS="world=tiny engine.days=1"`: Hydra overrides.
