@@ -65,6 +65,17 @@ def cli(*args: str, timeout: float = 180, env_extra: dict | None = None) -> subp
                           text=True, timeout=timeout)
 
 
+def assert_readable_png(path: Path, min_bytes: int = 10_000) -> None:
+    """``path`` is a PNG of at least 500 x 300 pixels that is not a blank canvas."""
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    assert path.is_file() and path.stat().st_size > min_bytes, path
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[0] >= 300 and img.shape[1] >= 500, (path, img.shape)
+    assert np.ptp(img[..., :3]) > 0.5, path          # not a blank canvas
+
+
 SWEEP_ARGS = ("world=tiny", "engine.days=0.5", "policy=thompson,epsilon_greedy",
               "engine.retrain_hours=3,6", "seed=0")
 SWEEP_RUNS = sorted(f"engine.days=0.5,engine.retrain_hours={h},policy={p},seed=0,world=tiny"

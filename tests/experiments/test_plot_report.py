@@ -2,7 +2,6 @@
 the homepage picture, member-clustered bands, and the sweep aggregation helpers."""
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
@@ -22,7 +21,7 @@ from sim.config import experiment_config_from_dict
 from sim.metrics import ratio_estimate
 from sim.runner import run_experiment
 from sim.world import build_world
-from tests.conftest import SWEEP_RUNS, cli
+from tests.conftest import assert_readable_png
 
 CELLS = ["uniform", "fixed", "oracle", "thompson"]
 
@@ -49,13 +48,6 @@ def run_dir(tmp_path_factory):
 RUN_CHARTS = ["ctr_over_time.png", "take_fraction_over_time.png", "visit_success_rate_over_time.png",
               "artwork_gain_over_time.png", "regret_per_1k_over_time.png", "cumulative_regret.png", "lift.png",
               "artwork_choice_share.png", "exposure_lorenz.png", "homepage.png"]
-
-
-def assert_readable_png(path, min_bytes: int = 10_000):
-    assert path.is_file() and path.stat().st_size > min_bytes, path
-    img = mpimg.imread(path)
-    assert img.ndim == 3 and img.shape[0] >= 300 and img.shape[1] >= 500, (path, img.shape)
-    assert np.ptp(img[..., :3]) > 0.5, path          # not a blank canvas
 
 
 # ---- a run --------------------------------------------------------------------------------------
@@ -136,28 +128,7 @@ def test_report_and_plot_refuse_a_directory_without_runs(main, tmp_path):
     assert f"error: {tmp_path} is not a run directory (no metrics.json)" in str(info.value.code)
 
 
-# ---- a sweep -------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_plot_and_report_on_a_sweep(sweep):
-    sweep_dir, first = sweep
-    assert first.returncode == 0, first.stderr[-3000:]
-    done = cli("experiments.plot", str(sweep_dir))
-    assert done.returncode == 0, done.stderr
-    chart = sweep_dir / "charts" / "sweep_engine.retrain_hours.png"
-    assert str(chart) in done.stdout
-    assert_readable_png(chart)
-    with open(sweep_dir / "sweep_summary.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    assert sorted(r["run"] for r in rows) == SWEEP_RUNS
-    assert {r["cell"] for r in rows} == {"thompson", "epsilon_greedy"}
-    assert all(r["control"] == "uniform" and float(r["take_fraction"]) >= 0 for r in rows)
-    report = cli("experiments.report", str(sweep_dir))
-    assert report.returncode == 0, report.stderr
-    text = (sweep_dir / "report.html").read_text()
-    assert "engine.retrain_hours" in text and "data:image/png;base64," in text
-    assert text.count("<tr>") >= 1 + len(SWEEP_RUNS)
-
-
+# ---- a sweep (plot and report on the shared sweep: tests/experiments/test_workflow.py) -------------
 def test_swept_parameters_come_from_overrides_or_from_differing_configs(sweep, tmp_path):
     sweep_dir, _ = sweep
     assert swept_parameters(find_runs(sweep_dir)) == ["engine.retrain_hours", "policy"]
@@ -345,6 +316,8 @@ def test_a_seed_only_sweep_charts_every_cell_across_seeds(tmp_path):
         run_experiment(cfg, tmp_path / f"seed{seed}")
     charts = plot_sweep(tmp_path)
     assert [c.name for c in charts] == ["sweep_seeds.png"]
+    for seed in (0, 1):             # runs written without charts get theirs first
+        assert (tmp_path / f"seed{seed}" / "charts" / "lift.png").is_file()
     assert_readable_png(charts[0])
     text = write_report(tmp_path, "md").read_text()
     assert "Every metric, every cell: mean over 2 seeds" in text

@@ -3,6 +3,7 @@ reported p-values, power/MDE, and command-line sweeps with the joblib launcher (
 stable directory names, resume, failures)."""
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -17,7 +18,7 @@ from sim.config import ConfigError, experiment_config_from_dict
 from sim.engine import Simulation, allocate_cells
 from sim.metrics import lift_interval, ratio_estimate
 from sim.power import PlannedTest, design_effect, mde_from_standard_errors, pilot_icc
-from tests.conftest import SWEEP_ARGS, SWEEP_RUNS, cli
+from tests.conftest import SWEEP_ARGS, SWEEP_RUNS, assert_readable_png, cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -230,7 +231,7 @@ def test_sweep_runs_every_job_in_parallel_into_stable_self_contained_directories
 
 
 @pytest.mark.slow
-def test_rerunning_a_sweep_skips_complete_runs_and_redoes_an_interrupted_one(sweep):
+def test_rerunning_a_sweep_skips_complete_runs_and_redoes_an_interrupted_one_then_plot_and_report(sweep):
     sweep_dir, first = sweep
     assert first.returncode == 0, first.stderr[-3000:]
     before = {n: (sweep_dir / n / "metrics.json").read_bytes() for n in SWEEP_RUNS}
@@ -238,8 +239,11 @@ def test_rerunning_a_sweep_skips_complete_runs_and_redoes_an_interrupted_one(swe
     interrupted = sweep_dir / SWEEP_RUNS[0]
     (interrupted / "metrics.json").unlink()
     # Same sweep, overrides in another order and charts on (the shared sweep ran with
-    # engine.charts=false, an execution key): the job directories are the same.
-    again = cli("experiments.run", "-m", *reversed(SWEEP_ARGS), f"hydra.sweep.dir={sweep_dir}")
+    # engine.charts=false, an execution key): the job directories are the same. In this process
+    # (basic launcher): the sweep above ran on the joblib launcher, and starting its workers again
+    # would only add time.
+    again = cli("experiments.run", "-m", *reversed(SWEEP_ARGS), f"hydra.sweep.dir={sweep_dir}",
+                "hydra/launcher=basic")
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("skipping") == 3 and again.stdout.count("done ") == 1
     assert f"done {interrupted}:" in again.stdout
@@ -252,6 +256,25 @@ def test_rerunning_a_sweep_skips_complete_runs_and_redoes_an_interrupted_one(swe
         assert (sweep_dir / name / "charts" / "DONE").is_file()
     assert (sweep_dir / "charts" / "sweep_engine.retrain_hours.png").stat().st_size > 10_000
     assert (sweep_dir / "sweep_summary.csv").is_file()
+    # Then plot and report the sweep, as a user would (here, after the re-run, its jobs have their
+    # charts: the plot redraws the sweep's own; plot_sweep drawing missing job charts is checked
+    # in tests/experiments/test_plot_report.py).
+    (sweep_dir / "sweep_summary.csv").unlink()
+    done = cli("experiments.plot", str(sweep_dir))
+    assert done.returncode == 0, done.stderr
+    chart = sweep_dir / "charts" / "sweep_engine.retrain_hours.png"
+    assert str(chart) in done.stdout
+    assert_readable_png(chart)
+    with open(sweep_dir / "sweep_summary.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["run"] for r in rows) == SWEEP_RUNS
+    assert {r["cell"] for r in rows} == {"thompson", "epsilon_greedy"}
+    assert all(r["control"] == "uniform" and float(r["take_fraction"]) >= 0 for r in rows)
+    report = cli("experiments.report", str(sweep_dir))
+    assert report.returncode == 0, report.stderr
+    text = (sweep_dir / "report.html").read_text()
+    assert "engine.retrain_hours" in text and "data:image/png;base64," in text
+    assert text.count("<tr>") >= 1 + len(SWEEP_RUNS)
 
 
 BOOM = '''
