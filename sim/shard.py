@@ -25,7 +25,7 @@ import numpy as np
 from sim.bias import TitleExposure
 from sim.features import visit_context
 from sim.homepage import GenreIndex
-from sim.metrics import MetricsAccumulator
+from sim.metrics import MEMBER_COLUMNS, MetricsAccumulator
 from sim.pipeline.stage import Pipeline, impression_ids
 from sim.serving import ServingContext, Visits, ranker_stats, render, serve_cell
 from sim.streams import generator
@@ -162,9 +162,14 @@ class ShardServer:
         self.context = ServingContext(world, eng, GenreIndex(world.catalog), world.catalog.launched(0.0), shown)
         self.block_tables = {b: self._block_table(b) for b in blocks}
         names = [c.name for c in cells]
-        self.metrics = {b: MetricsAccumulator(min(B, n - b * B), names, self.horizon,
-                                              eng.snapshot_hours * 60.0, member_offset=b * B)
-                        for b in blocks}
+        # The blocks' per-member rows are consecutive slices of one array: the driver joins them
+        # without a copy when this shard runs in its process (MetricsAccumulator.combine).
+        sizes = [min(B, n - b * B) for b in blocks]
+        rows = np.zeros((sum(sizes), len(MEMBER_COLUMNS)))
+        starts = np.r_[0, np.cumsum(sizes)].astype(int)
+        self.metrics = {b: MetricsAccumulator(size, names, self.horizon, eng.snapshot_hours * 60.0,
+                                              member_offset=b * B, per_member=rows[lo:lo + size])
+                        for b, size, lo in zip(blocks, sizes, starts)}
         self.exposure = TitleExposure(max(1, math.ceil(eng.days)), len(cells), world.catalog.n_titles)
         self._history: list = []        # pending (time, member, title, played) chunks
         # Statistics per block and trainer period, kept across steps until the period can get no

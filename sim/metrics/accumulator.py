@@ -21,13 +21,19 @@ class MetricsAccumulator:
     """Sums of :data:`COLUMNS` per member and per (time bucket, cell).
 
     ``member_offset``: the accumulator covers members ``member_offset .. + n_members`` (one
-    member block of a shard); :meth:`combine` joins consecutive blocks."""
+    member block of a shard); :meth:`combine` joins consecutive blocks. ``per_member``: the
+    zeroed (n_members, len(MEMBER_COLUMNS)) rows to accumulate into, e.g. a block's slice of
+    one array for all of a shard's blocks (default: a new array)."""
 
     def __init__(self, n_members: int, cell_names: list[str], horizon_minutes: float,
-                 bucket_minutes: float, member_offset: int = 0):
+                 bucket_minutes: float, member_offset: int = 0, per_member: np.ndarray | None = None):
         self.cell_names = list(cell_names)
         self.member_offset = int(member_offset)
-        self.per_member = np.zeros((n_members, len(MEMBER_COLUMNS)))
+        shape = (n_members, len(MEMBER_COLUMNS))
+        if per_member is not None and (per_member.shape != shape or per_member.dtype != np.float64):
+            raise ValueError(f"per_member must have shape {shape} and dtype float64, not "
+                             f"{per_member.shape} {per_member.dtype}")
+        self.per_member = np.zeros(shape) if per_member is None else per_member
         self.bucket_minutes = float(bucket_minutes)
         n_buckets = max(1, math.ceil(horizon_minutes / bucket_minutes))
         self.series = np.zeros((n_buckets, len(self.cell_names), len(SERIES_COLUMNS)))
@@ -45,7 +51,7 @@ class MetricsAccumulator:
         out = cls.__new__(cls)
         out.cell_names, out.member_offset = list(first.cell_names), first.member_offset
         out.bucket_minutes = first.bucket_minutes
-        out.per_member = np.concatenate([p.per_member for p in parts])
+        out.per_member = _joined_rows([p.per_member for p in parts])
         out.series = np.zeros_like(first.series)
         for p in parts:
             out.series += p.series
@@ -111,7 +117,10 @@ class MetricsAccumulator:
         totals = self.series.sum(axis=0)
         estimates = {}
         for c, name in enumerate(self.cell_names):
-            pm = self.per_member[member_cell == c]
+            in_cell = member_cell == c
+            # A cell of every member (one-cell runs) reads the rows in place: a masked copy
+            # would double the largest array of the run at its very end.
+            pm = self.per_member if in_cell.all() else self.per_member[in_cell]
             members = {col: pm[:, j] for j, col in enumerate(MEMBER_COLUMNS)}
             t = dict(zip(SERIES_COLUMNS, totals[c]))
             cell = {"members": int(pm.shape[0]), **{k: kind(t[k]) for k, kind in CELL_TOTALS.items()}}
@@ -176,6 +185,23 @@ _VISIT_SOURCES = [(MEMBER_COLUMNS.index(c.name) if c.per_member else None, SERIE
 _VISIT_MEMBER_SRC = np.array([k for k, (m, _, _) in enumerate(_VISIT_SOURCES) if m is not None], dtype=np.int64)
 _VISIT_MEMBER_DST = np.array([m for m, _, _ in _VISIT_SOURCES if m is not None], dtype=np.int64)
 _VISIT_SERIES_DST = np.array([j for _, j, _ in _VISIT_SOURCES], dtype=np.int64)
+
+
+def _joined_rows(blocks: list[np.ndarray]) -> np.ndarray:
+    """The per-member rows of consecutive blocks as one array: the array they are slices of,
+    when they tile it in order (one shard's blocks, :class:`sim.shard.ShardServer`), without a
+    copy; otherwise concatenated (blocks that came from other processes)."""
+    base = blocks[0].base
+    if isinstance(base, np.ndarray) and base.ndim == 2 and base.flags.c_contiguous and \
+            sum(b.shape[0] for b in blocks) == base.shape[0]:
+        at = base.ctypes.data
+        for b in blocks:
+            if b.base is not base or b.ctypes.data != at or not b.flags.c_contiguous:
+                break
+            at += b.nbytes
+        else:
+            return base
+    return np.concatenate(blocks)
 
 
 def undefined_reasons(summary: dict, control: str) -> dict[str, str]:

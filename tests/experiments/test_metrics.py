@@ -48,6 +48,29 @@ def two_cell_accumulator() -> tuple[MetricsAccumulator, np.ndarray]:
     return acc, np.array([0, 0, 1, 1])
 
 
+def test_blocks_of_one_array_combine_without_a_copy_and_others_by_concatenation():
+    """A shard's blocks accumulate into slices of one array: combining them returns that array
+    (no second copy of the largest array of a run); blocks from elsewhere are concatenated."""
+    from sim.metrics import MEMBER_COLUMNS
+
+    rows = np.zeros((5, len(MEMBER_COLUMNS)))
+    parts = [MetricsAccumulator(n, ["a"], 60.0, 60.0, member_offset=lo, per_member=rows[lo:lo + n])
+             for lo, n in ((0, 2), (2, 3))]
+    for p in parts:
+        p.add_visits(np.arange(p.member_offset, p.member_offset + p.per_member.shape[0]),
+                     np.zeros(p.per_member.shape[0], int), np.full(p.per_member.shape[0], 5.0))
+    joined = MetricsAccumulator.combine(parts)
+    assert joined.per_member is rows and rows[:, MEMBER_COLUMNS.index("visits")].tolist() == [1.0] * 5
+    # Out of order, or a part that is not a slice of the array: a concatenated copy, same rows.
+    for shuffled in ([parts[1], parts[0]],
+                     [parts[0], MetricsAccumulator(3, ["a"], 60.0, 60.0, member_offset=2)]):
+        other = MetricsAccumulator.combine(shuffled)
+        assert not np.shares_memory(other.per_member, rows)
+        assert np.array_equal(other.per_member, np.concatenate([p.per_member for p in shuffled]))
+    with pytest.raises(ValueError, match="per_member must have shape"):
+        MetricsAccumulator(4, ["a"], 60.0, 60.0, per_member=rows[:2])
+
+
 def test_z95_is_the_two_sided_95_percent_normal_quantile():
     assert Z95 == pytest.approx(1.959963984540054, abs=1e-12)
 
