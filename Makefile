@@ -59,7 +59,7 @@ $(PY):
 # install). A module left out is compiled and cached on its first import, as usual. Like pip, a
 # file that does not compile (a template shipped as .py) is skipped, not an error.
 PIP_INSTALL := $(PY) -m pip install --quiet --no-compile
-COMPILE     := $(PY) -m compileall -q -j 0 -x '/tests?/' \
+COMPILE     := $(PY) -m compileall -q -j 0 -x 'site-packages/(.*/)?tests?/' \
                "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null || true
 
 $(STAMP): pyproject.toml | $(PY)

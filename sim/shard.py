@@ -162,8 +162,9 @@ class ShardServer:
         self.context = ServingContext(world, eng, GenreIndex(world.catalog), world.catalog.launched(0.0), shown)
         self.block_tables = {b: self._block_table(b) for b in blocks}
         names = [c.name for c in cells]
-        # The blocks' per-member rows are consecutive slices of one array: the driver joins them
-        # without a copy when this shard runs in its process (MetricsAccumulator.combine).
+        # The blocks' per-member rows are consecutive slices of one array: when this shard holds
+        # every block and runs in the driver's process, the driver joins them without a copy
+        # (MetricsAccumulator.combine); otherwise they are concatenated.
         sizes = [min(B, n - b * B) for b in blocks]
         rows = np.zeros((sum(sizes), len(MEMBER_COLUMNS)))
         starts = np.r_[0, np.cumsum(sizes)].astype(int)

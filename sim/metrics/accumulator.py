@@ -120,7 +120,11 @@ class MetricsAccumulator:
             in_cell = member_cell == c
             # A cell of every member (one-cell runs) reads the rows in place: a masked copy
             # would double the largest array of the run at its very end.
-            pm = self.per_member if in_cell.all() else self.per_member[in_cell]
+            if in_cell.all():
+                pm = self.per_member.view()
+                pm.flags.writeable = False      # metrics (an extension point) only read their columns
+            else:
+                pm = self.per_member[in_cell]
             members = {col: pm[:, j] for j, col in enumerate(MEMBER_COLUMNS)}
             t = dict(zip(SERIES_COLUMNS, totals[c]))
             cell = {"members": int(pm.shape[0]), **{k: kind(t[k]) for k, kind in CELL_TOTALS.items()}}
@@ -193,6 +197,7 @@ def _joined_rows(blocks: list[np.ndarray]) -> np.ndarray:
     copy; otherwise concatenated (blocks that came from other processes)."""
     base = blocks[0].base
     if isinstance(base, np.ndarray) and base.ndim == 2 and base.flags.c_contiguous and \
+            base.dtype == blocks[0].dtype and base.shape[1:] == blocks[0].shape[1:] and \
             sum(b.shape[0] for b in blocks) == base.shape[0]:
         at = base.ctypes.data
         for b in blocks:

@@ -67,6 +67,10 @@ def test_blocks_of_one_array_combine_without_a_copy_and_others_by_concatenation(
         other = MetricsAccumulator.combine(shuffled)
         assert not np.shares_memory(other.per_member, rows)
         assert np.array_equal(other.per_member, np.concatenate([p.per_member for p in shuffled]))
+    # Slices of an array of another shape (a reshaped view): concatenated, never its base.
+    k = len(MEMBER_COLUMNS)
+    odd = MetricsAccumulator(5, ["a"], 60.0, 60.0, per_member=np.zeros((5, 2 * k)).reshape(10, k)[:5])
+    assert MetricsAccumulator.combine([odd]).per_member.shape == (5, k)
     with pytest.raises(ValueError, match="per_member must have shape"):
         MetricsAccumulator(4, ["a"], 60.0, 60.0, per_member=rows[:2])
 

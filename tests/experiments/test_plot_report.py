@@ -1,12 +1,12 @@
-"""Charts and reports: ``experiments.plot`` and ``experiments.report`` on a run and on a sweep,
-the homepage picture, member-clustered bands, and the sweep aggregation helpers."""
+"""Charts and reports: ``experiments.plot`` and ``experiments.report`` on a run and on sweeps
+written without Hydra (the shared command-line sweep's plot and report: tests/experiments/
+test_workflow.py), the homepage picture, member-clustered bands, and the sweep aggregation helpers."""
 from __future__ import annotations
 
 import json
 import math
 import re
 
-import matplotlib.image as mpimg
 import numpy as np
 import pytest
 

@@ -260,6 +260,8 @@ def test_rerunning_a_sweep_skips_complete_runs_and_redoes_an_interrupted_one_the
     # charts: the plot redraws the sweep's own; plot_sweep drawing missing job charts is checked
     # in tests/experiments/test_plot_report.py).
     (sweep_dir / "sweep_summary.csv").unlink()
+    for chart in (sweep_dir / "charts").glob("sweep_*.png"):
+        chart.unlink()
     done = cli("experiments.plot", str(sweep_dir))
     assert done.returncode == 0, done.stderr
     chart = sweep_dir / "charts" / "sweep_engine.retrain_hours.png"
