@@ -67,7 +67,7 @@ $(STAMP): pyproject.toml | $(PY)
 	$(COMPILE)
 	touch $@
 
-# Tests install the Ray backend too (Ray core), so the Ray backend is tested on a simulated
+# Tests install the Ray backend too (Ray core and client), so it is tested on a simulated
 # two-node Ray cluster.
 $(TSTAMP): pyproject.toml | $(PY)
 	$(PIP_INSTALL) -e ".[$(EXTRAS)]"
