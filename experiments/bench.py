@@ -43,13 +43,14 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
 from sim.config import experiment_config_from_dict  # noqa: E402
 from sim.engine import Simulation  # noqa: E402
-from sim.logs import ImpressionLog  # noqa: E402
+from sim.logs import LogTarget  # noqa: E402
 
 
 #: The response model of the closed-loop figures: the default of ``configs/`` (``session``).
@@ -77,7 +78,7 @@ def run_closed_loop(members: int, titles: int, days: float, policy: str, progres
     cfg = experiment_config_from_dict(bench_config(members, titles, days, policy, response, **engine))
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        sim = Simulation(cfg, ImpressionLog(tmp, cfg.engine.log_chunk_rows))
+        sim = Simulation(cfg, LogTarget(Path(tmp).absolute(), chunk_rows=cfg.engine.log_chunk_rows))
         build = time.perf_counter() - t0
         build_mb = peak_rss_mb()    # the process's peak so far: the build's own only in a fresh process
         t1 = time.perf_counter()
@@ -578,7 +579,7 @@ def run_config(config: dict) -> dict:
     """Run a config with Parquet logging on; impressions, seconds and impressions/s."""
     cfg = experiment_config_from_dict(config)
     with tempfile.TemporaryDirectory() as tmp:
-        sim = Simulation(cfg, ImpressionLog(tmp, cfg.engine.log_chunk_rows))
+        sim = Simulation(cfg, LogTarget(Path(tmp).absolute(), chunk_rows=cfg.engine.log_chunk_rows))
         t0 = time.perf_counter()
         sim.run()
         elapsed = time.perf_counter() - t0

@@ -1,8 +1,8 @@
 """Where member shards run: in the driver's process, in worker processes, or on Ray.
 
 Every backend does the same thing per step: each shard serves its member blocks for the
-windows of the step with the current (frozen) models and returns per-block statistics, logs
-and counts; the driver (:class:`sim.engine.Simulation`) reduces them in block order, trains,
+windows of the step with the current (frozen) models, writes their log rows to its own Parquet
+parts (:class:`sim.logs.LogTarget`), and returns per-block statistics and counts; the driver (:class:`sim.engine.Simulation`) reduces them in block order, trains,
 and hands the next model version to the shards. Shards outside the driver's process build their
 own world from the config (a pure function of config and seed) and receive each model version
 as a pickle that names, rather than copies, the world it refers to (:func:`sim.shard.dump_models`).
@@ -12,7 +12,8 @@ as a pickle that names, rather than copies, the world it refers to (:func:`sim.s
 * ``processes``: one worker process per shard on this machine (``multiprocessing``, spawned:
   never a fork of the driver, which may run threads by then).
 * ``ray``: one Ray actor per shard; ``engine.ray_address`` null starts a local Ray, ``auto``
-  or ``ray://head:10001`` joins a cluster (every node needs this package installed).
+  or ``ray://head:10001`` joins a cluster (every node needs this package installed, and the
+  run directory on a file system every node mounts: the shards write the logs there).
 """
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ from typing import Callable
 from sim.rundir import pid_alive
 from sim.shard import ShardServer, ShardTotals, StepResult, block_ranges
 
-#: Builds a shard from the config alone: ``build_shard(config, blocks, log_enabled)``. The driver
-#: passes it in (:func:`sim.engine.build_shard`), so this module never imports the engine; worker
-#: processes and Ray receive it by reference (module and name), so it must be a module-level function.
+#: Builds a shard from the config alone: ``build_shard(config, blocks, log)``, ``log`` a
+#: :class:`sim.logs.LogTarget` or None. The driver passes it in (:func:`sim.engine.build_shard`),
+#: so this module never imports the engine; worker processes and Ray receive it by reference
+#: (module and name), so it must be a module-level function.
 ShardFactory = Callable[..., ShardServer]
 
 
@@ -60,10 +62,10 @@ def _run_message(shard: ShardServer, message):
     raise ValueError(f"unknown shard message {kind!r}")
 
 
-def _process_worker(conn, build_shard: ShardFactory, config, blocks: range, log_enabled: bool) -> None:
+def _process_worker(conn, build_shard: ShardFactory, config, blocks: range, log) -> None:
     """Worker-process main loop: answer each message with ("ok", result) or ("error", text)."""
     try:
-        shard = build_shard(config, blocks, log_enabled)
+        shard = build_shard(config, blocks, log)
         conn.send(("ok", None))
         while True:
             message = conn.recv()
@@ -90,14 +92,14 @@ class ProcessBackend:
 
     needs_models = True
 
-    def __init__(self, config, log_enabled: bool, build_shard: ShardFactory):
+    def __init__(self, config, log, build_shard: ShardFactory):
         eng = config.engine
         ctx = process_context()
         self.conns, self.procs = [], []
         try:
             for blocks in block_ranges(config.world.n_members, eng.member_block, eng.shards):
                 parent, child = ctx.Pipe()
-                p = ctx.Process(target=_process_worker, args=(child, build_shard, config, blocks, log_enabled),
+                p = ctx.Process(target=_process_worker, args=(child, build_shard, config, blocks, log),
                                 daemon=True)
                 p.start()
                 child.close()
@@ -148,8 +150,8 @@ class ProcessBackend:
 class ShardActor:
     """A shard as a Ray actor (wrapped with ``ray.remote`` by :class:`RayBackend`)."""
 
-    def __init__(self, config, blocks: range, log_enabled: bool, build_shard: ShardFactory):
-        self.shard = build_shard(config, blocks, log_enabled)
+    def __init__(self, config, blocks: range, log, build_shard: ShardFactory):
+        self.shard = build_shard(config, blocks, log)
 
     def ready(self) -> str:
         """The id of the Ray node this actor was placed on."""
@@ -274,19 +276,19 @@ class RayBackend:
     #: Seconds to wait for the actors to be placed and build their worlds.
     START_TIMEOUT = 600
 
-    def __init__(self, config, log_enabled: bool, build_shard: ShardFactory):
+    def __init__(self, config, log, build_shard: ShardFactory):
         import ray
 
         self.ray = ray
         self.started = False
         self.actors = []
         try:
-            self._start(config, log_enabled, build_shard)
+            self._start(config, log, build_shard)
         except BaseException:
             self.close()
             raise
 
-    def _start(self, config, log_enabled: bool, build_shard: ShardFactory) -> None:
+    def _start(self, config, log, build_shard: ShardFactory) -> None:
         ray = self.ray
         eng = config.engine
         if not ray.is_initialized():
@@ -313,7 +315,7 @@ class RayBackend:
                               f"CPUs, but this Ray has {have:g}; lower engine.ray_cpus_per_shard "
                               f"(e.g. {have / len(blocks_of_shards):g}) or engine.shards")
         actor = ray.remote(num_cpus=eng.ray_cpus_per_shard, max_restarts=0)(ShardActor)
-        self.actors = [actor.remote(config, blocks, log_enabled, build_shard) for blocks in blocks_of_shards]
+        self.actors = [actor.remote(config, blocks, log, build_shard) for blocks in blocks_of_shards]
         try:
             nodes = ray.get([a.ready.remote() for a in self.actors], timeout=self.START_TIMEOUT)
         except ray.exceptions.GetTimeoutError:

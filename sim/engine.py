@@ -41,7 +41,7 @@ from sim.backends import LocalBackend, ProcessBackend, RayBackend
 from sim.bias import RankerDrift, TitleExposure
 from sim.config import ConfigError, ExperimentConfig, to_dict
 from sim.homepage import Ranker, build_ranker
-from sim.logs import ImpressionLog, VisitLog
+from sim.logs import LogTarget
 from sim.metrics import MetricsAccumulator
 from sim.metrics.incrementality import incrementality_summary, incrementality_undefined
 from sim.pipeline.report import COUNTERS as FAULT_COUNTERS
@@ -121,24 +121,23 @@ def build_loop(config: ExperimentConfig) -> SimpleNamespace:
                            drift_sample=RankerDrift.sample(config.seed, world.members.n_members))
 
 
-def build_shard(config: ExperimentConfig, blocks: range, log_enabled: bool) -> ShardServer:
+def build_shard(config: ExperimentConfig, blocks: range, log: LogTarget | None) -> ShardServer:
     """A shard built from the config alone: what worker processes and Ray actors run (handed to
-    the backends, which do not import this module)."""
+    the backends, which do not import this module). It writes its own log parts to ``log``."""
     loop = build_loop(config)
     return ShardServer(config, loop.world, loop.cells, loop.rankers, loop.member_cell, blocks,
-                       loop.drift_sample, log_enabled)
+                       loop.drift_sample, log)
 
 
 class Simulation:
     """One experiment: the driver of the closed loop. ``run()`` returns the summary dict.
 
-    The driver owns the models (it trains and deploys them), the log pipeline queues and the
-    log writers; member shards (``engine.shards``, placed by ``engine.backend``) serve."""
+    The driver owns the models (it trains and deploys them) and the log pipeline queues;
+    member shards (``engine.shards``, placed by ``engine.backend``) serve and write the logs."""
 
-    def __init__(self, config: ExperimentConfig, log: ImpressionLog | None = None,
-                 visit_log: VisitLog | None = None):
-        """``log`` / ``visit_log``: where impression and visit-context rows go (None: not logged).
-        The writers touch the disk only when they write (:mod:`sim.logs`)."""
+    def __init__(self, config: ExperimentConfig, log: LogTarget | None = None):
+        """``log``: where the shards write the impression and visit-context logs (None: not
+        logged). Nothing touches the disk before a shard writes a part (:mod:`sim.logs`)."""
         self.config = config
         eng = config.engine
         self.horizon: SimTime = eng.days * 1440.0
@@ -162,7 +161,7 @@ class Simulation:
         self.metrics: MetricsAccumulator | None = None       # the shards' accumulators, after run()
         self.exposure = TitleExposure(max(1, math.ceil(eng.days)), len(self.cells), w.catalog.n_titles)
         self.log = log
-        self.visit_log = visit_log
+        self.log_rows = 0           # impression rows the shards wrote, after run()
         self.policy_queues = [_Queue(eng.retrain_hours * 60.0) for _ in self.cells]
         self.ranker_queues = [_Queue(eng.ranker_retrain_hours * 60.0) for _ in self.rankers]
         self.drift = RankerDrift(loop.drift_sample, w.response, [
@@ -171,7 +170,7 @@ class Simulation:
         self.shards: list[ShardServer] = []
         if eng.backend == "local":
             self.shards = [ShardServer(config, w, self.cells, self.rankers, self.member_cell, blocks,
-                                       loop.drift_sample, log_enabled=self.logging)
+                                       loop.drift_sample, log)
                            for blocks in block_ranges(n_members, eng.member_block, eng.shards)]
         self.impressions = 0
         self.visits = 0
@@ -186,14 +185,11 @@ class Simulation:
         self._catch_up: simpy.Event | None = None
         self._waiting: list[simpy.Event] = []
 
-    @property
-    def logging(self) -> bool:
-        return self.log is not None or self.visit_log is not None
 
     # ---- reduction (driver) -------------------------------------------------------------------
     def _reduce(self, results: list[StepResult]) -> None:
         """Fold the shards' step results in: statistics per trainer period summed in block
-        order, logs written in (window, block) order."""
+        order (the shards wrote their log rows)."""
         for kind, queues in (("policy", self.policy_queues), ("ranker", self.ranker_queues)):
             merged: dict = {}
             for res in results:
@@ -207,14 +203,6 @@ class Simulation:
                     total = stats if total is None else total + stats
                     available = max(available, a)
                 queues[key[0]].put(available + self._batch_delay(kind, key, queues[key[0]].period), total)
-        if self.logging:
-            for _, visit_cols, impression_cols in sorted((x for r in results for x in r.logs),
-                                                         key=lambda x: x[0]):
-                if self.visit_log is not None:
-                    self.visit_log.append(*visit_cols)
-                if self.log is not None:
-                    for cols in impression_cols:
-                        self.log.append(cols)
         self.impressions += sum(r.impressions for r in results)
         self.visits += sum(r.visits for r in results)
 
@@ -308,7 +296,7 @@ class Simulation:
             shard.advance_to(env.now)
             visits = Visits(np.array([member]), np.array([env.now]), shard.scroll_depth(rng, 1))
             # Keys (member, k-th visit, 2**20): never the (block, window) keys of batched mode.
-            shard.serve(visits, (member, k, 1 << 20), block, np.array([self.visits]), (self.visits,))
+            shard.serve(visits, (member, k, 1 << 20), block, np.array([self.visits]))
             self._reduce([shard.take_result()])
             k += 1
 
@@ -375,14 +363,31 @@ class Simulation:
             m.fault_counts[max(bucket - 1, 0), queue if kind == "policy" else 0, j] += 1
         return {"config": to_dict(self.config.engine.faults), **m.fault_totals(FAULT_COUNTERS)}
 
+    def _check_log_parts(self, totals) -> None:
+        """Every log part a shard wrote is where the driver reads the run: a shard on another
+        machine (Ray) writes to that machine's disk, so the run directory must be on a file
+        system every node mounts."""
+        if self.log is None:
+            return
+        for i, t in enumerate(totals):
+            for name, files in t.log_parts.items():
+                directory = self.log.impressions if name == "logs" else self.log.visits
+                missing = [f for f in files if not (directory / f).is_file()]
+                if missing:
+                    raise RuntimeError(
+                        f"shard {i} wrote {len(missing)} log part(s) that this process cannot see "
+                        f"(e.g. {directory / missing[0]}): with Ray on several machines, the run "
+                        "directory must be on a file system every node mounts (NFS, a shared disk)")
+            self.log_rows += t.log_rows
+
     # ---- run --------------------------------------------------------------------------------
     def _backend(self):
         eng = self.config.engine
         if eng.backend == "local":
             return LocalBackend(self.shards)
         if eng.backend == "processes":
-            return ProcessBackend(self.config, self.logging, build_shard)
-        return RayBackend(self.config, self.logging, build_shard)
+            return ProcessBackend(self.config, self.log, build_shard)
+        return RayBackend(self.config, self.log, build_shard)
 
     def run(self, progress=None) -> dict:
         """Run to the horizon. ``progress(sim_minutes, impressions)`` is called per step."""
@@ -411,9 +416,7 @@ class Simulation:
             if backend is not None:
                 backend.close()
         elapsed = wallclock.perf_counter() - start
-        for log in (self.log, self.visit_log):
-            if log is not None:
-                log.close()
+        self._check_log_parts(totals)
         per_block = {b: m for t in totals for b, m in t.metrics.items()}
         self.metrics = MetricsAccumulator.combine([per_block[b] for b in self.block_order(per_block)])
         for t in totals:        # integer-valued counts: exact in any order
@@ -432,7 +435,7 @@ class Simulation:
             "shard_startup_seconds": startup,
             "propensity_estimated": {c.name: bool(c.policy.propensity_is_estimated) for c in self.cells},
             "final_model_version": {c.name: int(c.policy.model_version_) for c in self.cells},
-            "log_rows": 0 if self.log is None else self.log.rows_written,
+            "log_rows": self.log_rows,
         }
         summary["ranker_drift"] = self.drift.rows
         return summary

@@ -14,7 +14,15 @@ what production logs);
 ``familiar`` says whether the member had interacted with the title before the impression;
 ``reward`` is the *attributed* quality play (outcomes after the attribution window are not
 credited), ``quality_play`` the true outcome; ``cell`` and ``policy`` are dictionary-encoded.
-Read a run's log with one call: ``pandas.read_parquet(run_dir / "logs")``.
+Read a run's log with one call: :func:`read_impressions` (``pandas.read_parquet(run_dir / "logs")``
+reads the same rows, in the order of the part files).
+
+**Shards write their own parts** (:class:`LogTarget`): a part file is named
+``part-<first block of its shard>-<part number>.parquet``, and a shard writes its batches in
+(window, block) order. The rows of a run, in that order over all shards, are the *log order*,
+the same whatever the number of shards: :func:`read_impressions` and :func:`read_visit_log`
+restore it (a stable sort by the batch a visit id encodes, :data:`VISIT_ID_BITS`) when the parts
+come from more than one shard; one shard's parts are already in it.
 
 **Page propensities** (page-level OPE) are not extra columns: they are derived exactly at read
 time by :func:`sim.ope.pages.slate_feedback_from_log`. A policy that draws each tile's image
@@ -60,6 +68,7 @@ scrolling; :data:`sim.world.response.SESSION_END_REASONS`), ``looks``, ``detail_
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +94,10 @@ OPTIONAL_COLUMNS = {**SESSION_COLUMNS, **PIPELINE_COLUMNS}
 #: Per-visit session columns of the visit log (same rule).
 VISIT_SESSION_COLUMNS = {"session_seconds": np.float32, "end_reason": np.int8, "looks": np.int16,
                          "detail_views": np.int16, "plays": np.int16, "first_play_second": np.float32}
+#: Visit ids in batched mode: ((window * n_blocks + block) << VISIT_ID_BITS) + i, so that any
+#: shard can number its visits without knowing how many visits other blocks had, and the batch
+#: (window, block) of a row is ``visit >> VISIT_ID_BITS``.
+VISIT_ID_BITS = 24
 #: Columns whose values rarely repeat (not dictionary-encoded in Parquet).
 CONTINUOUS_COLUMNS = frozenset({"time", "visit", "impression_id", "pscore", "minutes", "expected_take", "uniform_take",
                                 "oracle_take", "context", "look_second", "click_second", "play_second",
@@ -102,12 +115,17 @@ class PartWriter:
     run directory is prepared."""
 
     directory: Path
+    prefix: str             # the writer's shard, in the file names: "00004-" (see the module doc)
     _part: int
     rows_written: int
 
+    def part_names(self) -> list[str]:
+        """The file names of the parts written so far."""
+        return [f"part-{self.prefix}{i:05d}.parquet" for i in range(self._part)]
+
     def _write_part(self, table: pa.Table) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        final = self.directory / f"part-{self._part:05d}.parquet"
+        final = self.directory / f"part-{self.prefix}{self._part:05d}.parquet"
         tmp = final.with_suffix(".parquet.tmp")
         # Dictionary-encode only columns with few distinct values: trying it on continuous
         # columns (times, probabilities) costs 40 % of the write time and saves nothing.
@@ -126,8 +144,9 @@ class ImpressionLog(PartWriter):
     leaves a truncated file that looks valid.
     """
 
-    def __init__(self, directory: Path | str, chunk_rows: int = 500_000):
+    def __init__(self, directory: Path | str, chunk_rows: int = 500_000, prefix: str = ""):
         self.directory = Path(directory)
+        self.prefix = prefix
         self.chunk_rows = int(chunk_rows)
         self._columns: dict[str, list[np.ndarray]] = {k: [] for k in {**NUMERIC_COLUMNS, **OPTIONAL_COLUMNS}}
         self._labels: dict[str, list[tuple[str, int]]] = {k: [] for k in LABEL_COLUMNS}
@@ -183,8 +202,10 @@ class VisitLog(PartWriter):
     """Per-visit context rows (``visit, member, time, context``), Parquet parts like
     :class:`ImpressionLog`. The file metadata names the context columns."""
 
-    def __init__(self, directory: Path | str, context_names: list[str], chunk_rows: int = 200_000):
+    def __init__(self, directory: Path | str, context_names: list[str], chunk_rows: int = 200_000,
+                 prefix: str = ""):
         self.directory = Path(directory)
+        self.prefix = prefix
         self.names = list(context_names)
         self.chunk_rows = int(chunk_rows)
         self._parts: list[tuple[np.ndarray, ...]] = []
@@ -226,6 +247,68 @@ class VisitLog(PartWriter):
         self.flush()
 
 
+@dataclass(frozen=True)
+class LogTarget:
+    """Where a run's logs go; every shard opens its own writers there (:meth:`open`), in its own
+    process, so rows never pass through the driver.
+
+    ``impressions`` / ``visits``: the directories of the impression and visit-context datasets
+    (None: not logged), absolute (a worker process or Ray actor may run elsewhere); ``context_names``
+    name the visit log's context columns; ``chunk_rows``: rows per impression part file."""
+
+    impressions: Path | None
+    visits: Path | None = None
+    context_names: tuple[str, ...] = ()
+    chunk_rows: int = 500_000
+
+    @classmethod
+    def for_run(cls, out: Path | str, context_names, chunk_rows: int) -> "LogTarget":
+        """The logs of run directory ``out``: ``logs/`` and ``visit_context/``."""
+        out = Path(out).absolute()
+        return cls(out / "logs", out / "visit_context", tuple(context_names), int(chunk_rows))
+
+    def open(self, first_block: int) -> tuple[ImpressionLog | None, VisitLog | None]:
+        """The writers of the shard whose blocks start at ``first_block``."""
+        prefix = f"{first_block:05d}-"
+        return (None if self.impressions is None else ImpressionLog(self.impressions, self.chunk_rows, prefix),
+                None if self.visits is None else VisitLog(self.visits, list(self.context_names), prefix=prefix))
+
+
+def _parts(path: Path) -> list[Path]:
+    return sorted(path.glob("part-*.parquet"))
+
+
+def _sharded(parts: list[Path]) -> bool:
+    """Whether ``parts`` (file names ``part-<shard>-<n>.parquet``) come from more than one shard."""
+    return len({p.name.split("-")[1] for p in parts if p.name.count("-") == 2}) > 1
+
+
+def _in_log_order(frame, parts: list[Path]):
+    """``frame`` (the rows of ``parts`` in file order, with a ``visit`` column) in log order: a
+    stable sort by the batch each visit id encodes when the parts come from several shards (one
+    shard writes its batches in order)."""
+    if not _sharded(parts):
+        return frame
+    order = np.argsort(frame["visit"].to_numpy() >> VISIT_ID_BITS, kind="stable")
+    return frame.take(order).reset_index(drop=True)
+
+
+def read_visit_log(source: Path | str, columns: list[str] | None = None):
+    """The visit-context log of a run (``visit_context/``, or the directory itself) as a pandas
+    DataFrame in log order, with ``columns`` (default: all). FileNotFoundError when there is none."""
+    import pandas as pd
+
+    source = Path(source)
+    path = source / "visit_context" if (source / "visit_context").is_dir() else source
+    parts = _parts(path) if path.is_dir() else []
+    if not parts:
+        raise FileNotFoundError(f"no visit-context log at {path}")
+    wanted = None if columns is None else list(columns)
+    extra = ["visit"] if wanted is not None and "visit" not in wanted and _sharded(parts) else []
+    frame = _in_log_order(pd.read_parquet(path, columns=None if wanted is None else wanted + extra), parts)
+    return frame.drop(columns=extra) if extra else frame
+
+
 def read_impressions(source: Path | str, columns: list[str] | None = None, *, cell: str | None = None,
                      time_order: bool = False):
     """The impression log of a run as a pandas DataFrame: the one reader of it.
@@ -250,12 +333,13 @@ def read_impressions(source: Path | str, columns: list[str] | None = None, *, ce
 
     source = Path(source)
     path = source / "logs" if (source / "logs").is_dir() else source
-    if not path.exists() or (path.is_dir() and not any(path.glob("part-*.parquet"))):
+    parts = _parts(path) if path.is_dir() else [path]
+    if not path.exists() or not parts:
         raise FileNotFoundError(f"no impression log at {path}")
     wanted = None if columns is None else list(columns)
     extra = [c for c in (["cell"] if cell is not None else []) + (["time"] if time_order else [])
-             if wanted is not None and c not in wanted]
-    log = pd.read_parquet(path, columns=None if wanted is None else wanted + extra)
+             + (["visit"] if _sharded(parts) else []) if wanted is not None and c not in wanted]
+    log = _in_log_order(pd.read_parquet(path, columns=None if wanted is None else wanted + extra), parts)
     if cell is not None:
         cells = sorted(map(str, log["cell"].unique())) if "cell" in log else []
         if cell not in cells:

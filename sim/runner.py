@@ -14,7 +14,7 @@ import yaml
 from sim.config import EXECUTION_KEYS, experiment_config_from_dict
 from sim.engine import Simulation
 from sim.features import context_names
-from sim.logs import ImpressionLog, VisitLog
+from sim.logs import LogTarget
 from sim.outputs import (RUN_OUTPUTS, atomic_write_text, clear_run_outputs, is_complete, provenance,
                          write_csv, write_json)
 from sim.progress import make_progress
@@ -53,11 +53,11 @@ def run_experiment(config: Mapping[str, Any], out_dir: Path | str, progress: boo
     complete_before = is_complete(out)
     check_run_dir(out, cfg.engine.overwrite, dir_key, adopt)
     check_memory(cfg)
-    log = visit_log = None
-    if cfg.engine.log_impressions:      # the writers touch the disk only when they write
-        log = ImpressionLog(out / "logs", cfg.engine.log_chunk_rows)
-        visit_log = VisitLog(out / "visit_context", context_names(cfg.world.n_genres, cfg.world.countries))
-    sim = Simulation(cfg, log, visit_log)  # validates policies and builds the world before touching disk
+    log = None
+    if cfg.engine.log_impressions:      # the shards' writers touch the disk only when they write
+        log = LogTarget.for_run(out, context_names(cfg.world.n_genres, cfg.world.countries),
+                                cfg.engine.log_chunk_rows)
+    sim = Simulation(cfg, log)  # validates policies and builds the world before touching disk
     lock = RunLock(out, dir_key)           # a second writer is refused; released on any exit
     try:
         check_run_dir(out, cfg.engine.overwrite, dir_key, adopt)   # again, now that we hold the lock

@@ -59,18 +59,15 @@ def session_figures(run_dir: Path | str, cell: str | None = None) -> dict:
     ``cell``: whose sessions (default: the control cell of ``metrics.json``). Returns a dict
     with one value per anchor key, the number of sessions, the share of each end reason, the
     median time to first play and, for the oracle lift, its 95 % interval."""
-    import pandas as pd
-
-    from sim.logs import read_impressions
+    from sim.logs import read_impressions, read_visit_log
 
     run_dir = Path(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     control = metrics.get("control") or next(iter(metrics["cells"]))
     cell = cell or control
     imp = read_impressions(run_dir, ["visit", "quality_play"], cell=cell)
-    visits = pd.read_parquet(run_dir / "visit_context", columns=["visit", "session_seconds", "end_reason",
-                                                                 "looks", "detail_views", "plays",
-                                                                 "first_play_second"])
+    visits = read_visit_log(run_dir, ["visit", "session_seconds", "end_reason", "looks", "detail_views",
+                                      "plays", "first_play_second"])
     visits = visits[visits["visit"].isin(imp["visit"].unique()) & (visits["end_reason"] >= 0)]
     if visits.empty:
         raise ValueError(f"no sessions of cell {cell!r} in {run_dir} (a run with world.response.name=session?)")

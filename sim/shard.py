@@ -25,15 +25,13 @@ import numpy as np
 from sim.bias import TitleExposure
 from sim.features import visit_context
 from sim.homepage import GenreIndex
+from sim.logs import VISIT_ID_BITS, LogTarget
 from sim.metrics import MEMBER_COLUMNS, MetricsAccumulator
 from sim.pipeline.stage import Pipeline, impression_ids
 from sim.serving import ServingContext, Visits, ranker_stats, render, serve_cell
 from sim.streams import generator
 from sim.world.shown import ShownArtworks
 
-#: Visit ids in batched mode: ((window * n_blocks + block) << VISIT_ID_BITS) + i, so that any
-#: shard can number its visits without knowing how many visits other blocks had.
-VISIT_ID_BITS = 24
 
 
 @dataclass
@@ -64,10 +62,10 @@ class BlockOutput:
 
 @dataclass
 class StepResult:
-    """What a shard returns after serving a step (everything the driver reduces)."""
+    """What a shard returns after serving a step (everything the driver reduces; the shard
+    wrote the step's log rows itself)."""
 
     blocks: dict[int, BlockOutput]
-    logs: list                   # (sort key, visit columns | None, [impression columns]) per batch
     impressions: int
     visits: int
     drift: dict                  # (ranker index, minute) -> (positions in the sample, scores rows)
@@ -75,10 +73,13 @@ class StepResult:
 
 @dataclass
 class ShardTotals:
-    """A shard's end-of-run totals: per-block metric accumulators and title exposure."""
+    """A shard's end-of-run totals: per-block metric accumulators, title exposure, and the log
+    part files it wrote (``{"logs": [names], "visit_context": [names]}``) with their impression rows."""
 
     metrics: dict[int, MetricsAccumulator]
     exposure: TitleExposure
+    log_parts: dict[str, list[str]] = field(default_factory=dict)
+    log_rows: int = 0
 
 
 def trainer_period(available_at: float, every: float) -> int:
@@ -136,10 +137,11 @@ class ShardServer:
     """Serves the visits of member blocks ``blocks`` (a range of block indices).
 
     ``cells`` and ``rankers`` (shared ranker first, then each cell's own) are the models to
-    serve with; ``member_cell`` (n_members,) the cell of every member."""
+    serve with; ``member_cell`` (n_members,) the cell of every member; ``log``: where the shard
+    writes its log parts (None: not logged)."""
 
     def __init__(self, config, world, cells: list[Cell], rankers: list, member_cell: np.ndarray,
-                 blocks: range, drift_sample: np.ndarray, log_enabled: bool):
+                 blocks: range, drift_sample: np.ndarray, log: LogTarget | None):
         self.config = config
         eng = config.engine
         self.world = world
@@ -148,7 +150,9 @@ class ShardServer:
         self.member_cell = member_cell
         self.blocks = blocks
         self.drift_sample = drift_sample
-        self.log_enabled = log_enabled
+        # This shard's writers (they touch the disk only when they write a part).
+        self.impression_log, self.visit_log = log.open(blocks.start) if log is not None else (None, None)
+        self.log_enabled = log is not None
         self.horizon = eng.days * 1440.0
         n = world.members.n_members
         B = eng.member_block
@@ -184,7 +188,6 @@ class ShardServer:
         self._reset_step()
 
     def _reset_step(self) -> None:
-        self._logs: list = []
         self._impressions = 0
         self._visits = 0
 
@@ -261,7 +264,7 @@ class ShardServer:
             for b in self.blocks:
                 visits = self.window_arrivals(b, w, t0, t1)
                 ids = ((w * self.n_blocks + b) << VISIT_ID_BITS) + np.arange(len(visits))
-                self.serve(visits, (b, w), b, ids, (w, b))
+                self.serve(visits, (b, w), b, ids)
         # Windows of later steps start at t_end or later, so their statistics reach the trainers
         # at t_end + attribution + log delay at the earliest: periods ending before that are done.
         return self.take_result(drift, t_end + eng.attribution_minutes + eng.log_delay_minutes)
@@ -280,7 +283,7 @@ class ShardServer:
                     getattr(part, kind)[key] = table.pop(key)
             if part.policy or part.ranker:
                 done[b] = part
-        result = StepResult(done, self._logs, self._impressions, self._visits, drift or {})
+        result = StepResult(done, self._impressions, self._visits, drift or {})
         self._reset_step()
         return result
 
@@ -299,13 +302,20 @@ class ShardServer:
         return own, scores[own]
 
     def finish(self) -> ShardTotals:
-        return ShardTotals(self.metrics, self.exposure)
+        """End of the run: the last log parts written, the totals."""
+        parts = {}
+        for name, writer in (("logs", self.impression_log), ("visit_context", self.visit_log)):
+            if writer is not None:
+                writer.close()
+                parts[name] = writer.part_names()
+        rows = 0 if self.impression_log is None else self.impression_log.rows_written
+        return ShardTotals(self.metrics, self.exposure, parts, rows)
 
     # ---- serving ----------------------------------------------------------------------------
-    def serve(self, visits: Visits, keys: tuple[int, ...], block: int, ids: np.ndarray, log_key) -> None:
-        """Serve a batch of visits of member block ``block``: ``keys`` key the ranker, policy and
-        response streams, ``ids`` (v,) number the visits, ``log_key`` orders the batch's log rows
-        among all shards' ((window, block) in batched mode)."""
+    def serve(self, visits: Visits, keys: tuple[int, ...], block: int, ids: np.ndarray) -> None:
+        """Serve a batch of visits of member block ``block`` and log it: ``keys`` key the ranker,
+        policy and response streams, ``ids`` (v,) number the visits. Batches come in log order
+        ((window, block) in batched mode), so the shard's log parts are in it too."""
         if len(visits) == 0:
             return
         seed = self.config.seed
@@ -316,8 +326,7 @@ class ShardServer:
         metrics.add_visits(visits.member, visit_cell, visits.time)
         visit_ctx = visit_context(self.world.members, self.world.catalog, visits.member, visits.time)
         session_cols: dict = {}      # per-visit session columns of the visit log (session models only)
-        log = ((log_key, (ids, visits.member, visits.time, visit_ctx, session_cols), [])
-               if self.log_enabled else None)
+        log: list | None = [] if self.log_enabled else None     # the batch's impression columns
         available_at = float(visits.time.max()) + eng.attribution_minutes + eng.log_delay_minutes
         out = self._out.setdefault(block, BlockOutput())
         # Every ranker and cell draws from its own keyed stream, so one cell's impressions never
@@ -354,7 +363,11 @@ class ShardServer:
                 _add_stats(out.ranker, (r_index, trainer_period(available_at, eng.ranker_retrain_hours * 60.0)),
                            available_at, rstats)
         if log is not None:
-            self._logs.append(log)
+            if self.visit_log is not None:
+                self.visit_log.append(ids, visits.member, visits.time, visit_ctx, session_cols)
+            if self.impression_log is not None:
+                for cols in log:
+                    self.impression_log.append(cols)
 
     def _record(self, cell: Cell, s, metrics: MetricsAccumulator, out: BlockOutput,
                 available_at: float, log, reported=None) -> None:
@@ -374,7 +387,7 @@ class ShardServer:
         self.exposure.add(cell.index, d.time, d.title, s.play)
         if log is not None:
             cols = ranker_of(cell, self.rankers).cfg.columns
-            log[2].append({
+            log.append({
                 "time": d.time, "visit": d.visit, "member": d.member, "cell": cell.name,
                 "title": d.title, "artwork": s.artwork, "action": s.action,
                 "n_candidates": d.mask.sum(axis=1), "familiar": d.familiar, "row": d.row, "column": d.column,
@@ -388,8 +401,7 @@ class ShardServer:
                     "click_second": s.outcomes.click_second, "play_second": s.outcomes.play_second}
                    if s.outcomes.has_sessions else {})})
             if reported is not None:
-                cols = log[2][-1]
-                log[2][-1] = reported.log_columns(cols, impression_ids(d.visit, cols["position"]))
+                log[-1] = reported.log_columns(log[-1], impression_ids(d.visit, log[-1]["position"]))
         # History changes when the click (interaction) or play happens, not at the impression.
         clicked = np.flatnonzero(s.click)
         if clicked.size:

@@ -76,6 +76,26 @@ def assert_readable_png(path: Path, min_bytes: int = 10_000) -> None:
     assert np.ptp(img[..., :3]) > 0.5, path          # not a blank canvas
 
 
+def assert_same_logs(a: Path, b: Path, datasets=("logs", "visit_context")) -> None:
+    """Runs ``a`` and ``b`` logged the same rows, in the same log order, as the readers return
+    them (:func:`sim.logs.read_impressions`, :func:`sim.logs.read_visit_log`): whatever the shards
+    that wrote the part files."""
+    import pandas as pd
+
+    from sim.logs import read_impressions, read_visit_log
+
+    for name in datasets:
+        read = read_impressions if name == "logs" else read_visit_log
+        fa, fb = read(a), read(b)
+        assert len(fa) > 0, (a, name)
+        pd.testing.assert_frame_equal(fa, fb, check_exact=True, obj=name)
+
+
+def shard_prefixes(run: Path, dataset: str = "logs") -> set[str]:
+    """The shards (first blocks) whose part files a run's dataset holds."""
+    return {p.name.split("-")[1] for p in (run / dataset).glob("part-*-*.parquet")}
+
+
 SWEEP_ARGS = ("world=tiny", "engine.days=0.5", "policy=thompson,epsilon_greedy",
               "engine.retrain_hours=3,6", "seed=0")
 SWEEP_RUNS = sorted(f"engine.days=0.5,engine.retrain_hours={h},policy={p},seed=0,world=tiny"

@@ -29,7 +29,8 @@ from sim.features import context_width, visit_context
 from sim.homepage import build_ranker
 from sim.policies.base import ArtworkPolicy, DecisionBatch, Selection
 from sim.serving import Visits, ranker_stats, render, serve_cell
-from sim.shard import VISIT_ID_BITS, BlockOutput, Cell, ShardServer, trainer_period
+from sim.logs import VISIT_ID_BITS
+from sim.shard import BlockOutput, Cell, ShardServer, trainer_period
 from sim.streams import generator
 from sim.world import build_world
 
@@ -129,7 +130,7 @@ class VisitLoop:
         self.agent.reset(w.catalog)
         self.cell = Cell("agent", 0, 1.0, self.agent, None)
         self.shard = ShardServer(c, w, [self.cell], [self.ranker], np.zeros(w.members.n_members, np.int64),
-                                 range(1), np.zeros(0, np.int64), log_enabled=False)
+                                 range(1), np.zeros(0, np.int64), log=None)
         self.rows, self.columns = self.ranker.cfg.rows, self.ranker.cfg.columns
         self.tiles = self.rows * self.columns
         # Spaces must not depend on the seed: pad to the most images a title may have.

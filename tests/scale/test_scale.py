@@ -17,6 +17,7 @@ from sim.engine import Simulation, build_shard
 from sim.runner import run_experiment
 from sim.shard import block_ranges, dump_models, load_models
 from sim.world import build_world
+from tests.conftest import assert_same_logs, shard_prefixes
 
 # Worker processes must not be forked from a driver that runs threads (Python 3.12+ warns, and
 # the child can deadlock): make that warning a failure here.
@@ -54,9 +55,7 @@ def assert_same_results(a, b) -> None:
     """Byte-identical metrics.json and timeseries.csv, identical impression and visit logs."""
     assert (a / "metrics.json").read_bytes() == (b / "metrics.json").read_bytes()
     assert (a / "timeseries.csv").read_bytes() == (b / "timeseries.csv").read_bytes()
-    for logs in ("logs", "visit_context"):
-        ta, tb = pq.read_table(a / logs), pq.read_table(b / logs)
-        assert ta.num_rows > 0 and ta.equals(tb), logs
+    assert_same_logs(a, b)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +74,7 @@ def test_block_ranges_cover_every_block_once():
 @pytest.mark.slow
 def test_four_local_shards_give_identical_results(single_shard, tmp_path):
     four = run_dir(tmp_path, "shards4", shards=4)
+    assert len(shard_prefixes(four)) > 1
     assert_same_results(single_shard, four)
     metrics = json.loads((four / "metrics.json").read_text())
     # The run did learn and retrain (otherwise there would be nothing order-sensitive to compare).
@@ -84,7 +84,68 @@ def test_four_local_shards_give_identical_results(single_shard, tmp_path):
 @pytest.mark.slow
 def test_worker_processes_give_identical_results(single_shard, tmp_path):
     two = run_dir(tmp_path, "processes2", backend="processes", shards=2)
+    # Each worker wrote its own parts (the driver wrote none); read back in one log order.
+    for dataset in ("logs", "visit_context"):
+        assert len(shard_prefixes(two, dataset)) == 2 and len(shard_prefixes(single_shard, dataset)) == 1
+    assert json.loads((two / "run_info.json").read_text())["log_rows"] == \
+        json.loads((single_shard / "metrics.json").read_text())["impressions"]
     assert_same_results(single_shard, two)
+
+
+def test_log_reader_restores_log_order_across_shard_parts(tmp_path):
+    """Two shards' parts, each in its own (window, block) order: the reader interleaves them by
+    the batch every visit id encodes, keeping each batch's rows in their written order; the raw
+    dataset (file order) has them shard by shard."""
+    import pandas as pd
+
+    from sim.logs import VISIT_ID_BITS, ImpressionLog, read_impressions
+
+    def batch(window: int, block: int, n: int) -> dict:
+        visit = ((window * 4 + block) << VISIT_ID_BITS) + np.arange(n) // 2    # 2 rows per visit
+        cols = {k: np.zeros(n) for k in ("time", "member", "title", "artwork", "action", "n_candidates",
+                                          "familiar", "row", "column", "position", "pscore", "model_version",
+                                          "click", "play", "quality_play", "minutes", "reward",
+                                          "expected_take", "uniform_take", "oracle_take")}
+        cols["time"] = window * 5.0 + np.linspace(0, 4, n)[::-1]    # not sorted by time in a batch
+        return {**cols, "visit": visit, "cell": "c", "policy": "p"}
+
+    shards = {0: ImpressionLog(tmp_path, chunk_rows=5, prefix="00000-"),      # blocks 0, 1
+              2: ImpressionLog(tmp_path, chunk_rows=5, prefix="00002-")}      # blocks 2, 3
+    expected = []
+    for window in range(3):
+        for block in range(4):
+            b = batch(window, block, 4 + block)
+            shards[0 if block < 2 else 2].append(b)
+            expected.append(b["visit"])
+    for log in shards.values():
+        log.close()
+    assert len(list(tmp_path.glob("part-00002-*.parquet"))) > 1     # several parts per shard
+    log = read_impressions(tmp_path)
+    np.testing.assert_array_equal(log["visit"].to_numpy(), np.concatenate(expected))
+    np.testing.assert_array_equal(read_impressions(tmp_path, ["title"]).columns, ["title"])
+    raw = pd.read_parquet(tmp_path)["visit"].to_numpy()
+    assert not np.array_equal(raw, np.concatenate(expected))          # the sort did something
+
+
+def test_log_parts_a_driver_cannot_see_are_an_error(tmp_path, monkeypatch):
+    """A shard on another machine writes its parts to that machine's disk: the run fails naming
+    the shared file system it needs, instead of finishing with a log that lacks rows."""
+    from sim.logs import LogTarget
+    from sim.shard import ShardServer
+
+    finish = ShardServer.finish
+
+    def elsewhere(self):
+        totals = finish(self)
+        for f in totals.log_parts["logs"]:
+            (self.impression_log.directory / f).unlink()      # as if written on another node
+        return totals
+
+    monkeypatch.setattr(ShardServer, "finish", elsewhere)
+    sim = Simulation(experiment_config_from_dict(scale_config(days=0.1)),
+                     LogTarget.for_run(tmp_path, ["x"], 1000))
+    with pytest.raises(RuntimeError, match="file system every node mounts"):
+        sim.run()
 
 
 def model_arrays(sim: Simulation) -> dict:
@@ -128,9 +189,9 @@ def test_model_statistics_are_bit_identical_across_shard_counts(monkeypatch):
     assert any(not np.array_equal(one[k], reordered[k]) for k in one)
 
 
-def failing_shard(config, blocks, log_enabled):
+def failing_shard(config, blocks, log):
     """A shard whose steps raise (module level: worker processes import it by name)."""
-    shard = build_shard(config, blocks, log_enabled)
+    shard = build_shard(config, blocks, log)
 
     def boom(*args, **kwargs):
         raise ValueError("shard went wrong")
@@ -139,11 +200,11 @@ def failing_shard(config, blocks, log_enabled):
     return shard
 
 
-def dying_shard(config, blocks, log_enabled):
+def dying_shard(config, blocks, log):
     """A shard whose process exits in its first step."""
     import os
 
-    shard = build_shard(config, blocks, log_enabled)
+    shard = build_shard(config, blocks, log)
     shard.serve_step = lambda *args, **kwargs: os._exit(3)
     return shard
 

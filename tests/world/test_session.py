@@ -18,6 +18,7 @@ from sim.testing import check_response_model, make_decision_batch
 from sim.world import build_world
 from sim.world.response import Outcomes, Page
 from sim.world.session import END_LEAVE, END_PAGE, END_PATIENCE, END_PLAY, SessionResponse
+from tests.conftest import assert_same_logs
 
 
 def _world(**response):
@@ -204,13 +205,11 @@ def _session_run(tmp_path, name: str, seed: int = 5, **engine):
 
 @pytest.mark.slow
 def test_sessions_are_identical_for_any_shard_count(tmp_path):
-    import pyarrow.parquet as pq
+    from sim.logs import read_visit_log
 
     one, three = _session_run(tmp_path, "one"), _session_run(tmp_path, "three", shards=3)
     assert (one / "metrics.json").read_bytes() == (three / "metrics.json").read_bytes()
     assert (one / "timeseries.csv").read_bytes() == (three / "timeseries.csv").read_bytes()
-    for logs in ("logs", "visit_context"):
-        a, b = pq.read_table(one / logs), pq.read_table(three / logs)
-        assert a.num_rows > 0 and a.equals(b), logs
-    visits = pq.read_table(one / "visit_context").to_pandas()
+    assert_same_logs(one, three)
+    visits = read_visit_log(one)
     assert {"session_seconds", "end_reason", "looks"} <= set(visits.columns) and (visits["end_reason"] >= 0).all()
