@@ -2,7 +2,7 @@
 # `make figures`).
 # They create the virtual environment $(VENV) if it is missing, with the newest of python3.13,
 # python3.12 and python3.11 that runs on this machine, then python3 if it is 3.11 or newer;
-# `make PYTHON=/path/to/python3.x ...` wins. An existing $(VENV) is used as it is.
+# `make PYTHON=/path/to/python3.x ...` wins. An existing $(VENV) is kept (and gets uv, see below).
 PYTHON ?=
 VENV   ?= .venv
 EXTRAS ?= test,ray-backend
@@ -55,26 +55,29 @@ $(PY):
 
 # The project is installed with uv (Astral's installer, itself installed by pip into $(VENV)):
 # it resolves, downloads and links the wheels in parallel. Measured on a clean clone of this
-# 2-core machine, cold caches: the test extras with pip took about 54 s (pip upgrade 9 s, install
-# and compiling site-packages to bytecode on both cores), with uv about 12 s (uv 2.4 s, install
-# 9 s). Modules are compiled to bytecode on their first import instead (and cached in
-# __pycache__/), which costs a few seconds spread over the first test processes, not the ~30 s of
-# CPU that compiling all of site-packages (Ray alone is thousands of files) took.
+# 2-core machine, cold caches: venv + test extras took about 54 s with pip (pip upgrade 9 s,
+# install, compiling site-packages to bytecode on both cores), 20 s with uv. Modules are compiled
+# to bytecode on their first import instead (and cached in __pycache__/): a few seconds spread
+# over the first test processes, not the ~30 s of CPU that compiling all of site-packages (Ray
+# alone is thousands of files) took. uv reads no pip settings (pip.conf, PIP_INDEX_URL): where
+# uv cannot be installed or cannot install (a private index only pip knows), pip installs, as before.
 UV := $(VENV)/bin/uv
-INSTALL := $(UV) pip install --quiet --python $(PY)
+# What to install: the project ($(SPEC), set per stamp below), editable.
+INSTALL = echo "installing $(SPEC) into $(VENV)"; \
+          { [ -x $(UV) ] || $(PY) -m pip install --quiet "uv>=0.5,<1"; } && \
+          $(UV) pip install --quiet --python $(PY) -e "$(SPEC)" || \
+          { echo "uv unavailable or failed: installing with pip"; $(PY) -m pip install --quiet -e "$(SPEC)"; }
 
-# An existing $(VENV) without uv gets it here.
-$(UV): | $(PY)
-	$(PY) -m pip install --quiet "uv>=0.5"
-
-$(STAMP): pyproject.toml | $(UV)
-	$(INSTALL) -e .
+$(STAMP): SPEC := .
+$(STAMP): pyproject.toml | $(PY)
+	@$(INSTALL)
 	touch $@
 
 # Tests install the Ray backend too (Ray core and client), so it is tested on a simulated
 # two-node Ray cluster.
-$(TSTAMP): pyproject.toml | $(UV)
-	$(INSTALL) -e ".[$(EXTRAS)]"
+$(TSTAMP): SPEC := .[$(EXTRAS)]
+$(TSTAMP): pyproject.toml | $(PY)
+	@$(INSTALL)
 	touch $@ $(STAMP)
 
 # `make run ARGS="world=tiny engine.days=1"`: Hydra overrides.

@@ -78,7 +78,7 @@ def run_closed_loop(members: int, titles: int, days: float, policy: str, progres
     cfg = experiment_config_from_dict(bench_config(members, titles, days, policy, response, **engine))
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        sim = Simulation(cfg, LogTarget(Path(tmp).absolute(), chunk_rows=cfg.engine.log_chunk_rows))
+        sim = Simulation(cfg, LogTarget(Path(tmp), chunk_rows=cfg.engine.log_chunk_rows))
         build = time.perf_counter() - t0
         build_mb = peak_rss_mb()    # the process's peak so far: the build's own only in a fresh process
         t1 = time.perf_counter()
@@ -579,7 +579,7 @@ def run_config(config: dict) -> dict:
     """Run a config with Parquet logging on; impressions, seconds and impressions/s."""
     cfg = experiment_config_from_dict(config)
     with tempfile.TemporaryDirectory() as tmp:
-        sim = Simulation(cfg, LogTarget(Path(tmp).absolute(), chunk_rows=cfg.engine.log_chunk_rows))
+        sim = Simulation(cfg, LogTarget(Path(tmp), chunk_rows=cfg.engine.log_chunk_rows))
         t0 = time.perf_counter()
         sim.run()
         elapsed = time.perf_counter() - t0

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import traceback
 from typing import Callable
 
@@ -62,8 +63,25 @@ def _run_message(shard: ShardServer, message):
     raise ValueError(f"unknown shard message {kind!r}")
 
 
+def _die_with_parent() -> None:
+    """On Linux the kernel kills this worker the moment the driver dies, however it dies: an
+    orphan finishing its step would otherwise write log parts into a run directory that a rerun
+    may already have taken over. Elsewhere the worker ends at its next message (a closed pipe)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    parent = multiprocessing.parent_process()
+    if parent is not None and not parent.is_alive():        # the driver died before the call
+        os._exit(1)
+
+
 def _process_worker(conn, build_shard: ShardFactory, config, blocks: range, log) -> None:
     """Worker-process main loop: answer each message with ("ok", result) or ("error", text)."""
+    _die_with_parent()
     try:
         shard = build_shard(config, blocks, log)
         conn.send(("ok", None))

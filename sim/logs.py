@@ -261,10 +261,16 @@ class LogTarget:
     context_names: tuple[str, ...] = ()
     chunk_rows: int = 500_000
 
+    def __post_init__(self):
+        for name in ("impressions", "visits"):      # a worker's working directory may differ
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value).absolute())
+
     @classmethod
     def for_run(cls, out: Path | str, context_names, chunk_rows: int) -> "LogTarget":
         """The logs of run directory ``out``: ``logs/`` and ``visit_context/``."""
-        out = Path(out).absolute()
+        out = Path(out)
         return cls(out / "logs", out / "visit_context", tuple(context_names), int(chunk_rows))
 
     def open(self, first_block: int) -> tuple[ImpressionLog | None, VisitLog | None]:
@@ -294,13 +300,14 @@ def _in_log_order(frame, parts: list[Path]):
 
 
 def read_visit_log(source: Path | str, columns: list[str] | None = None):
-    """The visit-context log of a run (``visit_context/``, or the directory itself) as a pandas
-    DataFrame in log order, with ``columns`` (default: all). FileNotFoundError when there is none."""
+    """The visit-context log of a run (``visit_context/``, the directory itself or one part file)
+    as a pandas DataFrame in log order, with ``columns`` (default: all). FileNotFoundError when
+    there is none."""
     import pandas as pd
 
     source = Path(source)
     path = source / "visit_context" if (source / "visit_context").is_dir() else source
-    parts = _parts(path) if path.is_dir() else []
+    parts = _parts(path) if path.is_dir() else [path] if path.is_file() else []
     if not parts:
         raise FileNotFoundError(f"no visit-context log at {path}")
     wanted = None if columns is None else list(columns)

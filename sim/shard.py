@@ -263,6 +263,9 @@ class ShardServer:
             self.advance_to(t0)
             for b in self.blocks:
                 visits = self.window_arrivals(b, w, t0, t1)
+                if len(visits) >> VISIT_ID_BITS:     # ids would spill into the next batch's
+                    raise RuntimeError(f"{len(visits):,} visits of block {b} in one serving window: more than "
+                                       f"{1 << VISIT_ID_BITS:,} (lower engine.member_block or engine.window_minutes)")
                 ids = ((w * self.n_blocks + b) << VISIT_ID_BITS) + np.arange(len(visits))
                 self.serve(visits, (b, w), b, ids)
         # Windows of later steps start at t_end or later, so their statistics reach the trainers

@@ -135,6 +135,10 @@ def load_bandit_feedback(path: Path | str, n_actions: int | None = None) -> dict
     try:
         if path.suffix.lower() == ".csv":
             df = pd.read_csv(path)
+        elif path.is_dir() and any(path.glob("part-*.parquet")):
+            from sim.logs import read_impressions
+
+            df = read_impressions(path)     # a simulator log's parts, in log order whatever the shards
         else:
             df = pd.read_parquet(path)
             if path.is_file():

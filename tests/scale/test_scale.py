@@ -59,8 +59,25 @@ def assert_same_results(a, b) -> None:
 
 
 @pytest.fixture(scope="module")
-def single_shard(tmp_path_factory):
-    return run_dir(tmp_path_factory.mktemp("single"), "shards1")
+def one_process(tmp_path_factory):
+    """The scale config run in one process, once for the module: ``(run directory, trained model
+    statistics)`` (the run's own Simulation is kept to read its models)."""
+    made = []
+
+    class Kept(Simulation):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sim.runner, "Simulation", Kept)
+        out = run_dir(tmp_path_factory.mktemp("single"), "shards1")
+    return out, model_arrays(made[0])
+
+
+@pytest.fixture(scope="module")
+def single_shard(one_process):
+    return one_process[0]
 
 
 def test_block_ranges_cover_every_block_once():
@@ -173,11 +190,11 @@ def trained(monkeypatch=None, reverse=False, **engine) -> dict:
 
 
 @pytest.mark.slow
-def test_model_statistics_are_bit_identical_across_shard_counts(monkeypatch):
+def test_model_statistics_are_bit_identical_across_shard_counts(one_process, monkeypatch):
     """Metrics can be equal while models differ in the last bits; the trained statistics must be
     bit-identical too. Adding the blocks in another order changes them (float addition is not
     associative), so this comparison would catch a reduction that depended on the sharding."""
-    one = trained()
+    one = one_process[1]
     # Each setting that could change the reduction once: more local shards, worker processes,
     # finer and coarser synchronisation steps.
     for engine in ({"shards": 4, "sync_hours": 0.5}, {"backend": "processes", "shards": 3, "sync_hours": 5}):
@@ -331,8 +348,9 @@ def ray_cluster():
 
 
 @pytest.mark.slow
-def test_ray_shards_on_a_two_node_cluster_give_identical_results(ray_cluster, single_shard, tmp_path, capsys,
+def test_ray_shards_on_a_two_node_cluster_give_identical_results(ray_cluster, one_process, tmp_path, capsys,
                                                                   monkeypatch):
+    single_shard, one = one_process
     assert len([n for n in ray_cluster.nodes() if n["Alive"]]) == 2
     with pytest.raises(ConfigError, match="4 shard actors x 1 CPUs = 4 CPUs, but this Ray has 2") as info:
         run_dir(tmp_path, "too_many", backend="ray", shards=4)    # would wait for CPUs that never come
@@ -351,7 +369,7 @@ def test_ray_shards_on_a_two_node_cluster_give_identical_results(ray_cluster, si
     assert "engine.backend=ray: 4 shard actors on 2 Ray node(s)" in capsys.readouterr().out
     assert_same_results(single_shard, out)
     assert ray_cluster.is_initialized()         # the engine leaves a Ray it did not start running
-    one, on_ray = trained(), model_arrays(made[0])
+    on_ray = model_arrays(made[0])
     assert one.keys() == on_ray.keys()
     for key in one:
         np.testing.assert_array_equal(one[key], on_ray[key], err_msg=str(key))
