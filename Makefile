@@ -85,8 +85,11 @@ run: $(STAMP)
 	$(PY) -m experiments.run $(ARGS)
 
 # One BLAS thread: on a 2-core machine, threaded BLAS in small matrix products only adds stalls.
-# Test files are spread over $(JOBS) workers, whole files at a time (module fixtures built once).
-PYTEST := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadfile
+# Test files are spread over $(JOBS) workers, whole files at a time (module fixtures built once),
+# in the order tests/conftest.py gives them (longest first; xdist would otherwise reorder them by
+# their number of tests, which put the longest files last: one worker ran ~25 s after the other).
+PYTEST := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadfile \
+          $(if $(filter-out 0,$(JOBS)),--no-loadscope-reorder)
 test: $(TSTAMP)
 	$(PYTEST) $(TESTS)
 

@@ -150,22 +150,24 @@ def decision_batch(world):
 
 
 # ---- scheduling -----------------------------------------------------------------------------------
-#: The longest files, longest first (``--durations`` on a quiet 2-core machine): each takes 30 s
-#: or more, so each must start early. The README commands run in one process, so they go first;
-#: the sweep files follow, so that one of them builds the shared sweep while the other worker is
-#: still busy with the README.
-LONGEST_FILES = ("tests/experiments/test_readme_commands.py", "tests/engine/test_interruption.py",
-                 "tests/experiments/test_workflow.py", "tests/scale/test_scale.py",
-                 "tests/experiments/test_plot_report.py", "tests/cli/test_run.py")
+#: The longest files, longest first (seconds per file of ``make test`` on a quiet 2-core machine,
+#: 25 s or more each), so that each starts early. The README commands run in one process and the
+#: workflow file builds the shared sweep, so they start first, one on each worker; the plot tests,
+#: which use the sweep too, come after it is built.
+LONGEST_FILES = ("tests/experiments/test_readme_commands.py", "tests/experiments/test_workflow.py",
+                 "tests/scale/test_scale.py", "tests/engine/test_interruption.py", "tests/cli/test_run.py",
+                 "tests/ope/test_ope_data.py", "tests/cli/test_config.py", "tests/engine/test_engine.py",
+                 "tests/cli/test_reliability_procs.py", "tests/experiments/test_plot_report.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
     """The files of :data:`LONGEST_FILES` first, in that order, then the files with the most
     tests marked ``slow``, the rest in their usual order.
 
-    ``make test`` hands whole files to pytest-xdist workers in collection order; a long file that
-    starts last keeps one worker busy while the other idles, so the long files go first (longest
-    processing time first). The order is a pure function of the collected items, as xdist needs
+    ``make test`` hands whole files to pytest-xdist workers in collection order
+    (``--no-loadscope-reorder``: by default xdist puts the files with the most tests first, and
+    the longest files have few); a long file that starts last keeps one worker busy while the
+    other idles, so the long files go first (longest processing time first). The order is a pure function of the collected items, as xdist needs
     (every worker must collect the same list)."""
     def file(item) -> str:
         return item.nodeid.split("::")[0]
