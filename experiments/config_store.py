@@ -16,6 +16,7 @@ values are validated by :mod:`sim.config` (with its messages), not by OmegaConf.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Iterable
 
 from hydra.core.config_store import ConfigStore
@@ -60,6 +61,35 @@ def node(name: str, defaults: dict[str, Any], extra: Iterable[tuple[str, Any]] =
 def option_defaults(name: str, cls: type) -> dict[str, Any]:
     """What a group option holds: the class's name, then every hyperparameter's default."""
     return {"name": name, **declared_defaults(hyperparameters(cls))}
+
+
+@functools.cache
+def keys_every_config_has() -> dict[str, Any]:
+    """The keys a composed config has whatever the group choices, as a nested mapping: the
+    schema's (``seed``, ``world.*``, ``engine.*``, ``experiment.*``) and, under ``policy``,
+    ``ranker`` and ``world.response``, the keys every option of that group holds (``name``)."""
+    tree: dict[str, Any] = {"seed": None, "world": declared_defaults(WorldConfig),
+                            "engine": declared_defaults(EngineConfig),
+                            "experiment": declared_defaults(ExperimentSection)}
+    for group, registry in GROUPS.items():
+        options = [set(option_defaults(name, cls)) for name, cls in registry.classes.items()]
+        node_ = tree
+        *parents, leaf = group.split("/")
+        for part in parents:
+            node_ = node_[part]
+        node_[leaf] = dict.fromkeys(set.intersection(*options) if options else ())
+    return tree
+
+
+def always_present(key: str) -> bool:
+    """Whether the dotted ``key`` (``engine.faults.duplicate``) is in every composed config, so
+    an override of it needs no composing to be known: see :func:`keys_every_config_has`."""
+    node_: Any = keys_every_config_has()
+    for part in key.split("."):
+        if not isinstance(node_, dict) or part not in node_:
+            return False
+        node_ = node_[part]
+    return True
 
 
 def register(store: ConfigStore | None = None) -> ConfigStore:

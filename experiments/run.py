@@ -332,6 +332,10 @@ def unknown_override(argv: list[str]) -> str | None:
             choices.append(f"{key}={value.split(',')[0]}")
         else:
             keys.append((key, value))
+    # Composing takes a quarter of a second; keys every config has (world.n_members,
+    # engine.days ...) are known without it, whatever the group choices.
+    if not any(c.startswith("~") for c in choices):
+        keys = [(k, v) for k, v in keys if not config_store.always_present(k)]
     if not keys:
         return None
     try:

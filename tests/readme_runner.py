@@ -119,9 +119,10 @@ def tiny(args: list[str]) -> list[str]:
     if "--cfg" in args:
         return args
     if "-m" in args:
-        # Jobs one after another in this process: the basic launcher, or the command's own
-        # launcher settings (hydra.launcher.n_jobs=1) when it has some.
+        # Its one job in this process: the basic launcher, or the command's own launcher settings
+        # with one job (joblib runs a single job in the calling process, no workers to start).
         own = any(a.startswith("hydra.launcher.") for a in args)
+        args = [re.sub(r"^hydra\.launcher\.n_jobs=\d+$", "hydra.launcher.n_jobs=1", a) for a in args]
         return cut_sweep(args) + TINY + own_directory(args) + ([] if own else ["hydra/launcher=basic"])
     return args + TINY + own_directory(args)
 

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import matplotlib.image as mpimg
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -180,23 +178,7 @@ def test_small_log_chunks_write_several_parts_with_the_same_rows(log, tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(out / "logs"), log)
 
 
-# ---- charts ---------------------------------------------------------------------------------------
-def test_plot_run_writes_six_readable_charts(run):
-    from experiments.plot import plot_run
-
-    charts = plot_run(run[0])
-    assert sorted(p.name for p in charts) == ["artwork_choice_share.png", "artwork_gain_over_time.png",
-                                              "ctr_over_time.png", "cumulative_regret.png",
-                                              "exposure_lorenz.png", "homepage.png", "lift.png",
-                                              "regret_per_1k_over_time.png", "take_fraction_over_time.png",
-                                              "visit_success_rate_over_time.png"]
-    for p in charts:
-        assert p.parent == run[0] / "charts" and p.stat().st_size > 10_000, p
-        img = mpimg.imread(p)
-        assert img.ndim == 3 and img.shape[2] in (3, 4) and img.shape[0] >= 300 and img.shape[1] >= 500
-        assert np.ptp(img[..., :3]) > 0.5   # not a blank canvas
-
-
+# ---- the command line -----------------------------------------------------------------------------
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True,
@@ -204,8 +186,8 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 
 def test_plot_cli_refuses_a_directory_that_is_not_a_run(tmp_path):
-    # Its charts of a run: test_plot_run_writes_six_readable_charts above, the plot command's
-    # main() in tests/experiments/test_plot_report.py, the command itself in the README test.
+    # Its charts of a run: the plot command's main() in tests/experiments/test_plot_report.py,
+    # the command itself in the README test.
     (tmp_path / "not_a_run").mkdir()
     bad = cli("experiments.plot", str(tmp_path / "not_a_run"))
     assert bad.returncode != 0
@@ -227,12 +209,12 @@ def test_run_cli_runs_then_skips_a_completed_directory(tmp_path):
     assert "charts" not in metrics["config"]["engine"]          # an execution key, as progress
     assert not (out / "charts").exists()
     before = (out / "metrics.json").read_bytes()
-    again = cli(*args)                                          # complete: skipped, its charts drawn now
+    # Complete: skipped. (A skipped run draws the charts it lacks: checked by the sweep re-run
+    # in tests/experiments/test_workflow.py and the chart-drawing kill in test_interruption.py.)
+    again = cli(*args, "engine.charts=false")
     assert again.returncode == 0, again.stderr
     assert "skipping" in again.stdout and "results:" not in again.stdout
     assert (out / "metrics.json").read_bytes() == before
-    assert len(list((out / "charts").glob("*.png"))) == 10  # nine charts and the homepage picture
-    assert (out / "charts" / "DONE").is_file()
 
 
 def test_run_cli_refuses_a_bad_override_cleanly(tmp_path):

@@ -225,7 +225,8 @@ def test_sweep_runs_every_job_in_parallel_into_stable_self_contained_directories
         assert not (run / "charts").exists()        # engine.charts=false: the re-run test draws them
         assert sorted((run / "logs").glob("part-*.parquet"))
         assert not (run / "error.txt").exists()
-    assert f"sweep {sweep_dir}: 4 of 4 runs complete, 0 failed" in done.stdout
+    n = len(SWEEP_RUNS)
+    assert f"sweep {sweep_dir}: {n} of {n} runs complete, 0 failed" in done.stdout
     assert f"charts:  not drawn (engine.charts=false; python -m experiments.plot {sweep_dir}" in done.stdout
     assert not (sweep_dir / "charts").exists()
 
@@ -245,7 +246,7 @@ def test_rerunning_a_sweep_skips_complete_runs_and_redoes_an_interrupted_one_the
     again = cli("experiments.run", "-m", *reversed(SWEEP_ARGS), f"hydra.sweep.dir={sweep_dir}",
                 "hydra/launcher=basic")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("skipping") == 3 and again.stdout.count("done ") == 1
+    assert again.stdout.count("skipping") == len(SWEEP_RUNS) - 1 and again.stdout.count("done ") == 1
     assert f"done {interrupted}:" in again.stdout
     after = {n: (sweep_dir / n / "metrics.json").read_bytes() for n in SWEEP_RUNS}
     assert after == before          # the re-done run reproduces its result exactly (same seed)
@@ -270,7 +271,7 @@ def test_rerunning_a_sweep_skips_complete_runs_and_redoes_an_interrupted_one_the
     with open(sweep_dir / "sweep_summary.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert sorted(r["run"] for r in rows) == SWEEP_RUNS
-    assert {r["cell"] for r in rows} == {"thompson", "epsilon_greedy"}
+    assert {r["cell"] for r in rows} == {"thompson"}
     assert all(r["control"] == "uniform" and float(r["take_fraction"]) >= 0 for r in rows)
     report = cli("experiments.report", str(sweep_dir))
     assert report.returncode == 0, report.stderr

@@ -2,8 +2,11 @@
 shards serve the members and wherever they run (in this process, worker processes, Ray)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,7 +20,7 @@ from sim.engine import Simulation, build_shard
 from sim.runner import run_experiment
 from sim.shard import block_ranges, dump_models, load_models
 from sim.world import build_world
-from tests.conftest import assert_same_logs, shard_prefixes
+from tests.conftest import REPO, assert_same_logs, shard_prefixes
 
 # Worker processes must not be forked from a driver that runs threads (Python 3.12+ warns, and
 # the child can deadlock): make that warning a failure here.
@@ -326,25 +329,44 @@ def test_bad_execution_settings_are_rejected(engine, key):
 
 
 # ---- Ray ----------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A simulated two-node Ray cluster on this machine (``ray.cluster_utils.Cluster``, as Ray's
-    own tests do): a head and a worker node, one CPU each, with their own raylets and object
-    stores; this process is the driver."""
-    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
-    from ray.cluster_utils import Cluster
-
-    memory = 100 * 1024 ** 2        # object store per node: model versions are small
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "object_store_memory": memory, "include_dashboard": False})
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster_process(request, tmp_path_factory):
+    """The two-node Ray cluster's process (:mod:`tests.scale.ray_cluster`), started as this module
+    begins when one of its tests will use the cluster: its nodes come up while the other tests of
+    the module run. ``None`` if no test will, or Ray is not installed."""
+    wanted = any("ray_cluster" in getattr(item, "fixturenames", ()) and item.module is request.module
+                 for item in request.session.items)
+    if not wanted or importlib.util.find_spec("ray") is None:
+        yield None
+        return
+    log = tmp_path_factory.mktemp("ray_cluster") / "output.txt"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tests.scale.ray_cluster"], cwd=REPO, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=out)
+    proc.log = log
     try:
-        cluster.add_node(num_cpus=1, object_store_memory=memory)
-        ray.init(address=cluster.address, configure_logging=False)
-        cluster.wait_for_nodes()
+        yield proc
+    finally:
+        proc.stdin.close()                  # the cluster shuts down, then its process exits
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(ray_cluster_process):
+    """A simulated two-node Ray cluster on this machine: a head and a worker node, one CPU each,
+    with their own raylets and object stores; this process is the driver."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+    address = ray_cluster_process.stdout.readline().strip()
+    assert address, f"the Ray cluster did not start:\n{ray_cluster_process.log.read_text()[-3000:]}"
+    ray.init(address=address, configure_logging=False)
+    try:
         yield ray
     finally:
         ray.shutdown()
-        cluster.shutdown()
 
 
 @pytest.mark.slow
@@ -355,8 +377,8 @@ def test_ray_shards_on_a_two_node_cluster_give_identical_results(ray_cluster, on
     with pytest.raises(ConfigError, match="4 shard actors x 1 CPUs = 4 CPUs, but this Ray has 2") as info:
         run_dir(tmp_path, "too_many", backend="ray", shards=4)    # would wait for CPUs that never come
     assert info.value.key == "engine.ray_cpus_per_shard"
-    # Four actors of half a CPU fill both one-CPU nodes: the shards run on both machines. The
-    # run's Simulation is kept, to compare its trained models too (one Ray run, not two).
+    # Two actors of one CPU fill both one-CPU nodes: the shards run on both machines. The run's
+    # Simulation is kept, to compare its trained models too (one Ray run, not two).
     made = []
 
     class Kept(Simulation):
@@ -365,8 +387,8 @@ def test_ray_shards_on_a_two_node_cluster_give_identical_results(ray_cluster, on
             made.append(self)
 
     monkeypatch.setattr(sim.runner, "Simulation", Kept)
-    out = run_dir(tmp_path, "ray4", backend="ray", shards=4, ray_cpus_per_shard=0.5)
-    assert "engine.backend=ray: 4 shard actors on 2 Ray node(s)" in capsys.readouterr().out
+    out = run_dir(tmp_path, "ray2", backend="ray", shards=2)
+    assert "engine.backend=ray: 2 shard actors on 2 Ray node(s)" in capsys.readouterr().out
     assert_same_results(single_shard, out)
     assert ray_cluster.is_initialized()         # the engine leaves a Ray it did not start running
     on_ray = model_arrays(made[0])
