@@ -49,6 +49,27 @@ def test_world_tiny_wins_over_every_experiment(tiny_configs):
         assert set(data.get("world") or {}) <= TREATMENTS, (experiment, data.get("world"))
 
 
+def test_keys_known_without_composing_are_in_every_experiments_config(tiny_configs):
+    """``experiments.run`` accepts an override of these keys without composing the config first
+    (:func:`experiments.config_store.always_present`): each must be in every composed config."""
+    from experiments.config_store import keys_every_config_has
+
+    def paths(tree: dict, prefix: tuple = ()):
+        for key, value in tree.items():
+            yield prefix + (key,)
+            if isinstance(value, dict):
+                yield from paths(value, prefix + (key,))
+
+    known = list(paths(keys_every_config_has()))
+    assert len(known) > 100 and ("engine", "faults", "duplicate") in known and ("policy", "name") in known
+    for experiment, cfg in tiny_configs.items():
+        for path in known:
+            node = cfg
+            for part in path:
+                assert isinstance(node, dict) and part in node, (experiment, ".".join(path))
+                node = node[part]
+
+
 def test_without_a_world_choice_the_experiment_preset_applies():
     for experiment, members, name in [("cold_start", 40_000, "default_40k"), ("feedback_loop", 12_000, "feedback_loop"),
                                       ("clickbait_loop", 40_000, "clickbait_loop")]:
