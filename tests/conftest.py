@@ -15,11 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from sim.config import WorldConfig
-from sim.streams import generator
-from sim.testing import make_decision_batch
-from sim.world import build_world
-
+# sim is imported inside the fixtures that use it: the pytest-xdist controller loads this file
+# too, needs none of it, and its imports would compete with the workers' at start-up.
 REPO = Path(__file__).resolve().parent.parent
 #: Every policy that needs no extra settings, for runs that should exercise them all.
 POLICIES = ["uniform", "fixed", "thompson", "epsilon_greedy", "ucb1", "softmax", "lints",
@@ -132,6 +129,9 @@ def sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 @pytest.fixture(scope="session")
 def world():
     """300 members, 60 titles (3-12 artworks each), 8 genres, three days: builds in ~0.1 s."""
+    from sim.config import WorldConfig
+    from sim.world import build_world
+
     return build_world(WorldConfig(n_members=300, n_titles=60, n_genres=8), seed=0,
                        horizon_minutes=1440 * 3)
 
@@ -144,19 +144,26 @@ def catalog(world):
 @pytest.fixture(scope="session")
 def decision_batch(world):
     """200 random impressions (session-wide: tests must not modify it)."""
+    from sim.streams import generator
+    from sim.testing import make_decision_batch
+
     return make_decision_batch(world.catalog, 200, generator(0, "policy", 100),
                                n_members=world.members.n_members)
 
 
 # ---- scheduling -----------------------------------------------------------------------------------
 #: The longest files, longest first (seconds per file of ``make test`` on a quiet 2-core machine,
-#: 25 s or more each), so that each starts early. The README commands run in one process and the
-#: workflow file builds the shared sweep, so they start first, one on each worker; the plot tests,
-#: which use the sweep too, come after it is built.
-LONGEST_FILES = ("tests/experiments/test_readme_commands.py", "tests/experiments/test_workflow.py",
-                 "tests/scale/test_scale.py", "tests/engine/test_interruption.py", "tests/cli/test_run.py",
-                 "tests/ope/test_ope_data.py", "tests/cli/test_config.py", "tests/engine/test_engine.py",
-                 "tests/cli/test_reliability_procs.py", "tests/experiments/test_plot_report.py")
+#: 9 s or more each), so that no long file starts last (longest processing time first: a 20 s
+#: file that started last kept one worker busy ~18 s after the other had finished). The shared
+#: sweep is built by whichever file asks for it first (tests/conftest.py ``sweep``); the other
+#: files that use it wait on its lock.
+LONGEST_FILES = ("tests/scale/test_scale.py", "tests/engine/test_interruption.py", "tests/experiments/test_workflow.py",
+                 "tests/experiments/test_readme_commands.py", "tests/cli/test_config.py",
+                 "tests/experiments/test_plot_report.py", "tests/ope/test_ope_data.py",
+                 "tests/cli/test_reliability_procs.py", "tests/engine/test_engine.py", "tests/policies/test_policies.py",
+                 "tests/cli/test_run.py", "tests/experiments/test_bias.py", "tests/cli/test_reliability_files.py",
+                 "tests/ope/test_slate.py", "tests/cli/test_commands.py", "tests/scale/test_bench.py",
+                 "tests/engine/test_edge_cases.py", "tests/experiments/test_metrics.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
