@@ -104,7 +104,7 @@ def sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     launcher, charts off (``engine.charts=false``: the re-run test draws the jobs' charts, so the
     suite draws them once): ``(sweep_dir, completed_process)``. It is run once per test session, by whichever
     pytest-xdist worker asks first (the others wait on a file lock), because a sweep costs about
-    half a minute; each worker gets its own copy, so tests may write into it (charts, re-runs)."""
+    12 s of CPU (three processes); each worker gets its own copy, so tests may write into it (charts, re-runs)."""
     shared_root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):      # under xdist: the directory all workers share
         shared_root = shared_root.parent

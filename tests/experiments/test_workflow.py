@@ -232,7 +232,7 @@ def test_sweep_runs_every_job_in_parallel_into_stable_self_contained_directories
 
 
 @pytest.mark.slow
-def test_rerunning_a_sweep_skips_complete_runs_and_redoes_an_interrupted_one_then_plot_and_report(sweep):
+def test_rerunning_a_sweep_skips_complete_runs_and_redoes_an_interrupted_one_then_plot_and_report(sweep, capsys):
     sweep_dir, first = sweep
     assert first.returncode == 0, first.stderr[-3000:]
     before = {n: (sweep_dir / n / "metrics.json").read_bytes() for n in SWEEP_RUNS}
@@ -259,22 +259,25 @@ def test_rerunning_a_sweep_skips_complete_runs_and_redoes_an_interrupted_one_the
     assert (sweep_dir / "sweep_summary.csv").is_file()
     # Then plot and report the sweep, as a user would (here, after the re-run, its jobs have their
     # charts: the plot redraws the sweep's own; plot_sweep drawing missing job charts is checked
-    # in tests/experiments/test_plot_report.py).
+    # in tests/experiments/test_plot_report.py). The commands' main() in this process: the README
+    # test runs both commands on a sweep as typed.
+    from experiments.plot import main as plot_main
+    from experiments.report import main as report_main
+
     (sweep_dir / "sweep_summary.csv").unlink()
     for chart in (sweep_dir / "charts").glob("sweep_*.png"):
         chart.unlink()
-    done = cli("experiments.plot", str(sweep_dir))
-    assert done.returncode == 0, done.stderr
+    capsys.readouterr()
+    plot_main([str(sweep_dir)])
     chart = sweep_dir / "charts" / "sweep_engine.retrain_hours.png"
-    assert str(chart) in done.stdout
+    assert str(chart) in capsys.readouterr().out
     assert_readable_png(chart)
     with open(sweep_dir / "sweep_summary.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert sorted(r["run"] for r in rows) == SWEEP_RUNS
     assert {r["cell"] for r in rows} == {"thompson"}
     assert all(r["control"] == "uniform" and float(r["take_fraction"]) >= 0 for r in rows)
-    report = cli("experiments.report", str(sweep_dir))
-    assert report.returncode == 0, report.stderr
+    report_main([str(sweep_dir)])
     text = (sweep_dir / "report.html").read_text()
     assert "engine.retrain_hours" in text and "data:image/png;base64," in text
     assert text.count("<tr>") >= 1 + len(SWEEP_RUNS)
