@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.readme_examples import readme_commands, readme_transcripts
-from tests.readme_runner import KNOWN_BROKEN, NOT_RUN, TINY_STATUS
+from tests.readme_runner import KNOWN_BROKEN, NOT_RUN, TINY, TINY_STATUS
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +66,9 @@ def test_every_exemption_names_a_readme_command():
         assert any(c.startswith(prefix) for c in commands), f"stale exemption: {prefix}"
     for prefix in TINY_STATUS:                  # also the second half of `a && b`
         assert any(prefix in c for c in commands), f"stale exemption: {prefix}"
+
+
+def test_readme_states_the_tiny_size_the_runner_uses():
+    """README, "The README is tested", quotes the overrides the runner appends."""
+    text = " ".join((REPO / "README.md").read_text().split())
+    assert f"`{' '.join(TINY)}` appended" in text
