@@ -70,6 +70,32 @@ def test_keys_known_without_composing_are_in_every_experiments_config(tiny_confi
                 node = node[part]
 
 
+def test_no_config_sets_hydra_mode():
+    """``experiments.run`` skips Hydra's composition that only reads ``hydra.mode``
+    (:func:`experiments.run.mode_probe_skipped`): right only while no config file sets it."""
+    for path in Path(CONFIG_DIR).rglob("*.yaml"):
+        data = yaml.safe_load(path.read_text()) or {}
+        in_hydra_group = path.relative_to(CONFIG_DIR).parts[0] == "hydra"
+        assert "mode" not in (data if in_hydra_group else data.get("hydra") or {}), path
+    with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = hydra.compose("config", overrides=["experiment=feedback_loop_arms"], return_hydra_config=True)
+    assert cfg.hydra.mode is None
+
+
+def test_the_mode_probe_is_skipped_only_when_nothing_could_set_the_mode():
+    from hydra._internal.hydra import Hydra
+
+    from experiments.run import mode_probe_skipped
+
+    probe = Hydra.get_mode
+    with mode_probe_skipped(["world=tiny", "-m", "seed=0,1"]):
+        assert Hydra.get_mode(None, "config", []) is None
+    assert Hydra.get_mode is probe
+    for argv in (["hydra.mode=MULTIRUN"], ["--config-dir", "mine"], ["-cn", "other"]):
+        with mode_probe_skipped(argv):
+            assert Hydra.get_mode is probe, argv
+
+
 def test_without_a_world_choice_the_experiment_preset_applies():
     for experiment, members, name in [("cold_start", 40_000, "default_40k"), ("feedback_loop", 12_000, "feedback_loop"),
                                       ("clickbait_loop", 40_000, "clickbait_loop")]:
