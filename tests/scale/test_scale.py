@@ -61,10 +61,9 @@ def assert_same_results(a, b) -> None:
     assert_same_logs(a, b)
 
 
-@pytest.fixture(scope="module")
-def one_process(tmp_path_factory):
-    """The scale config run in one process, once for the module: ``(run directory, trained model
-    statistics)`` (the run's own Simulation is kept to read its models)."""
+def run_with_models(tmp_path, name: str, **engine) -> tuple:
+    """``(run directory, trained model statistics)`` of the scale config run with ``engine``
+    (the run's own Simulation is kept to read its models)."""
     made = []
 
     class Kept(Simulation):
@@ -74,8 +73,23 @@ def one_process(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sim.runner, "Simulation", Kept)
-        out = run_dir(tmp_path_factory.mktemp("single"), "shards1")
+        out = run_dir(tmp_path, name, **engine)
     return out, model_arrays(made[0])
+
+
+def assert_same_models(one: dict, other: dict, what: str) -> None:
+    """Bit-identical trained statistics: metrics can be equal while models differ in the last
+    bits (float addition is not associative, so a reduction that depended on the sharding shows)."""
+    assert one.keys() == other.keys()
+    for key in one:
+        np.testing.assert_array_equal(one[key], other[key], err_msg=f"{what} {key}")
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The scale config run in one process, once for the module: ``(run directory, trained model
+    statistics)``."""
+    return run_with_models(tmp_path_factory.mktemp("single"), "shards1")
 
 
 @pytest.fixture(scope="module")
@@ -92,24 +106,30 @@ def test_block_ranges_cover_every_block_once():
 
 
 @pytest.mark.slow
-def test_four_local_shards_give_identical_results(single_shard, tmp_path):
-    four = run_dir(tmp_path, "shards4", shards=4)
+def test_four_local_shards_give_identical_results(one_process, tmp_path):
+    # Half-hour synchronisation steps: the step length must not regroup the sums either.
+    single_shard, one = one_process
+    four, models = run_with_models(tmp_path, "shards4", shards=4, sync_hours=0.5)
     assert len(shard_prefixes(four)) > 1
     assert_same_results(single_shard, four)
+    assert_same_models(one, models, "4 local shards")
     metrics = json.loads((four / "metrics.json").read_text())
     # The run did learn and retrain (otherwise there would be nothing order-sensitive to compare).
     assert len(metrics["ranker_drift"]) >= 4 and metrics["impressions"] > 10_000
 
 
 @pytest.mark.slow
-def test_worker_processes_give_identical_results(single_shard, tmp_path):
-    two = run_dir(tmp_path, "processes2", backend="processes", shards=2)
+def test_worker_processes_give_identical_results(one_process, tmp_path):
+    # Three workers for five blocks (uneven shards), five-hour synchronisation steps.
+    single_shard, one = one_process
+    three, models = run_with_models(tmp_path, "processes3", backend="processes", shards=3, sync_hours=5)
     # Each worker wrote its own parts (the driver wrote none); read back in one log order.
     for dataset in ("logs", "visit_context"):
-        assert len(shard_prefixes(two, dataset)) == 2 and len(shard_prefixes(single_shard, dataset)) == 1
-    assert json.loads((two / "run_info.json").read_text())["log_rows"] == \
+        assert len(shard_prefixes(three, dataset)) == 3 and len(shard_prefixes(single_shard, dataset)) == 1
+    assert json.loads((three / "run_info.json").read_text())["log_rows"] == \
         json.loads((single_shard / "metrics.json").read_text())["impressions"]
-    assert_same_results(single_shard, two)
+    assert_same_results(single_shard, three)
+    assert_same_models(one, models, "3 worker processes")
 
 
 def test_log_reader_restores_log_order_across_shard_parts(tmp_path):
@@ -184,7 +204,7 @@ def model_arrays(sim: Simulation) -> dict:
     return out
 
 
-def trained(monkeypatch=None, reverse=False, **engine) -> dict:
+def trained(monkeypatch, reverse=False, **engine) -> dict:
     if reverse:
         monkeypatch.setattr(Simulation, "block_order", staticmethod(lambda blocks: sorted(blocks, reverse=True)))
     sim = Simulation(experiment_config_from_dict(scale_config(**engine)))
@@ -193,20 +213,11 @@ def trained(monkeypatch=None, reverse=False, **engine) -> dict:
 
 
 @pytest.mark.slow
-def test_model_statistics_are_bit_identical_across_shard_counts(one_process, monkeypatch):
-    """Metrics can be equal while models differ in the last bits; the trained statistics must be
-    bit-identical too. Adding the blocks in another order changes them (float addition is not
-    associative), so this comparison would catch a reduction that depended on the sharding."""
-    one = one_process[1]
-    # Each setting that could change the reduction once: more local shards, worker processes,
-    # finer and coarser synchronisation steps.
-    for engine in ({"shards": 4, "sync_hours": 0.5}, {"backend": "processes", "shards": 3, "sync_hours": 5}):
-        other = trained(**engine)
-        assert one.keys() == other.keys()
-        for key in one:
-            np.testing.assert_array_equal(one[key], other[key], err_msg=f"{engine} {key}")
+def test_adding_blocks_in_another_order_changes_the_model_statistics(one_process, monkeypatch):
+    """The model comparisons of the shard tests (assert_same_models) can fail: adding the
+    blocks in reverse order changes the trained statistics (float addition is not associative)."""
     reordered = trained(monkeypatch, reverse=True)
-    assert any(not np.array_equal(one[k], reordered[k]) for k in one)
+    assert any(not np.array_equal(one_process[1][k], reordered[k]) for k in one_process[1])
 
 
 def failing_shard(config, blocks, log):
@@ -370,31 +381,18 @@ def ray_cluster(ray_cluster_process):
 
 
 @pytest.mark.slow
-def test_ray_shards_on_a_two_node_cluster_give_identical_results(ray_cluster, one_process, tmp_path, capsys,
-                                                                  monkeypatch):
+def test_ray_shards_on_a_two_node_cluster_give_identical_results(ray_cluster, one_process, tmp_path, capsys):
     single_shard, one = one_process
     assert len([n for n in ray_cluster.nodes() if n["Alive"]]) == 2
     with pytest.raises(ConfigError, match="4 shard actors x 1 CPUs = 4 CPUs, but this Ray has 2") as info:
         run_dir(tmp_path, "too_many", backend="ray", shards=4)    # would wait for CPUs that never come
     assert info.value.key == "engine.ray_cpus_per_shard"
-    # Two actors of one CPU fill both one-CPU nodes: the shards run on both machines. The run's
-    # Simulation is kept, to compare its trained models too (one Ray run, not two).
-    made = []
-
-    class Kept(Simulation):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(sim.runner, "Simulation", Kept)
-    out = run_dir(tmp_path, "ray2", backend="ray", shards=2)
+    # Two actors of one CPU fill both one-CPU nodes: the shards run on both machines.
+    out, on_ray = run_with_models(tmp_path, "ray2", backend="ray", shards=2)
     assert "engine.backend=ray: 2 shard actors on 2 Ray node(s)" in capsys.readouterr().out
     assert_same_results(single_shard, out)
     assert ray_cluster.is_initialized()         # the engine leaves a Ray it did not start running
-    on_ray = model_arrays(made[0])
-    assert one.keys() == on_ray.keys()
-    for key in one:
-        np.testing.assert_array_equal(one[key], on_ray[key], err_msg=str(key))
+    assert_same_models(one, on_ray, "2 Ray actors")
 
 
 def test_ray_backend_without_ray_is_a_config_error(monkeypatch):
