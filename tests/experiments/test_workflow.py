@@ -303,7 +303,9 @@ def test_a_failing_job_does_not_stop_the_sweep_and_fails_it_at_the_end(tmp_path)
     args = ("experiments.run", "-m", "world=tiny", "engine.days=0.25", "experiment=single",
             "policy=uniform", "+policy._target_=boom_policy.Boom,sim.policies.baselines.UniformPolicy",
             "world.n_members=50,-1", f"hydra.sweep.dir={sweep}", "engine.charts=false")
-    done = cli(*args, env_extra=env)
+    # The joblib launcher with one job at a time, in the sweep's process (no worker start-up): a
+    # job that raised out of its function would stop joblib's loop there as it stops the pool.
+    done = cli(*args, "hydra.launcher.n_jobs=1", env_extra=env)
     assert done.returncode == 1, done.stdout + done.stderr
     jobs = {p.name: p for p in sweep.iterdir() if (p / ".hydra").is_dir()}
     assert len(jobs) == 4
