@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,8 +12,8 @@ import yaml
 import sim
 import sim.logs
 from sim.runner import run_experiment
+from tests.conftest import cli
 
-REPO = Path(__file__).resolve().parents[2]
 CELLS = ["uniform", "fixed", "oracle", "thompson"]
 COLUMNS = 8
 
@@ -176,13 +173,6 @@ def test_small_log_chunks_write_several_parts_with_the_same_rows(log, tmp_path):
     assert not list(out.rglob("*.tmp"))
     assert sum(len(pd.read_parquet(p)) for p in parts) == len(log)
     pd.testing.assert_frame_equal(pd.read_parquet(out / "logs"), log)
-
-
-# ---- the command line -----------------------------------------------------------------------------
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def test_plot_cli_refuses_a_directory_that_is_not_a_run(tmp_path):

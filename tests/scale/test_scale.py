@@ -204,20 +204,21 @@ def model_arrays(sim: Simulation) -> dict:
     return out
 
 
-def trained(monkeypatch, reverse=False, **engine) -> dict:
-    if reverse:
-        monkeypatch.setattr(Simulation, "block_order", staticmethod(lambda blocks: sorted(blocks, reverse=True)))
-    sim = Simulation(experiment_config_from_dict(scale_config(**engine)))
-    sim.run()
-    return model_arrays(sim)
-
-
 @pytest.mark.slow
 def test_adding_blocks_in_another_order_changes_the_model_statistics(one_process, monkeypatch):
     """The model comparisons of the shard tests (assert_same_models) can fail: adding the
     blocks in reverse order changes the trained statistics (float addition is not associative)."""
-    reordered = trained(monkeypatch, reverse=True)
+    monkeypatch.setattr(Simulation, "block_order", staticmethod(lambda blocks: sorted(blocks, reverse=True)))
+    sim = Simulation(experiment_config_from_dict(scale_config()))
+    sim.run()
+    reordered = model_arrays(sim)
     assert any(not np.array_equal(one_process[1][k], reordered[k]) for k in one_process[1])
+
+
+def test_a_window_with_more_visits_than_visit_ids_is_an_error(monkeypatch):
+    monkeypatch.setattr("sim.shard.VISIT_ID_BITS", 2)         # 4 visit ids per (window, block)
+    with pytest.raises(RuntimeError, match=r"visits of block \d+ in one serving window: more than 4 "):
+        Simulation(experiment_config_from_dict(scale_config())).run()
 
 
 def failing_shard(config, blocks, log):
