@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.experiment_plots import experiment_charts
-from experiments.plotting import band, finish, percent_axis, plt, save
+from experiments.plotting import finish, percent_axis, plt, save, time_line
 from experiments.results import (POLICY_KEY, REPLICATE_KEY, aggregate, find_runs, interval_metrics, or_nan,
                                  is_run_dir, lift_se, load_run, metric_label, paired_differences, read_log,
                                  swept_parameters, sweep_table)
@@ -103,9 +103,7 @@ def _rate_chart(series, metric: type[RatioMetric], path: Path, clustered, bin_la
     for cell, s in series.items():
         days = s["hour"] / 24.0
         se = clustered[cell][name] if clustered and name in clustered.get(cell, {}) else s.get(name + "_se")
-        line, = ax.plot(days, s[name], label=cell, lw=1.8)
-        if se is not None:
-            band(ax, days, s[name], se, line.get_color())
+        time_line(ax, days, s[name], se, cell)
     if metric.percent:
         percent_axis(ax)
     # Per-visit metrics are not in the clustered errors (computed from the impression log).

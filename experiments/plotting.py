@@ -30,7 +30,7 @@ STYLE = {"grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False
          "legend.fontsize": 9, "legend.title_fontsize": 9, "savefig.dpi": DPI}
 plt.rcParams.update(STYLE)
 
-__all__ = ["DPI", "STYLE", "Z95", "band", "finish", "percent_axis", "percent_formatter", "plt", "save"]
+__all__ = ["DPI", "STYLE", "Z95", "band", "finish", "percent_axis", "percent_formatter", "plt", "save", "time_line"]
 
 
 def percent_formatter(digits: int | None = None) -> FuncFormatter:
@@ -50,6 +50,15 @@ def band(ax, x, mean, se, color, alpha: float = 0.2) -> None:
     """Shade the 95 % normal band ``mean +- Z95 * se`` (arrays of the same shape; NaN se: no band)."""
     mean, se = np.asarray(mean, float), np.asarray(se, float)
     ax.fill_between(x, mean - Z95 * se, mean + Z95 * se, color=color, alpha=alpha, lw=0)
+
+
+def time_line(ax, days, values, se, label: str):
+    """One cell's series over time (arrays of the same shape) with its 95 % band (``se`` None: no
+    band); dots on short series, so a run of one or a few bins still shows its values."""
+    line, = ax.plot(days, values, label=label, lw=1.8, marker="o" if np.size(days) <= 16 else None, ms=3)
+    if se is not None:
+        band(ax, days, values, se, line.get_color())
+    return line
 
 
 def save(fig, path: Path | str, dpi: int = DPI, **kwargs) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.plotting import band, finish, percent_axis, plt, save
+from experiments.plotting import band, finish, percent_axis, plt, save, time_line
 from experiments.results import or_nan, read_log
 from sim.bias import lorenz_band
 from sim.metrics import METRICS, SERIES_COLUMNS, RatioMetric
@@ -123,9 +123,7 @@ def _over_time(series, from_log, key: str, path: Path, *, title: str, ylabel: st
             est, se = est[:days.size], se[:days.size]
         else:
             est, se = series_value(s), None
-        line, = ax.plot(days, est, label=cell, lw=1.8, marker="o" if days.size <= 16 else None, ms=3)
-        if se is not None:
-            band(ax, days, est, se, line.get_color())
+        time_line(ax, days, est, se, cell)
     if percent:
         percent_axis(ax)
     ax.axhline(0, color="black", lw=0.8)
