@@ -38,7 +38,6 @@ import argparse  # noqa: E402
 import platform  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -51,6 +50,7 @@ from numba import njit  # noqa: E402
 from sim.config import experiment_config_from_dict  # noqa: E402
 from sim.engine import Simulation  # noqa: E402
 from sim.logs import LogTarget  # noqa: E402
+from sim.memory import peak_rss_mb, rss_mb  # noqa: E402
 
 
 #: The response model of the closed-loop figures: the default of ``configs/`` (``session``).
@@ -88,6 +88,7 @@ def run_closed_loop(members: int, titles: int, days: float, policy: str, progres
     return {"sim": sim, "build_s": build, "run_s": elapsed, "started": t1,
             "shard_startup_s": summary["run"]["shard_startup_seconds"],
             "impressions": sim.impressions, "peak_rss_mb_build": build_mb,
+            "shard_peak_rss_mb": sim.shard_peak_rss_mb,
             "impressions_per_s": sim.impressions / elapsed,
             "batch": sim.impressions / windows / math.ceil(members / cfg.engine.member_block)}
 
@@ -187,28 +188,6 @@ def kernel_compile_from_scratch() -> float:
     if out.returncode != 0:
         raise RuntimeError(f"compiling the kernels failed:\n{out.stderr[-3000:]}")
     return float(out.stdout.strip().splitlines()[-1])
-
-
-def _proc_status_mb(field: str) -> float | None:
-    """A memory line of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in MB; None where there is none."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    return None
-
-
-def rss_mb() -> float:
-    """This process's resident memory now (VmRSS), MB."""
-    now = _proc_status_mb("VmRSS")
-    return float("nan") if now is None else now
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (VmHWM). Unlike ``ru_maxrss``, it starts afresh in a
-    new program: a child started by this one does not report this one's peak."""
-    peak = _proc_status_mb("VmHWM")
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 if peak is None else peak
 
 
 def parse_scales(spec: str, days: float) -> list[tuple[int, float]]:
@@ -539,9 +518,14 @@ def parallel(args: argparse.Namespace) -> list[dict]:
         r = sorted(runs, key=lambda x: x["run_s"])[len(runs) // 2]
         rows.append({"backend": backend, "shards": shards, "members": members, "run_s": r["run_s"],
                      "shard_startup_s": r["shard_startup_s"], "impressions": int(r["impressions"]),
-                     "impressions_per_s": r["impressions_per_s"]})
+                     "impressions_per_s": r["impressions_per_s"],
+                     # local: this process (the first run here); processes: each worker's own
+                     "peak_rss_mb": r["shard_peak_rss_mb"][0] if backend == "local" else r["shard_peak_rss_mb"]})
         print(f"  {backend:9s} shards={shards}  {r['run_s']:7.2f} s  {r['impressions_per_s']:>10,.0f} impressions/s "
               f"(median of {len(runs)}; of which starting the shards {r['shard_startup_s']:.1f} s)")
+        peaks = r["shard_peak_rss_mb"][:1] if backend == "local" else r["shard_peak_rss_mb"]
+        print(f"  {'':9s} peak RSS per {'process' if backend == 'local' else 'worker'}: "
+              + " / ".join(f"{mb:,.0f} MB" for mb in peaks))
         del runs, r
     speedup = rows[0]["run_s"] / rows[1]["run_s"]
     steady = (rows[0]["run_s"] - rows[0]["shard_startup_s"]) / (rows[1]["run_s"] - rows[1]["shard_startup_s"])

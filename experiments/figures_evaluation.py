@@ -149,7 +149,9 @@ def bench_parallel(out: Path) -> dict[str, str]:
             "bench_parallel.startup_s": f"{procs['shard_startup_s']:.1f} s",
             "bench_parallel.speedup": f"×{procs['speedup']:.2f}",
             "bench_parallel.speedup_after_startup": f"×{procs['speedup_after_startup']:.2f}",
-            "bench_parallel.serial_fraction": f"{procs['serial_fraction']:.2f}"}
+            "bench_parallel.serial_fraction": f"{procs['serial_fraction']:.2f}",
+            "bench_parallel.local_rss": f"{local['peak_rss_mb']:,.0f} MB",
+            "bench_parallel.worker_rss": " / ".join(f"{mb:,.0f}" for mb in procs["peak_rss_mb"]) + " MB"}
     for n, x in procs["predicted_speedup"].items():
         figs[f"bench_parallel.predicted_{n}"] = f"×{x:.1f}"
     return figs

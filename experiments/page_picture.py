@@ -165,6 +165,6 @@ def plot_homepage_picture(run_dir: Path | str, path: Path | str, cell: str | Non
     if cell is None:
         return None
     cfg = experiment_config_from_dict(metrics["config"])
-    world = build_world(cfg.world, cfg.seed, cfg.engine.days * 1440.0)
+    world = build_world(cfg.world, cfg.seed, cfg.engine.days * 1440.0, cfg.engine.member_block)
     pair = find_page_pair(run_dir, world, cell)
     return None if pair is None else draw_page_pair(pair, world, path)

@@ -2,9 +2,11 @@
 
 Every backend does the same thing per step: each shard serves its member blocks for the
 windows of the step with the current (frozen) models, writes their log rows to its own Parquet
-parts (:class:`sim.logs.LogTarget`), and returns per-block statistics and counts; the driver (:class:`sim.engine.Simulation`) reduces them in block order, trains,
-and hands the next model version to the shards. Shards outside the driver's process build their
-own world from the config (a pure function of config and seed) and receive each model version
+parts (:class:`sim.logs.LogTarget`), and returns per-block statistics and counts; the driver
+(:class:`sim.engine.Simulation`) reduces them in block order, trains,
+and hands the next model version to the shards. Shards outside the driver's process draw the
+catalog and their own blocks' members from the config (a pure function of config and seed:
+:func:`sim.world.build_world`) and receive each model version
 as a pickle that names, rather than copies, the world it refers to (:func:`sim.shard.dump_models`).
 
 * ``local``: shards in this process, sharing the driver's models (``shards > 1`` only tests

@@ -307,14 +307,13 @@ class RankerDrift:
     Spearman correlation (:func:`sim.bias.rank_agreement`). The oracle stays at 1; a ranker
     that learns from its own exposure drifts away from the truth or converges to it slowly.
 
-    The sample's scores are computed where the members' history lives (the shards) and handed
-    to :meth:`record`."""
+    The sample's scores and true fit are computed where the members' history and tastes live
+    (the shards) and handed to :meth:`record`."""
 
     SAMPLE = 200
 
-    def __init__(self, members: np.ndarray, response, cells_of_ranker: list[str]):
+    def __init__(self, members: np.ndarray, cells_of_ranker: list[str]):
         self.members = members                  # :meth:`sample`
-        self.truth = response.title_scores(self.members)
         self.cells = cells_of_ranker            # per ranker index: the cells it serves ("" = none)
         self.rows: list[dict] = []
 
@@ -326,10 +325,11 @@ class RankerDrift:
     def wanted(self, r_index: int) -> bool:
         return bool(self.cells[r_index])       # a shared ranker no cell uses is not tracked
 
-    def record(self, now: float, r_index: int, ranker: Ranker, scores: np.ndarray,
+    def record(self, now: float, r_index: int, ranker: Ranker, scores: np.ndarray, truth: np.ndarray,
                launched: np.ndarray) -> None:
-        """``scores`` (sample size, n_titles): the ranker's scores of the sample members."""
-        rho = rank_agreement(scores[:, launched], self.truth[:, launched])
+        """``scores``, ``truth`` (sample size, n_titles): the ranker's scores of the sample
+        members and their true fit (``response.title_scores``)."""
+        rho = rank_agreement(scores[:, launched], truth[:, launched])
         if not math.isfinite(rho):
             return          # fewer than two launched titles: no ranking to compare (no nulls in metrics.json)
         self.rows.append({"time_hours": now / 60.0, "cells": self.cells[r_index], "ranker": ranker.name,

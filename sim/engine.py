@@ -96,16 +96,17 @@ def allocate_cells(n_members: int, shares: list[float], salt: str) -> np.ndarray
     return np.searchsorted(edges, u, side="right").astype(np.int64)
 
 
-def build_loop(config: ExperimentConfig) -> SimpleNamespace:
+def build_loop(config: ExperimentConfig, blocks: range | None = None) -> SimpleNamespace:
     """World, cells (policies, rankers) and cell allocation: a pure function of the config.
 
+    ``blocks``: the member blocks whose members are drawn (None: all; :func:`sim.world.build_world`).
     Policies are built first: they fail on bad input faster than the world is drawn."""
     horizon = config.engine.days * 1440.0
     specs = [(f"experiment.cells[{i}].policy", c.policy) for i, c in enumerate(config.cells)]
     # Each cell's policy gets its own seed for deploy-time Monte Carlo.
     policies = [build_policy(spec, key, seed=int(generator(config.seed, "policy-seed", i).integers(2**31)))
                 for i, (key, spec) in enumerate(specs)]
-    world: World = build_world(config.world, config.seed, horizon)
+    world: World = build_world(config.world, config.seed, horizon, config.engine.member_block, blocks)
     shared = build_ranker(config.ranker, world.catalog, world.members, world.response)
     cells = []
     for i, (c, policy) in enumerate(zip(config.cells, policies)):
@@ -123,8 +124,9 @@ def build_loop(config: ExperimentConfig) -> SimpleNamespace:
 
 def build_shard(config: ExperimentConfig, blocks: range, log: LogTarget | None) -> ShardServer:
     """A shard built from the config alone: what worker processes and Ray actors run (handed to
-    the backends, which do not import this module). It writes its own log parts to ``log``."""
-    loop = build_loop(config)
+    the backends, which do not import this module). It draws only its own blocks' members and
+    writes its own log parts to ``log``."""
+    loop = build_loop(config, blocks)
     return ShardServer(config, loop.world, loop.cells, loop.rankers, loop.member_cell, blocks,
                        loop.drift_sample, log)
 
@@ -150,7 +152,9 @@ class Simulation:
             from sim.backends import check_ray_address
 
             check_ray_address(eng.ray_address)     # fail fast, before the world is built
-        loop = build_loop(config)
+        # The driver draws the members only when its shards run in its process (backend local):
+        # other backends' shards draw their own, and the driver trains from their statistics.
+        loop = build_loop(config, None if eng.backend == "local" else range(0))
         self.world: World = loop.world
         self.cells: list[Cell] = loop.cells
         self.shared_ranker: Ranker = loop.shared_ranker
@@ -162,9 +166,10 @@ class Simulation:
         self.exposure = TitleExposure(max(1, math.ceil(eng.days)), len(self.cells), w.catalog.n_titles)
         self.log = log
         self.log_rows = 0           # impression rows the shards wrote, after run()
+        self.shard_peak_rss_mb: list[float] = []     # each shard's process, after run()
         self.policy_queues = [_Queue(eng.retrain_hours * 60.0) for _ in self.cells]
         self.ranker_queues = [_Queue(eng.ranker_retrain_hours * 60.0) for _ in self.rankers]
-        self.drift = RankerDrift(loop.drift_sample, w.response, [
+        self.drift = RankerDrift(loop.drift_sample, [
             ",".join(c.name for c in self.cells if ranker_of(c, self.rankers) is r) for r in self.rankers])
         # In-process shards (backend local); other backends start theirs in run().
         self.shards: list[ShardServer] = []
@@ -184,7 +189,6 @@ class Simulation:
         self._served_to: SimTime = 0.0
         self._catch_up: simpy.Event | None = None
         self._waiting: list[simpy.Event] = []
-
 
     # ---- reduction (driver) -------------------------------------------------------------------
     def _reduce(self, results: list[StepResult]) -> None:
@@ -222,14 +226,17 @@ class Simulation:
         return sorted(blocks)
 
     def _record_drift(self, requests, parts: list[dict]) -> None:
-        """Ranker drift from the sample members' scores, assembled from the shards that own them
-        (``parts``: each shard's {(ranker index, minute): (sample positions, scores rows)})."""
+        """Ranker drift from the sample members' scores and true fit, assembled from the shards
+        that own them (``parts``: each shard's {(ranker index, minute): (sample positions,
+        scores rows, truth rows)})."""
+        shape = (self.drift.members.size, self.world.catalog.n_titles)
         for r_index, minute in requests:
-            scores = np.zeros((self.drift.members.size, self.world.catalog.n_titles), np.float32)
+            scores, truth = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
             for part in parts:
-                rows, values = part[(r_index, minute)]
-                scores[rows] = values
-            self.drift.record(minute, r_index, self.rankers[r_index], scores, self.world.catalog.launched(minute))
+                rows, values, true = part[(r_index, minute)]
+                scores[rows], truth[rows] = values, true
+            self.drift.record(minute, r_index, self.rankers[r_index], scores, truth,
+                              self.world.catalog.launched(minute))
 
     def _model_blob(self) -> bytes:
         return dump_models(self.world, [c.policy for c in self.cells], self.rankers)
@@ -378,7 +385,6 @@ class Simulation:
                         f"shard {i} wrote {len(missing)} log part(s) that this process cannot see "
                         f"(e.g. {directory / missing[0]}): with Ray on several machines, the run "
                         "directory must be on a file system every node mounts (NFS, a shared disk)")
-            self.log_rows += t.log_rows
 
     # ---- run --------------------------------------------------------------------------------
     def _backend(self):
@@ -417,6 +423,9 @@ class Simulation:
                 backend.close()
         elapsed = wallclock.perf_counter() - start
         self._check_log_parts(totals)
+        self.log_rows = sum(t.log_rows for t in totals)
+        # Not in the summary (it differs from run to run): the bench reports it per shard.
+        self.shard_peak_rss_mb = [t.peak_rss_mb for t in totals]
         per_block = {b: m for t in totals for b, m in t.metrics.items()}
         self.metrics = MetricsAccumulator.combine([per_block[b] for b in self.block_order(per_block)])
         for t in totals:        # integer-valued counts: exact in any order

@@ -119,13 +119,16 @@ class PartWriter:
     _part: int
     rows_written: int
 
+    def part_name(self, i: int) -> str:
+        return f"part-{self.prefix}{i:05d}.parquet"
+
     def part_names(self) -> list[str]:
         """The file names of the parts written so far."""
-        return [f"part-{self.prefix}{i:05d}.parquet" for i in range(self._part)]
+        return [self.part_name(i) for i in range(self._part)]
 
     def _write_part(self, table: pa.Table) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        final = self.directory / f"part-{self.prefix}{self._part:05d}.parquet"
+        final = self.directory / self.part_name(self._part)
         tmp = final.with_suffix(".parquet.tmp")
         # Dictionary-encode only columns with few distinct values: trying it on continuous
         # columns (times, probabilities) costs 40 % of the write time and saves nothing.

@@ -35,6 +35,35 @@ def available_memory() -> int | None:
         return None
 
 
+def _proc_status_mb(field: str) -> float | None:
+    """A memory line of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in MB; None where there is none."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (VmRSS), MB."""
+    now = _proc_status_mb("VmRSS")
+    return float("nan") if now is None else now
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM). Unlike ``ru_maxrss``, it starts afresh in a
+    new program: a child started by this one does not report this one's peak."""
+    peak = _proc_status_mb("VmHWM")
+    if peak is not None:
+        return peak
+    import resource     # Unix only; where /proc is missing
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def estimate(cfg) -> dict[str, int]:
     """Bytes per part of a run of ``cfg`` (an :class:`sim.config.ExperimentConfig`), keyed by the
     config key that drives each part."""

@@ -26,12 +26,12 @@ from sim.bias import TitleExposure
 from sim.features import visit_context
 from sim.homepage import GenreIndex
 from sim.logs import VISIT_ID_BITS, LogTarget
+from sim.memory import peak_rss_mb
 from sim.metrics import MEMBER_COLUMNS, MetricsAccumulator
 from sim.pipeline.stage import Pipeline, impression_ids
 from sim.serving import ServingContext, Visits, ranker_stats, render, serve_cell
 from sim.streams import generator
 from sim.world.shown import ShownArtworks
-
 
 
 @dataclass
@@ -68,7 +68,7 @@ class StepResult:
     blocks: dict[int, BlockOutput]
     impressions: int
     visits: int
-    drift: dict                  # (ranker index, minute) -> (positions in the sample, scores rows)
+    drift: dict                  # (ranker index, minute) -> (positions in the sample, scores rows, truth rows)
 
 
 @dataclass
@@ -80,6 +80,7 @@ class ShardTotals:
     exposure: TitleExposure
     log_parts: dict[str, list[str]] = field(default_factory=dict)
     log_rows: int = 0
+    peak_rss_mb: float = float("nan")   # of the shard's process (the driver's, for backend local)
 
 
 def trainer_period(available_at: float, every: float) -> int:
@@ -150,6 +151,7 @@ class ShardServer:
         self.member_cell = member_cell
         self.blocks = blocks
         self.drift_sample = drift_sample
+        self._drift_truth: np.ndarray | None = None
         # This shard's writers (they touch the disk only when they write a part).
         self.impression_log, self.visit_log = log.open(blocks.start) if log is not None else (None, None)
         self.log_enabled = log is not None
@@ -263,7 +265,7 @@ class ShardServer:
             self.advance_to(t0)
             for b in self.blocks:
                 visits = self.window_arrivals(b, w, t0, t1)
-                if len(visits) >> VISIT_ID_BITS:     # ids would spill into the next batch's
+                if len(visits) > 1 << VISIT_ID_BITS:     # ids would spill into the next batch's
                     raise RuntimeError(f"{len(visits):,} visits of block {b} in one serving window: more than "
                                        f"{1 << VISIT_ID_BITS:,} (lower engine.member_block or engine.window_minutes)")
                 ids = ((w * self.n_blocks + b) << VISIT_ID_BITS) + np.arange(len(visits))
@@ -291,18 +293,22 @@ class ShardServer:
         return result
 
     def drift_scores(self, r_index: int, minute: float):
-        """Scores (k, n_titles) of the drift-sample members in this shard's blocks.
+        """Positions (k,) in the drift sample of the members in this shard's blocks, their
+        scores (k, n_titles) and their true fit (k, n_titles), both float32.
 
         The ranker scores the whole sample with the request's own stream, so that a random
         ranker draws the same numbers in every shard; rows of other shards' members (whose
-        history this shard does not have) are dropped."""
+        history and tastes this shard does not have) are dropped."""
         B = self.config.engine.member_block
         own = np.flatnonzero(np.isin(self.drift_sample // B, np.asarray(self.blocks)))
         if own.size == 0:
-            return own, np.zeros((0, self.world.catalog.n_titles), np.float32)
+            empty = np.zeros((0, self.world.catalog.n_titles), np.float32)
+            return own, empty, empty
+        if self._drift_truth is None:       # the same (whole-sample) product in every shard
+            self._drift_truth = np.asarray(self.world.response.title_scores(self.drift_sample), np.float32)
         rng = generator(self.config.seed, "bias-drift", r_index, int(round(minute)))
         scores = np.asarray(self.rankers[r_index].scores(self.drift_sample, rng), dtype=np.float32)
-        return own, scores[own]
+        return own, scores[own], self._drift_truth[own]
 
     def finish(self) -> ShardTotals:
         """End of the run: the last log parts written, the totals."""
@@ -312,7 +318,7 @@ class ShardServer:
                 writer.close()
                 parts[name] = writer.part_names()
         rows = 0 if self.impression_log is None else self.impression_log.rows_written
-        return ShardTotals(self.metrics, self.exposure, parts, rows)
+        return ShardTotals(self.metrics, self.exposure, parts, rows, peak_rss_mb())
 
     # ---- serving ----------------------------------------------------------------------------
     def serve(self, visits: Visits, keys: tuple[int, ...], block: int, ids: np.ndarray) -> None:

@@ -123,7 +123,7 @@ class VisitLoop:
         self.config: ExperimentConfig = experiment_config_from_dict(cfg)
         c = self.config
         self.horizon = c.engine.days * 1440.0
-        self.world = build_world(c.world, c.seed, self.horizon)
+        self.world = build_world(c.world, c.seed, self.horizon, c.engine.member_block)
         w = self.world
         self.ranker = build_ranker(c.ranker, w.catalog, w.members, w.response)
         self.agent = AgentActions()

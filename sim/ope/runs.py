@@ -49,7 +49,7 @@ def run_catalog(cfg: ExperimentConfig) -> Catalog:
 
 def run_world(cfg: ExperimentConfig) -> World:
     """The run's whole world, ground truth included (as it was before the first visit)."""
-    return build_world(cfg.world, cfg.seed, cfg.engine.days * 1440.0)
+    return build_world(cfg.world, cfg.seed, cfg.engine.days * 1440.0, cfg.engine.member_block)
 
 
 @dataclass

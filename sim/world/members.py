@@ -86,34 +86,49 @@ def ring_append_slots(member: np.ndarray, cursor: np.ndarray, size: int):
     return keep, slot
 
 
-def build_members(cfg, catalog, tastes: np.ndarray, rng: np.random.Generator) -> Members:
-    """Draw member profiles and a starting history consistent with their hidden tastes."""
-    M, G, H = cfg.n_members, catalog.n_genres, cfg.history_length
+def empty_members(cfg, n_genres: int) -> Members:
+    """Members of ``cfg`` with nothing drawn yet: zero arrays the size of the whole population.
+
+    The arrays are indexed by member id, but only the rows of the blocks a process draws
+    (:func:`draw_member_block`) are ever written: the operating system backs an untouched page of
+    a large zeroed array by no memory, so a shard's resident memory follows its own members."""
+    M, H = cfg.n_members, cfg.history_length
+    return Members(
+        countries=tuple(cfg.countries), country=np.zeros(M, dtype=np.int8),
+        utc_offset_hours=np.zeros(M, dtype=np.float32), device=np.zeros(M, dtype=np.int8),
+        visit_rate=np.zeros(M), genre_plays=np.zeros((M, n_genres), dtype=np.float32),
+        recent_titles=np.zeros((M, H), dtype=np.int32),
+        history_cursor=np.zeros(M, dtype=np.int32), n_plays=np.zeros(M, dtype=np.int32))
+
+
+def draw_member_block(members: Members, cfg, catalog, tastes: np.ndarray, lo: int,
+                      rng: np.random.Generator) -> None:
+    """Draw the profiles and starting history of members ``lo .. lo + len(tastes)`` in place.
+
+    ``tastes`` (n, n_genres): their hidden tastes, which their starting history follows."""
+    M, G = tastes.shape[0], catalog.n_genres
+    rows = slice(lo, lo + M)
     country = rng.integers(0, len(cfg.countries), size=M).astype(np.int8)
     offsets = np.array([COUNTRY_UTC_OFFSETS[c] for c in cfg.countries], dtype=np.float32)
     device = rng.choice(len(DEVICES), size=M, p=DEVICE_SHARE).astype(np.int8)
     # Log-normal visit rates with the configured mean (visits/day -> visits/minute).
     s = cfg.visit_rate_sigma
-    visit_rate = cfg.visits_per_day / 1440.0 * np.exp(s * rng.standard_normal(M) - 0.5 * s * s)
-    members = Members(
-        countries=tuple(cfg.countries), country=country, utc_offset_hours=offsets[country],
-        device=device, visit_rate=visit_rate,
-        genre_plays=np.zeros((M, G), dtype=np.float32),
-        recent_titles=np.full((M, H), -1, dtype=np.int32),
-        history_cursor=np.zeros(M, dtype=np.int32), n_plays=np.zeros(M, dtype=np.int32))
+    members.visit_rate[rows] = cfg.visits_per_day / 1440.0 * np.exp(s * rng.standard_normal(M) - 0.5 * s * s)
+    members.country[rows], members.utc_offset_hours[rows], members.device[rows] = country, offsets[country], device
+    members.recent_titles[rows] = -1
 
     # Starting history: a Poisson number of past plays per member; genre from the member's taste,
     # title within that genre by popularity among titles already launched.
     n0 = rng.poisson(cfg.initial_plays, size=M)
     player = np.repeat(np.arange(M), n0)
     if player.size == 0:
-        return members
+        return
     cum_taste = np.cumsum(tastes, axis=1)
     genre = np.empty(player.size, dtype=np.int64)
-    for lo in range(0, player.size, 1 << 20):  # chunks bound the (chunk, G) temporary
-        hi = min(lo + (1 << 20), player.size)
-        u = rng.random(hi - lo)[:, None]
-        genre[lo:hi] = np.minimum((cum_taste[player[lo:hi]] < u).sum(axis=1), G - 1)
+    for a in range(0, player.size, 1 << 20):  # chunks bound the (chunk, G) temporary
+        b = min(a + (1 << 20), player.size)
+        u = rng.random(b - a)[:, None]
+        genre[a:b] = np.minimum((cum_taste[player[a:b]] < u).sum(axis=1), G - 1)
     title = np.full(player.size, -1, dtype=np.int64)
     available = catalog.launch_time <= 0
     for g in range(G):
@@ -127,8 +142,7 @@ def build_members(cfg, catalog, tastes: np.ndarray, rng: np.random.Generator) ->
     ok = np.flatnonzero(title >= 0)
     # In chunks: one call would hold (plays, genres) temporaries, about 1.5 GB at 1M members.
     # Plays are in member order, so chunking changes neither the rings nor the sums.
-    for lo in range(0, ok.size, 1 << 20):
-        part = ok[lo:lo + (1 << 20)]
-        members.record_interactions(player[part], title[part], catalog.title_genres,
+    for a in range(0, ok.size, 1 << 20):
+        part = ok[a:a + (1 << 20)]
+        members.record_interactions(lo + player[part], title[part], catalog.title_genres,
                                     np.ones(part.size, dtype=bool))
-    return members

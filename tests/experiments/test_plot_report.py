@@ -66,7 +66,7 @@ def test_homepage_picture_shows_two_members_with_different_tastes_on_the_same_ti
     assert choose_cell(metrics, metrics["config"], "thompson") == "thompson"
     assert choose_cell(metrics, metrics["config"], "missing") is None
     cfg = experiment_config_from_dict(metrics["config"])
-    world = build_world(cfg.world, cfg.seed, cfg.engine.days * 1440)
+    world = build_world(cfg.world, cfg.seed, cfg.engine.days * 1440, cfg.engine.member_block)
     pair = find_page_pair(run_dir, world, "oracle")
     assert pair is not None
     a, b = pair.members

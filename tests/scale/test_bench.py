@@ -66,5 +66,7 @@ def test_bench_large_run_and_worker_speedup_at_a_tiny_size(tmp_path, capsys):
     assert procs["speedup"] == pytest.approx(local["run_s"] / procs["run_s"])
     assert amdahl_speedup(procs["serial_fraction"], 2) == pytest.approx(procs["speedup"])
     assert set(procs["predicted_speedup"]) == {"8", "32", "128"}
+    assert local["peak_rss_mb"] > 0 and len(procs["peak_rss_mb"]) == 2 and min(procs["peak_rss_mb"]) > 0
     printed = capsys.readouterr().out
     assert "large run: 1,000 members × 2 d" in printed and "serial fraction (Amdahl" in printed
+    assert "peak RSS per worker:" in printed

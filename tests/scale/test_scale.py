@@ -248,6 +248,24 @@ def test_a_failing_shard_raises_with_its_traceback(monkeypatch):
         sim.run()
 
 
+def test_a_shard_draws_only_its_members_and_the_driver_of_workers_none():
+    """Shard-local worlds: a shard of blocks 1-2 holds those members as the whole world draws
+    them and nobody else's; the driver of worker processes draws no member at all."""
+    cfg = experiment_config_from_dict(scale_config())
+    whole = Simulation(cfg).world
+    shard = build_shard(cfg, range(1, 3), None)
+    B = cfg.engine.member_block
+    own = slice(B, 3 * B)
+    for name in ("visit_rate", "recent_titles", "genre_plays"):
+        mine, ref = getattr(shard.world.members, name), getattr(whole.members, name)
+        np.testing.assert_array_equal(mine[own], ref[own], err_msg=name)
+        assert not mine[:B].any() and not mine[3 * B:].any(), name
+    np.testing.assert_array_equal(shard.world.response.tastes[own], whole.response.tastes[own])
+    assert not shard.world.response.tastes[:B].any()
+    driver = Simulation(experiment_config_from_dict(scale_config(backend="processes", shards=2)))
+    assert not driver.world.members.visit_rate.any() and not driver.world.response.tastes.any()
+
+
 def test_worker_processes_are_not_forked_from_the_driver():
     assert process_context().get_start_method() in ("spawn", "forkserver")
 
@@ -257,7 +275,7 @@ def test_model_versions_name_the_world_instead_of_copying_it():
     sim = Simulation(cfg)
     blob = dump_models(sim.world, [c.policy for c in sim.cells], sim.rankers)
     assert len(blob) < 0.2 * sim.world.response.tastes.nbytes + 200_000
-    other = build_world(cfg.world, cfg.seed, sim.horizon)
+    other = build_world(cfg.world, cfg.seed, sim.horizon, cfg.engine.member_block)
     policies, rankers = load_models(other, blob)
     assert rankers[0].members is other.members and rankers[0].catalog is other.catalog
     assert policies[1].catalog_ is other.catalog

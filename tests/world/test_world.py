@@ -157,6 +157,26 @@ def test_same_seed_same_world_different_seed_different_world():
         assert k in differ, f"{k} is identical under a different seed"
 
 
+def test_a_shard_draws_only_its_blocks_and_draws_them_as_the_whole_world_does():
+    """Shard-local worlds: members of blocks 2-3 drawn alone equal those rows of the whole world
+    (catalog and hidden title truth too); the rows of blocks it does not draw stay zero."""
+    cfg = WorldConfig(n_members=500, n_titles=80, n_genres=8, launch_share=0.2, history_length=6)
+    whole = _world_arrays(build_world(cfg, seed=5, horizon_minutes=HORIZON, member_block=100))
+    part = _world_arrays(build_world(cfg, seed=5, horizon_minutes=HORIZON, member_block=100,
+                                     blocks=range(2, 4)))
+    own = slice(200, 400)
+    for k, value in whole.items():
+        if k.startswith("members.") or k == "response.tastes":
+            np.testing.assert_array_equal(part[k][own], value[own], err_msg=k)
+            assert not part[k][:200].any() and not part[k][400:].any(), f"{k}: rows of other blocks drawn"
+        else:
+            np.testing.assert_array_equal(part[k], value, err_msg=k)
+    # Blocks 1.. have their own streams: a block's members are not a copy of another block's.
+    assert not np.array_equal(whole["response.tastes"][100:200], whole["response.tastes"][200:300])
+    one_block = _world_arrays(build_world(cfg, seed=5, horizon_minutes=HORIZON, member_block=500))
+    np.testing.assert_array_equal(one_block["response.tastes"][:100], whole["response.tastes"][:100])
+
+
 # ---- response model -----------------------------------------------------------------------
 def _random_impressions(world, n, seed):
     rng = generator(seed, "response", 5)
@@ -310,7 +330,7 @@ def test_summary_take_fractions_are_true_probabilities_of_logged_impressions(tmp
     if "familiar" not in logs.columns:
         pytest.skip("impression log has no 'familiar' column")
     cfg = experiment_config_from_dict(config)
-    world = build_world(cfg.world, cfg.seed, cfg.engine.days * 1440.0)
+    world = build_world(cfg.world, cfg.seed, cfg.engine.days * 1440.0, cfg.engine.member_block)
     title = logs["title"].to_numpy()
     arts = world.catalog.pool[title]
     _, _, p_quality = world.response.take_probabilities(
