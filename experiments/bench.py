@@ -47,7 +47,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
-from sim.config import experiment_config_from_dict  # noqa: E402
+from sim.config import EngineConfig, experiment_config_from_dict  # noqa: E402
 from sim.engine import Simulation  # noqa: E402
 from sim.logs import LogTarget  # noqa: E402
 from sim.memory import peak_rss_mb, rss_mb  # noqa: E402
@@ -71,7 +71,8 @@ def run_closed_loop(members: int, titles: int, days: float, policy: str, progres
                     response: str = BENCH_RESPONSE, **engine) -> dict:
     """Build and run the full simulator with logging; returns timings and counts.
 
-    ``progress(sim_minutes, impressions)`` is called after every serving step; ``engine``
+    ``progress(sim_minutes, impressions, shard_rss_mb)`` is called after every serving step
+    (``shard_rss_mb``: each shard's process's resident memory then, MB); ``engine``
     overrides engine keys (backend, shards, member_block). The compiled kernels are loaded
     (or compiled) first, outside the timings (:func:`kernel_first_call`)."""
     kernel_first_call()
@@ -82,7 +83,7 @@ def run_closed_loop(members: int, titles: int, days: float, policy: str, progres
         build = time.perf_counter() - t0
         build_mb = peak_rss_mb()    # the process's peak so far: the build's own only in a fresh process
         t1 = time.perf_counter()
-        summary = sim.run(progress)
+        summary = sim.run(None if progress is None else lambda t, n: progress(t, n, sim.shard_rss_mb))
         elapsed = time.perf_counter() - t1
     windows = cfg.engine.days * 1440 / cfg.engine.window_minutes
     return {"sim": sim, "build_s": build, "run_s": elapsed, "started": t1,
@@ -238,36 +239,51 @@ def worst_growth(costs: list[float]) -> float:
 
 
 def measure_scale(members: int, titles: int, days: float, policy: str,
-                  minimal_tries: int = 3, minimal_impressions: int = 2_000_000) -> dict:
+                  minimal_tries: int = 3, minimal_impressions: int = 2_000_000, workers: int = 1) -> dict:
     """One row of the scaling table. Meant for a fresh process (``scale_subprocess``): the peak
-    memory it reports is the whole process's."""
+    memory it reports is the whole process's. ``workers`` > 1: the shards run in that many
+    worker processes (no minimal pipeline: this process holds no members), and each worker's
+    memory is reported too."""
     imports_mb = peak_rss_mb()
     marks: list[tuple[float, int, float, float]] = []
-    r = run_closed_loop(members, titles, days, policy,
-                        progress=lambda t, n: marks.append((t, n, time.perf_counter(), rss_mb())))
+    shard_marks: list[tuple[float, list[float]]] = []
+
+    def progress(t, n, shard_rss):
+        marks.append((t, n, time.perf_counter(), rss_mb()))
+        shard_marks.append((t, list(shard_rss)))
+
+    # Blocks of the default size, smaller only where there would be fewer blocks than workers.
+    engine = {} if workers == 1 else {"backend": "processes", "shards": workers,
+                                      "member_block": min(EngineConfig.member_block, math.ceil(members / workers))}
+    r = run_closed_loop(members, titles, days, policy, progress=progress, **engine)
     run_mb = peak_rss_mb()           # before the minimal pipeline allocates anything
     sim, batch = r["sim"], int(r["batch"])
+    row = {"policy": policy, "members": members, "titles": titles, "workers": workers,
+           "artworks": int(sim.world.catalog.n_artworks), "days": days,
+           "impressions": int(r["impressions"]), "deploys": int(sim.deploys), "batch": batch,
+           "build_s": r["build_s"], "run_s": r["run_s"], "impressions_per_s": r["impressions_per_s"],
+           "us_per_impression": 1e6 * r["run_s"] / max(r["impressions"], 1),
+           "us_per_impression_by_day": per_day_costs([(0.0, 0, r["started"], 0.0)] + marks),
+           "rss_mb_by_day": per_day_rss(marks),
+           "kernel_first_call_s": kernel_first_call(),
+           "peak_rss_mb_imports": imports_mb, "peak_rss_mb_build": r["peak_rss_mb_build"],
+           "peak_rss_mb": run_mb}
+    if workers > 1:
+        row["worker_peak_rss_mb"] = r["shard_peak_rss_mb"]
+        row["worker_rss_mb_by_day"] = [per_day_rss([(t, 0, 0.0, mbs[i]) for t, mbs in shard_marks])
+                                       for i in range(len(r["shard_peak_rss_mb"]))]
+        return row
     # The minimal pipeline's rate does not depend on how many impressions it makes: capping them
     # keeps the 1M-member row short.
     n = min(r["impressions"], minimal_impressions)
     minimal = max(minimal_pipeline(sim, n, batch, seed=s) for s in range(minimal_tries))
-    return {"policy": policy, "members": members, "titles": titles,
-            "artworks": int(sim.world.catalog.n_artworks), "days": days,
-            "impressions": int(r["impressions"]), "deploys": int(sim.deploys), "batch": batch,
-            "build_s": r["build_s"], "run_s": r["run_s"], "impressions_per_s": r["impressions_per_s"],
-            "us_per_impression": 1e6 * r["run_s"] / max(r["impressions"], 1),
-            "us_per_impression_by_day": per_day_costs([(0.0, 0, r["started"], 0.0)] + marks),
-            "rss_mb_by_day": per_day_rss(marks),
-            "minimal_impressions_per_s": minimal, "ratio": r["impressions_per_s"] / minimal,
-            "kernel_first_call_s": kernel_first_call(),
-            "peak_rss_mb_imports": imports_mb, "peak_rss_mb_build": r["peak_rss_mb_build"],
-            "peak_rss_mb": run_mb}
+    return {**row, "minimal_impressions_per_s": minimal, "ratio": r["impressions_per_s"] / minimal}
 
 
-def scale_subprocess(members: int, titles: int, days: float, policy: str) -> dict:
+def scale_subprocess(members: int, titles: int, days: float, policy: str, workers: int = 1) -> dict:
     """``measure_scale`` in a new Python process, so the peak memory is that scale's alone."""
     code = ("import json\nfrom experiments.bench import measure_scale\n"
-            f"print(json.dumps(measure_scale({members}, {titles}, {days!r}, {policy!r})))\n")
+            f"print(json.dumps(measure_scale({members}, {titles}, {days!r}, {policy!r}, workers={workers})))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ})
     if out.returncode != 0:
@@ -374,6 +390,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="also one large run in a fresh process (e.g. 10000000:2): its rate, peak "
                          "memory after the world is built and at the end, and memory day by day")
     ap.add_argument("--large-policy", default="thompson")
+    ap.add_argument("--large-workers", type=int, default=1,
+                    help="worker processes of the large run (1: one process; more: each worker's memory too)")
     ap.add_argument("--json", help="also write every figure to this JSON file")
     quick, _ = ap.parse_known_args(argv)
     if quick.quick:
@@ -472,17 +490,23 @@ def scaling(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
 
 
 def large(args: argparse.Namespace) -> dict:
-    """One large run (``--large MEMBERS:DAYS``) in a fresh process: the memory it needs, and
-    whether that memory stays flat from day to day."""
+    """One large run (``--large MEMBERS:DAYS``) in a fresh process, or with ``--large-workers``
+    worker processes: the memory each process needs, and whether it stays flat day to day."""
     [(members, days)] = parse_scales(args.large, 1.0)
+    workers = args.large_workers
+    where = "1 process" if workers == 1 else f"a driver and {workers} worker processes"
     print(f"\nlarge run: {members:,} members × {simulated(days)}, {args.titles:,} titles, "
-          f"policy={args.large_policy}, Parquet logging on, 1 process, 1 thread", flush=True)
-    r = scale_subprocess(members, args.titles, days, args.large_policy)
+          f"policy={args.large_policy}, Parquet logging on, {where}, 1 thread each", flush=True)
+    r = scale_subprocess(members, args.titles, days, args.large_policy, workers)
     print(f"  {r['impressions']:,} impressions in {r['run_s']:.0f} s ({r['impressions_per_s']:,.0f}/s, "
           f"{r['us_per_impression']:.2f} µs each; world built in {r['build_s']:.0f} s)")
-    print(f"  peak RSS {r['peak_rss_mb_build']:,.0f} MB after the world is built, {r['peak_rss_mb']:,.0f} MB "
+    who = "" if workers == 1 else "the driver: "
+    print(f"  {who}peak RSS {r['peak_rss_mb_build']:,.0f} MB after the world is built, {r['peak_rss_mb']:,.0f} MB "
           f"over the whole run; RSS by simulated day: " + ", ".join(f"{mb:,.0f}" for mb in r["rss_mb_by_day"])
           + " MB; µs/impression by day: " + ", ".join(f"{c:.2f}" for c in r["us_per_impression_by_day"]))
+    for i, (peak, by_day) in enumerate(zip(r.get("worker_peak_rss_mb", []), r.get("worker_rss_mb_by_day", []))):
+        print(f"  worker {i}: peak RSS {peak:,.0f} MB; RSS by simulated day: "
+              + ", ".join(f"{mb:,.0f}" for mb in by_day) + " MB")
     return r
 
 

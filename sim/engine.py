@@ -167,6 +167,7 @@ class Simulation:
         self.log = log
         self.log_rows = 0           # impression rows the shards wrote, after run()
         self.shard_peak_rss_mb: list[float] = []     # each shard's process, after run()
+        self.shard_rss_mb: list[float] = []          # each shard's process, after the last step
         self.policy_queues = [_Queue(eng.retrain_hours * 60.0) for _ in self.cells]
         self.ranker_queues = [_Queue(eng.ranker_retrain_hours * 60.0) for _ in self.rankers]
         self.drift = RankerDrift(loop.drift_sample, [
@@ -278,6 +279,7 @@ class Simulation:
             self._reduce(results)
             self._record_drift(requests, [r.drift for r in results])
             self._served_to = t_end
+            self.shard_rss_mb = [r.rss_mb for r in results]
             if progress is not None:
                 progress(t_end, self.impressions)
         waiting, self._waiting = self._waiting, []

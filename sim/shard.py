@@ -26,7 +26,7 @@ from sim.bias import TitleExposure
 from sim.features import visit_context
 from sim.homepage import GenreIndex
 from sim.logs import VISIT_ID_BITS, LogTarget
-from sim.memory import peak_rss_mb
+from sim.memory import peak_rss_mb, rss_mb
 from sim.metrics import MEMBER_COLUMNS, MetricsAccumulator
 from sim.pipeline.stage import Pipeline, impression_ids
 from sim.serving import ServingContext, Visits, ranker_stats, render, serve_cell
@@ -69,6 +69,7 @@ class StepResult:
     impressions: int
     visits: int
     drift: dict                  # (ranker index, minute) -> (positions in the sample, scores rows, truth rows)
+    rss_mb: float = float("nan")  # the shard's process at the end of the step (serve_step only)
 
 
 @dataclass
@@ -272,7 +273,9 @@ class ShardServer:
                 self.serve(visits, (b, w), b, ids)
         # Windows of later steps start at t_end or later, so their statistics reach the trainers
         # at t_end + attribution + log delay at the earliest: periods ending before that are done.
-        return self.take_result(drift, t_end + eng.attribution_minutes + eng.log_delay_minutes)
+        result = self.take_result(drift, t_end + eng.attribution_minutes + eng.log_delay_minutes)
+        result.rss_mb = rss_mb()
+        return result
 
     def take_result(self, drift=None, closed_before: float = math.inf) -> StepResult:
         """The step's result, with the statistics of every trainer period that ends before

@@ -53,13 +53,15 @@ def test_bench_large_run_and_worker_speedup_at_a_tiny_size(tmp_path, capsys):
 
     out = tmp_path / "bench.json"
     main(["--skip-headline", "--skip-scaling", "--skip-response", "--repeat", "1", "--titles", "100",
-          "--large", "1000:2", "--workers", "2", "--parallel-members", "1000", "--parallel-days", "0.1",
+          "--large", "1000:2", "--large-workers", "2", "--workers", "2", "--parallel-members", "1000", "--parallel-days", "0.1",
           "--json", str(out)])
     report = json.loads(out.read_text())
     large = report["large"]
     assert large["members"] == 1000 and large["days"] == 2 and large["impressions"] > 0
     assert len(large["rss_mb_by_day"]) == 2 and len(large["us_per_impression_by_day"]) == 2
     assert 0 < large["peak_rss_mb_build"] <= large["peak_rss_mb"]
+    assert len(large["worker_peak_rss_mb"]) == 2 and min(large["worker_peak_rss_mb"]) > 0
+    assert [len(days) for days in large["worker_rss_mb_by_day"]] == [2, 2]
     local, procs = report["parallel"]
     assert (local["backend"], local["shards"], procs["backend"], procs["shards"]) == ("local", 1, "processes", 2)
     assert local["impressions"] == procs["impressions"] > 0        # the same run, split over 2 workers
@@ -69,4 +71,4 @@ def test_bench_large_run_and_worker_speedup_at_a_tiny_size(tmp_path, capsys):
     assert local["peak_rss_mb"] > 0 and len(procs["peak_rss_mb"]) == 2 and min(procs["peak_rss_mb"]) > 0
     printed = capsys.readouterr().out
     assert "large run: 1,000 members × 2 d" in printed and "serial fraction (Amdahl" in printed
-    assert "peak RSS per worker:" in printed
+    assert "peak RSS per worker:" in printed and "worker 1: peak RSS" in printed

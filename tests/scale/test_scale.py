@@ -216,8 +216,8 @@ def test_adding_blocks_in_another_order_changes_the_model_statistics(one_process
 
 
 def test_a_window_with_more_visits_than_visit_ids_is_an_error(monkeypatch):
-    monkeypatch.setattr("sim.shard.VISIT_ID_BITS", 2)         # 4 visit ids per (window, block)
-    with pytest.raises(RuntimeError, match=r"visits of block \d+ in one serving window: more than 4 "):
+    monkeypatch.setattr("sim.shard.VISIT_ID_BITS", 1)         # 2 visit ids per (window, block)
+    with pytest.raises(RuntimeError, match=r"visits of block \d+ in one serving window: more than 2 "):
         Simulation(experiment_config_from_dict(scale_config())).run()
 
 
