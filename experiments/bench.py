@@ -22,8 +22,10 @@ Prints, on one core (BLAS/OpenMP threads pinned to 1 before NumPy loads):
    session model must keep at least 80 %);
 5. the speed-up of ``--workers`` worker processes (``engine.backend=processes``) over one process
    on the same run (1M members, 1 simulated day by default), end to end and after the workers
-   have built their worlds; the serial fraction that speed-up implies (Amdahl's law) and what
-   it predicts for 8, 32 and 128 shards.
+   have started and drawn their members; the serial fraction that speed-up implies (Amdahl's
+   law) and what it predicts for 8, 32 and 128 shards; each process's peak resident memory;
+6. with ``--large MEMBERS:DAYS``, one large run in a fresh process (``--large-workers N``: on N
+   worker processes): its rate, and each process's peak resident memory and memory day by day.
 
 ``--json PATH`` also writes every figure to a file, so they can be quoted.
 """
@@ -50,7 +52,7 @@ from numba import njit  # noqa: E402
 from sim.config import EngineConfig, experiment_config_from_dict  # noqa: E402
 from sim.engine import Simulation  # noqa: E402
 from sim.logs import LogTarget  # noqa: E402
-from sim.memory import peak_rss_mb, rss_mb  # noqa: E402
+from sim.memory import peak_rss_mb, reset_peak_rss, rss_mb  # noqa: E402
 
 
 #: The response model of the closed-loop figures: the default of ``configs/`` (``session``).
@@ -536,18 +538,19 @@ def parallel(args: argparse.Namespace) -> list[dict]:
           f"{args.parallel_days:g} simulated day(s), member_block={block:,}, Parquet logging on, "
           f"1 thread per process, {os.cpu_count()} CPUs")
     for backend, shards in (("local", 1), ("processes", args.workers)):
+        reset_peak_rss()        # the local run's peak, not the sections before it in this process
         runs = [run_closed_loop(members, args.titles, args.parallel_days, args.parallel_policy,
                                 backend=backend, shards=shards, member_block=block)
                 for _ in range(args.repeat)]
         r = sorted(runs, key=lambda x: x["run_s"])[len(runs) // 2]
+        # local: this process (its shards all report it); processes: each worker's own
+        peaks = r["shard_peak_rss_mb"][:1] if backend == "local" else r["shard_peak_rss_mb"]
         rows.append({"backend": backend, "shards": shards, "members": members, "run_s": r["run_s"],
                      "shard_startup_s": r["shard_startup_s"], "impressions": int(r["impressions"]),
                      "impressions_per_s": r["impressions_per_s"],
-                     # local: this process (the first run here); processes: each worker's own
-                     "peak_rss_mb": r["shard_peak_rss_mb"][0] if backend == "local" else r["shard_peak_rss_mb"]})
+                     "peak_rss_mb": peaks[0] if backend == "local" else peaks})
         print(f"  {backend:9s} shards={shards}  {r['run_s']:7.2f} s  {r['impressions_per_s']:>10,.0f} impressions/s "
               f"(median of {len(runs)}; of which starting the shards {r['shard_startup_s']:.1f} s)")
-        peaks = r["shard_peak_rss_mb"][:1] if backend == "local" else r["shard_peak_rss_mb"]
         print(f"  {'':9s} peak RSS per {'process' if backend == 'local' else 'worker'}: "
               + " / ".join(f"{mb:,.0f} MB" for mb in peaks))
         del runs, r

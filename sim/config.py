@@ -161,7 +161,7 @@ class EngineConfig:
     click_delay_minutes: float = param(1.0, ge=0, le=1e7, doc="mean delay impression -> click (exponential)")
     play_delay_minutes: float = param(2.0, ge=0, le=1e7, doc="mean delay click -> play start (exponential)")
     snapshot_hours: float = param(6.0, gt=0, le=1e5, doc="time-series resolution")
-    member_block: int = param(65_536, ge=1, le=1 << 30, doc="random streams are keyed by member block, not by shard")
+    member_block: int = param(65_536, ge=1, le=1 << 30, doc="members are drawn and random streams keyed by member block, not by shard")
     log_impressions: bool = param(True, doc="write the impression log (Parquet)")
     log_chunk_rows: int = param(500_000, ge=1, le=1 << 31, doc="rows per log part file")
     track_regret: bool = param(True, doc="measure regret against the oracle image")

@@ -51,6 +51,7 @@ from sim.serving import Visits
 from sim.shard import Cell, ShardServer, StepResult, block_ranges, dump_models, ranker_of, trainer_period
 from sim.streams import generator, stable_unit_hash
 from sim.world import World, build_world
+from sim.world.members import block_members
 
 __all__ = ["Cell", "Simulation", "allocate_cells", "build_loop", "build_shard"]
 
@@ -88,18 +89,27 @@ class _Queue:
         return total
 
 
-def allocate_cells(n_members: int, shares: list[float], salt: str) -> np.ndarray:
-    """Cell index per member from a stable hash of (member id, experiment name)."""
-    u = stable_unit_hash(np.arange(n_members), salt)
+def allocate_cells(n_members: int, shares: list[float], salt: str, rows: range | None = None) -> np.ndarray:
+    """Cell index per member (n_members,) from a stable hash of (member id, experiment name).
+
+    ``rows``: allocate only these members (a shard's); the others stay 0, in pages the
+    operating system does not back (see :func:`sim.world.build_world`)."""
+    ids = np.arange(n_members) if rows is None else np.arange(rows.start, rows.stop)
     edges = np.cumsum(shares)
     edges[-1] = 1.0 + 1e-12
-    return np.searchsorted(edges, u, side="right").astype(np.int64)
+    cell = np.searchsorted(edges, stable_unit_hash(ids, salt), side="right").astype(np.int64)
+    if rows is None:
+        return cell
+    out = np.zeros(n_members, dtype=np.int64)
+    out[rows.start:rows.stop] = cell
+    return out
 
 
-def build_loop(config: ExperimentConfig, blocks: range | None = None) -> SimpleNamespace:
+def build_loop(config: ExperimentConfig, blocks: range | None = None, shard: bool = False) -> SimpleNamespace:
     """World, cells (policies, rankers) and cell allocation: a pure function of the config.
 
-    ``blocks``: the member blocks whose members are drawn (None: all; :func:`sim.world.build_world`).
+    ``blocks``: the member blocks whose members are drawn (None: all; :func:`sim.world.build_world`);
+    ``shard``: the cells of those members only (the driver needs every member's, for the summary).
     Policies are built first: they fail on bad input faster than the world is drawn."""
     horizon = config.engine.days * 1440.0
     specs = [(f"experiment.cells[{i}].policy", c.policy) for i, c in enumerate(config.cells)]
@@ -116,7 +126,9 @@ def build_loop(config: ExperimentConfig, blocks: range | None = None) -> SimpleN
         own = None if c.ranker is None else build_ranker(c.ranker, world.catalog, world.members, world.response)
         cells.append(Cell(c.name, i, c.share, policy, own))
     rankers = [shared] + [c.ranker for c in cells if c.ranker is not None]
-    member_cell = allocate_cells(world.members.n_members, [c.share for c in cells], config.name)
+    M, B = world.members.n_members, config.engine.member_block
+    rows = block_members(blocks, B, M) if shard else None
+    member_cell = allocate_cells(M, [c.share for c in cells], config.name, rows)
     return SimpleNamespace(world=world, cells=cells, shared_ranker=shared, rankers=rankers,
                            member_cell=member_cell,
                            drift_sample=RankerDrift.sample(config.seed, world.members.n_members))
@@ -126,7 +138,7 @@ def build_shard(config: ExperimentConfig, blocks: range, log: LogTarget | None) 
     """A shard built from the config alone: what worker processes and Ray actors run (handed to
     the backends, which do not import this module). It draws only its own blocks' members and
     writes its own log parts to ``log``."""
-    loop = build_loop(config, blocks)
+    loop = build_loop(config, blocks, shard=True)
     return ShardServer(config, loop.world, loop.cells, loop.rankers, loop.member_cell, blocks,
                        loop.drift_sample, log)
 
@@ -233,9 +245,14 @@ class Simulation:
         shape = (self.drift.members.size, self.world.catalog.n_titles)
         for r_index, minute in requests:
             scores, truth = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+            filled = np.zeros(shape[0], np.int64)
             for part in parts:
                 rows, values, true = part[(r_index, minute)]
                 scores[rows], truth[rows] = values, true
+                filled[rows] += 1
+            if not (filled == 1).all():     # a sample member no shard owns, or two shards own
+                raise RuntimeError(f"ranker drift: the shards returned {int(filled.sum())} rows for "
+                                   f"{shape[0]} sample members, not each exactly once")
             self.drift.record(minute, r_index, self.rankers[r_index], scores, truth,
                               self.world.catalog.launched(minute))
 

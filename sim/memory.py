@@ -61,7 +61,19 @@ def peak_rss_mb() -> float:
         return peak
     import resource     # Unix only; where /proc is missing
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    kb = 1024.0 if sys.platform == "darwin" else 1.0     # ru_maxrss: bytes on macOS, KB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kb / 1024.0
+
+
+def reset_peak_rss() -> bool:
+    """Start this process's peak (VmHWM) afresh from its current RSS (Linux 4.0+); False where
+    that is not possible, and the peak then still includes everything before."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def estimate(cfg) -> dict[str, int]:

@@ -31,6 +31,7 @@ from sim.metrics import MEMBER_COLUMNS, MetricsAccumulator
 from sim.pipeline.stage import Pipeline, impression_ids
 from sim.serving import ServingContext, Visits, ranker_stats, render, serve_cell
 from sim.streams import generator
+from sim.world.members import block_members
 from sim.world.shown import ShownArtworks
 
 
@@ -103,7 +104,8 @@ def block_ranges(n_members: int, block: int, shards: int) -> list[range]:
 # ---- model broadcast ------------------------------------------------------------------------
 class _WorldPickler(pickle.Pickler):
     """Pickles models with references to the world replaced by names: each process has its own
-    (identical) world, so a model version is a few MB, not a copy of every member's tastes."""
+    world (the same catalog; its own members), so a model version is a few MB, not a copy of
+    every member's tastes."""
 
     def __init__(self, file, world):
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
@@ -163,7 +165,8 @@ class ShardServer:
         tracks_shown = (config.world.response.artwork_change_penalty > 0
                         or any(c.policy.uses_shown_artworks for c in cells)
                         or eng.faults.tracks_previous_image)      # plays misattributed to the last image
-        lo, hi = blocks.start * B, min(blocks.stop * B, n)     # this shard's members
+        mine = block_members(blocks, B, n)          # this shard's members
+        lo, hi = mine.start, mine.stop
         shown = (ShownArtworks(max(hi - lo, 0), config.world.shown_memory, offset=lo)
                  if tracks_shown else None)
         self.context = ServingContext(world, eng, GenreIndex(world.catalog), world.catalog.launched(0.0), shown)
@@ -198,7 +201,7 @@ class ShardServer:
         """Member ids and cumulative visit rates of block ``b``, per time zone."""
         m = self.world.members
         B = self.config.engine.member_block
-        ids = np.arange(b * B, min((b + 1) * B, m.n_members))
+        ids = np.asarray(block_members(range(b, b + 1), B, m.n_members))
         per_tz = []
         for off in np.unique(m.utc_offset_hours[ids]):
             sel = ids[m.utc_offset_hours[ids] == off]

@@ -34,7 +34,8 @@ AGE_BINS = ((0, 6, "0-6 h"), (6, 24, "6-24 h"), (24, 72, "1-3 days"), (72, float
 def launch_times(run_dir: Path) -> np.ndarray:
     """Launch minute per title, rebuilt from the run's config (the world is deterministic)."""
     cfg = experiment_config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    return build_world(cfg.world, cfg.seed, cfg.engine.days * 1440.0, cfg.engine.member_block).catalog.launch_time
+    world = build_world(cfg.world, cfg.seed, cfg.engine.days * 1440.0, cfg.engine.member_block, blocks=range(0))
+    return world.catalog.launch_time          # (no member drawn: only the catalog is needed)
 
 
 def analyze(run_dir: Path, cell: str = CONTEXTUAL, reference: str = REFERENCE) -> list[Path]:

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from sim.config import ExperimentConfig, experiment_config_from_dict
+from sim.config import EngineConfig, ExperimentConfig, experiment_config_from_dict
 from sim.features import context_width, visit_context
 from sim.homepage import build_ranker
 from sim.policies.base import ArtworkPolicy, DecisionBatch, Selection
@@ -116,6 +116,11 @@ class VisitLoop:
         cfg = dict(config)
         world = dict(cfg.get("world") or {})
         n_members = int(world.get("n_members", 20_000))
+        # The world is drawn in the configured member blocks, as the simulator draws it; the
+        # arrivals come in one block (the loop serves the whole population at once).
+        given = cfg.get("engine") or {}
+        self.world_block = (experiment_config_from_dict({"engine": {"member_block": given["member_block"]}})
+                            .engine.member_block if "member_block" in given else EngineConfig.member_block)
         engine = {**(cfg.get("engine") or {}), "progress": False, "log_impressions": False,
                   "backend": "local", "shards": 1, "member_block": max(n_members, 1)}
         cfg.update(seed=int(seed), engine=engine, experiment={
@@ -123,7 +128,7 @@ class VisitLoop:
         self.config: ExperimentConfig = experiment_config_from_dict(cfg)
         c = self.config
         self.horizon = c.engine.days * 1440.0
-        self.world = build_world(c.world, c.seed, self.horizon, c.engine.member_block)
+        self.world = build_world(c.world, c.seed, self.horizon, self.world_block)
         w = self.world
         self.ranker = build_ranker(c.ranker, w.catalog, w.members, w.response)
         self.agent = AgentActions()

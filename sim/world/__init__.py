@@ -1,7 +1,8 @@
 """The simulated world: catalog (what is watched), members (who watches), response (how they choose:
 ``independent`` tiles, or ``session``: one scan of the page per visit).
 
-Each part is replaceable on its own; :func:`build_world` draws all three from the ``world`` stream.
+Each part is replaceable on its own; :func:`build_world` draws all three from the ``world`` stream
+(members block by block, each block's from its own key of it, so a shard draws only its own).
 ``world.source=movielens`` draws titles, tastes and visit rates from MovieLens 100k instead
 (:mod:`sim.world.movielens`); the rest of the engine is the same.
 """
@@ -15,7 +16,7 @@ import numpy as np
 from sim.config import EngineConfig, WorldConfig
 from sim.streams import generator
 from sim.world.catalog import Catalog, build_catalog
-from sim.world.members import Members, draw_member_block, empty_members
+from sim.world.members import Members, block_members, draw_member_block, empty_members
 from sim.world.movielens import movielens_catalog, movielens_members
 from sim.world.response import SESSION_END_REASONS, Outcomes, Page, ResponseModel
 from sim.world.session import SessionResponse
@@ -59,7 +60,9 @@ def build_world(cfg: WorldConfig, seed: int, horizon_minutes: float,
     tastes = np.zeros((M, G), dtype=np.float32)      # rows of the drawn blocks only (see above)
     visit_rate = None
     if cfg.source == "movielens":
-        # Members resample MovieLens users as a whole population: drawn whole in every process.
+        # Members resample MovieLens users as a whole population: their tastes and visit rates
+        # are drawn whole in every process (MovieLens worlds are not shard-local; their
+        # profiles and histories are, as in synthetic worlds).
         tastes, visit_rate, _ = movielens_members(cfg, rng)
     first = min(member_block, M)
     drawn = range(math.ceil(M / member_block)) if blocks is None else blocks
@@ -76,7 +79,8 @@ def build_world(cfg: WorldConfig, seed: int, horizon_minutes: float,
                                 truth["quality"], truth["appeal"], truth["representativeness"],
                                 float(raw.mean()), fit_sd)
     for b in drawn:
-        lo, hi = b * member_block, min((b + 1) * member_block, M)
+        ids = block_members(range(b, b + 1), member_block, M)
+        lo, hi = ids.start, ids.stop
         block_rng = rng if b == 0 else generator(seed, "world", b)
         if b > 0 and cfg.source != "movielens":
             tastes[lo:hi] = member_tastes(cfg, catalog, hi - lo, block_rng)

@@ -31,6 +31,7 @@ class Members:
         Observable plays per genre (each play adds the title's genre mixture).
     recent_titles : ndarray, shape (n_members, history_length), int32
         Ring buffer of titles the member interacted with (clicked or played); ``-1`` is empty.
+        Rows of members a process did not draw (another shard's) are all 0: never read.
     history_cursor : ndarray, shape (n_members,), int32   next ring slot to write
     n_plays : ndarray, shape (n_members,), int32
     """
@@ -84,6 +85,11 @@ def ring_append_slots(member: np.ndarray, cursor: np.ndarray, size: int):
     slot = (cursor[member] + rank) % size
     cursor[member[start]] = (cursor[member[start]] + counts) % size
     return keep, slot
+
+
+def block_members(blocks: range, member_block: int, n_members: int) -> range:
+    """Member ids of the consecutive member ``blocks`` (the last block may be short)."""
+    return range(min(blocks.start * member_block, n_members), min(blocks.stop * member_block, n_members))
 
 
 def empty_members(cfg, n_genres: int) -> Members:

@@ -182,9 +182,9 @@ def test_common_random_numbers_across_policies(ranker):
 
 @pytest.mark.slow
 def test_member_block_keys_arrivals_and_members():
-    """member_block keys the arrival streams and the member draws: the catalog and block 0's
-    members are the same whatever the block size, later members are drawn from their block's
-    stream; arrivals of a block are a pure function of (seed, block, window) and only contain
+    """member_block keys the arrival streams and the member draws: the catalog and the tastes of
+    the first block are the same whatever the block size, later members are drawn from their
+    block's stream; arrivals of a block are a pure function of (seed, block, window) and only contain
     that block's members; the total visit count has the same Poisson mean whatever the block size."""
     base = make_config(2, world={"n_members": 1000})
     small = Simulation(experiment_config_from_dict({**base, "engine": {**base["engine"], "member_block": 64}}))

@@ -221,6 +221,29 @@ def test_a_window_with_more_visits_than_visit_ids_is_an_error(monkeypatch):
         Simulation(experiment_config_from_dict(scale_config())).run()
 
 
+@pytest.mark.parametrize("n_visits, refused", [(2, False), (3, True)])
+def test_a_window_may_hold_exactly_as_many_visits_as_visit_ids(monkeypatch, n_visits, refused):
+    """With 1 id bit, 2 visits of a block in a window fit (ids 0 and 1) and 3 do not."""
+    from sim.serving import Visits
+
+    monkeypatch.setattr("sim.shard.VISIT_ID_BITS", 1)
+    cfg = experiment_config_from_dict(scale_config())
+    shard = build_shard(cfg, range(0, 1), None)
+    B = cfg.engine.member_block
+
+    def arrivals(block, window, t0, t1):
+        return Visits(block * B + np.arange(n_visits), np.linspace(t0, t1, n_visits, endpoint=False),
+                      np.full(n_visits, 3))
+
+    monkeypatch.setattr(shard, "window_arrivals", arrivals)
+    W = cfg.engine.window_minutes
+    if refused:
+        with pytest.raises(RuntimeError, match="more than 2 "):
+            shard.serve_step(0.0, W)
+    else:
+        assert shard.serve_step(0.0, W).visits == n_visits
+
+
 def failing_shard(config, blocks, log):
     """A shard whose steps raise (module level: worker processes import it by name)."""
     shard = build_shard(config, blocks, log)

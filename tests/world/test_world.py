@@ -177,6 +177,26 @@ def test_a_shard_draws_only_its_blocks_and_draws_them_as_the_whole_world_does():
     np.testing.assert_array_equal(one_block["response.tastes"][:100], whole["response.tastes"][:100])
 
 
+def test_members_a_process_does_not_draw_take_no_memory():
+    """Shard-local memory: a world of 2M members of which only block 0 is drawn grows this
+    process's resident memory by far less than its member arrays' size (untouched zero pages are
+    not backed); drawing every row would grow it by at least that size."""
+    from sim.memory import rss_mb
+
+    cfg = WorldConfig(n_members=2_000_000, n_titles=200, n_genres=16, history_length=32)
+    # First the same draw in a one-block world, so that the draw's temporaries (freed, but kept
+    # by the allocator) are in this process before the measurement.
+    build_world(dataclasses.replace(cfg, n_members=65_536), seed=1, horizon_minutes=HORIZON)
+    before = rss_mb()
+    world = build_world(cfg, seed=1, horizon_minutes=HORIZON, member_block=65_536, blocks=range(1))
+    grown = rss_mb() - before
+    arrays = [v for v in vars(world.members).values() if isinstance(v, np.ndarray)] + [world.response.tastes]
+    member_mb = sum(a.nbytes for a in arrays) / 2**20
+    assert member_mb > 500
+    assert grown < 0.25 * member_mb, f"RSS grew {grown:.0f} MB for {member_mb:.0f} MB of member arrays"
+    assert world.members.visit_rate[:65_536].all() and not world.members.visit_rate[65_536:].any()
+
+
 # ---- response model -----------------------------------------------------------------------
 def _random_impressions(world, n, seed):
     rng = generator(seed, "response", 5)
