@@ -107,8 +107,10 @@ LABEL_COLUMNS = ("cell", "policy")
 
 
 class PartWriter:
-    """Numbered Parquet part files in one directory, each written to ``*.tmp`` and renamed when
-    complete, so a killed run never leaves a truncated file that looks valid.
+    """Numbered Parquet part files in one directory, each written to a hidden ``.*.tmp`` file and
+    renamed when complete, so a killed run never leaves a truncated file that looks valid, and
+    what it leaves does not break reading the directory (Parquet readers skip names that start
+    with ``.``).
 
     A writer touches the disk only when it writes a part or closes (the directory then exists
     even if nothing was logged), so it can be built, and handed to the simulation, before the
@@ -126,10 +128,15 @@ class PartWriter:
         """The file names of the parts written so far."""
         return [self.part_name(i) for i in range(self._part)]
 
+    @staticmethod
+    def temporary(final: Path) -> Path:
+        """Where the part ``final`` is written before it is complete."""
+        return final.with_name(f".{final.name}.tmp")
+
     def _write_part(self, table: pa.Table) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / self.part_name(self._part)
-        tmp = final.with_suffix(".parquet.tmp")
+        tmp = self.temporary(final)
         # Dictionary-encode only columns with few distinct values: trying it on continuous
         # columns (times, probabilities) costs 40 % of the write time and saves nothing.
         pq.write_table(table, tmp, compression="snappy",
@@ -143,8 +150,8 @@ class ImpressionLog(PartWriter):
     """Buffers impression columns as NumPy arrays and writes a Parquet part file every
     ``chunk_rows`` rows.
 
-    Parts are written as ``*.parquet.tmp`` and renamed when complete, so a killed run never
-    leaves a truncated file that looks valid.
+    Parts are written as hidden ``.*.parquet.tmp`` files and renamed when complete, so a killed
+    run never leaves a truncated file that looks valid.
     """
 
     def __init__(self, directory: Path | str, chunk_rows: int = 500_000, prefix: str = ""):

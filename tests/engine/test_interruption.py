@@ -14,6 +14,7 @@ import pytest
 
 import sim
 from sim.config import ConfigError
+from sim.logs import PartWriter
 from sim.outputs import RUN_OUTPUTS, clear_run_outputs, is_complete
 from sim.rundir import claim
 from sim.runner import run_experiment
@@ -138,7 +139,7 @@ def test_stale_outputs_of_a_killed_attempt_are_removed_before_a_rerun(tmp_path):
     (out / "logs").mkdir(parents=True)
     claim(out, RUN_OUTPUTS)        # what the killed attempt had listed as its own
     (out / "logs" / "part-09999.parquet").write_bytes(b"old")
-    (out / "logs" / "part-00000.parquet.tmp").write_bytes(b"half")
+    PartWriter.temporary(out / "logs" / "part-00000.parquet").write_bytes(b"half")
     (out / "charts").mkdir()
     (out / "charts" / "stale.png").write_bytes(b"old")
     (out / "metrics.json.tmp").write_text("{")

@@ -138,7 +138,7 @@ def test_log_reader_restores_log_order_across_shard_parts(tmp_path):
     dataset (file order) has them shard by shard."""
     import pandas as pd
 
-    from sim.logs import VISIT_ID_BITS, ImpressionLog, read_impressions
+    from sim.logs import VISIT_ID_BITS, ImpressionLog, PartWriter, read_impressions
 
     def batch(window: int, block: int, n: int) -> dict:
         visit = ((window * 4 + block) << VISIT_ID_BITS) + np.arange(n) // 2    # 2 rows per visit
@@ -160,6 +160,8 @@ def test_log_reader_restores_log_order_across_shard_parts(tmp_path):
     for log in shards.values():
         log.close()
     assert len(list(tmp_path.glob("part-00002-*.parquet"))) > 1     # several parts per shard
+    # What a writer killed mid-part leaves behind does not break reading the directory.
+    PartWriter.temporary(tmp_path / "part-00002-00099.parquet").write_bytes(b"PAR1 half a part")
     log = read_impressions(tmp_path)
     np.testing.assert_array_equal(log["visit"].to_numpy(), np.concatenate(expected))
     np.testing.assert_array_equal(read_impressions(tmp_path, ["title"]).columns, ["title"])
