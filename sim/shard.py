@@ -175,7 +175,7 @@ class ShardServer:
         # The blocks' per-member rows are consecutive slices of one array: when this shard holds
         # every block and runs in the driver's process, the driver joins them without a copy
         # (MetricsAccumulator.combine); otherwise they are concatenated.
-        sizes = [min(B, n - b * B) for b in blocks]
+        sizes = [len(block_members(range(b, b + 1), B, n)) for b in blocks]
         rows = np.zeros((sum(sizes), len(MEMBER_COLUMNS)))
         starts = np.r_[0, np.cumsum(sizes)].astype(int)
         self.metrics = {b: MetricsAccumulator(size, names, self.horizon, eng.snapshot_hours * 60.0,

@@ -19,12 +19,12 @@ the responses.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 import numpy as np
 
-from sim.config import EngineConfig, ExperimentConfig, experiment_config_from_dict
+from sim.config import ExperimentConfig, experiment_config_from_dict
 from sim.features import context_width, visit_context
 from sim.homepage import build_ranker
 from sim.policies.base import ArtworkPolicy, DecisionBatch, Selection
@@ -114,18 +114,16 @@ class VisitLoop:
             raise ValueError(f"reward must be one of {', '.join(REWARDS)}, got {reward!r}")
         self.reward = reward
         cfg = dict(config)
-        world = dict(cfg.get("world") or {})
-        n_members = int(world.get("n_members", 20_000))
-        # The world is drawn in the configured member blocks, as the simulator draws it; the
-        # arrivals come in one block (the loop serves the whole population at once).
-        given = cfg.get("engine") or {}
-        self.world_block = (experiment_config_from_dict({"engine": {"member_block": given["member_block"]}})
-                            .engine.member_block if "member_block" in given else EngineConfig.member_block)
         engine = {**(cfg.get("engine") or {}), "progress": False, "log_impressions": False,
-                  "backend": "local", "shards": 1, "member_block": max(n_members, 1)}
+                  "backend": "local", "shards": 1}
         cfg.update(seed=int(seed), engine=engine, experiment={
             "name": "gym", "control": "agent", "cells": [{"name": "agent", "share": 1.0, "policy": {"name": "uniform"}}]})
-        self.config: ExperimentConfig = experiment_config_from_dict(cfg)
+        drawn = experiment_config_from_dict(cfg)
+        # The world is drawn in the configured member blocks, as the simulator draws it; the loop
+        # serves the whole population as one block of arrivals.
+        self.config: ExperimentConfig = replace(drawn, engine=replace(
+            drawn.engine, member_block=max(drawn.world.n_members, 1)))
+        self.world_block = drawn.engine.member_block
         c = self.config
         self.horizon = c.engine.days * 1440.0
         self.world = build_world(c.world, c.seed, self.horizon, self.world_block)
