@@ -14,6 +14,18 @@ COLORS = dict(zip(ESTIMATOR_NAMES, plt.get_cmap("tab10").colors))
 PERCENT = percent_formatter()
 
 
+def log_log_axes(ax, sizes) -> None:
+    """Log-log axes of an error-vs-size panel: the sizes as ticks, written out ("1,000", not
+    mathtext powers of ten, which are slow to lay out), errors in percent, a grid on both."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(sizes, [f"{int(x):,}" for x in sizes])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(PERCENT)
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.grid(alpha=0.3, which="both", lw=0.5)
+
+
 def error_vs_size_chart(runs: pd.DataFrame, path: Path) -> Path:
     """|relative error| vs log size, log-log: rows = loggers, columns = targets; median over seeds
     and subsamples with an interquartile band."""
@@ -36,11 +48,7 @@ def error_vs_size_chart(runs: pd.DataFrame, path: Path) -> Path:
                 n0, y0 = ipw.index[0], ipw.iloc[0]
                 ns = np.array(sorted(g["size"].unique()), dtype=float)
                 ax.plot(ns, y0 * np.sqrt(n0 / ns), color="grey", ls="--", lw=1, label="∝ 1/√n")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(PERCENT)
-            ax.yaxis.set_minor_formatter(NullFormatter())
-            ax.grid(alpha=0.3, which="both", lw=0.5)
+            log_log_axes(ax, sorted(g["size"].unique()))
             truth = g["truth"].mean()
             ax.set_title(f"logger: {logger}\ntarget: {target} (true value ≈ {truth:.2%})", fontsize=9)
             if i == len(loggers) - 1:
@@ -164,14 +172,7 @@ def page_error_vs_size_chart(summary: pd.DataFrame, path: Path) -> Path:
                 ax.fill_between(ge["size"], np.maximum(rel - half, 1e-4), rel + half, color=color, alpha=0.15, lw=0)
                 ax.plot(ge["size"], np.maximum(ge["bias"].abs().to_numpy() / truth, 1e-4), ls=":", color=color,
                         lw=1.2, label=f"{e} |bias|")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            sizes = sorted(g["size"].unique())
-            ax.set_xticks(sizes, [f"{int(x):,}" for x in sizes])
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.yaxis.set_major_formatter(PERCENT)
-            ax.yaxis.set_minor_formatter(NullFormatter())
-            ax.grid(alpha=0.3, which="both", lw=0.5)
+            log_log_axes(ax, sorted(g["size"].unique()))
             ax.set_title(f"response: {response}\ntarget: {target} (true ≈ {g['truth'].mean():.3f} quality plays/page)",
                          fontsize=9)
             if i == len(responses) - 1:

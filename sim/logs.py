@@ -98,12 +98,54 @@ VISIT_SESSION_COLUMNS = {"session_seconds": np.float32, "end_reason": np.int8, "
 #: shard can number its visits without knowing how many visits other blocks had, and the batch
 #: (window, block) of a row is ``visit >> VISIT_ID_BITS``.
 VISIT_ID_BITS = 24
+
+
+def visit_ids(batch: int, n: int, where: str, remedy: str) -> np.ndarray:
+    """Ids (n,) int64 of the ``n`` visits of batch ``batch``: ``(batch << VISIT_ID_BITS) + i``.
+
+    More visits than ids would spill into the next batch's ids (and break the log order the
+    reader restores), so that is an error naming the batch (``where``) and the ``remedy``."""
+    if n > 1 << VISIT_ID_BITS:
+        raise RuntimeError(f"{n:,} visits {where}: more than {1 << VISIT_ID_BITS:,} ({remedy})")
+    return (batch << VISIT_ID_BITS) + np.arange(n, dtype=np.int64)
+
+
 #: Columns whose values rarely repeat (not dictionary-encoded in Parquet).
 CONTINUOUS_COLUMNS = frozenset({"time", "visit", "impression_id", "pscore", "minutes", "expected_take", "uniform_take",
                                 "oracle_take", "context", "look_second", "click_second", "play_second",
                                 "session_seconds", "first_play_second"})
 #: String columns constant within one append (one cell, one policy), stored as dictionaries.
 LABEL_COLUMNS = ("cell", "policy")
+
+
+def arrow_array(values: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
+    """An Arrow array over a 1-D NumPy array of numbers or booleans, rows where ``null`` (bool,
+    same shape) is true written as null.
+
+    The same array as ``pa.array(values, mask=null)``, built from the buffers: ``pa.array``
+    imports pandas to check its argument's type (half a second of start-up for every process
+    that logs, and the writers need nothing else of pandas)."""
+    values = np.ascontiguousarray(values)
+    n = values.size
+    validity = None if null is None or not null.any() else pa.py_buffer(np.packbits(~null, bitorder="little"))
+    nulls = 0 if validity is None else int(null.sum())
+    if values.dtype == np.bool_:            # Arrow packs booleans into bits
+        return pa.Array.from_buffers(pa.bool_(), n, [validity, pa.py_buffer(np.packbits(values, bitorder="little"))],
+                                     null_count=nulls)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), n, [validity, pa.py_buffer(values)],
+                                 null_count=nulls)
+
+
+def nan_as_null(values: np.ndarray) -> pa.Array:
+    """A column with NaN ("did not happen") as null: equal to itself, and NaN again in pandas."""
+    return arrow_array(values, np.isnan(values) if values.dtype.kind == "f" else None)
+
+
+def string_array(values: list[str]) -> pa.Array:
+    """An Arrow string array (see :func:`arrow_array`: no pandas)."""
+    data = [v.encode() for v in values]
+    offsets = np.r_[0, np.cumsum([len(b) for b in data])].astype(np.int32)
+    return pa.Array.from_buffers(pa.string(), len(data), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))])
 
 
 class PartWriter:
@@ -184,7 +226,7 @@ class ImpressionLog(PartWriter):
         values = sorted({v for v, _ in runs})
         code = {v: i for i, v in enumerate(values)}
         indices = np.repeat([code[v] for v, _ in runs], [n for _, n in runs]).astype(np.int32)
-        return pa.DictionaryArray.from_arrays(indices, values)
+        return pa.DictionaryArray.from_arrays(arrow_array(indices), string_array(values))
 
     def flush(self) -> None:
         if self._buffered == 0:     # (at close) an empty dataset is still a directory
@@ -194,10 +236,9 @@ class ImpressionLog(PartWriter):
         if any(sum(c.size for c in self._columns[k]) != self._buffered for k in session):
             raise ValueError("session (or pipeline) columns must be given with every batch of a log or with none")
         names = list(NUMERIC_COLUMNS) + list(LABEL_COLUMNS) + session
-        arrays = [pa.array(np.concatenate(self._columns[k])) for k in NUMERIC_COLUMNS]
+        arrays = [arrow_array(np.concatenate(self._columns[k])) for k in NUMERIC_COLUMNS]
         arrays += [self._label_array(self._labels[k]) for k in LABEL_COLUMNS]
-        # NaN ("did not happen") is written as null: equal to itself, and NaN again in pandas.
-        arrays += [pa.array(np.concatenate(self._columns[k]), from_pandas=True) for k in session]
+        arrays += [nan_as_null(np.concatenate(self._columns[k])) for k in session]
         table = pa.Table.from_arrays(arrays, names=names)
         self._columns = {k: [] for k in {**NUMERIC_COLUMNS, **OPTIONAL_COLUMNS}}
         self._labels = {k: [] for k in LABEL_COLUMNS}
@@ -245,9 +286,9 @@ class VisitLog(PartWriter):
         visit, member, time, ctx, *extra = (np.concatenate(c) for c in zip(*self._parts))
         self._parts, self._buffered = [], 0
         d = ctx.shape[1]
-        context = pa.FixedSizeListArray.from_arrays(pa.array(ctx.reshape(-1)), d)
-        table = pa.Table.from_arrays([pa.array(visit), pa.array(member), pa.array(time), context]
-                                     + [pa.array(x, from_pandas=True) for x in extra],
+        context = pa.FixedSizeListArray.from_arrays(arrow_array(ctx.reshape(-1)), d)
+        table = pa.Table.from_arrays([arrow_array(visit), arrow_array(member), arrow_array(time), context]
+                                     + [nan_as_null(x) for x in extra],
                                      names=["visit", "member", "time", "context"]
                                      + list(VISIT_SESSION_COLUMNS)[:len(extra)])
         table = table.replace_schema_metadata({"context_names": ",".join(self.names)})

@@ -25,7 +25,7 @@ import numpy as np
 from sim.bias import TitleExposure
 from sim.features import visit_context
 from sim.homepage import GenreIndex
-from sim.logs import VISIT_ID_BITS, LogTarget
+from sim.logs import LogTarget, visit_ids
 from sim.memory import peak_rss_mb, rss_mb
 from sim.metrics import MEMBER_COLUMNS, MetricsAccumulator
 from sim.pipeline.stage import Pipeline, impression_ids
@@ -269,10 +269,8 @@ class ShardServer:
             self.advance_to(t0)
             for b in self.blocks:
                 visits = self.window_arrivals(b, w, t0, t1)
-                if len(visits) > 1 << VISIT_ID_BITS:     # ids would spill into the next batch's
-                    raise RuntimeError(f"{len(visits):,} visits of block {b} in one serving window: more than "
-                                       f"{1 << VISIT_ID_BITS:,} (lower engine.member_block or engine.window_minutes)")
-                ids = ((w * self.n_blocks + b) << VISIT_ID_BITS) + np.arange(len(visits))
+                ids = visit_ids(w * self.n_blocks + b, len(visits), f"of block {b} in one serving window",
+                                "lower engine.member_block or engine.window_minutes")
                 self.serve(visits, (b, w), b, ids)
         # Windows of later steps start at t_end or later, so their statistics reach the trainers
         # at t_end + attribution + log delay at the earliest: periods ending before that are done.

@@ -29,7 +29,7 @@ from sim.features import context_width, visit_context
 from sim.homepage import build_ranker
 from sim.policies.base import ArtworkPolicy, DecisionBatch, Selection
 from sim.serving import Visits, ranker_stats, render, serve_cell
-from sim.logs import VISIT_ID_BITS
+from sim.logs import visit_ids
 from sim.shard import BlockOutput, Cell, ShardServer, trainer_period
 from sim.streams import generator
 from sim.world import build_world
@@ -158,7 +158,8 @@ class VisitLoop:
             w = self._window
             t0, t1 = w * W, min((w + 1) * W, self.horizon)
             new = self.shard.window_arrivals(0, w, t0, t1)
-            ids = (w << VISIT_ID_BITS) + np.arange(len(new))
+            ids = visit_ids(w, len(new), f"in arrival hour {w}",
+                            "a smaller world.n_members or world.visits_per_day")
             q = self._queue
             self._queue = Visits(np.r_[q.member, new.member], np.r_[q.time, new.time],
                                  np.r_[q.rows_viewed, new.rows_viewed])

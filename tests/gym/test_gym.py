@@ -123,3 +123,12 @@ def test_only_sim_gym_imports_gymnasium():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             offenders += [str(path) for n in names if n.split(".")[0] == "gymnasium"]
     assert not offenders
+
+
+def test_an_arrival_hour_with_more_visits_than_visit_ids_is_an_error(monkeypatch):
+    """As in the simulator (tests/scale): ids of one hour's visits must not spill into the next
+    hour's, so more visits than ids is refused, naming the hour."""
+    monkeypatch.setattr("sim.logs.VISIT_ID_BITS", 1)          # 2 visit ids per arrival hour
+    env = HomepageVectorEnv(100, SMALL)                       # ~10 visits an hour: 100 need hours
+    with pytest.raises(RuntimeError, match=r"visits in arrival hour \d+: more than 2 \(a smaller world.n_members"):
+        env.reset(seed=0)

@@ -218,7 +218,7 @@ def test_adding_blocks_in_another_order_changes_the_model_statistics(one_process
 
 
 def test_a_window_with_more_visits_than_visit_ids_is_an_error(monkeypatch):
-    monkeypatch.setattr("sim.shard.VISIT_ID_BITS", 1)         # 2 visit ids per (window, block)
+    monkeypatch.setattr("sim.logs.VISIT_ID_BITS", 1)         # 2 visit ids per (window, block)
     with pytest.raises(RuntimeError, match=r"visits of block \d+ in one serving window: more than 2 "):
         Simulation(experiment_config_from_dict(scale_config())).run()
 
@@ -228,7 +228,7 @@ def test_a_window_may_hold_exactly_as_many_visits_as_visit_ids(monkeypatch, n_vi
     """With 1 id bit, 2 visits of a block in a window fit (ids 0 and 1) and 3 do not."""
     from sim.serving import Visits
 
-    monkeypatch.setattr("sim.shard.VISIT_ID_BITS", 1)
+    monkeypatch.setattr("sim.logs.VISIT_ID_BITS", 1)
     cfg = experiment_config_from_dict(scale_config())
     shard = build_shard(cfg, range(0, 1), None)
     B = cfg.engine.member_block
