@@ -57,7 +57,8 @@ def clickbait_trap_chart(run_dir: Path, metrics: dict, charts: Path) -> Path | N
     if log is None:
         return None
     data, names = log
-    representativeness = np.asarray(run_world(run_config(run_dir)).response.representativeness, float)
+    world = run_world(run_config(run_dir), blocks=range(0))        # the catalog's truth, no member
+    representativeness = np.asarray(world.response.representativeness, float)
     bucket, n, hours = _bins(metrics, data["time"])
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
     _lift_bars(axes[0], metrics, CLICKBAIT_METRICS)

@@ -23,6 +23,7 @@ from experiments.plotting import plt, save
 from experiments.results import read_log
 from sim.config import experiment_config_from_dict
 from sim.world import World, build_world
+from sim.world.members import block_members
 
 #: Display names for genre indices 0..15 (the simulator's genres are anonymous; these labels only
 #: make the picture readable and are ordered like the genres' Zipf popularity).
@@ -57,13 +58,16 @@ def choose_cell(metrics: dict, config: dict, requested: str | None = None) -> st
     return policy if policy in cells else cells[-1]
 
 
-def find_page_pair(run_dir: Path, world: World, cell: str) -> PagePair | None:
-    """Two visits of the cell to show side by side (None if the log has too little)."""
+def find_page_pair(run_dir: Path, world: World, cell: str, members: range | None = None) -> PagePair | None:
+    """Two visits of the cell to show side by side (None if the log has too little), of
+    ``members`` only (None: any member; ``world`` must hold their tastes)."""
     log = read_log(run_dir, ["time", "visit", "member", "title", "artwork", "row", "column"])
     if log is None or cell not in log[1]:
         return None
     data, names = log
     keep = data.pop("cell") == names.index(cell)
+    if members is not None:
+        keep &= (data["member"] >= members.start) & (data["member"] < members.stop)
     col = {k: v[keep] for k, v in data.items()}
     if col["time"].size == 0:
         return None
@@ -165,6 +169,9 @@ def plot_homepage_picture(run_dir: Path | str, path: Path | str, cell: str | Non
     if cell is None:
         return None
     cfg = experiment_config_from_dict(metrics["config"])
-    world = build_world(cfg.world, cfg.seed, cfg.engine.days * 1440.0, cfg.engine.member_block)
-    pair = find_page_pair(run_dir, world, cell)
+    # The members of the first block only (all of a world of one block): drawing a block costs
+    # what drawing every member of a 10M-member world would not (sim.world.build_world).
+    block = block_members(range(1), cfg.engine.member_block, cfg.world.n_members)
+    world = build_world(cfg.world, cfg.seed, cfg.engine.days * 1440.0, cfg.engine.member_block, blocks=range(1))
+    pair = find_page_pair(run_dir, world, cell, block)
     return None if pair is None else draw_page_pair(pair, world, path)

@@ -47,9 +47,10 @@ def run_catalog(cfg: ExperimentConfig) -> Catalog:
     return draw_catalog(cfg.world, cfg.engine.days * 1440.0, generator(cfg.seed, "world"))[0]
 
 
-def run_world(cfg: ExperimentConfig) -> World:
-    """The run's whole world, ground truth included (as it was before the first visit)."""
-    return build_world(cfg.world, cfg.seed, cfg.engine.days * 1440.0, cfg.engine.member_block)
+def run_world(cfg: ExperimentConfig, blocks: range | None = None) -> World:
+    """The run's world, ground truth included (as it was before the first visit): every member,
+    or the members of ``blocks`` only (``range(0)``: the catalog and the response model, no member)."""
+    return build_world(cfg.world, cfg.seed, cfg.engine.days * 1440.0, cfg.engine.member_block, blocks)
 
 
 @dataclass

@@ -78,6 +78,30 @@ def test_homepage_picture_shows_two_members_with_different_tastes_on_the_same_ti
         assert all(world.catalog.artwork_title[shown[t]] == t for t in titles)
 
 
+def test_homepage_picture_of_a_world_of_several_blocks_draws_the_first_block_only(tmp_path, monkeypatch):
+    """A picture needs two members' tastes: it draws block 0's members, not a whole (10M-member)
+    world, and shows two of them."""
+    import experiments.page_picture as picture
+
+    config = baselines_config()
+    config["engine"]["member_block"] = 100              # 400 members: four blocks
+    run_experiment(config, tmp_path / "run")
+    drawn = []
+
+    def build_world_spy(*args, blocks=None):
+        drawn.append(blocks)
+        return build_world(*args, blocks=blocks)
+
+    monkeypatch.setattr(picture, "build_world", build_world_spy)
+    assert picture.plot_homepage_picture(tmp_path / "run", tmp_path / "homepage.png") == tmp_path / "homepage.png"
+    assert drawn == [range(1)]
+    cfg = experiment_config_from_dict(config)
+    world = build_world(cfg.world, cfg.seed, cfg.engine.days * 1440, 100, blocks=range(1))
+    pair = find_page_pair(tmp_path / "run", world, "oracle", range(100))
+    assert pair is not None and max(pair.members) < 100
+    assert_readable_png(tmp_path / "homepage.png")
+
+
 def test_bands_use_members_as_clusters(run_dir):
     """The bands' standard error for one bucket equals the per-member delta method computed
     directly from the log, and is wider than the binomial one on average."""
