@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sim.gather import gather_rows
+
 if TYPE_CHECKING:
     from sim.world import Catalog, Members
 
@@ -94,7 +96,7 @@ def candidate_features(context: np.ndarray, candidates: np.ndarray, artwork_them
     """
     G = n_genres
     n, K = candidates.shape
-    theme = artwork_theme[np.maximum(candidates, 0)]                   # (n, K, G)
+    theme = gather_rows(artwork_theme, np.maximum(candidates, 0))      # (n, K, G)
     affinity = context[:, :G]
     rest = context[:, G:]                                              # familiar, country, ...
     d = candidate_feature_width(context.shape[1], G)
@@ -138,7 +140,7 @@ def interaction_scores(context: np.ndarray, candidates: np.ndarray, artwork_them
     ``G * affinity * theme_a`` and ``familiar * (affinity . theme_a)`` weighted by ``theta``."""
     G = n_genres
     n, K = candidates.shape
-    weighted = artwork_theme[np.maximum(candidates, 0)]                     # (n, K, G)
+    weighted = gather_rows(artwork_theme, np.maximum(candidates, 0))        # (n, K, G)
     weighted *= context[:, None, :G]                                        # affinity * theme
     w_inter = (G * theta[-(G + 1):-1]).astype(np.float32)                   # (G, D)
     scores = (w_inter.T @ weighted.reshape(n * K, G).T).reshape(-1, n, K)   # (D, n, K)

@@ -16,6 +16,7 @@ import numpy as np
 
 from sim.config import RANKERS
 from sim.features import observed_affinity
+from sim.gather import gather_rows
 from sim.kernels.layout import layout_kernel
 from sim.schema import param
 
@@ -175,7 +176,7 @@ def _signal_by_bin(catalog: "Catalog", feedback: "FeedbackBatch", signal: str):
     """Title (n,), affinity bin (n,) and the counted outcome (n,) float64 of each impression."""
     title = feedback.decisions.title
     aff = np.einsum("ng,ng->n", feedback.decisions.context[:, :catalog.n_genres],
-                    catalog.title_genres[title])
+                    gather_rows(catalog.title_genres, title))
     outcome = feedback.click if signal == "click" else feedback.play
     return title, affinity_bin(aff), outcome.astype(np.float64)
 

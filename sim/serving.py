@@ -13,6 +13,7 @@ import numpy as np
 
 from sim.config import DEVICE_VISIBLE_COLUMNS
 from sim.features import impression_context
+from sim.gather import gather_rows
 from sim.homepage import GenreIndex, count_statistics, layout_pages
 from sim.policies.base import DecisionBatch, FeedbackBatch
 from sim.world.members import DEVICES
@@ -200,7 +201,7 @@ def serve_cell(ctx: ServingContext, cell, visits: Visits, visit_ids: np.ndarray,
     to visits."""
     world, eng = ctx.world, ctx.engine
     member = visits.member[v]
-    candidates = world.catalog.pool[title]
+    candidates = gather_rows(world.catalog.pool, title)
     mask = candidates >= 0
     familiar = world.members.has_interacted(member, title)
     last_artwork = shown_since = None

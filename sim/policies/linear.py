@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg
 
+from sim.kernels.choice import best_candidates
 from sim.policies.hybrid import HybridPosterior, HybridStats
 from sim.policies.linear_algebra import cholesky
 from sim.features import (candidate_feature_width, candidate_features, interaction_scores,
@@ -186,14 +187,10 @@ class SampledPosteriorPolicy(LinearPolicy):
         if batch.context is None:
             raise ValueError(f"policy {self.name!r} needs DecisionBatch.context (sim.features)")
         self._ensure(candidate_feature_width(batch.context.shape[1], self.catalog_.n_genres))
-        return self._scores(batch).argmax(axis=2).T
-
-    def _scores(self, batch: DecisionBatch) -> np.ndarray:
-        """Candidate scores under each posterior draw, -inf on padding, shape (D, n, K)."""
         scores = interaction_scores(batch.context, batch.candidates, self.catalog_.artwork_theme,
-                                    self.catalog_.n_genres, self.draws_)
-        scores += np.take(self.arm_table_, batch.candidates, axis=1)   # per-artwork part and mask
-        return scores
+                                    self.catalog_.n_genres, self.draws_)         # (D, n, K)
+        # Plus each candidate's per-artwork part (-inf on padding), then the argmax: compiled.
+        return best_candidates(scores, self.arm_table_, batch.candidates)
 
     def _arm_table(self, per_artwork: np.ndarray | None = None) -> None:
         """Per deploy: each artwork's member-independent score under each draw, (D, A + 1).

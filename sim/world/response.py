@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from sim.config import RESPONSE_MODELS
+from sim.gather import gather_rows
 from sim.schema import param
 
 #: Mean representativeness of artworks (Beta(3, 1.5)); the play terms are centred on it.
@@ -284,7 +285,7 @@ class ResponseModel:
 
     def fit(self, member: np.ndarray, title: np.ndarray) -> np.ndarray:
         """Standardised member-title fit, shape (n,)."""
-        raw = np.einsum("ng,ng->n", self.tastes[member], self.title_genres[title])
+        raw = np.einsum("ng,ng->n", gather_rows(self.tastes, member), gather_rows(self.title_genres, title))
         return (raw - self.fit_mean) / self.fit_sd
 
     def title_scores(self, member: np.ndarray) -> np.ndarray:
@@ -319,7 +320,7 @@ class ResponseModel:
         c = self.logit_params
         art = np.maximum(artworks, 0)
         fit = self.fit(member, title)                                        # (n,)
-        match = np.einsum("nkg,ng->nk", self.artwork_theme[art], self.tastes[member])
+        match = np.einsum("nkg,ng->nk", gather_rows(self.artwork_theme, art), gather_rows(self.tastes, member))
         scale = np.where(familiar, c.familiar_artwork_scale, 1.0).astype(np.float32)
         logit = (c.click_intercept + c.fit_weight * fit + c.title_quality_weight * self.quality[title])
         logit = logit[:, None] + scale[:, None] * (c.theme_weight * match + self.appeal[art])

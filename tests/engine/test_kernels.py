@@ -23,7 +23,7 @@ def test_every_kernel_is_cached_on_disk():
             if isinstance(obj, Dispatcher) and obj.__module__ == module.__name__:
                 found.append(name)
                 assert type(obj._cache).__name__ == "FunctionCache", f"{info.name}.{name} is not cache=True"
-    assert {"layout_kernel", "scan_sessions", "accumulate", "count_visits", "scatter_add"} <= set(found)
+    assert {"layout_kernel", "scan_sessions", "accumulate", "count_visits", "scatter_add", "best_candidates"} <= set(found)
 
 
 def test_accumulate_matches_add_at_and_bincount_bit_for_bit():
@@ -78,3 +78,30 @@ def test_layout_ties_rank_the_earlier_title_first():
     titles, row_genre = layout_pages(scores, np.array([[0.3, 0.3]]), np.ones(5, bool), index, 3, 2)
     assert titles[0].tolist() == [[0, 1], [2, 3], [4, -1]]
     assert row_genre[0].tolist() == [-1, 0, 1]
+
+
+def test_best_candidates_matches_numpy_argmax_with_ties_padding_and_nan():
+    """The sampled-posterior policies' argmax, against the NumPy it replaced."""
+    from sim.kernels.choice import best_candidates
+
+    rng = generator(5, "test-kernels")
+    D, n, K, A = 6, 400, 7, 30
+    # Scores on a coarse grid, so that many sums tie exactly (argmax keeps the first maximum).
+    scores = (rng.integers(-4, 5, (D, n, K)) / 4).astype(np.float32)
+    table = (rng.integers(-4, 5, (D, A + 1)) / 4).astype(np.float32)
+    table[:, -1] = -np.inf                                  # the padding column
+    candidates = rng.integers(0, A, (n, K)).astype(np.int32)
+    candidates[rng.random((n, K)) < 0.3] = -1               # padding anywhere in a row
+    candidates[:5] = -1                                     # rows of padding only: index 0
+    scores[1, 10:20, 3] = np.nan                            # NaN wins at its first position
+    scores[2, 30, 0] = np.nan
+    want = (scores + np.take(table, candidates, axis=1)).argmax(axis=2).T
+    got = best_candidates(scores, table, candidates)
+    np.testing.assert_array_equal(got, want)
+    assert (got[:5] == 0).all() and (got[10:20, 1] == 3).all() and got[30, 2] == 0
+    # Negative control: a strict '>=' (the last maximum) would differ on the ties.
+    last = (K - 1) - (scores + np.take(table, candidates, axis=1))[..., ::-1].argmax(axis=2).T
+    assert not np.array_equal(got, last)
+    # Wider types (an OPE batch's int64 ids, float64 scores) give NumPy's answer too.
+    np.testing.assert_array_equal(best_candidates(scores.astype(np.float64), table.astype(np.float64),
+                                                  candidates.astype(np.int64)), want)
