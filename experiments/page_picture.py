@@ -83,7 +83,8 @@ def find_page_pair(run_dir: Path, world: World, cell: str, members: range | None
         pages.append((int(v), int(col["member"][idx[0]]), float(col["time"][idx[0]]),
                       dict(zip(col["title"][idx].tolist(), col["artwork"][idx].tolist())),
                       col["title"][idx], col["row"][idx], col["column"][idx]))
-    dominant = world.response.tastes.argmax(axis=1)
+    shown = np.array([page[1] for page in pages], np.int64)     # the pages' members: their tastes only
+    dominant = dict(zip(shown.tolist(), world.response.tastes[shown].argmax(axis=1).tolist()))
     best, best_score = None, (-1, -1)
     for i, a in enumerate(pages):
         for b in pages[i + 1:]:
@@ -169,8 +170,8 @@ def plot_homepage_picture(run_dir: Path | str, path: Path | str, cell: str | Non
     if cell is None:
         return None
     cfg = experiment_config_from_dict(metrics["config"])
-    # The members of the first block only (all of a world of one block): drawing a block costs
-    # what drawing every member of a 10M-member world would not (sim.world.build_world).
+    # The members of the first block only (all of a world of one block): drawing one block is
+    # cheap, drawing every member of a 10M-member world is not (sim.world.build_world).
     block = block_members(range(1), cfg.engine.member_block, cfg.world.n_members)
     world = build_world(cfg.world, cfg.seed, cfg.engine.days * 1440.0, cfg.engine.member_block, blocks=range(1))
     pair = find_page_pair(run_dir, world, cell, block)

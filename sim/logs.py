@@ -119,13 +119,20 @@ LABEL_COLUMNS = ("cell", "policy")
 
 
 def arrow_array(values: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
-    """An Arrow array over a 1-D NumPy array of numbers or booleans, rows where ``null`` (bool,
-    same shape) is true written as null.
+    """An Arrow array over a 1-D NumPy array of numbers or booleans (n,), rows where ``null``
+    (n,) bool is true written as null.
 
     The same array as ``pa.array(values, mask=null)``, built from the buffers: ``pa.array``
     imports pandas to check its argument's type (half a second of start-up for every process
-    that logs, and the writers need nothing else of pandas)."""
+    that logs, and the writers need nothing else of pandas). What ``pa.array`` would refuse
+    (several dimensions, byte-swapped or non-numeric values, a mask that is not one bool per
+    row) is refused here too, not written as garbage."""
     values = np.ascontiguousarray(values)
+    if values.ndim != 1 or not values.dtype.isnative or values.dtype.kind not in "biuf":
+        raise TypeError(f"arrow_array needs a 1-D array of native-order numbers or booleans, "
+                        f"got shape {values.shape} dtype {values.dtype.str}")
+    if null is not None and (null.dtype != np.bool_ or null.shape != values.shape):
+        raise TypeError(f"arrow_array: null must be bool of shape {values.shape}, got {null.dtype} {null.shape}")
     n = values.size
     validity = None if null is None or not null.any() else pa.py_buffer(np.packbits(~null, bitorder="little"))
     nulls = 0 if validity is None else int(null.sum())

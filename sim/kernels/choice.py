@@ -14,8 +14,9 @@ from sim.kernels import kernel
 
 @kernel
 def best_candidates(scores, table, candidates):
-    """scores (D, n, K) float32, table (D, A + 1) float32 (column ``-1``, the last, scores the
-    padding ``-1``), candidates (n, K) integer artwork ids or -1.
+    """scores (D, n, K) float32 or float64, table (D, A + 1) of the same kind (column ``-1``, the
+    last, scores the padding ``-1``), candidates (n, K), K >= 1, integer artwork ids in [0, A)
+    or -1 (not checked here: the caller checks, as indexing would have).
     Returns (n, D) int64: per impression and draw, the index of the best candidate."""
     D, n, K = scores.shape
     A1 = table.shape[1]

@@ -189,8 +189,13 @@ class SampledPosteriorPolicy(LinearPolicy):
         self._ensure(candidate_feature_width(batch.context.shape[1], self.catalog_.n_genres))
         scores = interaction_scores(batch.context, batch.candidates, self.catalog_.artwork_theme,
                                     self.catalog_.n_genres, self.draws_)         # (D, n, K)
-        # Plus each candidate's per-artwork part (-inf on padding), then the argmax: compiled.
-        return best_candidates(scores, self.arm_table_, batch.candidates)
+        # Plus each candidate's per-artwork part (-inf on padding), then the argmax: compiled
+        # (it does not check bounds, so the ids are checked here, as np.take did).
+        cand = batch.candidates
+        if cand.size and (cand.max() >= self.arm_table_.shape[1] - 1 or cand.min() < -1):
+            raise IndexError(f"candidate artwork ids must be in [-1, {self.arm_table_.shape[1] - 1}), "
+                             f"got [{cand.min()}, {cand.max()}]")
+        return best_candidates(scores, self.arm_table_, cand)
 
     def _arm_table(self, per_artwork: np.ndarray | None = None) -> None:
         """Per deploy: each artwork's member-independent score under each draw, (D, A + 1).

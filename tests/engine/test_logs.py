@@ -15,12 +15,47 @@ from tests.conftest import REPO
 
 @pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.int16, np.int32, np.int64, np.float32, np.float64])
 def test_arrow_array_equals_pa_array(dtype):
-    values = (np.random.default_rng(0).random(37) * 100).astype(dtype)   # 37: not a whole byte of bits
-    got, want = arrow_array(values), pa.array(values)
+    rng = np.random.default_rng(0)
+    values = rng.random(37) < 0.4 if dtype == np.bool_ else (rng.random(37) * 100).astype(dtype)
+    got, want = arrow_array(values), pa.array(values)            # 37 rows: not a whole byte of bits
     assert got.type == want.type and got.equals(want)
     null = np.arange(37) % 3 == 0
     assert arrow_array(values, null).equals(pa.array(values, mask=null))
     assert arrow_array(values, null).null_count == null.sum()
+    assert arrow_array(values[::2]).equals(pa.array(values[::2]))          # a strided view
+    assert arrow_array(values[:0]).equals(pa.array(values[:0]))            # no rows
+
+
+def test_arrow_array_refuses_what_pa_array_refuses():
+    with pytest.raises(TypeError, match="1-D"):
+        arrow_array(np.zeros((2, 3)))
+    with pytest.raises(TypeError, match="native"):
+        arrow_array(np.arange(4, dtype=">i4"))
+    with pytest.raises(TypeError, match="null must be bool"):
+        arrow_array(np.arange(4), np.array([0, 1, 0, 0]))
+    with pytest.raises(TypeError, match="null must be bool"):
+        arrow_array(np.arange(4), np.zeros(3, bool))
+
+
+def test_parquet_written_from_the_buffers_is_byte_identical_to_pa_array(tmp_path):
+    """The log's columns, as the writers build them, against pa.array's: same Parquet bytes."""
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(1)
+    n = 1000
+    columns = {"time": rng.random(n) * 1440, "member": rng.integers(0, 50, n).astype(np.int32),
+               "click": rng.random(n) < 0.1, "look_second": np.where(rng.random(n) < 0.3, np.nan, rng.random(n)),
+               "end_reason": rng.integers(0, 4, n).astype(np.int8)}
+    labels = np.repeat(np.array([1, 0], np.int32), [n // 2, n - n // 2])
+    ours = pa.Table.from_arrays([nan_as_null(v) for v in columns.values()]
+                                + [pa.DictionaryArray.from_arrays(arrow_array(labels), string_array(["a", "thompson"]))],
+                                names=[*columns, "cell"])
+    theirs = pa.Table.from_arrays([pa.array(v, from_pandas=True) for v in columns.values()]
+                                  + [pa.DictionaryArray.from_arrays(labels, ["a", "thompson"])],
+                                  names=[*columns, "cell"])
+    pq.write_table(ours, tmp_path / "ours.parquet", compression="snappy")
+    pq.write_table(theirs, tmp_path / "theirs.parquet", compression="snappy")
+    assert (tmp_path / "ours.parquet").read_bytes() == (tmp_path / "theirs.parquet").read_bytes()
 
 
 def test_nan_is_written_as_null_as_pandas_conversion_does():

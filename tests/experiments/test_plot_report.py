@@ -86,19 +86,26 @@ def test_homepage_picture_of_a_world_of_several_blocks_draws_the_first_block_onl
     config = baselines_config()
     config["engine"]["member_block"] = 100              # 400 members: four blocks
     run_experiment(config, tmp_path / "run")
-    drawn = []
+    drawn, pairs = [], []
 
     def build_world_spy(*args, blocks=None):
         drawn.append(blocks)
         return build_world(*args, blocks=blocks)
 
+    def draw_spy(pair, world, path):
+        pairs.append((pair, world))
+        return draw_page_pair(pair, world, path)
+
+    draw_page_pair = picture.draw_page_pair
     monkeypatch.setattr(picture, "build_world", build_world_spy)
+    monkeypatch.setattr(picture, "draw_page_pair", draw_spy)
     assert picture.plot_homepage_picture(tmp_path / "run", tmp_path / "homepage.png") == tmp_path / "homepage.png"
     assert drawn == [range(1)]
-    cfg = experiment_config_from_dict(config)
-    world = build_world(cfg.world, cfg.seed, cfg.engine.days * 1440, 100, blocks=range(1))
-    pair = find_page_pair(tmp_path / "run", world, "oracle", range(100))
-    assert pair is not None and max(pair.members) < 100
+    (pair, world), = pairs
+    a, b = pair.members
+    assert max(a, b) < 100                               # both of block 0, whose tastes were drawn
+    tastes = world.response.tastes
+    assert tastes[a].sum() > 0 and tastes[b].sum() > 0 and tastes[a].argmax() != tastes[b].argmax()
     assert_readable_png(tmp_path / "homepage.png")
 
 

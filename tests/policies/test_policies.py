@@ -376,3 +376,17 @@ def test_user_policy_by_target(world, decision_batch):
     assert not np.allclose(policy.probabilities(decision_batch),
                            decision_batch.mask / decision_batch.mask.sum(1, keepdims=True))
     check_policy(policy, world.catalog, decision_batch)
+
+
+@pytest.mark.parametrize("bad", [-2, "n_artworks"])
+def test_sampled_posterior_refuses_candidate_ids_outside_the_catalog(world, decision_batch, bad):
+    """The compiled argmax (sim.kernels.choice) does not check bounds: an id past the catalog is
+    an IndexError (from the features' gather, before the argmax), and so is an id below the
+    padding -1 (which NumPy's take would have wrapped around), instead of a read past the table."""
+    import dataclasses
+
+    policy = make_policy(world, {"name": "lints"})
+    candidates = decision_batch.candidates.copy()
+    candidates[3, 0] = world.catalog.n_artworks if bad == "n_artworks" else bad
+    with pytest.raises(IndexError, match="out of bounds" if bad == "n_artworks" else "candidate artwork ids must be in"):
+        policy.probabilities(dataclasses.replace(decision_batch, candidates=candidates))
