@@ -65,7 +65,10 @@ def test_bench_large_run_and_worker_speedup_at_a_tiny_size(tmp_path, capsys):
     local, procs = report["parallel"]
     assert (local["backend"], local["shards"], procs["backend"], procs["shards"]) == ("local", 1, "processes", 2)
     assert local["impressions"] == procs["impressions"] > 0        # the same run, split over 2 workers
-    assert procs["speedup"] == pytest.approx(local["run_s"] / procs["run_s"])
+    # End to end: building plus running, in both (one process draws its members while building)
+    for r in (local, procs):
+        assert r["total_s"] == pytest.approx(r["build_s"] + r["run_s"]) and r["build_s"] > 0
+    assert procs["speedup"] == pytest.approx(local["total_s"] / procs["total_s"])
     assert amdahl_speedup(procs["serial_fraction"], 2) == pytest.approx(procs["speedup"])
     assert set(procs["predicted_speedup"]) == {"8", "32", "128"}
     assert local["peak_rss_mb"] > 0 and len(procs["peak_rss_mb"]) == 2 and min(procs["peak_rss_mb"]) > 0
