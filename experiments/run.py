@@ -454,6 +454,11 @@ def mode_probe_skipped(argv: list[str]):
         Hydra.get_mode = probe
 
 
+#: What ``homesim`` prints when Ctrl-C stops it.
+INTERRUPTED = ("interrupted: runs that had not finished are not marked complete; the same command again "
+               "runs them and skips the complete ones")
+
+
 def cli() -> None:
     """The ``homesim`` console command (and ``python -m experiments.run``): refuse what must be
     refused before Hydra creates a directory, then compose and run. ``--help`` lists the config
@@ -464,8 +469,14 @@ def cli() -> None:
     if refused:
         print(refused, file=sys.stderr)
         sys.exit(2)
-    with mode_probe_skipped(sys.argv[1:]):
-        main()
+    try:
+        with mode_probe_skipped(sys.argv[1:]):
+            main()
+    except KeyboardInterrupt:
+        # Ctrl-C: one line, not Python's traceback through Hydra. Nothing unfinished looks
+        # complete (metrics.json is renamed into place last), so the same command finishes the job.
+        print(INTERRUPTED, file=sys.stderr)
+        sys.exit(130)       # 128 + SIGINT, as shells report a command stopped by Ctrl-C
 
 
 if __name__ == "__main__":

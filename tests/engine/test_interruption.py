@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import sim
+from experiments.run import INTERRUPTED
 from sim.config import ConfigError
 from sim.logs import PartWriter
 from sim.outputs import RUN_OUTPUTS, clear_run_outputs, is_complete
@@ -50,8 +51,18 @@ def kill_when(proc: subprocess.Popen, ready, sig: int, timeout: float = 60.0) ->
     finished = proc.poll() is not None
     if not finished:
         os.killpg(proc.pid, sig)
-    proc.communicate(timeout=60)
+    proc.output = proc.communicate(timeout=60)[0]
     return not finished
+
+
+def assert_stopped_by(proc: subprocess.Popen, sig: int) -> None:
+    """SIGKILL ends the process where it stands; Ctrl-C (SIGINT) ends it with status 130 and one
+    line, not Python's traceback."""
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+        return
+    assert proc.returncode == 130, (proc.returncode, proc.output[-2000:])
+    assert INTERRUPTED in proc.output and "Traceback" not in proc.output, proc.output[-2000:]
 
 
 def run_cli(args: list[str]) -> subprocess.CompletedProcess:
@@ -97,12 +108,14 @@ def uninterrupted(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
 def test_a_killed_run_leaves_nothing_complete_and_a_rerun_matches(tmp_path, uninterrupted, sig):
     out = tmp_path / "run"
     args = RUN_ARGS + [f"hydra.run.dir={out}", "engine.charts=false"]     # charts: the next test
-    killed = kill_when(start(args), lambda: has_log_part(out), sig)
+    proc = start(args)
+    killed = kill_when(proc, lambda: has_log_part(out), sig)
     assert killed, "the run finished before it could be killed: make it longer"
+    assert_stopped_by(proc, sig)
     assert has_log_part(out)                      # it was killed mid-simulation
     assert_nothing_looks_complete(out)
     # Every Parquet part on disk is whole (parts are renamed into place when written).
@@ -173,9 +186,12 @@ def test_an_interrupted_sweep_rerun_matches_an_uninterrupted_one(tmp_path, sweep
     broken = tmp_path / "broken"
     # Charts off (an execution key: same results, same job directories), they are not compared.
     args = ["-m", *SWEEP_ARGS, "hydra.launcher.n_jobs=1", f"hydra.sweep.dir={broken}", "engine.charts=false"]
-    killed = kill_when(start(args), lambda: any(is_complete(j) for j in sweep_jobs(broken)),
-                       signal.SIGKILL)
-    assert killed, "the sweep finished before it could be killed"
+    # Ctrl-C (SIGINT to the sweep's process group), as a user stops a sweep: SIGKILL is the
+    # single run's test above, and tests/cli/test_reliability_procs.py's for sweep workers.
+    proc = start(args)
+    killed = kill_when(proc, lambda: any(is_complete(j) for j in sweep_jobs(broken)), signal.SIGINT)
+    assert killed, "the sweep finished before it could be stopped"
+    assert_stopped_by(proc, signal.SIGINT)
     done_before = {j.name for j in sweep_jobs(broken) if is_complete(j)}
     assert 0 < len(done_before) < n
     again = run_cli(args)
@@ -226,3 +242,8 @@ def test_a_run_completed_by_another_writer_while_this_one_started_is_left_alone(
     with pytest.raises(RunCompletedMeanwhile):
         run_experiment(cfg, out)
     assert is_complete(out) and json.loads((out / "metrics.json").read_text())["seed"] == 2
+
+
+def test_readme_quotes_what_ctrl_c_prints():
+    text = " ".join((REPO / "README.md").read_text().split())
+    assert f"`{INTERRUPTED.split(';')[0]}; ...`" in text
