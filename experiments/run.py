@@ -65,6 +65,7 @@ ERROR_FILE = "error.txt"
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> dict | None:
     hc = HydraConfig.get()
+    _RESUME[:] = [resume_override(hc)]      # for Ctrl-C's message: Hydra forgets it on the way out
     out = Path(hc.runtime.output_dir)
     # What Hydra has just written into the run directory (not what was there before it ran).
     adopt = tuple(n for n in (".hydra", f"{hc.job.name}.log") if n not in _PREEXISTING.get(str(out), ()))
@@ -221,6 +222,9 @@ def _differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
 class SweepSummary(Callback):
     """Hydra callback: after a sweep, count complete and failed jobs, draw the sweep charts, and
     exit with status 1 if any job failed (so scripts and CI notice)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _RESUME[:] = [f"hydra.sweep.dir={config.hydra.sweep.dir}"]     # for Ctrl-C's message
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(str(config.hydra.sweep.dir))
@@ -454,29 +458,60 @@ def mode_probe_skipped(argv: list[str]):
         Hydra.get_mode = probe
 
 
-#: What ``homesim`` prints when Ctrl-C stops it.
-INTERRUPTED = ("interrupted: runs that had not finished are not marked complete; the same command again "
-               "runs them and skips the complete ones")
+#: The start of what ``homesim`` prints when Ctrl-C stops it (:func:`interrupted_message`).
+INTERRUPTED = "interrupted: runs that had not finished are not marked complete"
+
+
+#: The override that names this command's run or sweep directory, once Hydra has composed it.
+_RESUME: list[str] = []
+
+
+def resume_override(hc) -> str:
+    """``hydra.sweep.dir=<dir>`` in a sweep, ``hydra.run.dir=<dir>`` in a single run."""
+    if hc.mode == RunMode.MULTIRUN:
+        return f"hydra.sweep.dir={hc.sweep.dir}"
+    return f"hydra.run.dir={hc.run.dir}"
+
+
+def interrupted_message() -> str:
+    """One line for Ctrl-C: nothing unfinished looks complete (``metrics.json`` is renamed into
+    place last), and the directory to name so that the same command finishes the job (the
+    default directories are named by the second the command started)."""
+    if not _RESUME:         # a sweep whose jobs run in worker processes: the launcher's config
+        try:
+            _RESUME.append(resume_override(HydraConfig.get()))
+        except ValueError:  # stopped before Hydra composed the config: nothing ran
+            return f"{INTERRUPTED}; nothing had started"
+    return f"{INTERRUPTED}; run the same command with {_RESUME[0]} to finish them (complete runs are skipped)"
+
+
+def _exit_by_sigint() -> None:
+    """Re-raise the KeyboardInterrupt without Python's traceback: the interpreter then cleans up
+    (atexit, joblib's pool) and ends by SIGINT, as shells expect of a command stopped by Ctrl-C
+    (status 130; a shell loop around the command stops too, which a plain ``exit(130)`` would
+    not do)."""
+    hook = sys.excepthook
+    sys.excepthook = lambda kind, value, tb: None if issubclass(kind, KeyboardInterrupt) else hook(kind, value, tb)
+    raise KeyboardInterrupt
 
 
 def cli() -> None:
     """The ``homesim`` console command (and ``python -m experiments.run``): refuse what must be
     refused before Hydra creates a directory, then compose and run. ``--help`` lists the config
     groups, options and most used keys (:mod:`experiments.cli_help`); ``-sc install=bash``
-    prints Hydra's bash completion script for ``homesim``."""
+    prints Hydra's bash completion script for ``homesim``. Ctrl-C prints one line
+    (:func:`interrupted_message`) instead of a traceback."""
     os.environ[PARENT_ENV] = str(os.getpid())    # inherited by sweep workers (watch_parent)
-    refused = unknown_override(sys.argv[1:]) or preflight(sys.argv[1:])
-    if refused:
-        print(refused, file=sys.stderr)
-        sys.exit(2)
     try:
+        refused = unknown_override(sys.argv[1:]) or preflight(sys.argv[1:])
+        if refused:
+            print(refused, file=sys.stderr)
+            sys.exit(2)
         with mode_probe_skipped(sys.argv[1:]):
             main()
     except KeyboardInterrupt:
-        # Ctrl-C: one line, not Python's traceback through Hydra. Nothing unfinished looks
-        # complete (metrics.json is renamed into place last), so the same command finishes the job.
-        print(INTERRUPTED, file=sys.stderr)
-        sys.exit(130)       # 128 + SIGINT, as shells report a command stopped by Ctrl-C
+        print(interrupted_message(), file=sys.stderr)
+        _exit_by_sigint()
 
 
 if __name__ == "__main__":

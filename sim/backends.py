@@ -19,8 +19,10 @@ as a pickle that names, rather than copies, the world it refers to (:func:`sim.s
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
 import sys
 import traceback
 from typing import Callable
@@ -72,7 +74,6 @@ def _die_with_parent() -> None:
     if not sys.platform.startswith("linux"):
         return
     import ctypes
-    import signal
 
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -98,6 +99,29 @@ def _process_worker(conn, build_shard: ShardFactory, config, blocks: range, log)
         conn.send(("error", traceback.format_exc()))
 
 
+@contextlib.contextmanager
+def _ctrl_c_ignored_by_children():
+    """Worker processes started inside never see SIGINT: it is blocked in this thread while they
+    start, and a new process keeps the blocked set it was started with. Ctrl-C reaches the whole
+    process group, and the driver alone should answer it: it then closes its workers, and the
+    kernel ends any it leaves (:func:`_die_with_parent`). (Without this, a worker still importing
+    printed its own traceback.) A Ctrl-C that arrives meanwhile waits, blocked, and reaches the
+    driver as the block ends (ignoring SIGINT instead would lose it)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    # multiprocessing's resource tracker blocks SIGINT while it starts and then unblocks it:
+    # started first, it cannot undo this block (it starts with the first spawned process anyway).
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def process_context():
     """Worker processes are spawned (a fresh interpreter each), never forked from the driver:
     forking a process that runs threads (BLAS, Ray, a progress bar) can deadlock the child, and
@@ -117,14 +141,15 @@ class ProcessBackend:
         ctx = process_context()
         self.conns, self.procs = [], []
         try:
-            for blocks in block_ranges(config.world.n_members, eng.member_block, eng.shards):
-                parent, child = ctx.Pipe()
-                p = ctx.Process(target=_process_worker, args=(child, build_shard, config, blocks, log),
-                                daemon=True)
-                p.start()
-                child.close()
-                self.conns.append(parent)
-                self.procs.append(p)
+            with _ctrl_c_ignored_by_children():
+                for blocks in block_ranges(config.world.n_members, eng.member_block, eng.shards):
+                    parent, child = ctx.Pipe()
+                    p = ctx.Process(target=_process_worker, args=(child, build_shard, config, blocks, log),
+                                    daemon=True)
+                    p.start()
+                    child.close()
+                    self.conns.append(parent)
+                    self.procs.append(p)
             self._gather()          # every shard has built its world
         except BaseException:
             self.close()
@@ -252,8 +277,6 @@ def reap_orphaned_ray() -> list[int]:
     killed with SIGKILL cannot shut its Ray down, and Ray's agents outlive it. Only processes
     carrying :data:`RAY_OWNER_ENV` of a dead owner, or ``RAY_RAYLET_PID`` of a raylet such an
     owner started (:func:`record_raylet`), are killed. Returns the pids killed."""
-    import signal
-
     dead_raylets: set[bytes] = set()
     root = _registry()
     for name in os.listdir(root) if os.path.isdir(root) else []:

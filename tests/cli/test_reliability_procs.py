@@ -234,6 +234,39 @@ def test_killed_sweep_leaves_no_workers_behind(tmp_path, marker):
     assert all(foreign_entries(j, adopt=(".hydra", "run.log")) == [] for j in jobs if not is_complete(j))
 
 
+def test_ctrl_c_while_shard_workers_start_prints_one_line_and_leaves_no_process(tmp_path, marker):
+    """Ctrl-C reaches the whole process group, shard workers still importing included (they
+    printed their own tracebacks). They ignore it: the driver prints one line, ends by SIGINT
+    and closes them (the marker fixture checks that none is left)."""
+    from experiments.run import INTERRUPTED
+
+    out = tmp_path / "run"
+    p = spawn([*RUN, "engine.days=2", "engine.backend=processes", "engine.shards=2", f"hydra.run.dir={out}"],
+              marker)
+
+    def shard_workers() -> list[int]:
+        found = []
+        for pid in processes_with_marker(marker):
+            try:
+                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(pid)
+            except OSError:         # it ended meanwhile
+                pass
+        return found
+
+    assert wait_for(lambda: shard_workers() or p.poll() is not None, timeout=60, period=0.005)
+    # Into the workers' imports (a fresh Python ignores nothing yet at its very start, and dies of
+    # SIGINT there without a word), as a terminal sends it: to the whole process group.
+    time.sleep(0.4)
+    assert p.poll() is None, "the run ended before its workers started"
+    os.killpg(p.pid, signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == -signal.SIGINT, (p.returncode, stderr[-2000:])
+    assert f"{INTERRUPTED}; run the same command with hydra.run.dir={out}" in stderr, stderr[-2000:]
+    assert "Traceback" not in stdout + stderr, stderr[-3000:]
+    assert not (out / "metrics.json").exists()
+
+
 def test_worker_exits_when_its_parent_is_gone(marker):
     parent = subprocess.Popen(["sleep", "0.5"])
     code = ("import os, sys, time; sys.path.insert(0, %r); os.environ['SIM_RUN_PARENT_PID'] = %r; "

@@ -55,14 +55,15 @@ def kill_when(proc: subprocess.Popen, ready, sig: int, timeout: float = 60.0) ->
     return not finished
 
 
-def assert_stopped_by(proc: subprocess.Popen, sig: int) -> None:
-    """SIGKILL ends the process where it stands; Ctrl-C (SIGINT) ends it with status 130 and one
-    line, not Python's traceback."""
-    if sig == signal.SIGKILL:
-        assert proc.returncode == -signal.SIGKILL
-        return
-    assert proc.returncode == 130, (proc.returncode, proc.output[-2000:])
-    assert INTERRUPTED in proc.output and "Traceback" not in proc.output, proc.output[-2000:]
+def assert_stopped_by(proc: subprocess.Popen, sig: int, resume: str = "") -> None:
+    """SIGKILL ends the process where it stands. Ctrl-C (SIGINT) ends it by SIGINT too, after
+    one line that names the directory to finish (``resume``: ``hydra.run.dir=...``), and no
+    traceback."""
+    assert proc.returncode == -sig, (proc.returncode, proc.output[-2000:])
+    if sig == signal.SIGINT:
+        assert f"{INTERRUPTED}; run the same command with {resume} to finish them" in proc.output, \
+            proc.output[-2000:]
+        assert "Traceback" not in proc.output, proc.output[-2000:]
 
 
 def run_cli(args: list[str]) -> subprocess.CompletedProcess:
@@ -115,7 +116,7 @@ def test_a_killed_run_leaves_nothing_complete_and_a_rerun_matches(tmp_path, unin
     proc = start(args)
     killed = kill_when(proc, lambda: has_log_part(out), sig)
     assert killed, "the run finished before it could be killed: make it longer"
-    assert_stopped_by(proc, sig)
+    assert_stopped_by(proc, sig, f"hydra.run.dir={out}")
     assert has_log_part(out)                      # it was killed mid-simulation
     assert_nothing_looks_complete(out)
     # Every Parquet part on disk is whole (parts are renamed into place when written).
@@ -191,7 +192,7 @@ def test_an_interrupted_sweep_rerun_matches_an_uninterrupted_one(tmp_path, sweep
     proc = start(args)
     killed = kill_when(proc, lambda: any(is_complete(j) for j in sweep_jobs(broken)), signal.SIGINT)
     assert killed, "the sweep finished before it could be stopped"
-    assert_stopped_by(proc, signal.SIGINT)
+    assert_stopped_by(proc, signal.SIGINT, f"hydra.sweep.dir={broken}")
     done_before = {j.name for j in sweep_jobs(broken) if is_complete(j)}
     assert 0 < len(done_before) < n
     again = run_cli(args)
@@ -246,4 +247,5 @@ def test_a_run_completed_by_another_writer_while_this_one_started_is_left_alone(
 
 def test_readme_quotes_what_ctrl_c_prints():
     text = " ".join((REPO / "README.md").read_text().split())
-    assert f"`{INTERRUPTED.split(';')[0]}; ...`" in text
+    assert (f"`{INTERRUPTED}; run the same command with hydra.sweep.dir=<its directory> to finish them "
+            "(complete runs are skipped)`") in text
