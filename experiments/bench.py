@@ -38,6 +38,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import platform  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -544,9 +545,15 @@ def parallel(args: argparse.Namespace) -> list[dict]:
           f"1 thread per process, {os.cpu_count()} CPUs")
     for backend, shards in (("local", 1), ("processes", args.workers)):
         reset_peak_rss()        # the local run's peak, not the sections before it in this process
-        runs = [run_closed_loop(members, args.titles, args.parallel_days, args.parallel_policy,
-                                backend=backend, shards=shards, member_block=block)
-                for _ in range(args.repeat)]
+        runs = []
+        for _ in range(args.repeat):
+            run = run_closed_loop(members, args.titles, args.parallel_days, args.parallel_policy,
+                                  backend=backend, shards=shards, member_block=block)
+            # Its world (a million members) must not outlive it: the next repeat's peak RSS would
+            # count both.
+            del run["sim"]
+            gc.collect()
+            runs.append(run)
         r = sorted(runs, key=lambda x: x["build_s"] + x["run_s"])[len(runs) // 2]
         # local: this process (its shards all report it); processes: each worker's own
         peaks = r["shard_peak_rss_mb"][:1] if backend == "local" else r["shard_peak_rss_mb"]

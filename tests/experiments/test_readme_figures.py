@@ -64,8 +64,9 @@ def test_readme_verdicts_agree_with_the_figures_they_judge():
     verdicts = [
         ("Issue 17's targets (1,000,000 impressions/s with Thompson sampling, 500,000 with `lints`) are **not met**",
          fig("bench.thompson.rate") < 1_000_000 or fig("bench.lints.rate") < 500_000),
-        ("**below the ×1.8 issue 17 asks for**", fig("bench_parallel.speedup") < 1.8),
-        ("per page the session model is the slower one, below the 80 %", fig("bench_response.visits_ratio") < 0.8),
+        ("**at least the ×1.8 issue 17 asks for**", fig("bench_parallel.speedup") >= 1.8),
+        ("by that measure the session model also keeps at least 80 % in this run",
+         fig("bench_response.visits_ratio") >= 0.8),
         ("the session model keeps at least 80 % of the independent model's)", fig("bench_response.ratio") >= 0.8),
     ]
     for claim, holds in verdicts:
