@@ -65,7 +65,7 @@ ERROR_FILE = "error.txt"
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> dict | None:
     hc = HydraConfig.get()
-    _RESUME[:] = [resume_override(hc)]      # for Ctrl-C's message: Hydra forgets it on the way out
+    os.environ[RESUME_ENV] = resume_override(hc)    # for Ctrl-C's message: Hydra forgets it on the way out
     out = Path(hc.runtime.output_dir)
     # What Hydra has just written into the run directory (not what was there before it ran).
     adopt = tuple(n for n in (".hydra", f"{hc.job.name}.log") if n not in _PREEXISTING.get(str(out), ()))
@@ -224,7 +224,7 @@ class SweepSummary(Callback):
     exit with status 1 if any job failed (so scripts and CI notice)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _RESUME[:] = [f"hydra.sweep.dir={config.hydra.sweep.dir}"]     # for Ctrl-C's message
+        os.environ[RESUME_ENV] = f"hydra.sweep.dir={config.hydra.sweep.dir}"     # for Ctrl-C's message
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(str(config.hydra.sweep.dir))
@@ -462,8 +462,10 @@ def mode_probe_skipped(argv: list[str]):
 INTERRUPTED = "interrupted: runs that had not finished are not marked complete"
 
 
-#: The override that names this command's run or sweep directory, once Hydra has composed it.
-_RESUME: list[str] = []
+#: Environment variable holding the override that names this command's run or sweep directory,
+#: once Hydra has composed it (Hydra resets its own config when a job ends). The environment, not
+#: a module global: under ``python -m`` Hydra's callback runs in a second copy of this module.
+RESUME_ENV = "SIM_RUN_RESUME"
 
 
 def resume_override(hc) -> str:
@@ -477,12 +479,10 @@ def interrupted_message() -> str:
     """One line for Ctrl-C: nothing unfinished looks complete (``metrics.json`` is renamed into
     place last), and the directory to name so that the same command finishes the job (the
     default directories are named by the second the command started)."""
-    if not _RESUME:         # a sweep whose jobs run in worker processes: the launcher's config
-        try:
-            _RESUME.append(resume_override(HydraConfig.get()))
-        except ValueError:  # stopped before Hydra composed the config: nothing ran
-            return f"{INTERRUPTED}; nothing had started"
-    return f"{INTERRUPTED}; run the same command with {_RESUME[0]} to finish them (complete runs are skipped)"
+    resume = os.environ.get(RESUME_ENV)     # set by main() and, for a sweep, SweepSummary
+    if not resume:
+        return f"{INTERRUPTED}; nothing had started"
+    return f"{INTERRUPTED}; run the same command with {resume} to finish them (complete runs are skipped)"
 
 
 def _exit_by_sigint() -> None:
@@ -502,6 +502,7 @@ def cli() -> None:
     prints Hydra's bash completion script for ``homesim``. Ctrl-C prints one line
     (:func:`interrupted_message`) instead of a traceback."""
     os.environ[PARENT_ENV] = str(os.getpid())    # inherited by sweep workers (watch_parent)
+    os.environ.pop(RESUME_ENV, None)             # not a parent command's
     try:
         refused = unknown_override(sys.argv[1:]) or preflight(sys.argv[1:])
         if refused:
