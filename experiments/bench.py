@@ -86,16 +86,62 @@ def run_closed_loop(members: int, titles: int, days: float, policy: str, progres
         sim = Simulation(cfg, LogTarget(Path(tmp), chunk_rows=cfg.engine.log_chunk_rows))
         build = time.perf_counter() - t0
         build_mb = peak_rss_mb()    # the process's peak so far: the build's own only in a fresh process
+        fixed = time_fixed_costs(sim)
         t1 = time.perf_counter()
         summary = sim.run(None if progress is None else lambda t, n: progress(t, n, sim.shard_rss_mb))
         elapsed = time.perf_counter() - t1
     windows = cfg.engine.days * 1440 / cfg.engine.window_minutes
     return {"sim": sim, "build_s": build, "run_s": elapsed, "started": t1,
-            "shard_startup_s": summary["run"]["shard_startup_seconds"],
+            "shard_startup_s": summary["run"]["shard_startup_seconds"], "deploys": summary["run"]["deploys"],
             "impressions": sim.impressions, "peak_rss_mb_build": build_mb,
             "shard_peak_rss_mb": sim.shard_peak_rss_mb,
-            "impressions_per_s": sim.impressions / elapsed,
+            "impressions_per_s": sim.impressions / elapsed, **fixed,
             "batch": sim.impressions / windows / math.ceil(members / cfg.engine.member_block)}
+
+
+def time_fixed_costs(sim: Simulation) -> dict[str, float]:
+    """Time, inside the run about to start, the two costs that a faster serving path leaves
+    as they are: the policies' redeploys (``update``: for Thompson sampling, the Monte Carlo
+    of its choice distribution over every title) and the Parquet writes of the impression and
+    visit logs. Returns a dict whose ``deploy_s`` and ``log_write_s`` fill in as the run goes
+    (in-process shards only: ``engine.backend=local``; other backends leave them at 0).
+
+    The timers wrap the methods of these instances only; results are unchanged."""
+    costs = {"deploy_s": 0.0, "log_write_s": 0.0}
+    if sim.config.engine.backend != "local":    # policies are shipped to worker processes: no wrappers
+        return costs
+
+    def timed(method, key):
+        def call(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                costs[key] += time.perf_counter() - t
+        return call
+
+    for cell in sim.cells:
+        cell.policy.update = timed(cell.policy.update, "deploy_s")
+    for shard in sim.shards:
+        for writer in (shard.impression_log, shard.visit_log):
+            if writer is not None:
+                writer._write_part = timed(writer._write_part, "log_write_s")
+    return costs
+
+
+def fixed_costs(run: dict, target: float | None, compiled: float) -> dict:
+    """Per impression (µs) of one closed-loop run: its redeploys, its log writes, the rest
+    (serving: pages, choices, sessions, regret, metrics, log columns), what a ``target`` rate
+    allows in all and leaves to serve after the first two, and the minimal compiled loop's own
+    cost (a floor for any serving path: it lays out no page and simulates no session)."""
+    per = 1e6 / run["impressions"]
+    out = {"deploy_us": run["deploy_s"] * per, "log_write_us": run["log_write_s"] * per,
+           "serving_us": (run["run_s"] - run["deploy_s"] - run["log_write_s"]) * per,
+           "minimal_compiled_us": 1e6 / compiled, "target_us": None, "serving_budget_us": None}
+    if target is not None:
+        out["target_us"] = 1e6 / target
+        out["serving_budget_us"] = out["target_us"] - out["deploy_us"] - out["log_write_us"]
+    return out
 
 
 def minimal_pipeline(sim: Simulation, n_impressions: int, batch: int, seed: int = 1) -> float:
@@ -446,6 +492,16 @@ def headline(args: argparse.Namespace) -> list[dict]:
                   "(the same work fused in one numba loop)")
         print(f"  ratio simulator/minimal {np.median(rates) / minimal:11.2f}   "
               f"simulator/compiled loop {np.median(rates) / compiled:.2f}")
+        fixed = fixed_costs(r, target, compiled)
+        print(f"  of which redeploys     {r['deploy_s']:8.2f} s   {fixed['deploy_us']:.2f} µs/impression "
+              f"({r['deploys']} deploys)")
+        print(f"  and Parquet log writes {r['log_write_s']:8.2f} s   {fixed['log_write_us']:.2f} µs/impression")
+        print(f"  the rest (serving)     {r['run_s'] - r['deploy_s'] - r['log_write_s']:8.2f} s   "
+              f"{fixed['serving_us']:.2f} µs/impression")
+        if target is not None:
+            print(f"  the target allows {fixed['target_us']:.2f} µs/impression; redeploys and log writes leave "
+                  f"{fixed['serving_budget_us']:.2f} µs to serve it, and the minimal compiled loop alone "
+                  f"takes {fixed['minimal_compiled_us']:.2f} µs")
         results.append({"policy": policy, "response": args.response, "members": args.members,
                         "titles": args.titles, "days": args.days, "impressions": int(r["impressions"]),
                         "impressions_per_s_median": float(np.median(rates)),
@@ -456,6 +512,8 @@ def headline(args: argparse.Namespace) -> list[dict]:
                         "ratio_compiled": float(np.median(rates)) / compiled,
                         "kernel_first_call_s": first_call, "kernel_compile_from_scratch_s": from_scratch,
                         "run_s": float(r["run_s"]), "artworks_per_title": A / args.titles,
+                        "deploys": r["deploys"], "deploy_s": r["deploy_s"], "log_write_s": r["log_write_s"],
+                        **fixed,
                         "peak_rss_mb": peak_rss_mb()})      # of this process so far: every policy run before
         del runs, r     # free the worlds before the next policy builds its own
     print("  peer libraries: none measured (MABWiser is not a dependency; the issue's figures for it "

@@ -68,7 +68,8 @@ def _load_average(report: dict) -> str:
                     "--json", f"{OUT}/bench.json"))
 def bench(out: Path) -> dict[str, str]:
     """The headline closed loop of ``make bench`` for each policy (from its ``--json``): rate,
-    simulated seconds, ratios to the minimal pipelines, and the kernels' load and compile times."""
+    simulated seconds, ratios to the minimal pipelines, the kernels' load and compile times, and
+    per impression: the redeploys, the log writes, and what each target leaves to serve."""
     report = json.loads((out / "bench.json").read_text())
     rows = {r["policy"]: r for r in report["headline"]}
     first = report["headline"][0]
@@ -81,9 +82,13 @@ def bench(out: Path) -> dict[str, str]:
         "bench.kernels_load": f"{first['kernel_first_call_s']:.2f} s",
         "bench.kernels_compile": f"{first['kernel_compile_from_scratch_s']:.2f} s",
         "bench.peak_rss": f"{max(r['peak_rss_mb'] for r in rows.values()):,.0f} MB",
+        "bench.minimal_compiled_us": f"{first['minimal_compiled_us']:.2f} µs",
     }
     for policy, r in rows.items():
         figs[f"bench.{policy}.rate"] = f"{r['impressions_per_s_median']:,.0f}"
+        figs[f"bench.{policy}.deploys"] = f"{r['deploys']}"
+        for part in ("deploy_us", "log_write_us", "serving_us", "target_us", "serving_budget_us"):
+            figs[f"bench.{policy}.{part}"] = f"{r[part]:.2f} µs"
         figs[f"bench.{policy}.seconds"] = f"{r['run_s']:.1f} s"
         figs[f"bench.{policy}.ratio"] = f"{r['ratio']:.2f}"
         figs[f"bench.{policy}.ratio_compiled"] = f"{r['ratio_compiled']:.2f}"

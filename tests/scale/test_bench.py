@@ -75,3 +75,23 @@ def test_bench_large_run_and_worker_speedup_at_a_tiny_size(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "large run: 1,000 members × 2 d" in printed and "serial fraction (Amdahl" in printed
     assert "peak RSS per worker:" in printed and "worker 1: peak RSS" in printed
+
+
+def test_fixed_costs_time_the_redeploys_and_log_writes_of_the_run_and_nothing_else():
+    """The headline's split of a run: redeploys (the policy's ``update``), Parquet part writes,
+    and the rest. A policy that never learns has no redeploy time; one that does has some."""
+    from experiments.bench import fixed_costs, run_closed_loop
+
+    learning = run_closed_loop(300, 60, 1.0, "thompson", log_chunk_rows=2_000)
+    frozen = run_closed_loop(300, 60, 1.0, "uniform", log_chunk_rows=2_000)
+    assert learning["deploys"] > 0 and learning["deploy_s"] > 0
+    assert frozen["deploys"] == 0 and frozen["deploy_s"] == 0.0
+    for run in (learning, frozen):
+        assert run["impressions"] > 2_000 and run["log_write_s"] > 0     # several parts written
+        assert run["deploy_s"] + run["log_write_s"] < run["run_s"]
+    split = fixed_costs(learning, 1_000_000, compiled=2_000_000)
+    per = 1e6 / learning["impressions"]
+    assert split["deploy_us"] + split["log_write_us"] + split["serving_us"] == pytest.approx(learning["run_s"] * per)
+    assert split["target_us"] == 1.0 and split["minimal_compiled_us"] == 0.5
+    assert split["serving_budget_us"] == pytest.approx(1.0 - split["deploy_us"] - split["log_write_us"])
+    assert fixed_costs(learning, None, 2_000_000)["serving_budget_us"] is None
