@@ -98,3 +98,38 @@ print("pandas" in sys.modules)
     assert len(frame) == 5 and frame["look_second"].isna().tolist() == [False, True, False, False, False]
     visits = pd.read_parquet(tmp_path / "visits")
     assert visits["session_seconds"].isna().all() and (visits["looks"] == 1).all()
+
+
+def test_only_the_columns_in_log_order_carry_parquet_statistics(tmp_path):
+    """A reader can skip a part by time or visit id (their min/max are written, and right);
+    the other columns, unordered, are written without statistics."""
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    from sim.logs import NUMERIC_COLUMNS, ImpressionLog, VisitLog
+
+    log = ImpressionLog(tmp_path / "logs", chunk_rows=4)
+    for batch in range(3):
+        columns = {k: np.full(4, 7, dtype) for k, dtype in NUMERIC_COLUMNS.items()}
+        columns["time"] = 10.0 * batch + np.arange(4)
+        columns["visit"] = 100 * batch + np.arange(4)
+        log.append({**columns, "cell": "a", "policy": "thompson"})
+    log.close()
+    visits = VisitLog(tmp_path / "visits", ["x"])
+    visits.append(np.arange(5), np.arange(5), np.arange(5.0), np.zeros((5, 1), np.float32))
+    visits.close()
+    for directory in ("logs", "visits"):
+        for part in sorted((tmp_path / directory).glob("part-*.parquet")):
+            chunk = pq.read_metadata(part).row_group(0)
+            columns = {chunk.column(i).path_in_schema: chunk.column(i) for i in range(chunk.num_columns)}
+            assert {name for name, c in columns.items() if c.is_stats_set} == {"time", "visit"}, part
+            data = pq.read_table(part)
+            for name in ("time", "visit"):
+                stats = columns[name].statistics
+                assert (stats.min, stats.max) == (min(data[name].to_pylist()), max(data[name].to_pylist()))
+    # A time filter on the dataset reads only the part that can hold matching rows.
+    dataset = ds.dataset(tmp_path / "logs", format="parquet")
+    fragments = list(dataset.get_fragments(filter=ds.field("time") >= 20.0))
+    assert len(list(dataset.get_fragments())) == 3
+    kept = [f for f in fragments for _ in f.split_by_row_group(filter=ds.field("time") >= 20.0)]
+    assert len(kept) == 1 and kept[0].path.endswith("part-00002.parquet")
