@@ -89,6 +89,8 @@ def bench(out: Path) -> dict[str, str]:
         figs[f"bench.{policy}.deploys"] = f"{r['deploys']}"
         for part in ("deploy_us", "log_write_us", "serving_us", "target_us", "serving_budget_us"):
             figs[f"bench.{policy}.{part}"] = f"{r[part]:.2f} µs"
+        figs[f"bench.{policy}.budget_to_minimal"] = f"×{r['serving_budget_us'] / r['minimal_compiled_us']:.2f}"
+        figs[f"bench.{policy}.serving_to_budget"] = f"×{r['serving_us'] / r['serving_budget_us']:.1f}"
         figs[f"bench.{policy}.seconds"] = f"{r['run_s']:.1f} s"
         figs[f"bench.{policy}.ratio"] = f"{r['ratio']:.2f}"
         figs[f"bench.{policy}.ratio_compiled"] = f"{r['ratio_compiled']:.2f}"

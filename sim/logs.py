@@ -114,8 +114,8 @@ def visit_ids(batch: int, n: int, where: str, remedy: str) -> np.ndarray:
 CONTINUOUS_COLUMNS = frozenset({"time", "visit", "impression_id", "pscore", "minutes", "expected_take", "uniform_take",
                                 "oracle_take", "context", "look_second", "click_second", "play_second",
                                 "session_seconds", "first_play_second"})
-#: Columns that follow log order within a part (visit ids ascend; times ascend window by window):
-#: the only ones written with Parquet min/max statistics.
+#: Columns that follow log order within a part (visit ids ascend batch by batch, times window by
+#: window): the only ones written with Parquet min/max statistics.
 ORDERED_COLUMNS = ("time", "visit")
 #: String columns constant within one append (one cell, one policy), stored as dictionaries.
 LABEL_COLUMNS = ("cell", "policy")
@@ -191,8 +191,9 @@ class PartWriter:
         tmp = self.temporary(final)
         # Dictionary-encode only columns with few distinct values: trying it on continuous
         # columns (times, probabilities) costs 40 % of the write time and saves nothing.
-        # Min/max statistics only for the columns that follow log order (visit ids ascend, times
-        # window by window): the only ones whose ranges let a reader skip a part or row group.
+        # Min/max statistics only for the columns that follow log order (visit ids ascend batch by
+        # batch, times window by window): the only ones whose ranges let a reader skip a part or
+        # row group.
         # The other columns' statistics cost about 15 % of the write time.
         pq.write_table(table, tmp, compression="snappy",
                        use_dictionary=[c for c in table.column_names if c not in CONTINUOUS_COLUMNS],

@@ -127,9 +127,9 @@ def test_only_the_columns_in_log_order_carry_parquet_statistics(tmp_path):
             for name in ("time", "visit"):
                 stats = columns[name].statistics
                 assert (stats.min, stats.max) == (min(data[name].to_pylist()), max(data[name].to_pylist()))
-    # A time filter on the dataset reads only the part that can hold matching rows.
+    # A time filter, checked against each row group's statistics, keeps only the last part's.
     dataset = ds.dataset(tmp_path / "logs", format="parquet")
-    fragments = list(dataset.get_fragments(filter=ds.field("time") >= 20.0))
-    assert len(list(dataset.get_fragments())) == 3
+    fragments = list(dataset.get_fragments())
+    assert len(fragments) == 3
     kept = [f for f in fragments for _ in f.split_by_row_group(filter=ds.field("time") >= 20.0)]
     assert len(kept) == 1 and kept[0].path.endswith("part-00002.parquet")

@@ -1,4 +1,5 @@
-"""The benchmark's pure helpers (its figures come from ``python -m experiments.bench``, not tests)."""
+"""The benchmark's helpers, and its sections at tiny sizes (its figures come from
+``python -m experiments.bench``, not tests)."""
 from __future__ import annotations
 
 import pytest
@@ -77,7 +78,8 @@ def test_bench_large_run_and_worker_speedup_at_a_tiny_size(tmp_path, capsys):
     assert "peak RSS per worker:" in printed and "worker 1: peak RSS" in printed
 
 
-def test_fixed_costs_time_the_redeploys_and_log_writes_of_the_run_and_nothing_else():
+@pytest.mark.slow
+def test_fixed_costs_time_the_redeploys_and_log_writes_of_the_run():
     """The headline's split of a run: redeploys (the policy's ``update``), Parquet part writes,
     and the rest. A policy that never learns has no redeploy time; one that does has some."""
     from experiments.bench import fixed_costs, run_closed_loop
@@ -87,7 +89,7 @@ def test_fixed_costs_time_the_redeploys_and_log_writes_of_the_run_and_nothing_el
     assert learning["deploys"] > 0 and learning["deploy_s"] > 0
     assert frozen["deploys"] == 0 and frozen["deploy_s"] == 0.0
     for run in (learning, frozen):
-        assert run["impressions"] > 2_000 and run["log_write_s"] > 0     # several parts written
+        assert run["impressions"] > 2_000 and run["log_write_s"] > 0     # parts of 2,000 rows and the last
         assert run["deploy_s"] + run["log_write_s"] < run["run_s"]
     split = fixed_costs(learning, 1_000_000, compiled=2_000_000)
     per = 1e6 / learning["impressions"]
