@@ -267,6 +267,32 @@ def test_ctrl_c_while_shard_workers_start_prints_one_line_and_leaves_no_process(
     assert not (out / "metrics.json").exists()
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_a_sweep_on_joblib_workers_in_one_line_and_leaves_no_process(tmp_path, marker):
+    """Ctrl-C to a sweep whose jobs run in joblib's worker processes: one line that names the
+    sweep directory, no traceback, the end by SIGINT, and no worker left (the marker fixture).
+    The directory comes from the sweep's callback, which under ``python -m`` runs in a second
+    copy of experiments.run: kept in a module global, the line said "nothing had started"."""
+    from experiments.run import INTERRUPTED
+    from sim.outputs import is_complete
+    from sim.rundir import lock_holder
+
+    sweep = tmp_path / "sweep"
+    p = spawn(["-m", *RUN, "engine.days=3", "seed=0,1", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"],
+              marker)
+    busy = lambda: any(lock_holder(j) for j in sweep.glob("*/"))  # noqa: E731
+    assert wait_for(lambda: busy() or p.poll() is not None, timeout=120)
+    assert p.poll() is None, "the sweep ended before its jobs could be stopped"
+    os.killpg(p.pid, signal.SIGINT)             # as a terminal sends it: to the whole group
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == -signal.SIGINT, (p.returncode, stderr[-2000:])
+    assert f"{INTERRUPTED}; run the same command with hydra.sweep.dir={sweep} to finish them" in stderr, \
+        stderr[-2000:]
+    assert "Traceback" not in stdout + stderr, stderr[-3000:]
+    jobs = [j for j in sweep.iterdir() if j.is_dir()]
+    assert jobs and not all(is_complete(j) for j in jobs)
+
+
 def test_worker_exits_when_its_parent_is_gone(marker):
     parent = subprocess.Popen(["sleep", "0.5"])
     code = ("import os, sys, time; sys.path.insert(0, %r); os.environ['SIM_RUN_PARENT_PID'] = %r; "
