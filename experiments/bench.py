@@ -51,10 +51,12 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
+from experiments.ctrl_c import NOTHING_WRITTEN, one_line_on_ctrl_c  # noqa: E402
 from sim.config import EngineConfig, experiment_config_from_dict  # noqa: E402
 from sim.engine import Simulation  # noqa: E402
 from sim.logs import LogTarget  # noqa: E402
 from sim.memory import peak_rss_mb, reset_peak_rss, rss_mb  # noqa: E402
+from sim.outputs import atomic_write_text  # noqa: E402
 
 
 #: The response model of the closed-loop figures: the default of ``configs/`` (``session``).
@@ -707,6 +709,7 @@ def response_models(args: argparse.Namespace) -> list[dict]:
 SESSION_SPEED_FLOOR = 0.8
 
 
+@one_line_on_ctrl_c(NOTHING_WRITTEN)
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     report = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
@@ -722,9 +725,8 @@ def main(argv: list[str] | None = None) -> None:
         report["large"] = large(args)
     if args.workers > 1:
         report["parallel"] = parallel(args)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(report, fh, indent=2)
+    if args.json:       # whole or not at all: `make figures` reads it
+        atomic_write_text(args.json, json.dumps(report, indent=2))
         print(f"figures written to {args.json}")
 
 

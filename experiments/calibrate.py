@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
+import io
 import sys
 import tempfile
 import zipfile
@@ -37,9 +38,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from experiments.ctrl_c import FILES_WHOLE, one_line_on_ctrl_c
 from sim.bias import gini, lorenz_band
 from sim.calibration import KS_TARGET, depth_matched, interaction_table, member_genre_shares
 from sim.fit_log import ITEM_PRIOR_SD, ClickLog, fit_clicks, rate_table, read_click_log, world_config
+from sim.outputs import atomic_write_text
 from sim.world.movielens import GENRES, cache_dir, find_movielens, load_movielens
 
 REPO = Path(__file__).resolve().parent.parent
@@ -173,9 +176,9 @@ def calibrate_log(path: Path, out: Path, name: str, item_prior_sd: float) -> tup
               f"# Run: python -m experiments.run --config-dir {out} world={name} world/response={name}\n")
     wf, rf = out / "world" / f"{name}.yaml", out / "world" / "response" / f"{name}.yaml"
     rf.parent.mkdir(parents=True, exist_ok=True)
-    wf.write_text(header + yaml.safe_dump(world, sort_keys=False, default_flow_style=None, width=100))
+    atomic_write_text(wf, header + yaml.safe_dump(world, sort_keys=False, default_flow_style=None, width=100))
     note = "" if fit.row_identified else "# One position axis in the log: columns; the row exponent copies the column one.\n"
-    rf.write_text(header + note + yaml.safe_dump(response, sort_keys=False))
+    atomic_write_text(rf, header + note + yaml.safe_dump(response, sort_keys=False))
     p_sim = simulator_rates(wf, rf, log)
     tables = {}
     for by in ("position", "item"):
@@ -246,11 +249,13 @@ def _log_chart(path, tables, fit, name) -> None:
 
 # ---- tables ------------------------------------------------------------------------------------------
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    """Every value as Python prints it (not :func:`sim.outputs.write_csv`'s 10 digits), written
+    whole or not at all."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def _fmt(v) -> str:
@@ -270,6 +275,7 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@one_line_on_ctrl_c(FILES_WHOLE)
 def main(argv: list[str] | None = None) -> int:
     from experiments.cli_help import prog
     ap = argparse.ArgumentParser(prog=prog("experiments.calibrate"), description=__doc__.split("\n\n")[0])
@@ -308,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:      # missing data, malformed log, bad config
         print(f"error: {err}", file=sys.stderr)
         return 2
-    (out / "calibration.md").write_text(text)
+    atomic_write_text(out / "calibration.md", text)
     print(text)
     print(f"written: {out}/calibration.csv, calibration.md, calibration.png")
     return 0

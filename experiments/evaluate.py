@@ -44,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
+from experiments.ctrl_c import FILES_WHOLE, one_line_on_ctrl_c
 from sim.config import ConfigError
 from sim.ope.data import load_bandit_feedback
 from sim.ope.estimators import ESTIMATOR_NAMES, OffPolicyEstimator, build_estimator, estimate_all
@@ -268,6 +269,7 @@ class OneLineParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+@one_line_on_ctrl_c(FILES_WHOLE)
 def main(argv: list[str] | None = None) -> int:
     from experiments.cli_help import prog
     ap = OneLineParser(prog=prog("experiments.evaluate"),

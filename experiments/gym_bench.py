@@ -20,6 +20,8 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from experiments.ctrl_c import NOTHING_WRITTEN, one_line_on_ctrl_c  # noqa: E402
+
 
 def rate(env, steps: int, visits_per_step: int, seed: int = 0) -> dict:
     """Visits per second over ``steps`` steps of random actions (episodes restart as needed)."""
@@ -43,6 +45,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@one_line_on_ctrl_c(NOTHING_WRITTEN)
 def main(argv: list[str] | None = None) -> dict:
     from experiments.cli_help import prog
     ap = argparse.ArgumentParser(prog=prog("experiments.gym_bench"), description="Visits (steps) per second of the Gymnasium environment")
@@ -63,8 +66,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(table(rows), end="")
     report = {"rows": rows, "load_average": os.getloadavg()}
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(report, fh, indent=2)
+        from sim.outputs import atomic_write_text
+        atomic_write_text(args.json, json.dumps(report, indent=2))
     return report
 
 

@@ -37,6 +37,7 @@ from experiments.results import (POLICY_KEY, REPLICATE_KEY, aggregate, find_runs
 from experiments.run_plots import (artwork_gain_chart, bin_hours, choice_share_chart, lift_and_gain_panel,
                                    log_series, lorenz_chart, rebin, regret_rate_chart)
 from experiments.seed_plots import seed_sweep_chart
+from experiments.ctrl_c import FILES_WHOLE, one_line_on_ctrl_c
 from sim.metrics import COLUMNS, METRICS, RatioMetric
 from sim.outputs import write_csv
 
@@ -349,6 +350,7 @@ def plot_sweep(sweep_dir: Path | str) -> list[Path]:
     return out
 
 
+@one_line_on_ctrl_c(FILES_WHOLE)
 def main(argv: list[str] | None = None) -> None:
     from experiments.cli_help import prog
     ap = argparse.ArgumentParser(prog=prog("experiments.plot"), description=__doc__.splitlines()[0])

@@ -18,6 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
+from experiments.ctrl_c import PRINTS_ONLY, one_line_on_ctrl_c
 from sim.metrics import METRICS, RatioMetric
 from sim.power import PlannedTest, pilot_icc
 
@@ -68,6 +69,7 @@ def report(test: PlannedTest, lift: float | None = None) -> str:
     return "\n".join(lines)
 
 
+@one_line_on_ctrl_c(PRINTS_ONLY)
 def main(argv: list[str] | None = None) -> None:
     from experiments.cli_help import prog
     ap = argparse.ArgumentParser(prog=prog("experiments.power"), description=__doc__.splitlines()[0])

@@ -24,6 +24,7 @@ import yaml
 from experiments.plot import charted_metrics, plot_run, plot_sweep
 from experiments.results import (REPLICATE_KEY, aggregate, find_runs, interval_metrics, is_run_dir, metric_is_percent,
                                  metric_label, paired_differences, swept_parameters, sweep_table)
+from experiments.ctrl_c import FILES_WHOLE, one_line_on_ctrl_c
 from sim.metrics import Z95, metric_class
 from sim.outputs import atomic_write_text
 from experiments.power_notes import ALPHA, POWER, cell_mde, underpowered_notes
@@ -379,6 +380,7 @@ def write_report(directory: Path | str, fmt: str = "html", out: Path | str | Non
     return path
 
 
+@one_line_on_ctrl_c(FILES_WHOLE)
 def main(argv: list[str] | None = None) -> None:
     from experiments.cli_help import prog
     ap = argparse.ArgumentParser(prog=prog("experiments.report"), description=__doc__.splitlines()[0])

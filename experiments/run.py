@@ -42,6 +42,7 @@ from experiments import cli_help  # noqa: F401 -- registers the resolver the --h
 from experiments import config_store  # noqa: F401 -- registers the schema with Hydra before main() composes
 from experiments.analyses import run_analyses
 from experiments.presets import preset_notes
+from experiments.ctrl_c import exit_by_sigint
 from sim.config import ConfigError
 from sim.schema import closest_text
 from sim.outputs import atomic_write_text, charts_done, is_complete, mark_charts_done
@@ -485,16 +486,6 @@ def interrupted_message() -> str:
     return f"{INTERRUPTED}; run the same command with {resume} to finish them (complete runs are skipped)"
 
 
-def _exit_by_sigint() -> None:
-    """Re-raise the KeyboardInterrupt without Python's traceback: the interpreter then cleans up
-    (atexit, joblib's pool) and ends by SIGINT, as shells expect of a command stopped by Ctrl-C
-    (status 130; a shell loop around the command stops too, which a plain ``exit(130)`` would
-    not do)."""
-    hook = sys.excepthook
-    sys.excepthook = lambda kind, value, tb: None if issubclass(kind, KeyboardInterrupt) else hook(kind, value, tb)
-    raise KeyboardInterrupt
-
-
 def cli() -> None:
     """The ``homesim`` console command (and ``python -m experiments.run``): refuse what must be
     refused before Hydra creates a directory, then compose and run. ``--help`` lists the config
@@ -512,7 +503,7 @@ def cli() -> None:
             main()
     except KeyboardInterrupt:
         print(interrupted_message(), file=sys.stderr)
-        _exit_by_sigint()
+        exit_by_sigint()
 
 
 if __name__ == "__main__":

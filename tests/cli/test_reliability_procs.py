@@ -293,6 +293,48 @@ def test_ctrl_c_stops_a_sweep_on_joblib_workers_in_one_line_and_leaves_no_proces
     assert jobs and not all(is_complete(j) for j in jobs)
 
 
+#: Every command-line tool but ``homesim`` (whose line names the directory to finish, tested above),
+#: with the line it prints on Ctrl-C.
+TOOLS_ON_CTRL_C = {"experiments.plot": "FILES_WHOLE", "experiments.report": "FILES_WHOLE",
+                   "experiments.evaluate": "FILES_WHOLE", "experiments.calibrate": "FILES_WHOLE",
+                   "experiments.power": "PRINTS_ONLY", "experiments.bench": "NOTHING_WRITTEN",
+                   "experiments.gym_bench": "NOTHING_WRITTEN"}
+
+
+def test_every_tool_prints_one_line_on_ctrl_c_and_ends_by_sigint(marker):
+    """A Ctrl-C inside each tool's main (raised where it reads its arguments, all tools at once):
+    the tool's one line on standard error, no traceback, the end by SIGINT."""
+    import experiments.ctrl_c as ctrl_c
+
+    code = ("import argparse, importlib, sys\n"
+            "def interrupted(*args, **kwargs):\n"
+            "    raise KeyboardInterrupt\n"
+            "argparse.ArgumentParser.parse_args = interrupted\n"
+            "importlib.import_module(sys.argv[1]).main([])\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RELIABILITY_MARKER": marker}
+    procs = {tool: subprocess.Popen([sys.executable, "-c", code, tool], cwd=REPO, env=env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for tool in TOOLS_ON_CTRL_C}
+    for tool, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == -signal.SIGINT, (tool, proc.returncode, stderr[-2000:])
+        assert stderr == getattr(ctrl_c, TOOLS_ON_CTRL_C[tool]) + "\n", (tool, stderr[-2000:])
+        assert "Traceback" not in stdout, (tool, stdout[-2000:])
+
+
+def test_ctrl_c_stops_a_benchmark_in_one_line(marker):
+    """A real Ctrl-C to the process group of a long benchmark."""
+    from experiments.ctrl_c import NOTHING_WRITTEN
+
+    p = spawn(["--steps", "100000000", "--num-envs", "64"], marker, module="experiments.gym_bench")
+    time.sleep(3.0)                 # imported and stepping
+    assert p.poll() is None
+    os.killpg(p.pid, signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == -signal.SIGINT, (p.returncode, stderr[-2000:])
+    assert stderr == NOTHING_WRITTEN + "\n", stderr[-2000:]
+
+
 def test_worker_exits_when_its_parent_is_gone(marker):
     parent = subprocess.Popen(["sleep", "0.5"])
     code = ("import os, sys, time; sys.path.insert(0, %r); os.environ['SIM_RUN_PARENT_PID'] = %r; "
