@@ -46,7 +46,7 @@ def table(rows: list[dict]) -> str:
 
 
 @one_line_on_ctrl_c(NOTHING_WRITTEN)
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> None:
     from experiments.cli_help import prog
     ap = argparse.ArgumentParser(prog=prog("experiments.gym_bench"), description="Visits (steps) per second of the Gymnasium environment")
     ap.add_argument("--steps", type=int, default=1000, help="steps of the single-visit environment")
@@ -68,7 +68,6 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         from sim.outputs import atomic_write_text
         atomic_write_text(args.json, json.dumps(report, indent=2))
-    return report
 
 
 if __name__ == "__main__":

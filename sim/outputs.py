@@ -26,6 +26,7 @@ reason.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -47,15 +48,27 @@ def tmp_name(path: Path) -> Path:
     return path.with_name(f"{path.name}.{os.getpid()}-{os.urandom(4).hex()}{TMP_SUFFIX}")
 
 
+@contextlib.contextmanager
+def _removed_unless_renamed(tmp: Path):
+    """Remove ``tmp`` if the write through it fails or is interrupted (Ctrl-C: KeyboardInterrupt),
+    so that only SIGKILL can leave one behind (a re-run of the run directory removes those)."""
+    try:
+        yield
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def atomic_write_text(path: Path | str, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with _removed_unless_renamed(tmp):
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
 
 
 def atomic_savefig(fig: Any, path: Path | str, **kwargs: Any) -> Path:
@@ -63,8 +76,9 @@ def atomic_savefig(fig: Any, path: Path | str, **kwargs: Any) -> Path:
     PNG that looks like a chart. (Takes the figure, so ``sim`` never imports matplotlib.)"""
     path = Path(path)
     tmp = tmp_name(path)
-    fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **kwargs)
-    os.replace(tmp, path)
+    with _removed_unless_renamed(tmp):
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **kwargs)
+        os.replace(tmp, path)
     return path
 
 

@@ -56,6 +56,16 @@ def test_each_command_answers_help(command, capsys, monkeypatch):
     assert capsys.readouterr().out.startswith(f"usage: python -m {module} ")
 
 
+def test_a_benchmark_command_that_succeeds_exits_with_status_0(capsys):
+    """A console script runs ``sys.exit(main())``: a ``main`` that returned its figures (a dict)
+    printed them to stderr and exited with status 1."""
+    result = entry_point("homesim-gym-bench")(["--steps", "3", "--visits", "64", "--num-envs", "64"])
+    with pytest.raises(SystemExit) as exit_:
+        sys.exit(result)
+    assert exit_.value.code in (None, 0)
+    assert "HomepageVectorEnv" in capsys.readouterr().out
+
+
 @pytest.fixture(scope="module")
 def homesim(tmp_path_factory) -> Path:
     """A ``homesim`` executable on a private PATH: what pip writes for the console script."""

@@ -318,8 +318,9 @@ def test_every_tool_prints_one_line_on_ctrl_c_and_ends_by_sigint(marker):
     for tool, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=120)
         assert proc.returncode == -signal.SIGINT, (tool, proc.returncode, stderr[-2000:])
-        assert stderr == getattr(ctrl_c, TOOLS_ON_CTRL_C[tool]) + "\n", (tool, stderr[-2000:])
-        assert "Traceback" not in stdout, (tool, stdout[-2000:])
+        # The tool's line last (a library's warning at import may come before it), no traceback.
+        assert stderr.splitlines()[-1:] == [getattr(ctrl_c, TOOLS_ON_CTRL_C[tool])], (tool, stderr[-2000:])
+        assert "Traceback" not in stdout + stderr, (tool, stderr[-2000:])
 
 
 def test_ctrl_c_stops_a_benchmark_in_one_line(marker):
@@ -327,12 +328,12 @@ def test_ctrl_c_stops_a_benchmark_in_one_line(marker):
     from experiments.ctrl_c import NOTHING_WRITTEN
 
     p = spawn(["--steps", "100000000", "--num-envs", "64"], marker, module="experiments.gym_bench")
-    time.sleep(3.0)                 # imported and stepping
+    time.sleep(3.0)                 # imported (about 1 s) and stepping
     assert p.poll() is None
     os.killpg(p.pid, signal.SIGINT)
     stdout, stderr = p.communicate(timeout=60)
     assert p.returncode == -signal.SIGINT, (p.returncode, stderr[-2000:])
-    assert stderr == NOTHING_WRITTEN + "\n", stderr[-2000:]
+    assert stderr.splitlines()[-1:] == [NOTHING_WRITTEN] and "Traceback" not in stderr, stderr[-2000:]
 
 
 def test_worker_exits_when_its_parent_is_gone(marker):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -133,3 +134,26 @@ def test_only_the_columns_in_log_order_carry_parquet_statistics(tmp_path):
     assert len(fragments) == 3
     kept = [f for f in fragments for _ in f.split_by_row_group(filter=ds.field("time") >= 20.0)]
     assert len(kept) == 1 and kept[0].path.endswith("part-00002.parquet")
+
+
+def test_an_interrupted_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """Ctrl-C (KeyboardInterrupt) while a file is written through its temporary name: neither
+    the file nor the temporary one is left."""
+    import sim.outputs
+    from sim.outputs import atomic_savefig, atomic_write_text
+
+    class Figure:
+        def savefig(self, path, **kwargs):
+            Path(path).write_bytes(b"half a PNG")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_savefig(Figure(), tmp_path / "chart.png")
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sim.outputs.os, "fsync", interrupted)     # the text is written, not yet renamed
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_text(tmp_path / "a.txt", "text")
+    assert list(tmp_path.iterdir()) == []
