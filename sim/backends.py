@@ -100,7 +100,7 @@ def _process_worker(conn, build_shard: ShardFactory, config, blocks: range, log)
 
 
 @contextlib.contextmanager
-def _ctrl_c_ignored_by_children():
+def _sigint_blocked_while_children_start():
     """Worker processes started inside never see SIGINT: it is blocked in this thread while they
     start, and a new process keeps the blocked set it was started with. Ctrl-C reaches the whole
     process group, and the driver alone should answer it: it then closes its workers, and the
@@ -141,7 +141,7 @@ class ProcessBackend:
         ctx = process_context()
         self.conns, self.procs = [], []
         try:
-            with _ctrl_c_ignored_by_children():
+            with _sigint_blocked_while_children_start():
                 for blocks in block_ranges(config.world.n_members, eng.member_block, eng.shards):
                     parent, child = ctx.Pipe()
                     p = ctx.Process(target=_process_worker, args=(child, build_shard, config, blocks, log),
