@@ -114,7 +114,7 @@ class ServedImpressions:
     @property
     def varied(self) -> np.ndarray:
         """(n,) bool: the title has two or more images (the policy's choice can matter)."""
-        return self.decisions.mask.sum(axis=1) >= 2
+        return self.decisions.n_candidates() >= 2
 
     @property
     def varied_quality_play(self) -> np.ndarray:
@@ -217,9 +217,11 @@ def serve_cell(ctx: ServingContext, cell, visits: Visits, visit_ids: np.ndarray,
     if eng.track_regret:
         p_click, p_play, p_quality = world.response.probabilities(batch)
         pc, pp, pq = p_click[idx, sel.action], p_play[idx, sel.action], p_quality[idx, sel.action]
-        oracle = np.where(mask, p_quality, -np.inf).max(axis=1)
+        # Padding candidates have probability 0 (``probabilities``) and every probability is
+        # >= 0, so plain row maxima and sums are those over the valid candidates.
+        oracle = p_quality.max(axis=1)
         # Summed in float64: p is float32, and a float32 sum is off by ~1e-8 relative.
-        uniform = np.where(mask, p_quality, 0.0).sum(axis=1, dtype=np.float64) / mask.sum(axis=1)
+        uniform = p_quality.sum(axis=1, dtype=np.float64) / batch.n_candidates()
     else:
         p_click, p_play, p_quality = world.response.probabilities(batch, sel.artwork[:, None])
         pc, pp, pq = p_click[:, 0], p_play[:, 0], p_quality[:, 0]

@@ -403,7 +403,7 @@ class ShardServer:
             log.append({
                 "time": d.time, "visit": d.visit, "member": d.member, "cell": cell.name,
                 "title": d.title, "artwork": s.artwork, "action": s.action,
-                "n_candidates": d.mask.sum(axis=1), "familiar": d.familiar, "row": d.row, "column": d.column,
+                "n_candidates": d.n_candidates(), "familiar": d.familiar, "row": d.row, "column": d.column,
                 "position": d.row.astype(np.int32) * cols + d.column, "pscore": s.propensity,
                 "policy": cell.policy.name, "model_version": np.full(n, cell.policy.model_version_),
                 "click": s.click, "play": s.play, "quality_play": s.quality_play,

@@ -9,7 +9,8 @@ NumPy code they replaced used, so results stay bit-identical.
 * :mod:`sim.kernels.layout` -- the homepage grid (top picks, genre rows) per visit
 * :mod:`sim.kernels.session` -- the session scan over a page (reading order, patience, stops)
 * :mod:`sim.kernels.accumulate` -- per-member and per-(time bucket) metric sums
-* :mod:`sim.kernels.choice` -- the best candidate under each posterior draw (sampled-posterior policies)
+* :mod:`sim.kernels.choice` -- the best candidate under each posterior draw (sampled-posterior
+  policies), and how often each candidate wins (Thompson sampling's deploy)
 * :mod:`sim.kernels.warm` -- compile (or load) every kernel once, timed
 """
 from __future__ import annotations

@@ -39,3 +39,27 @@ def best_candidates(scores, table, candidates):
                     best, best_k = v, k
             out[i, d] = best_k
     return out
+
+
+@kernel
+def argmax_counts(draws):
+    """draws (m, K, D) float: D posterior draws of K candidates for m titles (padding below
+    every real draw). Returns (m, K) int64: how often each candidate is the best of a draw,
+    ``np.bincount`` of ``draws.argmax(axis=1)`` per title, without the strided argmax (ties: the
+    first maximum; NaN: the first NaN, as ``argmax``)."""
+    m, K, D = draws.shape
+    wins = np.zeros((m, K), np.int64)
+    for i in range(m):
+        for d in range(D):
+            best_k = 0
+            best = draws[i, 0, d]
+            if not np.isnan(best):
+                for k in range(1, K):
+                    v = draws[i, k, d]
+                    if np.isnan(v):
+                        best_k = k
+                        break
+                    if v > best:
+                        best, best_k = v, k
+            wins[i, best_k] += 1
+    return wins

@@ -15,7 +15,7 @@ def warm() -> float:
     """Call every kernel once with the argument types serving uses; seconds taken."""
     t0 = time.perf_counter()
     from sim.kernels.accumulate import accumulate, count_visits, scatter_add
-    from sim.kernels.choice import best_candidates
+    from sim.kernels.choice import argmax_counts, best_candidates
     from sim.kernels.layout import layout_kernel
     from sim.kernels.session import scan_sessions
 
@@ -31,6 +31,7 @@ def warm() -> float:
     scatter_add(np.zeros((1, 2), np.float32), i64, np.zeros((1, 2), np.float32))
     scatter_add(per_member, i64, np.zeros((1, 2)))
     best_candidates(np.zeros((1, 1, 2), np.float32), np.zeros((1, 2), np.float32), np.zeros((1, 2), np.int32))
+    argmax_counts(np.zeros((1, 2, 3)))
     return time.perf_counter() - t0
 
 

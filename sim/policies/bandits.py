@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.kernels.choice import argmax_counts
 from sim.policies.base import (ArtworkCounts, ArtworkPolicy, DecisionBatch, FeedbackBatch,
                                argmax_uniform_ties, uniform_probabilities)
 from sim.schema import param
@@ -106,9 +107,7 @@ class ThompsonPolicy(CountingPolicy):
             ids = p[v]                       # draw only real artworks, not the padding
             draws = np.full((*p.shape, self.n_draws), -1.0)
             draws[v] = rng.beta(a[ids][:, None], b[ids][:, None], size=(ids.size, self.n_draws))
-            winner = draws.argmax(axis=1)                                     # (chunk, n_draws)
-            flat = (np.arange(p.shape[0])[:, None] * K + winner).ravel()
-            wins = np.bincount(flat, minlength=p.size).reshape(p.shape)
+            wins = argmax_counts(draws)                                       # (chunk, K)
             probs[ids] = (wins / self.n_draws)[v]
         self.argmax_prob_ = probs
 
@@ -116,7 +115,7 @@ class ThompsonPolicy(CountingPolicy):
         probs = np.where(batch.mask, self._gather(self.argmax_prob_, batch), 0.0)
         # Rows offering only part of the title's pool (e.g. logged feedback whose n_candidates
         # varies by row): the argmax is taken over the offered images only.
-        partial = batch.mask.sum(axis=1) < self.catalog_.pool_size[batch.title]
+        partial = batch.n_candidates() < self.catalog_.pool_size[batch.title]
         if partial.any():
             probs[partial] = self._subset_probabilities(batch.candidates[partial], batch.mask[partial])
         return probs
@@ -139,9 +138,7 @@ class ThompsonPolicy(CountingPolicy):
             ids = p[v]
             draws = np.full((*p.shape, self.n_draws), -np.inf)
             draws[v] = rng.beta(a[ids][:, None], b[ids][:, None], size=(ids.size, self.n_draws))
-            winner = draws.argmax(axis=1)                                     # (chunk, n_draws)
-            flat = (np.arange(p.shape[0])[:, None] * K + winner).ravel()
-            out[lo:lo + chunk] = np.bincount(flat, minlength=p.size).reshape(p.shape) / self.n_draws
+            out[lo:lo + chunk] = argmax_counts(draws) / self.n_draws
         return out[inverse]
 
 

@@ -67,6 +67,15 @@ class DecisionBatch:
     def __len__(self) -> int:
         return int(self.member.shape[0])
 
+    def n_candidates(self) -> np.ndarray:
+        """Valid candidates per impression, shape (n,) int64: ``mask.sum(axis=1)``, computed once
+        per batch (serving, the policy, the metrics and the log all read it; each sum over a
+        boolean (n, K) array costs about as much as drawing the batch's clicks)."""
+        n = self.__dict__.get("_n_candidates")
+        if n is None:
+            n = self.__dict__["_n_candidates"] = self.mask.sum(axis=1)
+        return n
+
     def page_index(self) -> np.ndarray:
         """Dense page number per impression (0..n_pages-1), shape (n,)."""
         if self.visit is None:

@@ -23,7 +23,7 @@ def test_every_kernel_is_cached_on_disk():
             if isinstance(obj, Dispatcher) and obj.__module__ == module.__name__:
                 found.append(name)
                 assert type(obj._cache).__name__ == "FunctionCache", f"{info.name}.{name} is not cache=True"
-    assert {"layout_kernel", "scan_sessions", "accumulate", "count_visits", "scatter_add", "best_candidates"} <= set(found)
+    assert {"layout_kernel", "scan_sessions", "accumulate", "count_visits", "scatter_add", "best_candidates", "argmax_counts"} <= set(found)
 
 
 def test_accumulate_matches_add_at_and_bincount_bit_for_bit():
@@ -105,3 +105,29 @@ def test_best_candidates_matches_numpy_argmax_with_ties_padding_and_nan():
     # Wider types (an OPE batch's int64 ids, float64 scores) give NumPy's answer too.
     np.testing.assert_array_equal(best_candidates(scores.astype(np.float64), table.astype(np.float64),
                                                   candidates.astype(np.int64)), want)
+
+
+def test_argmax_counts_matches_numpy_argmax_and_bincount():
+    """Thompson sampling's deploy-time win counts, against the NumPy it replaced, on draws
+    that tie often (a coarse grid), with padding (-1 and -inf) and NaN."""
+    from sim.kernels.choice import argmax_counts
+
+    rng = generator(6, "test-kernels")
+    m, K, D = 50, 9, 64
+    draws = rng.integers(0, 4, (m, K, D)) / 4.0
+    draws[rng.random((m, K)) < 0.3] = -1.0                  # padded candidates, every draw
+    draws[:3] = -np.inf                                     # titles of padding only: index 0
+    draws[5, 4, :10] = np.nan                               # NaN wins at its first position
+    draws[6, 0, 7] = np.nan
+
+    def numpy_counts(x):
+        winner = x.argmax(axis=1)
+        flat = (np.arange(x.shape[0])[:, None] * K + winner).ravel()
+        return np.bincount(flat, minlength=x.shape[0] * K).reshape(x.shape[0], K)
+
+    got = argmax_counts(draws)
+    np.testing.assert_array_equal(got, numpy_counts(draws))
+    assert (got.sum(axis=1) == D).all() and (got[:3, 0] == D).all()
+    # Negative control: the last maximum instead of the first differs on the ties.
+    last = numpy_counts(draws[:, ::-1])[:, ::-1]
+    assert not np.array_equal(got, last)

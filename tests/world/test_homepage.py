@@ -33,10 +33,11 @@ def hp_world():
 
 
 def reference_layout(scores, affinity, launched, primary_genre, n_genres, rows, columns):
-    """One page, the slow obvious way."""
+    """One page, the slow obvious way. Equal scores: the lower genre, then the lower title id."""
     titles = np.full((rows, columns), -1, dtype=np.int64)
     row_genre = np.full(rows, -1, dtype=np.int64)
-    ranked = sorted((t for t in range(len(scores)) if launched[t]), key=lambda t: -scores[t])
+    ranked = sorted((t for t in range(len(scores)) if launched[t]),
+                    key=lambda t: (-scores[t], primary_genre[t], t))
     top = ranked[:columns]
     titles[0, :len(top)] = top
     genres = sorted(range(n_genres), key=lambda g: -affinity[g])    # stable: ties by genre id
@@ -47,10 +48,16 @@ def reference_layout(scores, affinity, launched, primary_genre, n_genres, rows, 
     return titles, row_genre
 
 
-def _check_against_reference(primary_genre, n_genres, launched, rows, columns, n_visits, seed):
+def _check_against_reference(primary_genre, n_genres, launched, rows, columns, n_visits, seed,
+                             levels=None):
+    """Pages of random scores against :func:`reference_layout`; ``levels``: scores drawn from
+    that many values (float32), so that most titles tie with others."""
     index = GenreIndex(SimpleNamespace(primary_genre=primary_genre, n_genres=n_genres))
     rng = generator(seed, "ranker", 1)
-    scores = rng.standard_normal((n_visits, primary_genre.size))   # float64: no ties
+    if levels is None:
+        scores = rng.standard_normal((n_visits, primary_genre.size))   # float64: no ties
+    else:
+        scores = rng.integers(0, levels, (n_visits, primary_genre.size)).astype(np.float32)
     affinity = rng.random((n_visits, n_genres))
     titles, row_genre = layout_pages(scores, affinity, launched, index, rows, columns)
     assert titles.shape == (n_visits, rows, columns) and row_genre.shape == (n_visits, rows)
@@ -79,6 +86,16 @@ def test_layout_matches_reference_on_random_scores(hp_world):
             row = titles[v, r][titles[v, r] >= 0]
             assert (cat.primary_genre[row] == row_genre[v, r]).all()
             assert (np.diff(scores[v][row]) < 0).all(), "genre row not in descending score order"
+
+
+@pytest.mark.parametrize("levels", [2, 5])
+def test_layout_breaks_ties_by_title_whatever_order_it_scans_in(hp_world, levels):
+    """The kernel scans each genre best first by the batch's summed scores, not in title order;
+    with scores from a few values most titles tie, and pages must still rank equal scores by
+    title id (top picks: by genre, then title), as the reference does."""
+    cat = hp_world.catalog
+    _check_against_reference(cat.primary_genre, cat.n_genres, cat.launched(0.0), rows=8, columns=6,
+                             n_visits=40, seed=4, levels=levels)
 
 
 def test_layout_rows_run_out_gracefully():
