@@ -11,6 +11,7 @@ NumPy code they replaced used, so results stay bit-identical.
 * :mod:`sim.kernels.accumulate` -- per-member and per-(time bucket) metric sums
 * :mod:`sim.kernels.choice` -- the best candidate under each posterior draw (sampled-posterior
   policies), and how often each candidate wins (Thompson sampling's deploy)
+* :mod:`sim.kernels.history` -- has a member seen a title recently (the ring buffer of recent titles)
 * :mod:`sim.kernels.warm` -- compile (or load) every kernel once, timed
 """
 from __future__ import annotations

@@ -42,24 +42,70 @@ def best_candidates(scores, table, candidates):
 
 
 @kernel
-def argmax_counts(draws):
-    """draws (m, K, D) float: D posterior draws of K candidates for m titles (padding below
-    every real draw). Returns (m, K) int64: how often each candidate is the best of a draw,
-    ``np.bincount`` of ``draws.argmax(axis=1)`` per title, without the strided argmax (ties: the
-    first maximum; NaN: the first NaN, as ``argmax``)."""
-    m, K, D = draws.shape
+def argmax_counts(draws, valid):
+    """How often each candidate is the best of a posterior draw, per title: shape (m, K) int64.
+
+    valid (m, K) bool marks each title's real candidates; draws (R, D) float holds D draws of
+    each of them, R = valid.sum(), in ``valid``'s row-major order (as ``rng.beta`` fills them
+    for ``ids = pool[valid]``). Equal to ``np.bincount`` of ``x.argmax(axis=1)`` per title, where
+    x (m, K, D) puts the draws at ``valid`` and anything below them elsewhere (ties: the first
+    maximum; NaN: the first NaN, as ``argmax``; a title without candidates: index 0), without
+    building x or running a strided argmax."""
+    m, K = valid.shape
+    D = draws.shape[1]
     wins = np.zeros((m, K), np.int64)
+    r0 = 0
     for i in range(m):
         for d in range(D):
             best_k = 0
-            best = draws[i, 0, d]
-            if not np.isnan(best):
-                for k in range(1, K):
-                    v = draws[i, k, d]
-                    if np.isnan(v):
-                        best_k = k
-                        break
-                    if v > best:
-                        best, best_k = v, k
+            best = 0.0
+            r = r0
+            found = False
+            for k in range(K):
+                if not valid[i, k]:
+                    continue
+                v = draws[r, d]
+                r += 1
+                if np.isnan(v):
+                    best_k = k
+                    break
+                if not found or v > best:
+                    best, best_k, found = v, k, True
             wins[i, best_k] += 1
+        for k in range(K):
+            if valid[i, k]:
+                r0 += 1
     return wins
+
+
+@kernel
+def inverse_cdf(probs, r):
+    """One column per row of probs (n, K) by inverse CDF, given uniforms r (n,) in [0, 1):
+    shape (n,) int64. The column is how many entries of the row's running sum are <= r times
+    the row's total (the running sum in column order, in probs' own precision, as
+    ``np.cumsum``), capped at K - 1; when round-off lands on a zero-probability column, the last
+    column with positive probability (K - 1 if none)."""
+    n, K = probs.shape
+    out = np.empty(n, np.int64)
+    cdf = np.empty(K, probs.dtype)
+    for i in range(n):
+        acc = probs[i, 0]
+        cdf[0] = acc
+        for k in range(1, K):
+            acc = acc + probs[i, k]
+            cdf[k] = acc
+        u = r[i] * acc
+        idx = 0
+        for k in range(K):
+            if cdf[k] <= u:
+                idx += 1
+        if idx > K - 1:
+            idx = K - 1
+        if probs[i, idx] <= 0:
+            idx = K - 1
+            for k in range(K - 1, -1, -1):
+                if probs[i, k] > 0:
+                    idx = k
+                    break
+        out[i] = idx
+    return out

@@ -19,34 +19,21 @@ from sim.kernels import kernel
 
 
 @njit(cache=True, inline="always")
-def _insert(buf_title, buf_score, row, filled, k, title, score):
-    """Insert (title, score) into row ``row`` of the descending buffers (``filled`` entries,
-    capacity ``k``); equal scores keep arrival order. Returns the new fill. (Whole 2-D buffers
-    and a row index, not row views: a view per title costs more than the comparison.)"""
-    if filled == k and not (score > buf_score[row, k - 1]):
+def _insert(buf_key, buf_score, row, filled, k, key, score):
+    """Insert (key, score) into row ``row`` of buffers kept in descending score, then ascending
+    key (``filled`` entries, capacity ``k``), unless the buffer is full and its last entry ranks
+    higher. Returns the new fill. (Whole 2-D buffers and a row index, not row views: a view per
+    title costs more than the comparison.)"""
+    if filled == k and not (score > buf_score[row, k - 1]
+                            or (score == buf_score[row, k - 1] and key < buf_key[row, k - 1])):
         return filled
     p = filled if filled < k else k - 1
-    while p > 0 and buf_score[row, p - 1] < score:     # shift worse entries down one
+    while p > 0 and (buf_score[row, p - 1] < score     # shift lower-ranked entries down one
+                     or (buf_score[row, p - 1] == score and buf_key[row, p - 1] > key)):
         buf_score[row, p] = buf_score[row, p - 1]
-        buf_title[row, p] = buf_title[row, p - 1]
+        buf_key[row, p] = buf_key[row, p - 1]
         p -= 1
-    buf_title[row, p] = title
-    buf_score[row, p] = score
-    return filled + 1 if filled < k else k
-
-
-@njit(cache=True, inline="always")
-def _insert_ranked(buf_title, buf_score, row, filled, k, title, score):
-    """As :func:`_insert`, but equal scores keep the lower title id first, whatever the arrival
-    order (genre order is ascending title id, so this is :func:`_insert`'s order when titles
-    arrive in genre order). The caller has checked that (score, title) beats a full buffer's last."""
-    p = filled if filled < k else k - 1
-    while p > 0 and (buf_score[row, p - 1] < score
-                     or (buf_score[row, p - 1] == score and buf_title[row, p - 1] > title)):
-        buf_score[row, p] = buf_score[row, p - 1]
-        buf_title[row, p] = buf_title[row, p - 1]
-        p -= 1
-    buf_title[row, p] = title
+    buf_key[row, p] = key
     buf_score[row, p] = score
     return filled + 1 if filled < k else k
 
@@ -87,7 +74,8 @@ def layout_kernel(scores, genre_affinity, order, start, rows, columns):
     lead = np.empty((G, K), dtype=np.int64)
     lead_score = np.empty((G, K), dtype=scores.dtype)
     n_lead = np.zeros(G, dtype=np.int64)
-    top = np.empty((1, C), dtype=np.int64)
+    top = np.empty((1, C), dtype=np.int64)          # keys g * K + j of lead[g, j]
+    top_title = np.empty(C, dtype=np.int64)
     top_score = np.empty((1, C), dtype=scores.dtype)
     used = np.zeros(G, dtype=np.bool_)
     n_genre_rows = min(rows - 1, G)
@@ -101,15 +89,17 @@ def layout_kernel(scores, genre_affinity, order, start, rows, columns):
                 s = scores[i, t]
                 # Most titles lose to the buffer's last: test that here, not in a call.
                 if filled < K or s > lead_score[g, K - 1] or (s == lead_score[g, K - 1] and t < lead[g, K - 1]):
-                    filled = _insert_ranked(lead, lead_score, g, filled, K, t, s)
+                    filled = _insert(lead, lead_score, g, filled, K, t, s)
             n_lead[g] = filled
-        # -- top picks: the best C among every genre's first C (genre order, then rank)
+        # -- top picks: the best C among every genre's first C (ties: genre order, then rank,
+        # so the key is the leader's place g * K + j)
         n_top = 0
         for g in range(G):
             for j in range(min(n_lead[g], C)):
-                n_top = _insert(top, top_score, 0, n_top, C, lead[g, j], lead_score[g, j])
+                n_top = _insert(top, top_score, 0, n_top, C, g * K + j, lead_score[g, j])
         for j in range(n_top):
-            titles[i, 0, j] = top[0, j]
+            top_title[j] = lead[top[0, j] // K, top[0, j] % K]
+            titles[i, 0, j] = top_title[j]
         # -- genre rows: strongest genres first (ties: lower genre index), titles not in top picks
         used[:] = False
         for r in range(n_genre_rows):
@@ -126,7 +116,7 @@ def layout_kernel(scores, genre_affinity, order, start, rows, columns):
                 t = lead[best, j]
                 shown = False
                 for q in range(n_top):
-                    if top[0, q] == t:
+                    if top_title[q] == t:
                         shown = True
                         break
                 if not shown:

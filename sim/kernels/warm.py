@@ -15,7 +15,8 @@ def warm() -> float:
     """Call every kernel once with the argument types serving uses; seconds taken."""
     t0 = time.perf_counter()
     from sim.kernels.accumulate import accumulate, count_visits, scatter_add
-    from sim.kernels.choice import argmax_counts, best_candidates
+    from sim.kernels.choice import argmax_counts, best_candidates, inverse_cdf
+    from sim.kernels.history import in_recent
     from sim.kernels.layout import layout_kernel
     from sim.kernels.session import scan_sessions
 
@@ -31,7 +32,9 @@ def warm() -> float:
     scatter_add(np.zeros((1, 2), np.float32), i64, np.zeros((1, 2), np.float32))
     scatter_add(per_member, i64, np.zeros((1, 2)))
     best_candidates(np.zeros((1, 1, 2), np.float32), np.zeros((1, 2), np.float32), np.zeros((1, 2), np.int32))
-    argmax_counts(np.zeros((1, 2, 3)))
+    argmax_counts(np.zeros((2, 3)), np.ones((1, 2), np.bool_))
+    inverse_cdf(np.ones((1, 2)), np.zeros(1))
+    in_recent(np.full((1, 2), -1, np.int32), i64, np.zeros(1, np.int32))
     return time.perf_counter() - t0
 
 

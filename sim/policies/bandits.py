@@ -105,9 +105,8 @@ class ThompsonPolicy(CountingPolicy):
         for lo in range(0, T, chunk):  # title chunks: bounded memory, vectorized inside
             p, v = pool[lo:lo + chunk], valid[lo:lo + chunk]
             ids = p[v]                       # draw only real artworks, not the padding
-            draws = np.full((*p.shape, self.n_draws), -1.0)
-            draws[v] = rng.beta(a[ids][:, None], b[ids][:, None], size=(ids.size, self.n_draws))
-            wins = argmax_counts(draws)                                       # (chunk, K)
+            draws = rng.beta(a[ids][:, None], b[ids][:, None], size=(ids.size, self.n_draws))
+            wins = argmax_counts(draws, v)                                    # (chunk, K)
             probs[ids] = (wins / self.n_draws)[v]
         self.argmax_prob_ = probs
 
@@ -136,9 +135,8 @@ class ThompsonPolicy(CountingPolicy):
             p = offers[lo:lo + chunk]
             v = p >= 0
             ids = p[v]
-            draws = np.full((*p.shape, self.n_draws), -np.inf)
-            draws[v] = rng.beta(a[ids][:, None], b[ids][:, None], size=(ids.size, self.n_draws))
-            out[lo:lo + chunk] = argmax_counts(draws) / self.n_draws
+            draws = rng.beta(a[ids][:, None], b[ids][:, None], size=(ids.size, self.n_draws))
+            out[lo:lo + chunk] = argmax_counts(draws, v) / self.n_draws
         return out[inverse]
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sim.config import POLICIES, REWARD_NAMES
+from sim.kernels.choice import inverse_cdf
 from sim.schema import check_keys, from_mapping, hyperparameters, param
 
 if TYPE_CHECKING:
@@ -133,16 +134,13 @@ class ArtworkCounts:
 
 
 def sample_rows(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Draw one column per row of ``probs`` (n, K) by inverse CDF; one uniform per row."""
-    cdf = np.cumsum(probs, axis=1)
-    u = rng.random(probs.shape[0]) * cdf[:, -1]
-    idx = (cdf <= u[:, None]).sum(axis=1)
-    # Guard against float round-off landing past the last positive-probability column.
-    idx = np.minimum(idx, probs.shape[1] - 1)
-    bad = probs[np.arange(probs.shape[0]), idx] <= 0
-    if bad.any():
-        idx[bad] = probs.shape[1] - 1 - np.argmax(probs[bad][:, ::-1] > 0, axis=1)
-    return idx
+    """Draw one column per row of ``probs`` (n, K) by inverse CDF; one uniform per row
+    (compiled: :func:`sim.kernels.choice.inverse_cdf`, which also guards against float
+    round-off landing on a zero-probability column). Returns (n,) int64."""
+    probs = np.asarray(probs)
+    if probs.dtype not in (np.float32, np.float64):
+        probs = probs.astype(np.float64)
+    return inverse_cdf(probs, rng.random(probs.shape[0]))
 
 
 def argmax_uniform_ties(scores: np.ndarray, mask: np.ndarray, atol: float = 1e-12) -> np.ndarray:

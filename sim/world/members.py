@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.config import COUNTRY_UTC_OFFSETS, DEVICE_VISIBLE_COLUMNS
+from sim.kernels.history import in_recent
 from sim.metrics import scatter_add_rows
 
 DEVICES = tuple(DEVICE_VISIBLE_COLUMNS)
@@ -51,8 +52,13 @@ class Members:
         return int(self.country.shape[0])
 
     def has_interacted(self, member: np.ndarray, title: np.ndarray) -> np.ndarray:
-        """Boolean (n,): did ``member[i]`` interact with ``title[i]`` recently?"""
-        return (self.recent_titles[member] == title[:, None]).any(axis=1)
+        """Boolean (n,): did ``member[i]`` interact with ``title[i]`` recently? (Compiled:
+        :func:`sim.kernels.history.in_recent`.)"""
+        member, title = np.asarray(member), np.asarray(title)
+        if member.size and (member.min() < 0 or member.max() >= self.recent_titles.shape[0]):
+            raise IndexError(f"member ids must be in [0, {self.recent_titles.shape[0]}), "
+                             f"got [{member.min()}, {member.max()}]")
+        return in_recent(self.recent_titles, member, title)
 
     def record_interactions(self, member: np.ndarray, title: np.ndarray, title_genres: np.ndarray,
                             played: np.ndarray) -> None:

@@ -23,7 +23,7 @@ def test_every_kernel_is_cached_on_disk():
             if isinstance(obj, Dispatcher) and obj.__module__ == module.__name__:
                 found.append(name)
                 assert type(obj._cache).__name__ == "FunctionCache", f"{info.name}.{name} is not cache=True"
-    assert {"layout_kernel", "scan_sessions", "accumulate", "count_visits", "scatter_add", "best_candidates", "argmax_counts"} <= set(found)
+    assert {"layout_kernel", "scan_sessions", "accumulate", "count_visits", "scatter_add", "best_candidates", "argmax_counts", "inverse_cdf", "in_recent"} <= set(found)
 
 
 def test_accumulate_matches_add_at_and_bincount_bit_for_bit():
@@ -108,26 +108,85 @@ def test_best_candidates_matches_numpy_argmax_with_ties_padding_and_nan():
 
 
 def test_argmax_counts_matches_numpy_argmax_and_bincount():
-    """Thompson sampling's deploy-time win counts, against the NumPy it replaced, on draws
-    that tie often (a coarse grid), with padding (-1 and -inf) and NaN."""
+    """Thompson sampling's deploy-time win counts, against the NumPy it replaced (the draws
+    placed in a padded (m, K, D) array, argmax over candidates, bincount), on draws that tie
+    often (a coarse grid), with padding anywhere in a row, titles without candidates and NaN."""
     from sim.kernels.choice import argmax_counts
 
     rng = generator(6, "test-kernels")
     m, K, D = 50, 9, 64
-    draws = rng.integers(0, 4, (m, K, D)) / 4.0
-    draws[rng.random((m, K)) < 0.3] = -1.0                  # padded candidates, every draw
-    draws[:3] = -np.inf                                     # titles of padding only: index 0
-    draws[5, 4, :10] = np.nan                               # NaN wins at its first position
-    draws[6, 0, 7] = np.nan
+    valid = rng.random((m, K)) < 0.7
+    valid[:3] = False                                       # titles without candidates: index 0
+    draws = rng.integers(0, 4, (int(valid.sum()), D)) / 4.0
+    draws[7, :10] = np.nan                                  # NaN wins at its first position
+    draws[20, 5] = np.nan
 
-    def numpy_counts(x):
+    def numpy_counts(draws, valid, pad):
+        x = np.full((m, K, D), pad)
+        x[valid] = draws
         winner = x.argmax(axis=1)
-        flat = (np.arange(x.shape[0])[:, None] * K + winner).ravel()
-        return np.bincount(flat, minlength=x.shape[0] * K).reshape(x.shape[0], K)
+        flat = (np.arange(m)[:, None] * K + winner).ravel()
+        return np.bincount(flat, minlength=m * K).reshape(m, K)
 
-    got = argmax_counts(draws)
-    np.testing.assert_array_equal(got, numpy_counts(draws))
-    assert (got.sum(axis=1) == D).all() and (got[:3, 0] == D).all()
+    got = argmax_counts(draws, valid)
+    for pad in (-1.0, -np.inf):                             # the two paddings the policy used
+        np.testing.assert_array_equal(got, numpy_counts(draws, valid, pad))
+    assert (got.sum(axis=1) == D).all() and (got[:3, 0] == D).all() and not got[3:][~valid[3:]].any()
     # Negative control: the last maximum instead of the first differs on the ties.
-    last = numpy_counts(draws[:, ::-1])[:, ::-1]
+    # (Candidates and titles in reverse order: the first maximum found is the last one.)
+    last = numpy_counts(draws[::-1], valid[::-1, ::-1], -1.0)[::-1, ::-1]
     assert not np.array_equal(got, last)
+
+
+def test_inverse_cdf_matches_the_numpy_sampler_it_replaced():
+    """``sample_rows``'s kernel against the NumPy code it replaced, bit for bit: float64 and
+    float32 rows, zero-probability columns anywhere (the round-off guard), rows of zeros and
+    NaN, and uniforms at the edges of every column."""
+    from sim.kernels.choice import inverse_cdf
+
+    def numpy_sampler(probs, r):
+        cdf = np.cumsum(probs, axis=1)
+        u = r * cdf[:, -1]
+        idx = np.minimum((cdf <= u[:, None]).sum(axis=1), probs.shape[1] - 1)
+        bad = probs[np.arange(probs.shape[0]), idx] <= 0
+        idx[bad] = probs.shape[1] - 1 - np.argmax(probs[bad][:, ::-1] > 0, axis=1)
+        return idx
+
+    rng = generator(7, "test-kernels")
+    n, K = 4_000, 7
+    for dtype in (np.float64, np.float32):
+        probs = rng.dirichlet(np.full(K, 0.5), n).astype(dtype)
+        probs[rng.random((n, K)) < 0.3] = 0.0                  # zero columns anywhere, trailing too
+        probs[:5] = 0.0                                        # rows of zeros: the last column
+        probs[5, 2] = np.nan
+        r = rng.random(n)
+        r[10:20] = 0.0
+        r[20:30] = np.nextafter(1.0, 0.0)                      # u just below the total
+        r[30:40], probs[30:40, -1] = 1.0, 0.0                  # u at the total: the guard's case
+        got = inverse_cdf(probs, r)
+        np.testing.assert_array_equal(got, numpy_sampler(probs, r))
+        assert (got[:5] == K - 1).all()
+        ok = ~np.isnan(probs).any(axis=1) & (probs.sum(axis=1) > 0)
+        assert (probs[ok][np.arange(ok.sum()), got[ok]] > 0).all()    # never a zero column
+    # Negative control: without the guard, the rows whose uniform is at the total land on
+    # their last column, which has probability 0.
+    cdf = np.cumsum(probs, axis=1)
+    unguarded = np.minimum((cdf <= (r * cdf[:, -1])[:, None]).sum(axis=1), K - 1)
+    assert (probs[np.arange(n), unguarded][ok] <= 0).any()
+
+
+def test_in_recent_matches_the_numpy_lookup():
+    """Members' recent-title lookups against the gather-and-compare they replaced: partly
+    filled buffers (-1), repeated members, titles seen and not seen."""
+    from sim.kernels.history import in_recent
+
+    rng = generator(8, "test-kernels")
+    M, H, T, n = 300, 6, 12, 5_000
+    recent = rng.integers(0, T, (M, H)).astype(np.int32)
+    recent[rng.random((M, H)) < 0.4] = -1
+    member, title = rng.integers(0, M, n), rng.integers(0, T, n).astype(np.int32)
+    want = (recent[member] == title[:, None]).any(axis=1)
+    got = in_recent(recent, member, title)
+    np.testing.assert_array_equal(got, want)
+    assert 0.1 < got.mean() < 0.9                               # both answers occur
+    assert not in_recent(recent, member, np.full(n, -2, np.int32)).any()
