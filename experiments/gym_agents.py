@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from sim.metrics import Z95
+from sim.outputs import atomic_write_text
 
 
 def artwork_ids(space) -> int:
@@ -128,8 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     print(text, end="")
     print("seconds: " + ", ".join(f"{name} {res[name]['seconds']:.1f}" for name in ("random", "thompson")))
     if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text)
+        atomic_write_text(args.out, text)     # whole or absent, whenever the run is stopped
 
 
 def report(res: dict, reward: str) -> str:

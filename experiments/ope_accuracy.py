@@ -47,6 +47,7 @@ from sim.ope.groundtruth import expected_values, true_rewards
 from sim.ope.logged import LoggedData, build_target, from_log, target_probabilities, train_target
 from sim.logs import read_impressions
 from sim.ope.runs import read_visit_contexts, run_config, run_world
+from sim.outputs import atomic_write_text
 from sim.runner import run_experiment
 from sim.streams import generator
 
@@ -216,10 +217,11 @@ def tile_section(s: Settings, tmp: Path, out: Path) -> list[Path]:
     runs = pd.DataFrame(by_size)
     summary = summarise(runs)
     files = [out / "ope_accuracy_summary.csv", out / "ope_accuracy_runs.csv", out / "ope_accuracy_by_pool_size.csv"]
-    runs.to_csv(files[1], index=False)
-    summary.to_csv(files[0], index=False)
+    # Each file whole or absent (through a temporary name), whenever the run is stopped.
+    atomic_write_text(files[1], runs.to_csv(index=False))
+    atomic_write_text(files[0], summary.to_csv(index=False))
     pool = pd.DataFrame(by_pool)
-    pool.to_csv(files[2], index=False)
+    atomic_write_text(files[2], pool.to_csv(index=False))
     from experiments.ope_plots import bias_chart, error_vs_pool_size_chart, error_vs_size_chart
 
     files += [error_vs_size_chart(runs, out / "relative_error_vs_log_size.png"),

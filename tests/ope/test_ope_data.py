@@ -248,6 +248,7 @@ def test_ope_accuracy_quick_run_writes_tables_and_charts(tmp_path, capsys):
     assert set(pages["estimator"]) == set(SLATE_ESTIMATOR_NAMES)
     assert "independent" in set(pages["response"])
     assert "page level, response independent" in printed
+    assert not list(tmp_path.glob("*.tmp")), "a table or chart was left under its temporary name"
 
 
 def test_evaluate_takes_user_estimators_by_import_path_with_hyperparameters(run, tmp_path, capsys):
