@@ -122,7 +122,8 @@ def bench_response(out: Path) -> dict[str, str]:
         figs[f"bench_response.{r['response']}.rate"] = f"{r['impressions_per_s_median']:,.0f}"
     session = report["response_models"][0]
     figs["bench_response.ratio"] = f"{session['ratio_to_reference']:.2f}"
-    figs["bench_response.visits_ratio"] = f"{session['visits_ratio_to_reference']:.2f}"
+    # Three decimals: the README's verdict on it is against 0.8, and 0.795 must not read 0.80.
+    figs["bench_response.visits_ratio"] = f"{session['visits_ratio_to_reference']:.3f}"
     return figs
 
 
