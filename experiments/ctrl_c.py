@@ -31,11 +31,31 @@ def exit_by_sigint() -> NoReturn:
     raise KeyboardInterrupt
 
 
+def quiet_ctrl_c_in_callbacks() -> None:
+    """Drop Python's report of a Ctrl-C that lands inside a C callback.
+
+    Numba compiling a kernel (the first run after a checkout) calls back into Python through
+    ctypes; a KeyboardInterrupt raised there cannot propagate, and Python prints "Exception
+    ignored on calling ctypes callback function" with a traceback before the command's own
+    line. Every other unraisable exception still goes to the previous hook. Idempotent."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_ctrl_c", False):
+        return
+
+    def hook(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            previous(unraisable)
+
+    hook.drops_ctrl_c = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
 def one_line_on_ctrl_c(message: str) -> Callable[[F], F]:
     """Decorate a command's ``main``: on Ctrl-C, print ``message`` and end by SIGINT."""
     def decorate(main: F) -> F:
         @functools.wraps(main)
         def run(*args, **kwargs):
+            quiet_ctrl_c_in_callbacks()
             try:
                 return main(*args, **kwargs)
             except KeyboardInterrupt:

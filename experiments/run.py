@@ -42,7 +42,7 @@ from experiments import cli_help  # noqa: F401 -- registers the resolver the --h
 from experiments import config_store  # noqa: F401 -- registers the schema with Hydra before main() composes
 from experiments.analyses import run_analyses
 from experiments.presets import preset_notes
-from experiments.ctrl_c import exit_by_sigint
+from experiments.ctrl_c import exit_by_sigint, quiet_ctrl_c_in_callbacks
 from sim.config import ConfigError
 from sim.schema import closest_text
 from sim.outputs import atomic_write_text, charts_done, is_complete, mark_charts_done
@@ -65,6 +65,7 @@ ERROR_FILE = "error.txt"
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> dict | None:
+    quiet_ctrl_c_in_callbacks()      # here: it runs in every sweep worker too
     hc = HydraConfig.get()
     os.environ[RESUME_ENV] = resume_override(hc)    # for Ctrl-C's message: Hydra forgets it on the way out
     out = Path(hc.runtime.output_dir)
