@@ -218,10 +218,10 @@ def tile_section(s: Settings, tmp: Path, out: Path) -> list[Path]:
     summary = summarise(runs)
     files = [out / "ope_accuracy_summary.csv", out / "ope_accuracy_runs.csv", out / "ope_accuracy_by_pool_size.csv"]
     # Each file whole or absent (through a temporary name), whenever the run is stopped.
-    atomic_write_text(files[1], runs.to_csv(index=False))
-    atomic_write_text(files[0], summary.to_csv(index=False))
+    atomic_write_text(files[1], runs.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(files[0], summary.to_csv(index=False, lineterminator="\n"))
     pool = pd.DataFrame(by_pool)
-    atomic_write_text(files[2], pool.to_csv(index=False))
+    atomic_write_text(files[2], pool.to_csv(index=False, lineterminator="\n"))
     from experiments.ope_plots import bias_chart, error_vs_pool_size_chart, error_vs_size_chart
 
     files += [error_vs_size_chart(runs, out / "relative_error_vs_log_size.png"),

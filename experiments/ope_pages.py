@@ -245,14 +245,14 @@ def run_page_section(s: PageSettings, tmp: Path, out: Path) -> list[Path]:
     runs, truth = pd.DataFrame(rows), pd.DataFrame(truths)
     summary = summarise_pages(runs)
     # Each file whole or absent (through a temporary name), whenever the run is stopped.
-    atomic_write_text(out / "page_ope_runs.csv", runs.to_csv(index=False))
-    atomic_write_text(out / "page_ope_summary.csv", summary.to_csv(index=False))
-    atomic_write_text(out / "page_ope_truth.csv", truth.to_csv(index=False))
+    atomic_write_text(out / "page_ope_runs.csv", runs.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(out / "page_ope_summary.csv", summary.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(out / "page_ope_truth.csv", truth.to_csv(index=False, lineterminator="\n"))
     print(page_tables(summary, truth), end="")
     extra = []
     if s.default_pages_members:
         extra.append(out / "page_weights_default_homepage.csv")
-        atomic_write_text(extra[0], default_page_weights(s, tmp).to_csv(index=False))
+        atomic_write_text(extra[0], default_page_weights(s, tmp).to_csv(index=False, lineterminator="\n"))
     from experiments.ope_plots import page_bias_chart, page_error_vs_size_chart
 
     return [out / "page_ope_summary.csv", out / "page_ope_runs.csv", out / "page_ope_truth.csv", *extra,

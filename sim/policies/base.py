@@ -138,6 +138,8 @@ def sample_rows(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     (compiled: :func:`sim.kernels.choice.inverse_cdf`, which also guards against float
     round-off landing on a zero-probability column). Returns (n,) int64."""
     probs = np.asarray(probs)
+    if probs.ndim != 2 or probs.shape[1] == 0:    # the kernel does not check bounds
+        raise ValueError(f"probabilities must have shape (n, K) with K >= 1, got {probs.shape}")
     if probs.dtype not in (np.float32, np.float64):
         probs = probs.astype(np.float64)
     return inverse_cdf(probs, rng.random(probs.shape[0]))

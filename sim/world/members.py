@@ -55,6 +55,8 @@ class Members:
         """Boolean (n,): did ``member[i]`` interact with ``title[i]`` recently? (Compiled:
         :func:`sim.kernels.history.in_recent`.)"""
         member, title = np.asarray(member), np.asarray(title)
+        if member.shape != title.shape or member.ndim != 1:     # the kernel does not check bounds
+            raise ValueError(f"member and title must be 1-d of one length, got {member.shape}, {title.shape}")
         if member.size and (member.min() < 0 or member.max() >= self.recent_titles.shape[0]):
             raise IndexError(f"member ids must be in [0, {self.recent_titles.shape[0]}), "
                              f"got [{member.min()}, {member.max()}]")

@@ -6,6 +6,7 @@ import importlib
 import pkgutil
 
 import numpy as np
+import pytest
 from numba.core.dispatcher import Dispatcher
 
 import sim.kernels
@@ -190,3 +191,24 @@ def test_in_recent_matches_the_numpy_lookup():
     np.testing.assert_array_equal(got, want)
     assert 0.1 < got.mean() < 0.9                               # both answers occur
     assert not in_recent(recent, member, np.full(n, -2, np.int32)).any()
+
+
+def test_callers_of_unchecked_kernels_refuse_shapes_they_would_overrun():
+    """``inverse_cdf`` and ``in_recent`` do not check bounds; their callers refuse what would
+    read or write past an array (NumPy raised IndexError there before)."""
+    from sim.policies.base import sample_rows
+    from sim.world.members import Members
+
+    rng = generator(9, "test-kernels")
+    with pytest.raises(ValueError, match="K >= 1"):
+        sample_rows(np.zeros((3, 0)), rng)
+    with pytest.raises(ValueError, match=r"shape \(n, K\)"):
+        sample_rows(np.ones(3), rng)
+    members = Members.__new__(Members)
+    members.recent_titles = np.full((4, 2), -1, np.int32)
+    with pytest.raises(ValueError, match="one length"):
+        members.has_interacted(np.array([0, 1, 2]), np.array([0, 1]))
+    with pytest.raises(IndexError, match=r"member ids must be in \[0, 4\)"):
+        members.has_interacted(np.array([0, 4]), np.array([0, 1]))
+    with pytest.raises(IndexError, match=r"member ids must be in \[0, 4\)"):
+        members.has_interacted(np.array([-1]), np.array([0]))
