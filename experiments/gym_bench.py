@@ -21,6 +21,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.ctrl_c import NOTHING_WRITTEN, one_line_on_ctrl_c  # noqa: E402
+from sim.outputs import atomic_write_text  # noqa: E402
 
 
 def rate(env, steps: int, visits_per_step: int, seed: int = 0) -> dict:
@@ -66,7 +67,6 @@ def main(argv: list[str] | None = None) -> None:
     print(table(rows), end="")
     report = {"rows": rows, "load_average": os.getloadavg()}
     if args.json:
-        from sim.outputs import atomic_write_text
         atomic_write_text(args.json, json.dumps(report, indent=2))
 
 

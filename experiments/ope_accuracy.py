@@ -47,7 +47,7 @@ from sim.ope.groundtruth import expected_values, true_rewards
 from sim.ope.logged import LoggedData, build_target, from_log, target_probabilities, train_target
 from sim.logs import read_impressions
 from sim.ope.runs import read_visit_contexts, run_config, run_world
-from sim.outputs import atomic_write_text
+from sim.outputs import write_frame
 from sim.runner import run_experiment
 from sim.streams import generator
 
@@ -218,10 +218,10 @@ def tile_section(s: Settings, tmp: Path, out: Path) -> list[Path]:
     summary = summarise(runs)
     files = [out / "ope_accuracy_summary.csv", out / "ope_accuracy_runs.csv", out / "ope_accuracy_by_pool_size.csv"]
     # Each file whole or absent (through a temporary name), whenever the run is stopped.
-    atomic_write_text(files[1], runs.to_csv(index=False, lineterminator="\n"))
-    atomic_write_text(files[0], summary.to_csv(index=False, lineterminator="\n"))
+    write_frame(files[1], runs)
+    write_frame(files[0], summary)
     pool = pd.DataFrame(by_pool)
-    atomic_write_text(files[2], pool.to_csv(index=False, lineterminator="\n"))
+    write_frame(files[2], pool)
     from experiments.ope_plots import bias_chart, error_vs_pool_size_chart, error_vs_size_chart
 
     files += [error_vs_size_chart(runs, out / "relative_error_vs_log_size.png"),

@@ -39,7 +39,7 @@ from sim.ope.pages import (cascade_products, draw_pages, page_last, page_truth, 
                            weight_second_moments)
 from sim.ope.reward_model import cross_fitted_rewards
 from sim.ope.runs import read_visit_contexts, run_config, run_world
-from sim.outputs import atomic_write_text
+from sim.outputs import write_frame
 from sim.runner import run_experiment
 from sim.streams import generator
 
@@ -245,14 +245,14 @@ def run_page_section(s: PageSettings, tmp: Path, out: Path) -> list[Path]:
     runs, truth = pd.DataFrame(rows), pd.DataFrame(truths)
     summary = summarise_pages(runs)
     # Each file whole or absent (through a temporary name), whenever the run is stopped.
-    atomic_write_text(out / "page_ope_runs.csv", runs.to_csv(index=False, lineterminator="\n"))
-    atomic_write_text(out / "page_ope_summary.csv", summary.to_csv(index=False, lineterminator="\n"))
-    atomic_write_text(out / "page_ope_truth.csv", truth.to_csv(index=False, lineterminator="\n"))
+    write_frame(out / "page_ope_runs.csv", runs)
+    write_frame(out / "page_ope_summary.csv", summary)
+    write_frame(out / "page_ope_truth.csv", truth)
     print(page_tables(summary, truth), end="")
     extra = []
     if s.default_pages_members:
         extra.append(out / "page_weights_default_homepage.csv")
-        atomic_write_text(extra[0], default_page_weights(s, tmp).to_csv(index=False, lineterminator="\n"))
+        write_frame(extra[0], default_page_weights(s, tmp))
     from experiments.ope_plots import page_bias_chart, page_error_vs_size_chart
 
     return [out / "page_ope_summary.csv", out / "page_ope_runs.csv", out / "page_ope_truth.csv", *extra,

@@ -139,6 +139,12 @@ def write_csv(path: Path | str, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def write_frame(path: Path | str, frame: Any) -> None:
+    """A pandas DataFrame as CSV without its index (``frame.to_csv(path, index=False)``'s bytes),
+    written whole or not at all."""
+    atomic_write_text(path, frame.to_csv(index=False, lineterminator="\n"))
+
+
 def git_commit() -> str | None:
     """The checkout's commit, when the package runs from a git work tree."""
     try:
